@@ -1,0 +1,81 @@
+"""The metric registry: which metrics each kind of sensor may report, in which unit,
+and within which physically possible range.
+
+The names are part of the contract with device engineers (DESIGN.md, "Data model").
+A value outside its range is not a reading but a rejection: a pH of 19 is a broken probe
+or a broken decoder, and storing it would poison every average downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+Kind = Literal["water", "air", "flood", "litter"]
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric: its name, unit and the closed range of physically possible values."""
+
+    name: str
+    unit: str
+    minimum: float
+    maximum: float
+    description: str
+
+    def accepts(self, value: float) -> bool:
+        return self.minimum <= value <= self.maximum
+
+
+def _specs(*specs: MetricSpec) -> dict[str, MetricSpec]:
+    return {s.name: s for s in specs}
+
+
+# Metrics any device may report alongside its own kind's.
+COMMON: Final[dict[str, MetricSpec]] = _specs(
+    MetricSpec("battery_pct", "%", 0, 100, "battery charge"),
+    MetricSpec("rssi_dbm", "dBm", -150, 0, "received signal strength"),
+)
+
+# Ranges are what the physical world allows with margin, not what is "normal":
+# normal-vs-suspect is the job of the quality checks and the alert rules.
+METRICS: Final[dict[Kind, dict[str, MetricSpec]]] = {
+    "water": _specs(
+        MetricSpec("ph", "pH", 0, 14, "acidity"),
+        MetricSpec("turbidity_ntu", "NTU", 0, 4000, "turbidity"),
+        MetricSpec("dissolved_oxygen_mgl", "mg/L", 0, 25, "dissolved oxygen"),
+        MetricSpec("conductivity_uscm", "µS/cm", 0, 100_000, "electrical conductivity"),
+        MetricSpec("temperature_c", "°C", -5, 50, "water temperature"),
+    ),
+    "air": _specs(
+        MetricSpec("pm25_ugm3", "µg/m³", 0, 1000, "fine particulate matter PM2.5"),
+        MetricSpec("pm10_ugm3", "µg/m³", 0, 2000, "particulate matter PM10"),
+        MetricSpec("no2_ppb", "ppb", 0, 2000, "nitrogen dioxide"),
+        MetricSpec("o3_ppb", "ppb", 0, 1000, "ozone"),
+        MetricSpec("so2_ppb", "ppb", 0, 2000, "sulphur dioxide"),
+        MetricSpec("co_ppm", "ppm", 0, 1000, "carbon monoxide"),
+        MetricSpec("temperature_c", "°C", -40, 60, "air temperature"),
+        MetricSpec("humidity_pct", "%", 0, 100, "relative humidity"),
+    ),
+    "flood": _specs(
+        MetricSpec("water_level_m", "m", -10, 30, "water level above the gauge datum"),
+        MetricSpec("rain_mm_h", "mm/h", 0, 500, "rain rate"),
+        MetricSpec("flow_m3s", "m³/s", 0, 100_000, "river flow"),
+    ),
+    "litter": _specs(
+        MetricSpec("litter_items", "count", 0, 1_000_000, "items since last collection"),
+        MetricSpec("fill_level_pct", "%", 0, 100, "fill level of the boom or bin"),
+        MetricSpec("litter_kg", "kg", 0, 100_000, "collected mass"),
+    ),
+}
+
+
+def metric_spec(kind: Kind, name: str) -> MetricSpec | None:
+    """The spec of `name` for a device of `kind`, or None when the kind has no such metric."""
+    return METRICS[kind].get(name) or COMMON.get(name)
+
+
+def is_kind(value: str) -> bool:
+    return value in KINDS

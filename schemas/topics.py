@@ -1,0 +1,45 @@
+"""MQTT topic grammar for device uplinks.
+
+Native and SenML uplinks end in `{kind}/{device_id}/up`; whatever stands before that
+(`citywatch/` in production, a per-test prefix in tests) is the deployment's namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.registry import Kind, is_kind
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkTopic:
+    kind: Kind
+    device_id: str
+
+
+class TopicError(ValueError):
+    """The topic does not follow `.../{kind}/{device_id}/up`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_uplink_topic(topic: str) -> UplinkTopic:
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[-1] != "up":
+        raise TopicError(
+            "bad_topic", f"topic {topic!r} does not end in '{{kind}}/{{device_id}}/up'"
+        )
+    kind, device_id = parts[-3], parts[-2]
+    if not is_kind(kind):
+        raise TopicError("unknown_kind", f"unknown kind {kind!r} in topic {topic!r}")
+    if not device_id:
+        raise TopicError("bad_topic", f"empty device id in topic {topic!r}")
+    return UplinkTopic(kind=kind, device_id=device_id)  # type: ignore[arg-type]
+
+
+def uplink_topic(prefix: str, kind: str, device_id: str) -> str:
+    """The topic a device of `kind` publishes to under `prefix` (e.g. 'citywatch')."""
+    return f"{prefix}/{kind}/{device_id}/up" if prefix else f"{kind}/{device_id}/up"

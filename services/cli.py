@@ -1,0 +1,258 @@
+"""`citywatch`: one command line for the stack, the services, the simulator and the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+from services.common.errors import CityWatchError
+from services.common.logs import setup_logging
+from services.common.settings import REPO_ROOT, Settings, load_settings
+
+log = logging.getLogger("citywatch")
+
+# The isolated stack `citywatch test` runs the suite against: its own state folder and
+# ports, so the tests (which stop and kill parts of it) never touch a running demo.
+TEST_ENV = {
+    "CITYWATCH_STATE_DIR": str(REPO_ROOT / ".citywatch" / "test"),
+    "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:21883",
+    "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:29092",
+    "CITYWATCH_DATABASE_URL": "postgresql://citywatch@127.0.0.1:25432/citywatch",
+}
+
+
+# -- stack ------------------------------------------------------------------------------------
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from services.stack import components
+
+    only = set(args.only.split(",")) if args.only else None
+    parts = [c for c in components(settings) if only is None or c.name in only]
+    if args.action == "up":
+        for c in parts:
+            print(f"{c.name:<10} starting ...", flush=True)
+            st = c.up()
+            print(
+                f"{c.name:<10} up      {st.endpoint}  pid={st.pid or '-'}  {st.detail}", flush=True
+            )
+        print(f"state folder: {settings.state_dir}")
+    elif args.action == "down":
+        for c in reversed(parts):
+            c.down()
+            print(f"{c.name:<10} stopped")
+    else:
+        worst = 0
+        for c in parts:
+            st = c.status()
+            state = "up" if st.answers else ("running, not answering" if st.pid else "down")
+            where = "" if st.managed else " (external)"
+            print(f"{c.name:<10} {state:<8} {st.endpoint}{where}  pid={st.pid or '-'}  {st.detail}")
+            worst = worst or (0 if st.answers else 1)
+        return worst
+    return 0
+
+
+# -- database ----------------------------------------------------------------------------------
+async def _migrate(settings: Settings) -> None:
+    from services.common import db
+
+    con = await db.connect(settings.database_dsn)
+    try:
+        applied = await db.migrate(con)
+        path = await db.storage_path(con)
+    finally:
+        await con.close()
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    print(f"storage path: {path}")
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    asyncio.run(_migrate(settings))
+    return 0
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.kafka import ensure_topics, topic_specs
+
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
+    print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+    return 0
+
+
+# -- services ----------------------------------------------------------------------------------
+def _run_service(settings: Settings, name: str) -> int:
+    from services.common.lifecycle import run_until_signalled
+
+    async def main() -> None:
+        if name == "ingest":
+            from services.ingest.gateway import IngestService as Svc
+        elif name == "processor":
+            from services.processor.writer import ProcessorService as Svc  # type: ignore[assignment]
+        else:
+            from services.alerts.service import AlertsService as Svc  # type: ignore[assignment]
+        service = Svc(settings)
+        log.info("starting", extra={"service": name, "settings": settings.masked()})
+        async with service:
+            await run_until_signalled(service.run, service.stop_event, name=name)
+        log.info("stopped", extra={"service": name})
+
+    asyncio.run(main())
+    return 0
+
+
+# -- simulator ---------------------------------------------------------------------------------
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from simulators import Fleet, Publisher, PublishStats
+
+    fleet = Fleet(
+        per_kind=args.per_kind, seed=args.seed, prefix=args.prefix, malformed_share=args.malformed
+    )
+
+    def progress(st: PublishStats) -> None:
+        print(
+            f"  {st.elapsed_s:6.1f}s  sent {st.sent:>8}  acked {st.acked:>8}  "
+            f"({st.acked / max(st.elapsed_s, 1e-9):,.0f}/s)",
+            flush=True,
+        )
+
+    print(
+        f"simulating {len(fleet.devices)} devices ({args.per_kind} per kind) -> "
+        f"{settings.mqtt_url}, rate {args.rate or 'max'}/s, seed {args.seed}"
+    )
+    with Publisher(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        client_id=args.client_id,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+    ) as pub:
+        try:
+            st = pub.run(
+                fleet.messages(),
+                count=args.count,
+                duration_s=args.duration,
+                rate=args.rate,
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            print("interrupted")
+            return 130
+    print(
+        f"done: {st.sent} messages ({st.valid} valid, {st.malformed} malformed "
+        f"{dict(st.by_reason)}), {st.acked} acknowledged by the broker, "
+        f"{st.rate:,.0f} msg/s over {st.elapsed_s:.1f}s"
+    )
+    return 0
+
+
+# -- demo and bench (own modules) ------------------------------------------------------------
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    return run_demo(
+        settings, per_kind=args.per_kind, rate=args.rate, seed=args.seed, malformed=args.malformed
+    )
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from services.bench.pipeline import run_bench
+
+    return run_bench(settings, rate=args.rate, duration_s=args.duration, per_kind=args.per_kind)
+
+
+def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the suite against an isolated local stack that this command starts and stops."""
+    env = {**os.environ, **TEST_ENV}
+    os.environ.update(TEST_ENV)
+    ts = load_settings()
+    from services.stack import stack_down, stack_up
+
+    print("test stack:", ", ".join(f"{k}={v}" for k, v in TEST_ENV.items()), flush=True)
+    try:
+        for st in stack_up(ts):
+            print(f"  {st.name:<10} up  {st.endpoint}", flush=True)
+        rc = subprocess.call(
+            [sys.executable, "-m", "pytest", *args.pytest_args], env=env, cwd=REPO_ROOT
+        )
+    finally:
+        if not args.keep_stack:
+            stack_down(ts)
+    return rc
+
+
+# -- entry point -----------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="citywatch", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("stack", help="the local stack: Mosquitto, Kafka, PostgreSQL")
+    st.add_argument("action", choices=["up", "down", "status"])
+    st.add_argument("--only", help="comma-separated parts: postgres,mosquitto,kafka")
+    st.set_defaults(fn=cmd_stack)
+
+    dbp = sub.add_parser("db", help="database tasks")
+    dbp.add_argument("action", choices=["migrate"])
+    dbp.set_defaults(fn=cmd_db)
+
+    tp = sub.add_parser("topics", help="create CityWatch's Kafka topics on any cluster")
+    tp.add_argument("action", choices=["ensure"])
+    tp.set_defaults(fn=cmd_topics)
+
+    for name, port in (("ingest", 8101), ("processor", 8102), ("alerts", 8103)):
+        sp = sub.add_parser(name, help=f"run the {name} service (HTTP on {port})")
+        sp.set_defaults(fn=lambda s, _a, n=name: _run_service(s, n))
+
+    def fleet_args(sp: argparse.ArgumentParser, rate: float) -> None:
+        sp.add_argument("--per-kind", type=int, default=5, help="devices of each kind")
+        sp.add_argument("--rate", type=float, default=rate, help="messages per second (0 = max)")
+        sp.add_argument("--seed", type=int, default=1)
+        sp.add_argument("--malformed", type=float, default=0.0, help="share of malformed payloads")
+
+    sim = sub.add_parser("simulate", help="publish a simulated fleet to MQTT")
+    fleet_args(sim, 20.0)
+    sim.add_argument("--count", type=int, help="stop after this many messages")
+    sim.add_argument("--duration", type=float, help="stop after this many seconds")
+    sim.add_argument("--prefix", default="citywatch", help="topic prefix")
+    sim.add_argument("--client-id", default="citywatch-simulator")
+    sim.set_defaults(fn=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="stack, services, a simulated city and a live view")
+    fleet_args(demo, 40.0)
+    demo.set_defaults(fn=cmd_demo, malformed=0.02)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench.add_argument("what", choices=["pipeline"])
+    bench.add_argument(
+        "--rate", type=float, default=0.0, help="messages/s (0 = as fast as it goes)"
+    )
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    bench.add_argument("--per-kind", type=int, default=25)
+    bench.set_defaults(fn=cmd_bench)
+
+    test = sub.add_parser("test", help="run the test suite against its own local stack")
+    test.add_argument("--keep-stack", action="store_true", help="leave the test stack running")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    test.set_defaults(fn=cmd_test)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level, settings.log_format)
+        fn: Callable[[Settings, argparse.Namespace], int] = args.fn
+        return fn(settings, args)
+    except CityWatchError as exc:
+        print(f"citywatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Exponential backoff with full jitter, interruptible by a stop event.
+
+A fixed retry interval makes every gateway hit a recovering broker in the same second;
+jitter spreads them out (AWS architecture blog, "Exponential Backoff And Jitter").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Backoff:
+    initial_s: float = 0.2
+    maximum_s: float = 10.0
+    attempt: int = 0
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def next_delay(self) -> float:
+        cap = min(self.maximum_s, self.initial_s * (2**self.attempt))
+        self.attempt += 1
+        return self._rng.uniform(cap / 2, cap)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    async def wait(self, stop: asyncio.Event) -> bool:
+        """Sleep the next delay; return True if `stop` was set meanwhile."""
+        try:
+            await asyncio.wait_for(stop.wait(), self.next_delay())
+        except TimeoutError:
+            return False
+        return True

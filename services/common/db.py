@@ -1,0 +1,249 @@
+"""All database access goes through here: pools, migrations, the bulk reading writer.
+
+Writes are bulk (`unnest` arrays, one statement per table per batch) and idempotent
+(`ON CONFLICT DO NOTHING` on the natural key), so a redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from schemas import Reading
+from services.common.errors import DatabaseUnavailable, StateError
+
+log = logging.getLogger(__name__)
+
+# A connection of our own or one lent by a pool: every query helper takes either.
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+StoragePath = Literal["timescaledb", "plain"]
+# Any fixed 64-bit number: serialises concurrent `citywatch db migrate` runs.
+_MIGRATION_LOCK = 0x43_57_4D_49_47  # "CWMIG"
+
+# Errors that mean "the database is not there right now", as opposed to a bug in our SQL.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "Conn",
+    "StoredBatch",
+    "connect",
+    "create_pool",
+    "migrate",
+    "storage_path",
+    "store_readings",
+]
+
+
+async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout)
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable("postgresql", f"cannot connect: {exc}") from exc
+
+
+@asynccontextmanager
+async def create_pool(dsn: str, *, max_size: int = 4) -> AsyncIterator[asyncpg.Pool]:
+    """A pool that opens connections lazily (min_size=0), so a service can start while the
+    database is down and report not-ready instead of crashing."""
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=max_size, timeout=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+# -- migrations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(plain|timescaledb))?\.sql$")
+
+
+def _migrations_for(storage: StoragePath) -> list[Migration]:
+    chosen: dict[int, Migration] = {}
+    for file in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        m = _NAME.match(file.name)
+        if not m:
+            raise StateError(f"migration file {file.name} does not match NNNN_name[.path].sql")
+        variant = m.group(3)
+        if variant is None or variant == storage:
+            chosen[int(m.group(1))] = Migration(int(m.group(1)), m.group(2), file)
+    return [chosen[v] for v in sorted(chosen)]
+
+
+async def timescaledb_available(con: asyncpg.Connection) -> bool:
+    row = await con.fetchval(
+        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
+    return bool(row)
+
+
+async def storage_path(con: asyncpg.Connection) -> StoragePath | None:
+    """Which path this database was migrated onto, or None before the first migration."""
+    if await con.fetchval("SELECT to_regclass('citywatch_storage')") is None:
+        return None
+    path = await con.fetchval("SELECT path FROM citywatch_storage")
+    return "timescaledb" if path == "timescaledb" else "plain"
+
+
+async def migrate(con: asyncpg.Connection) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction, under an advisory
+    lock so that concurrent runs apply each file exactly once. Returns what was applied."""
+    await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await con.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   path       text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        storage = await storage_path(con)
+        if storage is None:
+            storage = "timescaledb" if await timescaledb_available(con) else "plain"
+        done = {r["version"] for r in await con.fetch("SELECT version FROM schema_migrations")}
+        applied: list[str] = []
+        for mig in _migrations_for(storage):
+            if mig.version in done:
+                continue
+            async with con.transaction():
+                await con.execute(mig.path.read_text())
+                await con.execute(
+                    "INSERT INTO schema_migrations (version, name, path) VALUES ($1, $2, $3)",
+                    mig.version,
+                    mig.name,
+                    storage,
+                )
+            log.info(
+                "migration applied", extra={"version": mig.version, "migration": mig.path.name}
+            )
+            applied.append(mig.path.name)
+        return applied
+    finally:
+        await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+async def ensure_partitions(
+    con: Conn, days_behind: int = 1, days_ahead: int = 7
+) -> int:
+    created = await con.fetchval(
+        "SELECT citywatch_ensure_partitions(current_date - $1::int, current_date + $2::int)",
+        days_behind,
+        days_ahead,
+    )
+    return int(created or 0)
+
+
+# -- the readings writer ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    readings: int
+    rows_offered: int
+    rows_inserted: int  # fewer than offered when a batch is redelivered: duplicates are skipped
+
+
+_INSERT_READINGS = """
+INSERT INTO readings (time, device_id, metric, value)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[])
+ON CONFLICT DO NOTHING
+"""
+
+_UPSERT_DEVICES = """
+INSERT INTO devices (device_id, kind, lat, lon, first_seen, last_seen, last_reading_at)
+SELECT d, k, la, lo, s, s, r
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[],
+            $5::timestamptz[], $6::timestamptz[]) AS u(d, k, la, lo, s, r)
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen       = GREATEST(devices.last_seen, EXCLUDED.last_seen),
+    last_reading_at = GREATEST(devices.last_reading_at, EXCLUDED.last_reading_at),
+    lat             = COALESCE(EXCLUDED.lat, devices.lat),
+    lon             = COALESCE(EXCLUDED.lon, devices.lon)
+"""
+
+# `WHERE device_latest.time < EXCLUDED.time`: latest by reading time, never by arrival.
+_UPSERT_LATEST = """
+INSERT INTO device_latest (device_id, metric, time, value)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[])
+ON CONFLICT (device_id, metric) DO UPDATE SET time = EXCLUDED.time, value = EXCLUDED.value
+WHERE device_latest.time < EXCLUDED.time
+"""
+
+
+async def store_readings(con: Conn, readings: Sequence[Reading]) -> StoredBatch:
+    """Write a batch of readings; call inside a transaction so the batch is all or nothing."""
+    times: list[datetime] = []
+    devices: list[str] = []
+    metrics: list[str] = []
+    values: list[float] = []
+    # Per device: the facts for `devices`; per (device, metric): the newest value. Reduced
+    # here because one statement may not update the same row twice.
+    seen: dict[str, tuple[str, float | None, float | None, datetime, datetime]] = {}
+    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
+    for r in readings:
+        for metric, value in r.metrics.items():
+            times.append(r.time)
+            devices.append(r.device_id)
+            metrics.append(metric)
+            values.append(value)
+            key = (r.device_id, metric)
+            if key not in latest or latest[key][0] < r.time:
+                latest[key] = (r.time, value)
+        prev = seen.get(r.device_id)
+        lat = r.lat if r.lat is not None else (prev[1] if prev else None)
+        lon = r.lon if r.lon is not None else (prev[2] if prev else None)
+        seen[r.device_id] = (
+            r.kind,
+            lat,
+            lon,
+            max(r.received_at, prev[3]) if prev else r.received_at,
+            max(r.time, prev[4]) if prev else r.time,
+        )
+    status = await con.execute(_INSERT_READINGS, times, devices, metrics, values)
+    inserted = int(status.rsplit(" ", 1)[-1])
+    ids = sorted(seen)  # a fixed lock order: two writers never deadlock on `devices`
+    await con.execute(
+        _UPSERT_DEVICES,
+        ids,
+        [seen[d][0] for d in ids],
+        [seen[d][1] for d in ids],
+        [seen[d][2] for d in ids],
+        [seen[d][3] for d in ids],
+        [seen[d][4] for d in ids],
+    )
+    keys = sorted(latest)
+    await con.execute(
+        _UPSERT_LATEST,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [latest[k][0] for k in keys],
+        [latest[k][1] for k in keys],
+    )
+    return StoredBatch(readings=len(readings), rows_offered=len(times), rows_inserted=inserted)

@@ -1,0 +1,258 @@
+"""The ingest gateway: MQTT in, Kafka out, and the MQTT ack only after Kafka's.
+
+For each message, in the order received:
+  1. decode it (pure adapter) into readings or a rejection;
+  2. hand its records to the idempotent producer (pipelined: no wait per message);
+  3. once Kafka has acknowledged *all* of its records, acknowledge it to MQTT.
+Acks go out in arrival order (MQTT 5 §4.6), from the head of a bounded in-flight window.
+A failed delivery is retried with backoff and the message stays unacked meanwhile, so a
+crash at any point leaves it with the broker, which redelivers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from contextlib import AsyncExitStack, suppress
+from enum import Enum
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaProducer
+
+from schemas import Reading, Rejection
+from schemas.adapters import decode_native
+from services.common import kafka
+from services.common.backoff import Backoff
+from services.common.http import HttpServer
+from services.common.settings import Settings
+from services.ingest import metrics as m
+from services.ingest.mqtt_source import Inbound, MqttSource
+
+log = logging.getLogger(__name__)
+
+Record = tuple[str, bytes, bytes]  # (topic, key, value)
+
+
+class AckPolicy(Enum):
+    """When an MQTT message is acknowledged. There is one policy, and it is this one."""
+
+    AFTER_KAFKA_ACK = "ack to MQTT only after every Kafka record of the message is acknowledged"
+
+
+def to_records(outcome: list[Reading] | Rejection, settings: Settings) -> list[Record]:
+    """The Kafka records for one decoded message: readings keyed by device, or one rejection."""
+    if isinstance(outcome, Rejection):
+        return [(settings.topics.rejected, outcome.topic.encode(), outcome.to_kafka())]
+    return [(settings.topics.readings, r.device_id.encode(), r.to_kafka()) for r in outcome]
+
+
+class IngestService:
+    """`async with IngestService(settings) as svc: await svc.run()`."""
+
+    ack_policy = AckPolicy.AFTER_KAFKA_ACK
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop_event = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._producer: AIOKafkaProducer | None = None
+        self._mqtt: MqttSource | None = None
+        self._pending: collections.deque[tuple[Inbound, asyncio.Task[None]]] = collections.deque()
+        self._window = asyncio.Semaphore(settings.ingest.receive_maximum)
+        self._head_done = asyncio.Event()
+        self._empty = asyncio.Event()
+        self.kafka_ok = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        try:
+            await self._stack.enter_async_context(
+                HttpServer(
+                    service="ingest",
+                    host=s.http_host,
+                    port=s.ingest.http_port,
+                    ready_checks=self.ready_checks,
+                )
+            )
+            self._producer = await self._stack.enter_async_context(
+                kafka.producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
+            )
+            self.kafka_ok = True
+            self._mqtt = MqttSource(
+                host=s.mqtt_host,
+                port=s.mqtt_port,
+                client_id=s.ingest.client_id,
+                filters=s.ingest.filters,
+                receive_maximum=s.ingest.receive_maximum,
+                session_expiry_s=s.ingest.session_expiry_s,
+                username=s.mqtt_username,
+                password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+            )
+            self._mqtt.start()
+            self._stack.callback(self._mqtt.close)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Reverse order: MQTT disconnects first (unacked messages stay with the broker),
+        # then the producer flushes and stops, then the HTTP server goes.
+        await self._stack.aclose()
+
+    def ready_checks(self) -> dict[str, bool]:
+        mqtt_ok = self._mqtt is not None and self._mqtt.connected.is_set()
+        checks = {"mqtt": mqtt_ok, "kafka": self.kafka_ok}
+        m.READY.set(1 if all(checks.values()) else 0)
+        return checks
+
+    # -- the work -------------------------------------------------------------------------
+    async def run(self) -> None:
+        assert self._mqtt is not None and self._producer is not None
+        log.info("ingest running", extra={"ack_policy": self.ack_policy.name})
+        acker = asyncio.create_task(self._ack_in_order(), name="acker")
+        probe = asyncio.create_task(self._probe_kafka(), name="kafka-probe")
+        try:
+            await self._take_messages()
+        finally:
+            # Stage one of shutdown: stop taking messages, let what is in flight finish.
+            await self._drain()
+            for task in (acker, probe):
+                task.cancel()
+            for task in (acker, probe):
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    async def _take_messages(self) -> None:
+        assert self._mqtt is not None
+        stop = asyncio.create_task(self.stop_event.wait())
+        try:
+            while not self.stop_event.is_set():
+                await self._window.acquire()
+                get = asyncio.create_task(self._mqtt.queue.get())
+                await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    self._window.release()
+                    break
+                await self._dispatch(get.result())
+        finally:
+            stop.cancel()
+
+    async def _dispatch(self, msg: Inbound) -> None:
+        m.RECEIVED.inc()
+        outcome = decode_native(
+            msg.topic,
+            msg.payload,
+            msg.received_at,
+            max_bytes=self.settings.ingest.max_payload_bytes,
+        )
+        if isinstance(outcome, Rejection):
+            if len(outcome.raw) > self.settings.ingest.max_payload_bytes:
+                # Keep the head of an oversized payload: enough to diagnose, small enough for Kafka.
+                outcome = outcome.model_copy(
+                    update={"raw": outcome.raw[: self.settings.ingest.max_payload_bytes]}
+                )
+            m.REJECTED.labels(outcome.reason).inc()
+            log.info(
+                "payload rejected",
+                extra={"topic": msg.topic, "reason": outcome.reason, "detail": outcome.detail},
+            )
+        else:
+            m.ACCEPTED.inc()
+            m.READINGS.inc(len(outcome))
+        records = to_records(outcome, self.settings)
+        # Sending in arrival order keeps one device's readings in order within its partition.
+        futures = await self._send(records)
+        task = asyncio.create_task(self._confirm(records, futures))
+        self._pending.append((msg, task))
+        self._empty.clear()
+        task.add_done_callback(lambda _t: self._head_done.set())
+        m.IN_FLIGHT.set(len(self._pending))
+
+    async def _send(self, records: list[Record]) -> list[asyncio.Future[object]] | None:
+        """Queue records in the producer; None if queuing itself failed (Kafka unreachable)."""
+        assert self._producer is not None
+        try:
+            return [await self._producer.send(t, value=v, key=k) for t, k, v in records]
+        except kafka.KafkaError as exc:
+            self._kafka_failed(exc)
+            return None
+
+    async def _confirm(
+        self, records: list[Record], futures: list[asyncio.Future[object]] | None
+    ) -> None:
+        """Wait until Kafka has every record of one message; retry with backoff until it does."""
+        backoff = Backoff(initial_s=0.5, maximum_s=10)
+        while True:
+            if futures is not None:
+                try:
+                    await asyncio.gather(*futures)
+                    self.kafka_ok = True
+                    return
+                except kafka.KafkaError as exc:
+                    self._kafka_failed(exc)
+            # Kafka is down: wait, then send again. The message stays unacked meanwhile.
+            await asyncio.sleep(backoff.next_delay())
+            futures = await self._send(records)
+
+    def _kafka_failed(self, exc: BaseException) -> None:
+        if self.kafka_ok:
+            log.warning("kafka delivery failing; holding MQTT acks", extra={"error": repr(exc)})
+        self.kafka_ok = False
+        m.KAFKA_ERRORS.inc()
+
+    async def _ack_in_order(self) -> None:
+        """Acknowledge to MQTT from the head of the window, as each head's Kafka ack arrives."""
+        assert self._mqtt is not None
+        while True:
+            while self._pending and self._pending[0][1].done():
+                msg, task = self._pending.popleft()
+                task.result()  # re-raises only a bug: KafkaErrors are retried inside
+                if self._mqtt.ack(msg):
+                    m.ACKED.inc()
+                else:
+                    m.ACK_SKIPPED.inc()
+                self._window.release()
+            m.IN_FLIGHT.set(len(self._pending))
+            if not self._pending:
+                self._empty.set()
+            self._head_done.clear()
+            if self._pending and self._pending[0][1].done():
+                continue
+            await self._head_done.wait()
+
+    async def _drain(self) -> None:
+        """Give in-flight messages `graceful_timeout_s` to reach Kafka and be acked."""
+        if not self._pending:
+            return
+        log.info("draining", extra={"in_flight": len(self._pending)})
+        try:
+            async with asyncio.timeout(self.settings.ingest.graceful_timeout_s):
+                await self._empty.wait()
+        except TimeoutError:
+            log.warning(
+                "drain timed out; unacked messages stay with the broker",
+                extra={"in_flight": len(self._pending)},
+            )
+        for _msg, task in self._pending:
+            task.cancel()
+
+    async def _probe_kafka(self) -> None:
+        """While idle, ask Kafka for metadata so /readyz tells the truth without traffic."""
+        assert self._producer is not None
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                async with asyncio.timeout(5):
+                    await self._producer.client.fetch_all_metadata()
+                if not self.kafka_ok and not self._pending:
+                    log.info("kafka reachable again")
+                    self.kafka_ok = True
+            except (kafka.KafkaError, TimeoutError, OSError) as exc:
+                self._kafka_failed(exc)

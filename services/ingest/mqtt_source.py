@@ -1,0 +1,154 @@
+"""MQTT side of the gateway: a paho-mqtt v5 client feeding an asyncio queue, with manual acks.
+
+paho runs its network loop in its own thread (`loop_start`); each message crosses into the
+event loop with `call_soon_threadsafe`. The broker holds back everything past our MQTT v5
+Receive Maximum until we acknowledge, so the queue is bounded by that window and overload
+stays in Mosquitto, never in our memory.
+
+Acknowledgements carry the connection *generation* they belong to. After a reconnect the
+broker redelivers every unacknowledged message; a late ack for the old connection's copy
+is then skipped, because the broker may already have reused that packet id for another
+message, and acking it would release a message we have not yet given to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from schemas import now_utc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_at: datetime
+
+
+class MqttSource:
+    """A persistent-session QoS 1 subscriber whose messages are acknowledged by the caller."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        filters: tuple[str, ...],
+        receive_maximum: int,
+        session_expiry_s: int,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self._host, self._port = host, port
+        self._filters = filters
+        self._receive_maximum = receive_maximum
+        self._session_expiry_s = session_expiry_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Sized above the Receive Maximum: the broker never has more than that in flight,
+        # so a full queue would mean the broker ignored our limit (counted, not hidden).
+        self.queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=2 * receive_maximum)
+        self.overflowed = 0
+        self._generation = 0
+        self._lock = threading.Lock()
+        self.connected = asyncio.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=15)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # -- lifecycle (event loop thread) ----------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._session_expiry_s
+        props.ReceiveMaximum = self._receive_maximum
+        # clean_start=False: resume the session, and with it every message not yet acked.
+        self._client.connect_async(
+            self._host, self._port, keepalive=15, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def close(self) -> None:
+        """Disconnect cleanly; the broker keeps the session and every unacked message."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def ack(self, msg: Inbound) -> bool:
+        """Acknowledge `msg` to the broker, unless it belongs to an earlier connection."""
+        with self._lock:
+            if msg.generation != self._generation or not self._client.is_connected():
+                return False
+            self._client.ack(msg.mid, msg.qos)
+            return True
+
+    # -- paho callbacks (paho's network thread) -------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, _ud: Any, flags: Any, rc: ReasonCode, _props: Any
+    ) -> None:
+        if rc.is_failure:
+            log.error("mqtt connect refused", extra={"reason": str(rc)})
+            return
+        with self._lock:
+            self._generation += 1
+        client.subscribe([(f, 1) for f in self._filters])
+        log.info(
+            "mqtt connected",
+            extra={"session_present": bool(flags.session_present), "filters": list(self._filters)},
+        )
+        self._call(self.connected.set)
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _ud: Any, _flags: Any, rc: ReasonCode, _props: Any
+    ) -> None:
+        with self._lock:
+            self._generation += 1  # acks for what we hold now would be for a dead connection
+        log.warning("mqtt disconnected", extra={"reason": str(rc)})
+        self._call(self.connected.clear)
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        inbound = Inbound(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            mid=msg.mid,
+            qos=msg.qos,
+            generation=self._generation,
+            received_at=now_utc(),
+        )
+        self._call(self._enqueue, inbound)
+
+    def _enqueue(self, inbound: Inbound) -> None:
+        try:
+            self.queue.put_nowait(inbound)
+        except asyncio.QueueFull:
+            # Not acked, so the broker redelivers it on our next connection: delayed, not lost.
+            self.overflowed += 1
+            log.error("inbound queue full; message left unacked", extra={"topic": inbound.topic})
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)

@@ -1,0 +1,534 @@
+"""The three parts of the local stack, each as plain processes under one state folder.
+
+Every component follows the same contract: `up()` is idempotent (already running and
+answering: nothing to do; stale pid file: removed; running but not answering: restarted),
+waits until the part really answers, and on failure raises a `StateError` that names the
+part, shows the last lines of its log and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import pwd
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from services.common.errors import StateError
+from services.common.kafka import ensure_topics, kafka_answers, topic_specs
+from services.common.settings import REPO_ROOT, Settings
+from services.stack.process import (
+    is_loopback,
+    pid_alive,
+    port_open,
+    read_pid,
+    run,
+    spawn,
+    tail,
+    terminate,
+    wait_for,
+)
+
+DEPLOY = REPO_ROOT / "deploy"
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    endpoint: str
+    managed: bool
+    pid: int | None
+    answers: bool
+    detail: str = ""
+
+
+class Component:
+    name = "component"
+    marker = ""
+    start_timeout_s = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.state_dir / self.name
+        self.log_file = self.dir / f"{self.name}.log"
+        self.pid_file = self.dir / f"{self.name}.pid"
+
+    # -- to implement ------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    def answers(self) -> bool:
+        raise NotImplementedError
+
+    def _launch(self) -> None:
+        raise NotImplementedError
+
+    def _after_start(self) -> None:
+        """One-time set-up once the part answers (topics, roles)."""
+
+    def _detail(self) -> str:
+        return ""
+
+    def logs(self) -> list[Path]:
+        return [self.log_file, self.dir / "stdout.log"]
+
+    # -- the shared contract -------------------------------------------------------------
+    @property
+    def managed(self) -> bool:
+        """Only endpoints on this machine's loopback are ours to start and stop."""
+        return is_loopback(self.host)
+
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file, self.marker)
+
+    def up(self) -> Status:
+        if not self.managed:
+            if not self.answers():
+                raise StateError(
+                    f"{self.name}: the external endpoint {self.endpoint} does not answer. "
+                    "Check the CITYWATCH_* endpoint setting or that service."
+                )
+            self._after_start()
+            return self.status()
+        pid = self.pid()
+        if pid is not None and not wait_for(self.answers, self.start_timeout_s):
+            # Half-started or hung since a crash: start it afresh.
+            terminate(pid)
+            pid = None
+        if pid is None:
+            if port_open(self.host, self.port):
+                raise StateError(
+                    f"{self.name}: port {self.host}:{self.port} is already taken by a process "
+                    f"that is not this stack's. Stop it, or point CityWatch at another port "
+                    f"(see the README's configuration table)."
+                )
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._launch()
+            if not wait_for(self.answers, self.start_timeout_s, interval_s=0.2):
+                pid = self.pid()
+                alive = "is running but does not answer" if pid else "exited"
+                logs = "\n".join(
+                    f"Last lines of {p}:\n{tail(p)}" for p in self.logs() if p.exists()
+                )
+                raise StateError(
+                    f"{self.name} did not start: it {alive} after {self.start_timeout_s:.0f}s.\n"
+                    f"{logs}\n"
+                    f"Fix what the log says, then run `citywatch stack up` again "
+                    f"(`citywatch stack down` first if a process is stuck)."
+                )
+        self._after_start()
+        return self.status()
+
+    def down(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            terminate(pid)
+        self.pid_file.unlink(missing_ok=True)
+
+    def status(self) -> Status:
+        answers = self.answers()
+        return Status(
+            self.name,
+            self.endpoint,
+            self.managed,
+            self.pid(),
+            answers,
+            self._detail() if answers else "",
+        )
+
+
+class Mosquitto(Component):
+    name = "mosquitto"
+    marker = "mosquitto"
+    start_timeout_s = 20.0
+
+    @property
+    def host(self) -> str:
+        return self.settings.mqtt_host
+
+    @property
+    def port(self) -> int:
+        return self.settings.mqtt_port
+
+    @property
+    def endpoint(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def answers(self) -> bool:
+        """A real MQTT 3.1.1 CONNECT, answered by CONNACK with return code 0."""
+        client_id = b"citywatch-stack-probe"
+        var = b"\x00\x04MQTT\x04\x02\x00\x0a"
+        payload = len(client_id).to_bytes(2, "big") + client_id
+        body = var + payload
+        packet = b"\x10" + bytes([len(body)]) + body
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2) as sock:
+                sock.sendall(packet)
+                connack = sock.recv(4)
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+        except OSError:
+            return False
+        return connack[:2] == b"\x20\x02" and connack[3:4] == b"\x00"
+
+    def _launch(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise StateError(
+                "mosquitto is not installed: run ./citywatch (it installs it) "
+                "or `apt-get install mosquitto`."
+            )
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(
+            (DEPLOY / "mosquitto" / "mosquitto.conf")
+            .read_text()
+            .replace("@PORT@", str(self.port))
+            .replace("@HOST@", self.host)
+            .replace("@DATA_DIR@", str(data))
+            .replace("@LOG_FILE@", str(self.log_file))
+        )
+        if os.geteuid() == 0:
+            # As root, mosquitto drops to the `mosquitto` user, which must own its files.
+            _chown_tree(self.dir, "mosquitto")
+        spawn([binary, "-c", str(conf)], log_file=self.dir / "stdout.log", pid_file=self.pid_file)
+
+
+class Kafka(Component):
+    name = "kafka"
+    marker = "kafka.Kafka"
+    start_timeout_s = 90.0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.log_file = self.dir / "server.log"  # written by log4j (deploy/kafka/log4j2.properties)
+
+    @property
+    def host(self) -> str:
+        return self.settings.kafka_host_port[0]
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_host_port[1]
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    def answers(self) -> bool:
+        if not port_open(self.host, self.port):
+            return False
+        return asyncio.run(kafka_answers(self.settings.kafka_bootstrap, timeout_s=5))
+
+    def libs(self) -> Path:
+        """The broker's jars, resolved by Maven from deploy/kafka/pom.xml into a cache folder
+        keyed by the pom's hash, so a changed version resolves anew and an unchanged one is
+        instant."""
+        pom = DEPLOY / "kafka" / "pom.xml"
+        key = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+        cache = Path(os.environ.get("CITYWATCH_CACHE_DIR", Path.home() / ".cache" / "citywatch"))
+        libs = cache / f"kafka-{key}" / "libs"
+        if (libs.parent / "complete").exists():
+            return libs
+        tmp = libs.parent / "libs.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(
+            f"resolving the Kafka broker jars with Maven into {libs} (first run only) ...",
+            flush=True,
+        )
+        run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+            ],
+            what="resolving Kafka jars from Maven Central",
+            fix="Check that Maven (`mvn`) is installed and Maven Central is reachable.",
+        )
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
+        (libs.parent / "complete").write_text("ok\n")
+        return libs
+
+    def _launch(self) -> None:
+        libs = self.libs()
+        data = self.dir / "data"
+        props = self.dir / "server.properties"
+        props.write_text(
+            (DEPLOY / "kafka" / "server.properties")
+            .read_text()
+            .replace("@HOST@", self.host)
+            .replace("@PORT@", str(self.port))
+            .replace("@CONTROLLER_PORT@", str(self.port + 1))
+            .replace("@DATA_DIR@", str(data))
+        )
+        cp = f"{libs}/*"
+        if not (data / "meta.properties").exists():
+            shutil.rmtree(data, ignore_errors=True)  # a half-formatted directory from a crash
+            cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+            run(
+                [
+                    "java",
+                    "-Xmx256m",
+                    "-cp",
+                    cp,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ],
+                what="formatting Kafka storage",
+                fix="Is Java 17+ installed (`java -version`)?",
+            )
+        spawn(
+            [
+                "java",
+                "-Xms256m",
+                "-Xmx1g",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                f"-Dkafka.logs.dir={self.dir}",
+                f"-Dlog4j2.configurationFile={DEPLOY / 'kafka' / 'log4j2.properties'}",
+                "-cp",
+                cp,
+                "kafka.Kafka",
+                str(props),
+            ],
+            log_file=self.dir / "stdout.log",
+            pid_file=self.pid_file,
+        )
+
+    def _after_start(self) -> None:
+        created = asyncio.run(
+            ensure_topics(self.settings.kafka_bootstrap, topic_specs(self.settings))
+        )
+        if created:
+            print(f"kafka: created topics {', '.join(created)}", flush=True)
+
+
+class Postgres(Component):
+    name = "postgres"
+    marker = "postgres"
+    start_timeout_s = 60.0
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.settings.database_dsn).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.settings.database_dsn).port or 5432
+
+    @property
+    def endpoint(self) -> str:
+        u = urlsplit(self.settings.database_dsn)
+        return f"postgresql://{u.username}@{self.host}:{self.port}{u.path}"
+
+    def answers(self) -> bool:
+        if not port_open(self.host, self.port):
+            return False
+        return asyncio.run(_pg_answers(self.settings.database_dsn))
+
+    def _bin(self, tool: str) -> str:
+        for version in ("17", "16", "15", "14"):
+            path = Path(f"/usr/lib/postgresql/{version}/bin/{tool}")
+            if path.exists():
+                return str(path)
+        found = shutil.which(tool)
+        if not found:
+            raise StateError(
+                "PostgreSQL server binaries are not installed: run ./citywatch "
+                "(it installs them) or `apt-get install postgresql-15`."
+            )
+        return found
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        # PostgreSQL refuses to run as root; as root we run it as the `postgres` user.
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    @property
+    def _data(self) -> Path:
+        return self.dir / "data"
+
+    def pid(self) -> int | None:
+        try:
+            first = (self._data / "postmaster.pid").read_text().splitlines()[0]
+            pid = int(first)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def _launch(self) -> None:
+        if os.geteuid() == 0:
+            _chown_tree(self.dir, "postgres")
+        if not (self._data / "PG_VERSION").exists():
+            shutil.rmtree(self._data, ignore_errors=True)
+            self._data.mkdir(parents=True)
+            if os.geteuid() == 0:
+                _chown_tree(self.dir, "postgres")
+            run(
+                self._as_owner(
+                    [
+                        self._bin("initdb"),
+                        "-D",
+                        str(self._data),
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                    ]
+                ),
+                what="creating the PostgreSQL cluster (initdb)",
+                fix=f"Check that {self.dir} is writable by the postgres user.",
+            )
+            with (self._data / "postgresql.conf").open("a") as conf:
+                conf.write("\ninclude 'citywatch.conf'\n")
+        (self._data / "citywatch.conf").write_text(
+            (DEPLOY / "postgres" / "postgresql.conf")
+            .read_text()
+            .replace("@HOST@", self.host)
+            .replace("@PORT@", str(self.port))
+            .replace("@SOCKET_DIR@", str(self.dir))
+        )
+        if os.geteuid() == 0:
+            _chown_tree(self.dir, "postgres")
+        run(
+            self._as_owner(
+                [
+                    self._bin("pg_ctl"),
+                    "-D",
+                    str(self._data),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            what="starting PostgreSQL",
+            fix=f"See {self.log_file}.",
+        )
+
+    def _after_start(self) -> None:
+        if self.managed:
+            asyncio.run(_ensure_role_and_db(self.settings.database_dsn, self.host, self.port))
+
+    def down(self) -> None:
+        if self.pid() is not None:
+            run(
+                self._as_owner(
+                    [
+                        self._bin("pg_ctl"),
+                        "-D",
+                        str(self._data),
+                        "-m",
+                        "fast",
+                        "-w",
+                        "-t",
+                        "60",
+                        "stop",
+                    ]
+                ),
+                what="stopping PostgreSQL",
+                fix=f"See {self.log_file}.",
+            )
+
+    def _detail(self) -> str:
+        path = asyncio.run(_storage_path(self.settings.database_dsn))
+        return (
+            f"storage path: {path}"
+            if path
+            else "storage path: not migrated yet (citywatch db migrate)"
+        )
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError as exc:
+        raise StateError(f"user {user!r} does not exist; reinstall its Debian package") from exc
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+async def _pg_answers(dsn: str) -> bool:
+    import asyncpg
+
+    u = urlsplit(dsn)
+    try:
+        con = await asyncpg.connect(
+            host=u.hostname, port=u.port or 5432, user="postgres", database="postgres", timeout=3
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        # The cluster may be someone else's (an external endpoint): try CityWatch's own role.
+        try:
+            con = await asyncpg.connect(dsn, timeout=3)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+    try:
+        return bool(await con.fetchval("SELECT 1"))
+    finally:
+        await con.close()
+
+
+async def _ensure_role_and_db(dsn: str, host: str, port: int) -> None:
+    import asyncpg
+
+    u = urlsplit(dsn)
+    user = u.username or "citywatch"
+    dbname = (u.path or "/citywatch").lstrip("/") or "citywatch"
+    con = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+    try:
+        if not await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
+            pw = f" PASSWORD '{u.password}'" if u.password else ""
+            await con.execute(f'CREATE ROLE "{user}" LOGIN{pw}')
+        if not await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
+            await con.execute(f'CREATE DATABASE "{dbname}" OWNER "{user}"')
+    finally:
+        await con.close()
+
+
+async def _storage_path(dsn: str) -> str | None:
+    from services.common import db
+
+    try:
+        con = await db.connect(dsn, timeout=3)
+    except StateError:
+        return None
+    except Exception:  # noqa: BLE001 - status is best effort; "unknown" is the answer
+        return None
+    try:
+        return await db.storage_path(con)
+    finally:
+        await con.close()
+
+
+def components(settings: Settings) -> list[Component]:
+    """In start order: what the services depend on least comes first."""
+    return [Postgres(settings), Mosquitto(settings), Kafka(settings)]

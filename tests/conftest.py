@@ -1,0 +1,78 @@
+"""Fixtures: the real local stack (started once per session), per-test names and services."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.common import db
+from services.common.settings import Settings, load_settings
+from services.stack import components
+from simulators import Publisher
+from tests.harness import Namespace, ServiceProcess
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Settings:
+    """The stack `citywatch test` started (or starts it, when pytest runs on its own)."""
+    for part in components(settings):
+        part.up()
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def migrated(stack: Settings) -> Settings:
+    con = await db.connect(stack.database_dsn)
+    try:
+        await db.migrate(con)
+    finally:
+        await con.close()
+    return stack
+
+
+@pytest.fixture
+async def dbcon(migrated: Settings) -> AsyncIterator[asyncpg.Connection]:
+    con = await asyncpg.connect(migrated.database_dsn)
+    yield con
+    await con.close()
+
+
+@pytest.fixture
+async def ns(migrated: Settings) -> Namespace:
+    names = Namespace(migrated)
+    await names.create_topics()
+    return names
+
+
+@pytest.fixture
+def log_dir(migrated: Settings) -> Path:
+    path = migrated.state_dir / "test-logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def services(ns: Namespace, log_dir: Path) -> Iterator[list[ServiceProcess]]:
+    """Services a test starts; all are stopped (and checked to stop cleanly) afterwards."""
+    started: list[ServiceProcess] = []
+    yield started
+    for svc in started:
+        if svc.alive():
+            svc.stop()
+
+
+@pytest.fixture
+def publisher(stack: Settings) -> Iterator[Publisher]:
+    with Publisher(
+        stack.mqtt_host, stack.mqtt_port, client_id=f"sim-{uuid.uuid4().hex[:8]}"
+    ) as pub:
+        yield pub
