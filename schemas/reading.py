@@ -16,8 +16,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.registry import Kind
+from schemas.topics import DEVICE_ID
 
-DeviceId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID.pattern)]
 Source = Literal["native", "senml", "ttn", "chirpstack", "simulator"]
 
 

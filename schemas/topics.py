@@ -6,9 +6,14 @@ Native and SenML uplinks end in `{kind}/{device_id}/up`; whatever stands before 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from schemas.registry import Kind, is_kind
+
+# Letters, digits and `._:-`, at most 128: what a DevEUI, a TTN device id or a city asset
+# tag needs, and nothing that could break a topic ACL, a Kafka key or a log line.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +40,11 @@ def parse_uplink_topic(topic: str) -> UplinkTopic:
     kind, device_id = parts[-3], parts[-2]
     if not is_kind(kind):
         raise TopicError("unknown_kind", f"unknown kind {kind!r} in topic {topic!r}")
-    if not device_id:
-        raise TopicError("bad_topic", f"empty device id in topic {topic!r}")
+    if not DEVICE_ID.match(device_id):
+        raise TopicError(
+            "bad_topic",
+            f"device id {device_id!r} in topic {topic!r} must be 1-128 of letters, digits, '._:-'",
+        )
     return UplinkTopic(kind=kind, device_id=device_id)  # type: ignore[arg-type]
 
 

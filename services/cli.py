@@ -57,21 +57,12 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # -- database ----------------------------------------------------------------------------------
-async def _migrate(settings: Settings) -> None:
-    from services.common import db
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.db import migrate_database
 
-    con = await db.connect(settings.database_dsn)
-    try:
-        applied = await db.migrate(con)
-        path = await db.storage_path(con)
-    finally:
-        await con.close()
+    applied, path = asyncio.run(migrate_database(settings.database_dsn))
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
     print(f"storage path: {path}")
-
-
-def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    asyncio.run(_migrate(settings))
     return 0
 
 

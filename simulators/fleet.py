@@ -47,6 +47,13 @@ _PROFILES: dict[Kind, dict[str, tuple[float, float, float, float]]] = {
     },
 }
 
+# What an episode adds at its peak, enough to cross the default alert rules.
+_EPISODE: dict[Kind, dict[str, float]] = {
+    "flood": {"water_level_m": 2.2, "rain_mm_h": 40.0, "flow_m3s": 120.0},
+    "air": {"pm25_ugm3": 70.0, "pm10_ugm3": 90.0},
+    "water": {"turbidity_ntu": 90.0},
+}
+
 # Malformed payloads of the kinds devices really send, each with the reason it must get.
 _MALFORMED: list[tuple[str, Callable[[Kind, str], bytes]]] = [
     ("not_json", lambda _k, _d: b"{not json"),
@@ -113,12 +120,14 @@ class Fleet:
         malformed_share: float = 0.0,
         kinds: tuple[Kind, ...] = KINDS,
         id_prefix: str = "",
+        episodes: bool = False,
     ) -> None:
         if not 0 <= malformed_share <= 1:
             raise ValueError("malformed_share must be between 0 and 1")
         self.rng = random.Random(seed)
         self.prefix = prefix
         self.malformed_share = malformed_share
+        self.episodes = episodes
         self.devices = [
             Device(
                 device_id=f"{id_prefix}{kind}-{i:04d}",
@@ -174,10 +183,19 @@ class Fleet:
         for metric, (base, amp, noise, floor) in _PROFILES[device.kind].items():
             value = base + amp * daily + self.rng.gauss(0, noise)
             out[metric] = round(max(floor, value), 3)
+        if self.episodes and device.device_id.endswith("-0000"):
+            # The first device of each kind lives through an episode every ten minutes (a
+            # storm surge, a haze, a turbid intake, a litter wave) so a demo shows alerts
+            # firing and resolving within minutes.
+            surge = max(0.0, math.sin(2 * math.pi * (now.timestamp() % 600) / 600))
+            for metric, extra in _EPISODE.get(device.kind, {}).items():
+                out[metric] = round(out[metric] + surge * extra, 3)
         if device.kind == "air":
             out["pm10_ugm3"] = max(out["pm10_ugm3"], out["pm25_ugm3"])  # PM10 includes PM2.5
         if device.kind == "litter":
             device.litter_items += self.rng.randint(0, 3)
+            if self.episodes and device.device_id.endswith("-0000"):
+                device.litter_items += 8
             if device.litter_items > 600 and self.rng.random() < 0.05:
                 device.litter_items = 0  # a collection crew emptied the boom
             out["litter_items"] = float(device.litter_items)

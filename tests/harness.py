@@ -9,46 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
+from services.supervisor import ServiceProcess, free_port, wait_until
+
+__all__ = ["Namespace", "ServiceProcess", "free_port", "service", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], *, timeout: float, what: str, every: float = 0.2
-) -> None:
-    """Poll `condition` (a query at the source: rows, offsets, /readyz) until it holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {what}")
-        await asyncio.sleep(every)
 
 
 @dataclass
@@ -167,92 +141,8 @@ class Namespace:
         return out
 
 
-class ServiceProcess:
-    """One CityWatch service as a real OS process, as an operator would run it."""
-
-    def __init__(self, name: str, ns: Namespace, log_dir: Path, **env: str) -> None:
-        self.name = name
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            **ns.env(**env),
-            f"CITYWATCH_{name.upper()}__HTTP_PORT": str(self.port),
-            "CITYWATCH_LOG_FORMAT": "text",
-        }
-        self.log_path = log_dir / f"{name}-{ns.suffix}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> ServiceProcess:
-        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", self.name],
-                env=self.env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.starts += 1
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def http(self, path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-        except (urllib.error.URLError, OSError):
-            return 0, None
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=3) as r:
-            return str(r.read().decode())
-
-    def metric(self, name: str, labels: str = "") -> float:
-        key = f"{name}{{{labels}}}" if labels else name
-        for line in self.metrics().splitlines():
-            if line.startswith(key + " "):
-                return float(line.split()[-1])
-        return 0.0
-
-    async def ready(self) -> bool:
-        status, _ = await asyncio.to_thread(self.http, "/readyz")
-        return status == 200
-
-    async def wait_ready(self, timeout: float = 60) -> None:
-        await wait_until(
-            self.ready, timeout=timeout, what=f"{self.name} /readyz 200 ({self.log_path})"
-        )
-
-    async def wait_not_ready(self, timeout: float = 60) -> None:
-        async def not_ready() -> bool:
-            status, _ = await asyncio.to_thread(self.http, "/readyz")
-            return status == 503
-
-        await wait_until(not_ready, timeout=timeout, what=f"{self.name} /readyz 503")
-
-    def kill(self) -> None:
-        """SIGKILL: no drain, no commit, no goodbye."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM and wait: the graceful path."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError(f"{self.name} did not stop within {timeout}s of SIGTERM") from None
+def service(name: str, ns: Namespace, log_dir: Path, **env: str) -> ServiceProcess:
+    """A service of this test, with the test's names and a text log."""
+    return ServiceProcess(
+        name, log_dir=log_dir, tag=ns.suffix, env={**ns.env(**env), "CITYWATCH_LOG_FORMAT": "text"}
+    )

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.common.settings import Settings
 from services.stack import Kafka, Postgres
 from simulators import Fleet, Message, Publisher
-from tests.harness import Namespace, ServiceProcess, wait_until
+from tests.harness import Namespace, ServiceProcess, service, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -80,8 +80,8 @@ async def start_pipeline(
     ns: Namespace,
     log_dir,
 ) -> tuple[ServiceProcess, ServiceProcess]:
-    ingest = ServiceProcess("ingest", ns, log_dir).start()
-    processor = ServiceProcess("processor", ns, log_dir).start()
+    ingest = service("ingest", ns, log_dir).start()
+    processor = service("processor", ns, log_dir).start()
     services += [ingest, processor]
     await ingest.wait_ready()
     await processor.wait_ready()
@@ -176,9 +176,9 @@ async def test_two_processors_in_one_group_store_each_reading_once(
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest = ServiceProcess("ingest", ns, log_dir).start()
-    first = ServiceProcess("processor", ns, log_dir).start()
-    second = ServiceProcess("processor", ns, log_dir).start()
+    ingest = service("ingest", ns, log_dir).start()
+    first = service("processor", ns, log_dir).start()
+    second = service("processor", ns, log_dir).start()
     services += [ingest, first, second]
     for svc in (ingest, first, second):
         await svc.wait_ready()

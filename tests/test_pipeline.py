@@ -11,7 +11,7 @@ import pytest
 
 from schemas import RejectedRecord
 from simulators import Fleet, Publisher
-from tests.harness import Namespace, ServiceProcess, wait_until
+from tests.harness import Namespace, ServiceProcess, service, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -28,8 +28,8 @@ async def test_reading_published_over_mqtt_is_stored_once_with_every_metric(
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest = start(services, ServiceProcess("ingest", ns, log_dir))
-    processor = start(services, ServiceProcess("processor", ns, log_dir))
+    ingest = start(services, service("ingest", ns, log_dir))
+    processor = start(services, service("processor", ns, log_dir))
     await ingest.wait_ready()
     await processor.wait_ready()
 
@@ -104,8 +104,8 @@ async def test_malformed_payloads_are_rejected_with_reasons_and_valid_ones_store
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest = start(services, ServiceProcess("ingest", ns, log_dir))
-    processor = start(services, ServiceProcess("processor", ns, log_dir))
+    ingest = start(services, service("ingest", ns, log_dir))
+    processor = start(services, service("processor", ns, log_dir))
     await ingest.wait_ready()
     await processor.wait_ready()
     pids = (ingest.pid, processor.pid)

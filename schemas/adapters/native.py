@@ -71,6 +71,10 @@ def decode_native(
         return reject(
             "not_json", f"payload is not JSON: {exc.msg} at line {exc.lineno} col {exc.colno}"
         )
+    except RecursionError:
+        return reject("not_json", "payload nests JSON too deeply")
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        return reject("not_json", f"payload is not usable JSON: {exc}")
 
     items = body if isinstance(body, list) else [body]
     if not items:
@@ -151,7 +155,12 @@ def _value(kind: Kind, name: str, value: Any) -> float:
         raise _Invalid(
             "wrong_type", f"metric {name!r} must be a number, got {type(value).__name__}"
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _Invalid(
+            "out_of_range", f"metric {name!r} is too large to be a measurement"
+        ) from None
     if not math.isfinite(number):
         raise _Invalid("not_finite", f"metric {name!r} is not finite")
     if not spec.accepts(number):
@@ -183,4 +192,7 @@ def _time(value: Any, received_at: datetime) -> tuple[datetime, bool]:
         raise _Invalid(
             "time_without_zone", f"time {value!r} has no time zone (add 'Z' or '+07:00')"
         )
-    return parsed.astimezone(UTC), False
+    try:
+        return parsed.astimezone(UTC), False
+    except OverflowError:
+        raise _Invalid("bad_time", f"time {value!r} is out of range in UTC") from None

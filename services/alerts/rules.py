@@ -39,6 +39,13 @@ class ThresholdRule(BaseModel):
             raise ValueError("for direction 'above', clear must be at or below threshold")
         if self.direction == "below" and self.clear < self.threshold:
             raise ValueError("for direction 'below', clear must be at or above threshold")
+        for title in (self.title_en, self.title_km):
+            try:
+                title.format(value="1", unit="m", device="d")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"title {title!r} may use only {{value}}, {{unit}} and {{device}} ({exc!r})"
+                ) from None
         return self
 
     def breached(self, value: float) -> bool:
@@ -77,7 +84,7 @@ def load_rules(path: Path) -> RuleSet:
     """Read and validate a rules file; every problem is a `ConfigError` naming the file."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read alert rules {path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"alert rules {path} are not valid YAML: {exc}") from exc

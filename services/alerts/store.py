@@ -104,9 +104,7 @@ def event_message(row: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-async def list_alerts(
-    con: Conn, *, state: str | None, limit: int
-) -> list[dict[str, Any]]:
+async def list_alerts(con: Conn, *, state: str | None, limit: int) -> list[dict[str, Any]]:
     rows = await con.fetch(
         """SELECT alert_id, rule_id, device_id, kind, metric, severity, state, value, last_value,
                   threshold, started_at, resolved_at, updated_at, title_en, title_km

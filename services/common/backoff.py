@@ -19,7 +19,8 @@ class Backoff:
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def next_delay(self) -> float:
-        cap = min(self.maximum_s, self.initial_s * (2**self.attempt))
+        # The exponent stops growing once the cap is reached: no overflow after hours of retries.
+        cap = min(self.maximum_s, self.initial_s * (2 ** min(self.attempt, 32)))
         self.attempt += 1
         return self._rng.uniform(cap / 2, cap)
 

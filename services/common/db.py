@@ -49,6 +49,7 @@ __all__ = [
     "connect",
     "create_pool",
     "migrate",
+    "migrate_database",
     "storage_path",
     "store_readings",
 ]
@@ -149,9 +150,17 @@ async def migrate(con: asyncpg.Connection) -> list[str]:
         await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
 
-async def ensure_partitions(
-    con: Conn, days_behind: int = 1, days_ahead: int = 7
-) -> int:
+async def migrate_database(dsn: str) -> tuple[list[str], StoragePath | None]:
+    """Connect, migrate, and say what was applied and which storage path the database uses."""
+    con = await connect(dsn)
+    try:
+        applied = await migrate(con)
+        return applied, await storage_path(con)
+    finally:
+        await con.close()
+
+
+async def ensure_partitions(con: Conn, days_behind: int = 1, days_ahead: int = 7) -> int:
     created = await con.fetchval(
         "SELECT citywatch_ensure_partitions(current_date - $1::int, current_date + $2::int)",
         days_behind,

@@ -134,7 +134,11 @@ class IngestService:
         try:
             while not self.stop_event.is_set():
                 await self._window.acquire()
-                get = asyncio.create_task(self._mqtt.queue.get())
+                ready = self._mqtt.get_nowait()
+                if ready is not None:
+                    await self._dispatch(ready)
+                    continue
+                get = asyncio.create_task(self._mqtt.get())
                 await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
@@ -146,12 +150,7 @@ class IngestService:
 
     async def _dispatch(self, msg: Inbound) -> None:
         m.RECEIVED.inc()
-        outcome = decode_native(
-            msg.topic,
-            msg.payload,
-            msg.received_at,
-            max_bytes=self.settings.ingest.max_payload_bytes,
-        )
+        outcome = self._decode(msg)
         if isinstance(outcome, Rejection):
             if len(outcome.raw) > self.settings.ingest.max_payload_bytes:
                 # Keep the head of an oversized payload: enough to diagnose, small enough for Kafka.
@@ -174,6 +173,24 @@ class IngestService:
         self._empty.clear()
         task.add_done_callback(lambda _t: self._head_done.set())
         m.IN_FLIGHT.set(len(self._pending))
+
+    def _decode(self, msg: Inbound) -> list[Reading] | Rejection:
+        try:
+            return decode_native(
+                msg.topic,
+                msg.payload,
+                msg.received_at,
+                max_bytes=self.settings.ingest.max_payload_bytes,
+            )
+        except Exception as exc:
+            log.exception("decoder failed; payload rejected", extra={"topic": msg.topic})
+            return Rejection(
+                reason="decoder_error",
+                detail=f"{type(exc).__name__}: {exc}"[:500],
+                topic=msg.topic,
+                raw=msg.payload,
+                received_at=msg.received_at,
+            )
 
     async def _send(self, records: list[Record]) -> list[asyncio.Future[object]] | None:
         """Queue records in the producer; None if queuing itself failed (Kafka unreachable)."""

@@ -1,9 +1,13 @@
 """MQTT side of the gateway: a paho-mqtt v5 client feeding an asyncio queue, with manual acks.
 
 paho runs its network loop in its own thread (`loop_start`); each message crosses into the
-event loop with `call_soon_threadsafe`. The broker holds back everything past our MQTT v5
-Receive Maximum until we acknowledge, so the queue is bounded by that window and overload
-stays in Mosquitto, never in our memory.
+event loop with `call_soon_threadsafe`. Two bounds keep overload in Mosquitto, never in our
+memory: our MQTT v5 Receive Maximum asks the broker to hold back everything past that many
+unacknowledged messages, and a semaphore blocks paho's thread when the hand-over queue is
+full, so the socket stops being read and TCP pushes back. The second bound is not
+belt-and-braces: Mosquitto 2.0.11 over-sends past Receive Maximum once acks flow (seen
+here: 219 messages delivered against a maximum of 10 with 100 acked), and a message we
+could not queue would have stayed unacked until the next reconnect.
 
 Acknowledgements carry the connection *generation* they belong to. After a reconnect the
 broker redelivers every unacknowledged message; a late ack for the old connection's copy
@@ -61,10 +65,9 @@ class MqttSource:
         self._receive_maximum = receive_maximum
         self._session_expiry_s = session_expiry_s
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Sized above the Receive Maximum: the broker never has more than that in flight,
-        # so a full queue would mean the broker ignored our limit (counted, not hidden).
-        self.queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=2 * receive_maximum)
-        self.overflowed = 0
+        self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._space = threading.BoundedSemaphore(receive_maximum)
+        self._closing = False
         self._generation = 0
         self._lock = threading.Lock()
         self.connected = asyncio.Event()
@@ -93,8 +96,24 @@ class MqttSource:
         )
         self._client.loop_start()
 
+    def get_nowait(self) -> Inbound | None:
+        """The next message if one is waiting (the fast path under load), else None."""
+        try:
+            msg = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        self._space.release()
+        return msg
+
+    async def get(self) -> Inbound:
+        """The next message; frees its slot so paho's thread may hand over another."""
+        msg = await self._queue.get()
+        self._space.release()
+        return msg
+
     def close(self) -> None:
         """Disconnect cleanly; the broker keeps the session and every unacked message."""
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -139,15 +158,11 @@ class MqttSource:
             generation=self._generation,
             received_at=now_utc(),
         )
-        self._call(self._enqueue, inbound)
-
-    def _enqueue(self, inbound: Inbound) -> None:
-        try:
-            self.queue.put_nowait(inbound)
-        except asyncio.QueueFull:
-            # Not acked, so the broker redelivers it on our next connection: delayed, not lost.
-            self.overflowed += 1
-            log.error("inbound queue full; message left unacked", extra={"topic": inbound.topic})
+        # Block paho's thread while the queue is full: backpressure onto the socket.
+        while not self._space.acquire(timeout=1.0):
+            if self._closing:
+                return  # not acked: the broker redelivers it on our next connection
+        self._call(self._queue.put_nowait, inbound)
 
     def _call(self, fn: Any, *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():

@@ -1,0 +1,3 @@
+"""Benchmarks: figures and ratios printed, never asserted (`citywatch bench ...`)."""
+
+__all__: list[str] = []

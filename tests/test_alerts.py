@@ -1,0 +1,126 @@
+"""The alerts service on the real stack: one alert per episode, across restarts and replays."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from simulators import Publisher
+from tests.harness import Namespace, ServiceProcess, service, wait_until
+
+pytestmark = pytest.mark.stack
+
+RULE = "flood-level-warning"  # deploy/alerts/rules.yaml: above 2.5 m, clears below 2.2 m
+
+
+async def test_flood_level_raises_one_alert_per_episode_across_restart_and_replay(
+    ns: Namespace,
+    services: list[ServiceProcess],
+    log_dir,
+    publisher: Publisher,
+    dbcon: asyncpg.Connection,
+) -> None:
+    ingest = service("ingest", ns, log_dir).start()
+    alerts = service("alerts", ns, log_dir).start()
+    services += [ingest, alerts]
+    await ingest.wait_ready()
+    await alerts.wait_ready()
+
+    device = f"{ns.device_prefix}gauge-1"
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    step = 0
+
+    async def level(metres: float) -> None:
+        """Publish one water level and wait until the alerts service has evaluated it."""
+        nonlocal step
+        at = t0 + timedelta(minutes=step)
+        step += 1
+        body = {"time": at.isoformat(), "metrics": {"water_level_m": metres}}
+        info = publisher.publish_raw(f"{ns.prefix}/flood/{device}/up", json.dumps(body).encode())
+        await asyncio.to_thread(info.wait_for_publish, 10)
+
+        async def evaluated() -> bool:
+            cursor = await dbcon.fetchval(
+                "SELECT last_time FROM alert_cursors WHERE rule_id = $1 AND device_id = $2",
+                RULE,
+                device,
+            )
+            return cursor == at
+
+        await wait_until(evaluated, timeout=30, what=f"level {metres} m at {at} evaluated")
+
+    async def episodes() -> list[asyncpg.Record]:
+        return await dbcon.fetch(
+            "SELECT alert_id, state, value, last_value FROM alerts WHERE device_id = $1", device
+        )
+
+    await level(1.0)
+    assert await episodes() == []
+    await level(2.6)  # crosses 2.5: one alert fires
+    [fired] = await episodes()
+    assert fired["state"] == "firing" and fired["value"] == 2.6
+    await level(2.8)  # still above: no second alert
+    assert len(await episodes()) == 1
+
+    alerts.stop()  # a restart in the middle of the episode: state comes back from the database
+    alerts.start()
+    await alerts.wait_ready()
+    await level(3.0)
+    await level(2.4)  # between clear (2.2) and threshold: hysteresis keeps it open
+    [still] = await episodes()
+    assert still["alert_id"] == fired["alert_id"] and still["state"] == "firing"
+    await level(2.0)  # below clear: resolved, same identity
+    [resolved] = await episodes()
+    assert resolved["alert_id"] == fired["alert_id"] and resolved["state"] == "resolved"
+    assert resolved["last_value"] == 2.0
+
+    events = await dbcon.fetch(
+        "SELECT state FROM alert_events WHERE alert_id = $1 ORDER BY event_id", fired["alert_id"]
+    )
+    assert [e["state"] for e in events] == ["firing", "resolved"]
+    published = [json.loads(v) for v in await ns.read_topic(ns.alerts_topic, 2)]
+    assert [p["transition"] for p in published] == ["firing", "resolved"]
+    assert {p["alert_id"] for p in published} == {str(fired["alert_id"])}
+
+    status, body = await asyncio.to_thread(alerts.http, "/alerts?state=resolved&limit=500")
+    assert status == 200
+    assert str(fired["alert_id"]) in {a["alert_id"] for a in body["alerts"]}
+
+    # Replay everything: rewind the alerts group to the start and restart the service.
+    alerts.stop()
+    group = f"alerts-{ns.suffix}"
+    rewind = AIOKafkaConsumer(
+        bootstrap_servers=ns.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await rewind.start()
+    try:
+        await rewind._client.force_metadata_update()
+        tps = [
+            TopicPartition(ns.readings_topic, p)
+            for p in rewind.partitions_for_topic(ns.readings_topic) or set()
+        ]
+        rewind.assign(tps)
+        await rewind.commit(dict.fromkeys(tps, 0))
+    finally:
+        await rewind.stop()
+    alerts.start()
+    await alerts.wait_ready()
+    end = await ns.end_offsets(ns.readings_topic)
+
+    async def replayed() -> bool:
+        return await ns.committed(group, ns.readings_topic) == end
+
+    await wait_until(replayed, timeout=30, what="alerts group re-read the whole stream")
+    assert [dict(r) for r in await episodes()] == [dict(resolved)]
+    assert (
+        await dbcon.fetchval(
+            "SELECT count(*) FROM alert_events WHERE alert_id = $1", fired["alert_id"]
+        )
+        == 2
+    )
+    assert await ns.end_offsets(ns.alerts_topic) == 2
