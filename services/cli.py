@@ -76,19 +76,25 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 # -- services ----------------------------------------------------------------------------------
 def _run_service(settings: Settings, name: str) -> int:
-    from services.common.lifecycle import run_until_signalled
+    from services.common.lifecycle import Service, serve
+
+    def build() -> tuple[Service, float]:
+        if name == "ingest":
+            from services.ingest.gateway import IngestService
+
+            return IngestService(settings), settings.ingest.graceful_timeout_s
+        if name == "processor":
+            from services.processor.writer import ProcessorService
+
+            return ProcessorService(settings), settings.processor.graceful_timeout_s
+        from services.alerts.service import AlertsService
+
+        return AlertsService(settings), settings.alerts.graceful_timeout_s
 
     async def main() -> None:
-        if name == "ingest":
-            from services.ingest.gateway import IngestService as Svc
-        elif name == "processor":
-            from services.processor.writer import ProcessorService as Svc  # type: ignore[assignment]
-        else:
-            from services.alerts.service import AlertsService as Svc  # type: ignore[assignment]
-        service = Svc(settings)
+        service, graceful_timeout_s = build()
         log.info("starting", extra={"service": name, "settings": settings.masked()})
-        async with service:
-            await run_until_signalled(service.run, service.stop_event, name=name)
+        await serve(service, name=name, graceful_timeout_s=graceful_timeout_s)
         log.info("stopped", extra={"service": name})
 
     asyncio.run(main())

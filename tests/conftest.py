@@ -13,7 +13,7 @@ from services.common import db
 from services.common.settings import Settings, load_settings
 from services.stack import components
 from simulators import Publisher
-from tests.harness import Namespace, ServiceProcess
+from tests.harness import Namespace, Services
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +61,13 @@ def log_dir(migrated: Settings) -> Path:
 
 
 @pytest.fixture
-def services(ns: Namespace, log_dir: Path) -> Iterator[list[ServiceProcess]]:
+def services(ns: Namespace, log_dir: Path) -> Iterator[Services]:
     """Services a test starts; all are stopped (and checked to stop cleanly) afterwards."""
-    started: list[ServiceProcess] = []
-    yield started
-    for svc in started:
-        if svc.alive():
-            svc.stop()
+    running = Services(ns, log_dir)
+    yield running
+    exits = {svc.log_path.name: svc.stop() for svc in running.started if svc.alive()}
+    # SIGTERM is the graceful path: every service drains, commits, closes and exits 0.
+    assert all(code == 0 for code in exits.values()), exits
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from services.common.kafka import ensure_topics
 from services.common.settings import Settings
 from services.supervisor import ServiceProcess, free_port, wait_until
 
-__all__ = ["Namespace", "ServiceProcess", "free_port", "service", "wait_until"]
+__all__ = ["Namespace", "ServiceProcess", "Services", "free_port", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,8 +141,25 @@ class Namespace:
         return out
 
 
-def service(name: str, ns: Namespace, log_dir: Path, **env: str) -> ServiceProcess:
-    """A service of this test, with the test's names and a text log."""
-    return ServiceProcess(
-        name, log_dir=log_dir, tag=ns.suffix, env={**ns.env(**env), "CITYWATCH_LOG_FORMAT": "text"}
-    )
+class Services:
+    """The services one test runs, with the test's names; all stopped after the test."""
+
+    def __init__(self, ns: Namespace, log_dir: Path) -> None:
+        self.ns = ns
+        self.log_dir = log_dir
+        self.started: list[ServiceProcess] = []
+
+    async def start(self, *names: str, **env: str) -> list[ServiceProcess]:
+        """Start one process per name (a name twice: two processes) and wait until ready."""
+        procs = [
+            ServiceProcess(
+                name,
+                log_dir=self.log_dir,
+                tag=self.ns.suffix,
+                env={**self.ns.env(**env), "CITYWATCH_LOG_FORMAT": "text"},
+            ).start()
+            for name in names
+        ]
+        self.started += procs
+        await asyncio.gather(*(p.wait_ready() for p in procs))
+        return procs

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from simulators import Publisher
-from tests.harness import Namespace, ServiceProcess, service, wait_until
+from tests.harness import Namespace, Services, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -20,16 +20,11 @@ RULE = "flood-level-warning"  # deploy/alerts/rules.yaml: above 2.5 m, clears be
 
 async def test_flood_level_raises_one_alert_per_episode_across_restart_and_replay(
     ns: Namespace,
-    services: list[ServiceProcess],
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest = service("ingest", ns, log_dir).start()
-    alerts = service("alerts", ns, log_dir).start()
-    services += [ingest, alerts]
-    await ingest.wait_ready()
-    await alerts.wait_ready()
+    _ingest, alerts = await services.start("ingest", "alerts")
 
     device = f"{ns.device_prefix}gauge-1"
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.common.settings import Settings
 from services.stack import Kafka, Postgres
 from simulators import Fleet, Message, Publisher
-from tests.harness import Namespace, ServiceProcess, service, wait_until
+from tests.harness import Namespace, Services, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -75,27 +75,13 @@ async def committed_everything(ns: Namespace, group: str) -> None:
     await wait_until(done, timeout=60, what=f"group {group} committed offset {end}")
 
 
-async def start_pipeline(
-    services: list[ServiceProcess],
-    ns: Namespace,
-    log_dir,
-) -> tuple[ServiceProcess, ServiceProcess]:
-    ingest = service("ingest", ns, log_dir).start()
-    processor = service("processor", ns, log_dir).start()
-    services += [ingest, processor]
-    await ingest.wait_ready()
-    await processor.wait_ready()
-    return ingest, processor
-
-
 async def test_processor_killed_mid_stream_stores_every_reading_exactly_once(
     ns: Namespace,
-    services,
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    _ingest, processor = await start_pipeline(services, ns, log_dir)
+    _ingest, processor = await services.start("ingest", "processor")
     msgs = messages(ns, 3000)
     with Stream(publisher, msgs, rate=600) as stream:
         await wait_some_rows(ns, dbcon, 2000)
@@ -110,12 +96,11 @@ async def test_processor_killed_mid_stream_stores_every_reading_exactly_once(
 
 async def test_ingest_killed_mid_stream_loses_nothing_mosquitto_redelivers_unacked(
     ns: Namespace,
-    services,
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest, _processor = await start_pipeline(services, ns, log_dir)
+    ingest, _processor = await services.start("ingest", "processor")
     msgs = messages(ns, 3000)
     with Stream(publisher, msgs, rate=600) as stream:
         await wait_some_rows(ns, dbcon, 2000)
@@ -130,12 +115,11 @@ async def test_ingest_killed_mid_stream_loses_nothing_mosquitto_redelivers_unack
 
 async def test_redelivered_batch_stores_nothing_twice(
     ns: Namespace,
-    services,
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    _ingest, processor = await start_pipeline(services, ns, log_dir)
+    _ingest, processor = await services.start("ingest", "processor")
     msgs = messages(ns, 500)
     with Stream(publisher, msgs, rate=0) as stream:
         await stream.finished()
@@ -171,17 +155,11 @@ async def test_redelivered_batch_stores_nothing_twice(
 
 async def test_two_processors_in_one_group_store_each_reading_once(
     ns: Namespace,
-    services,
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest = service("ingest", ns, log_dir).start()
-    first = service("processor", ns, log_dir).start()
-    second = service("processor", ns, log_dir).start()
-    services += [ingest, first, second]
-    for svc in (ingest, first, second):
-        await svc.wait_ready()
+    _ingest, first, second = await services.start("ingest", "processor", "processor")
     msgs = messages(ns, 2000)
     with Stream(publisher, msgs, rate=800) as stream:
         await stream.finished()
@@ -196,13 +174,12 @@ async def test_two_processors_in_one_group_store_each_reading_once(
 
 async def test_kafka_outage_mid_stream_loses_nothing_and_ingest_reports_not_ready(
     ns: Namespace,
-    services,
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
     stack: Settings,
 ) -> None:
-    ingest, _processor = await start_pipeline(services, ns, log_dir)
+    ingest, _processor = await services.start("ingest", "processor")
     kafka = Kafka(stack)
     msgs = messages(ns, 2400)
     try:
@@ -223,13 +200,12 @@ async def test_kafka_outage_mid_stream_loses_nothing_and_ingest_reports_not_read
 
 async def test_postgres_outage_mid_stream_loses_nothing_and_processor_recovers(
     ns: Namespace,
-    services,
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
     stack: Settings,
 ) -> None:
-    _ingest, processor = await start_pipeline(services, ns, log_dir)
+    _ingest, processor = await services.start("ingest", "processor")
     postgres = Postgres(stack)
     msgs = messages(ns, 2400)
     try:

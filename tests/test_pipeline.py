@@ -11,27 +11,18 @@ import pytest
 
 from schemas import RejectedRecord
 from simulators import Fleet, Publisher
-from tests.harness import Namespace, ServiceProcess, service, wait_until
+from tests.harness import Namespace, Services, wait_until
 
 pytestmark = pytest.mark.stack
 
 
-def start(services: list[ServiceProcess], svc: ServiceProcess) -> ServiceProcess:
-    services.append(svc.start())
-    return svc
-
-
 async def test_reading_published_over_mqtt_is_stored_once_with_every_metric(
     ns: Namespace,
-    services: list[ServiceProcess],
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest = start(services, service("ingest", ns, log_dir))
-    processor = start(services, service("processor", ns, log_dir))
-    await ingest.wait_ready()
-    await processor.wait_ready()
+    await services.start("ingest", "processor")
 
     device = f"{ns.device_prefix}buoy-7"
     payload = {
@@ -69,6 +60,47 @@ async def test_reading_published_over_mqtt_is_stored_once_with_every_metric(
     assert await ns.rows(dbcon) == 3
 
 
+async def test_device_flushing_hours_of_buffered_readings_is_stored_in_full(
+    ns: Namespace,
+    services: Services,
+    publisher: Publisher,
+    dbcon: asyncpg.Connection,
+) -> None:
+    """A gauge back from a 6-hour outage sends its buffer: 6 lists of 360 readings each."""
+    await services.start("ingest", "processor")
+
+    device = f"{ns.device_prefix}gauge-buffered"
+    outage_start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    infos = []
+    for hour in range(6):
+        readings = [
+            {
+                "time": (outage_start + timedelta(hours=hour, seconds=10 * i)).isoformat(),
+                "seq": hour * 360 + i,
+                "metrics": {"water_level_m": 1.0 + i / 1000, "rain_mm_h": 2.5},
+            }
+            for i in range(360)
+        ]
+        payload = json.dumps(readings).encode()
+        infos.append(publisher.publish_raw(f"{ns.prefix}/flood/{device}/up", payload))
+    for info in infos:
+        await asyncio.to_thread(info.wait_for_publish, 10)
+
+    async def stored() -> bool:
+        return await ns.rows(dbcon) == 6 * 360 * 2
+
+    await wait_until(stored, timeout=60, what="all 4320 buffered rows")
+    span = await dbcon.fetchrow(
+        "SELECT min(time) AS first, max(time) AS last FROM readings WHERE device_id = $1", device
+    )
+    assert span["first"] == outage_start
+    assert span["last"] == outage_start + timedelta(hours=5, seconds=3590)
+    latest = await dbcon.fetchval(
+        "SELECT time FROM device_latest WHERE device_id = $1 AND metric = 'water_level_m'", device
+    )
+    assert latest == span["last"]
+
+
 MALFORMED = {
     # name: (topic kind/device, payload, expected reason)
     "not_json": ("water/{d}", b'{"metrics": ', "not_json"),
@@ -99,15 +131,11 @@ MALFORMED = {
 
 async def test_malformed_payloads_are_rejected_with_reasons_and_valid_ones_stored(
     ns: Namespace,
-    services: list[ServiceProcess],
-    log_dir,
+    services: Services,
     publisher: Publisher,
     dbcon: asyncpg.Connection,
 ) -> None:
-    ingest = start(services, service("ingest", ns, log_dir))
-    processor = start(services, service("processor", ns, log_dir))
-    await ingest.wait_ready()
-    await processor.wait_ready()
+    ingest, processor = await services.start("ingest", "processor")
     pids = (ingest.pid, processor.pid)
 
     fleet = Fleet(per_kind=2, seed=7, prefix=ns.prefix, id_prefix=ns.device_prefix)

@@ -1,8 +1,9 @@
 """Running a service: signals to a stop event, and the two-stage shutdown.
 
-Stage one (SIGTERM/SIGINT): the service stops taking work and drains what is in flight
-within its graceful timeout. Stage two (a second signal, or the timeout): the run task is
-cancelled and `__aexit__` still closes every client in reverse order.
+Stage one (SIGTERM/SIGINT): the service's stop event is set; it stops taking work and
+drains what is in flight. Stage two (a second signal, or the graceful timeout passing):
+the run task is cancelled, and the service's `__aexit__` still closes every client in
+reverse order of opening.
 """
 
 from __future__ import annotations
@@ -10,44 +11,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from types import TracebackType
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 
 class Service(Protocol):
+    """What every CityWatch service is: an async context manager with a run loop."""
+
     stop_event: asyncio.Event
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     async def run(self) -> None: ...
 
 
-async def run_until_signalled(
-    run: Callable[[], Awaitable[None]], stop: asyncio.Event, *, name: str
-) -> None:
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(run())
-    signals = 0
+async def serve(service: Service, *, name: str, graceful_timeout_s: float) -> None:
+    """Open `service`, run it until SIGTERM/SIGINT, and shut it down in two stages."""
+    async with service:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(service.run())
+        signals = 0
 
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            log.info(
-                "stopping: draining in-flight work", extra={"service": name, "signal": sig.name}
-            )
-            stop.set()
-        else:
-            log.warning("second signal: terminating now", extra={"service": name})
-            task.cancel()
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info(
+                    "stopping: draining in-flight work", extra={"service": name, "signal": sig.name}
+                )
+                service.stop_event.set()
+                loop.call_later(graceful_timeout_s + 5, task.cancel)
+            else:
+                log.warning("second signal: terminating now", extra={"service": name})
+                task.cancel()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if signals < 2:
-            raise
-    finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if signals == 0:
+                raise
+            log.warning("terminated before the drain finished", extra={"service": name})
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,3 @@
+"""CityWatch's services and their shared plumbing; `services.cli` is the `citywatch` command."""
+
+__all__: list[str] = []

@@ -1,0 +1,52 @@
+"""`citywatch stack`: idempotent, recovers after a crash, and says what is wrong."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from services.common.errors import StateError
+from services.common.settings import Settings
+from services.stack import Mosquitto
+from services.stack.process import pid_alive, wait_for
+from tests.harness import free_port
+
+pytestmark = pytest.mark.stack
+
+
+def test_stack_up_is_idempotent_and_restarts_a_part_that_crashed(stack: Settings) -> None:
+    mosquitto = Mosquitto(stack)
+    first = mosquitto.up()
+    assert first.answers and first.pid is not None
+    assert mosquitto.up().pid == first.pid  # already up: nothing restarted
+
+    os.kill(first.pid, signal.SIGKILL)  # a crash leaves a stale pid file behind
+    assert wait_for(lambda: not pid_alive(first.pid), 10)
+    assert mosquitto.pid_file.exists()
+
+    again = mosquitto.up()
+    assert again.answers and again.pid not in (None, first.pid)
+    assert mosquitto.pid_file.read_text().strip() == str(again.pid)
+
+
+def test_stack_up_names_the_part_and_the_fix_when_its_port_is_taken(
+    stack: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        settings = stack.model_copy(
+            update={"mqtt_url": f"mqtt://127.0.0.1:{port}", "state_dir": tmp_path}
+        )
+        part = Mosquitto(settings)
+        with pytest.raises(StateError) as failure:
+            part.up()
+    message = str(failure.value)
+    assert message.startswith("mosquitto:")
+    assert f"127.0.0.1:{port}" in message and "already taken" in message
+    assert "Stop it, or point CityWatch at another port" in message
