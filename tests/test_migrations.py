@@ -33,9 +33,14 @@ from tests.harness import REPO, wait_until
 
 pytestmark = pytest.mark.stack
 
-PLAIN_FILES = ["0001_core.sql", "0002_readings.plain.sql"]
-TIMESCALE_FILES = ["0001_core.sql", "0002_readings.timescaledb.sql"]
+PLAIN_FILES = ["0001_core.sql", "0002_readings.plain.sql", "0003_device_registry.sql"]
+TIMESCALE_FILES = ["0001_core.sql", "0002_readings.timescaledb.sql", "0003_device_registry.sql"]
 PGLITE_DIR = REPO / "deploy" / "pglite"
+
+
+def recorded(files: list[str], path: str) -> list[tuple[int, str, str]]:
+    """The schema_migrations rows that applying `files` on `path` must leave."""
+    return [(int(f[:4]), f[5:].split(".")[0], path) for f in files]
 
 
 def noon_utc(day: date) -> datetime:
@@ -160,7 +165,7 @@ async def test_plain_migration_applies_core_and_partitioned_readings_once(
         assert await db.migrate(con) == []
         assert await db.storage_path(con) == "plain"
         rows = await con.fetch("SELECT version, name, path FROM schema_migrations ORDER BY 1")
-        assert [tuple(r) for r in rows] == [(1, "core", "plain"), (2, "readings", "plain")]
+        assert [tuple(r) for r in rows] == recorded(PLAIN_FILES, "plain")
         assert (
             await con.fetchval(
                 "SELECT c.relkind::text FROM pg_class c "
@@ -278,7 +283,9 @@ async def test_concurrent_migrations_both_succeed_and_apply_each_version_once(
         rows = await holder.fetch(
             "SELECT version, count(*) AS n FROM schema_migrations GROUP BY version ORDER BY 1"
         )
-        assert [(r["version"], r["n"]) for r in rows] == [(1, 1), (2, 1)]
+        assert [(r["version"], r["n"]) for r in rows] == [
+            (v, 1) for v, _, _ in recorded(PLAIN_FILES, "plain")
+        ]
         assert await db.storage_path(holder) == "plain"
 
 
@@ -363,10 +370,7 @@ async def test_timescaledb_migration_chooses_hypertable_path_and_is_idempotent(
         assert await db.migrate(con) == []
         assert await db.storage_path(con) == "timescaledb"
         rows = await con.fetch("SELECT version, name, path FROM schema_migrations ORDER BY 1")
-        assert [tuple(r) for r in rows] == [
-            (1, "core", "timescaledb"),
-            (2, "readings", "timescaledb"),
-        ]
+        assert [tuple(r) for r in rows] == recorded(TIMESCALE_FILES, "timescaledb")
         hypertables = await con.fetch(
             "SELECT hypertable_name FROM timescaledb_information.hypertables "
             "WHERE hypertable_schema = 'public'"

@@ -191,6 +191,7 @@ SELECT d, k, la, lo, s, s, r
 FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[],
             $5::timestamptz[], $6::timestamptz[]) AS u(d, k, la, lo, s, r)
 ON CONFLICT (device_id) DO UPDATE SET
+    first_seen      = COALESCE(devices.first_seen, EXCLUDED.first_seen),
     last_seen       = GREATEST(devices.last_seen, EXCLUDED.last_seen),
     last_reading_at = GREATEST(devices.last_reading_at, EXCLUDED.last_reading_at),
     lat             = COALESCE(EXCLUDED.lat, devices.lat),

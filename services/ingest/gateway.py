@@ -22,7 +22,7 @@ from typing import Self
 from aiokafka import AIOKafkaProducer
 
 from schemas import Reading, Rejection
-from schemas.adapters import decode_native
+from schemas.adapters import decode
 from services.common import kafka
 from services.common.backoff import Backoff
 from services.common.http import HttpServer
@@ -176,7 +176,7 @@ class IngestService:
 
     def _decode(self, msg: Inbound) -> list[Reading] | Rejection:
         try:
-            return decode_native(
+            return decode(
                 msg.topic,
                 msg.payload,
                 msg.received_at,

@@ -1,0 +1,140 @@
+"""One entry point for every uplink: pick the adapter by topic, apply the registry's word on
+the device, calibrate, and refuse readings from the future. Pure: no I/O.
+
+    decode(topic, payload, received_at, lookup=registry.get, unknown="reject")
+        -> list[Reading] | Rejection
+
+Each adapter is a `Adapter(match, decode)` pair: `match(topic)` returns the device id the
+topic names (or None if the topic is not this adapter's), and `decode(topic, payload,
+received_at, profile)` turns the payload into readings or a rejection. The registry profile
+(kind, field mapping, calibration) is looked up once, before decoding, because LoRaWAN
+topics carry no kind and network servers use their own field names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from schemas.adapters.native import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
+from schemas.device import DeviceLookup, DeviceProfile, UnknownDevicePolicy
+from schemas.reading import Reading, Rejection
+from schemas.registry import metric_spec
+from schemas.topics import TopicError, parse_uplink_topic
+
+# A device clock may run a little fast; beyond this, a reading "from the future" is refused.
+DEFAULT_FUTURE_TOLERANCE = timedelta(minutes=5)
+
+Decoder = Callable[[str, bytes, datetime, DeviceProfile | None], list[Reading] | Rejection]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    match: Callable[[str], str | None]
+    decode: Decoder
+
+
+def _native_match(topic: str) -> str | None:
+    try:
+        return parse_uplink_topic(topic).device_id
+    except TopicError:
+        return None
+
+
+def _native_decode(
+    topic: str, payload: bytes, received_at: datetime, _profile: DeviceProfile | None
+) -> list[Reading] | Rejection:
+    return decode_native(topic, payload, received_at, max_bytes=len(payload))
+
+
+# Tried in order; the first whose `match` names a device decodes the message.
+ADAPTERS: list[Adapter] = [Adapter("native", _native_match, _native_decode)]
+
+
+def decode(
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    *,
+    lookup: DeviceLookup | None = None,
+    unknown: UnknownDevicePolicy = "accept",
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
+) -> list[Reading] | Rejection:
+    """Decode one MQTT message from any supported source into readings, or say why not."""
+
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(
+            reason=reason, detail=detail, topic=topic, raw=payload, received_at=received_at
+        )
+
+    if len(payload) > max_bytes:
+        return reject(
+            "payload_too_large", f"payload is {len(payload)} bytes; the limit is {max_bytes}"
+        )
+    adapter, device_id = _pick(topic)
+    if adapter is None or device_id is None:
+        # The native parser says precisely what is wrong with a topic none of them took.
+        return decode_native(topic, payload, received_at, max_bytes=max_bytes)
+
+    profile = lookup(device_id) if lookup is not None else None
+    if lookup is not None and profile is None and unknown == "reject":
+        return reject(
+            "unknown_device",
+            f"device {device_id!r} is not registered (register it with `citywatch devices add`)",
+        )
+    if profile is not None and profile.status == "disabled":
+        return reject("device_disabled", f"device {device_id!r} is disabled in the registry")
+
+    outcome = adapter.decode(topic, payload, received_at, profile)
+    if isinstance(outcome, Rejection):
+        return outcome
+    if profile is not None:
+        for reading in outcome:
+            if reading.kind != profile.kind:
+                return reject(
+                    "kind_mismatch",
+                    f"device {device_id!r} is registered as {profile.kind!r}, not {reading.kind!r}",
+                )
+        if profile.calibration:
+            calibrated = _calibrate(outcome, profile)
+            if isinstance(calibrated, str):
+                return reject("out_of_range", calibrated)
+            outcome = calibrated
+    latest_allowed = received_at + future_tolerance
+    for reading in outcome:
+        if reading.time > latest_allowed:
+            return reject(
+                "time_in_future",
+                f"reading time {reading.time.isoformat()} is more than "
+                f"{future_tolerance.total_seconds():.0f}s after receipt "
+                f"({received_at.isoformat()}); is the device clock right?",
+            )
+    return outcome
+
+
+def _pick(topic: str) -> tuple[Adapter | None, str | None]:
+    for adapter in ADAPTERS:
+        device_id = adapter.match(topic)
+        if device_id is not None:
+            return adapter, device_id
+    return None, None
+
+
+def _calibrate(readings: list[Reading], profile: DeviceProfile) -> list[Reading] | str:
+    """Add the registry's offsets; a calibrated value must still be physically possible."""
+    out: list[Reading] = []
+    for reading in readings:
+        metrics = dict(reading.metrics)
+        for metric, offset in profile.calibration.items():
+            if metric in metrics:
+                value = metrics[metric] + offset
+                spec = metric_spec(reading.kind, metric)
+                if spec is None or not math.isfinite(value) or not spec.accepts(value):
+                    return f"calibrated {metric!r} = {value:g} is outside the possible range"
+                metrics[metric] = value
+        out.append(reading.model_copy(update={"metrics": metrics}))
+    return out
