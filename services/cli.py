@@ -103,6 +103,9 @@ def _run_service(settings: Settings, name: str) -> int:
 
 # -- simulator ---------------------------------------------------------------------------------
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Publish a fleet: a scenario on its own clock (`--scenario`), or the plain fleet."""
+    if args.scenario:
+        return _simulate_scenario(settings, args)
     from simulators import Fleet, Publisher, PublishStats
 
     fleet = Fleet(
@@ -124,8 +127,9 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         settings.mqtt_host,
         settings.mqtt_port,
         client_id=args.client_id,
-        username=settings.mqtt_username,
-        password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+        # Its own account (CITYWATCH_MQTT_USERNAME/PASSWORD win when set): see mqtt_login.
+        username=settings.mqtt_login("citywatch-simulator")[0],
+        password=settings.mqtt_login("citywatch-simulator")[1],
     ) as pub:
         try:
             st = pub.run(
@@ -146,6 +150,109 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    import time
+    from collections.abc import Iterator
+    from datetime import datetime
+    from pathlib import Path
+
+    from services.common.errors import ConfigError
+    from simulators import Message, Publisher, PublishStats
+    from simulators.areas import load_city
+    from simulators.formats import FORMATS, Format
+    from simulators.run import ScenarioRun
+    from simulators.scenarios import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    formats: Format | dict[Format, float] = (
+        {f: 1.0 for f in FORMATS} if args.format == "mixed" else args.format
+    )
+    try:
+        start = datetime.fromisoformat(args.start) if args.start else None
+    except ValueError as exc:
+        raise ConfigError(f"--start {args.start!r} is not an ISO 8601 time") from exc
+    if start is not None and start.tzinfo is None:
+        raise ConfigError("--start needs a time zone, e.g. 2026-11-24T13:00:00+07:00")
+    run = ScenarioRun(
+        scenario,
+        devices=args.devices,
+        seed=args.seed,
+        city=load_city(args.areas),
+        start=start,
+        speed=args.speed,
+        formats=formats,
+        prefix=args.prefix,
+        app=args.app,
+        fault_scale=args.faults,
+    )
+    expect_path = Path(
+        args.expect or settings.state_dir / "scenarios" / f"{scenario.name}.expected.json"
+    )
+    expect_path.parent.mkdir(parents=True, exist_ok=True)
+    expected = run.expectations()
+    expect_path.write_text(
+        json.dumps(expected, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    minutes = scenario.duration.total_seconds() / 60
+    wall = f"{minutes * 60 / args.speed:,.0f}s" if args.speed else "as fast as possible"
+    print(
+        f"scenario {scenario.name}: {len(run.devices)} devices in {run.city.name}, "
+        f"{minutes:,.0f} min of scenario time from {run.start.isoformat()} at speed "
+        f"{args.speed or 'max'} ({wall}), format {args.format}, seed {args.seed} "
+        f"-> {settings.mqtt_url}"
+    )
+    print(f"expectations: {expect_path}", flush=True)
+
+    def progress(st: PublishStats) -> None:
+        at = run.stats.scenario_time
+        shown = f"{at:%Y-%m-%d %H:%M}Z (+{at - run.start})" if at else "--"
+        print(
+            f"  {st.elapsed_s:6.1f}s  messages {st.sent:>8}  acked {st.acked:>8}  "
+            f"{st.acked / max(st.elapsed_s, 1e-9):8,.0f}/s  scenario time {shown}",
+            flush=True,
+        )
+
+    def paced() -> Iterator[Message]:
+        began = time.monotonic()
+        for msg in run.messages():
+            if msg.sent_at is not None:
+                run.clock.pace(msg.sent_at, began)
+            yield msg
+
+    with Publisher(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        client_id=args.client_id,
+        # Its own account (CITYWATCH_MQTT_USERNAME/PASSWORD win when set): see mqtt_login.
+        username=settings.mqtt_login("citywatch-simulator")[0],
+        password=settings.mqtt_login("citywatch-simulator")[1],
+    ) as pub:
+        try:
+            st = pub.run(paced(), progress=progress)
+        except KeyboardInterrupt:
+            print("interrupted")
+            return 130
+    s = run.stats
+    print(
+        f"done: {st.sent} messages ({st.valid} valid, {st.malformed} to be rejected), "
+        f"{st.acked} acknowledged, {st.rate:,.0f} msg/s over {st.elapsed_s:.1f}s; "
+        f"{s.readings} readings taken, {s.rows} rows expected"
+    )
+    print(f"  by kind:   {dict(sorted(s.by_kind.items()))}")
+    print(f"  by format: {dict(sorted(s.by_format.items()))}")
+    print(f"  faults:    {dict(sorted(s.faults.items()))}")
+    for area in expected["flood"]:
+        ups = [
+            f"{c['level']} {c['time'][11:16]}Z"
+            for c in area["crossings"]
+            if c["direction"] == "above"
+        ]
+        if ups:
+            print(f"  flood {area['area']:<22} " + ", ".join(ups))
+    return 0
+
+
 # -- demo and bench (own modules) ------------------------------------------------------------
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from services.demo import run_demo
@@ -159,6 +266,24 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from services.bench.pipeline import run_bench
 
     return run_bench(settings, rate=args.rate, duration_s=args.duration, per_kind=args.per_kind)
+
+
+def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the JSON Schema files for device engineers into schemas/json/."""
+    from schemas.export import schema_files
+
+    out = REPO_ROOT / "schemas" / "json"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in schema_files().items():
+        (out / name).write_text(text, encoding="utf-8")
+        print(f"wrote {out / name}")
+    return 0
+
+
+def cmd_fuzz(settings: Settings, args: argparse.Namespace) -> int:
+    from services.fuzz import run_fuzz
+
+    return run_fuzz(args.count, args.seed)
 
 
 def cmd_test(settings: Settings, args: argparse.Namespace) -> int:
@@ -209,12 +334,37 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=1)
         sp.add_argument("--malformed", type=float, default=0.0, help="share of malformed payloads")
 
-    sim = sub.add_parser("simulate", help="publish a simulated fleet to MQTT")
+    sim = sub.add_parser(
+        "simulate",
+        help="publish a simulated fleet to MQTT, or a scenario on its own clock",
+        description="Without --scenario: --per-kind devices at --rate. With --scenario "
+        "(normal-day, monsoon-storm, haze-episode or a YAML file): --devices placed in the "
+        "city of --areas, scenario time --speed times faster than real time, and an "
+        "expectations file (flood crossings per area) written before publishing.",
+    )
     fleet_args(sim, 20.0)
     sim.add_argument("--count", type=int, help="stop after this many messages")
     sim.add_argument("--duration", type=float, help="stop after this many seconds")
     sim.add_argument("--prefix", default="citywatch", help="topic prefix")
     sim.add_argument("--client-id", default="citywatch-simulator")
+    sim.add_argument("--scenario", help="scenario name or YAML file")
+    sim.add_argument("--speed", type=float, default=360.0, help="scenario seconds per second")
+    sim.add_argument("--devices", type=int, default=200, help="fleet size of a scenario")
+    sim.add_argument(
+        "--format",
+        default="native",
+        choices=["native", "senml", "ttn", "chirpstack", "mixed"],
+        help="payload format of every device (mixed: a quarter each)",
+    )
+    sim.add_argument("--areas", help="areas file of the city (default: Sihanoukville)")
+    sim.add_argument(
+        "--start", help="scenario start, ISO 8601 with zone (default: fits before now)"
+    )
+    sim.add_argument(
+        "--faults", type=float, default=1.0, help="scale of the fault rates (0 = none)"
+    )
+    sim.add_argument("--app", default="citywatch", help="LoRaWAN application id")
+    sim.add_argument("--expect", help="where to write the expectations JSON")
     sim.set_defaults(fn=cmd_simulate)
 
     demo = sub.add_parser("demo", help="stack, services, a simulated city and a live view")
@@ -229,6 +379,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--duration", type=float, default=20.0, help="seconds of load")
     bench.add_argument("--per-kind", type=int, default=25)
     bench.set_defaults(fn=cmd_bench)
+
+    from services.registry.cli import add_parser as add_devices_parser
+
+    add_devices_parser(sub)
+
+    schemas = sub.add_parser("schemas", help="JSON Schema files of the native payloads")
+    schemas.add_argument("action", choices=["export"])
+    schemas.set_defaults(fn=cmd_schemas)
+
+    fuzz = sub.add_parser("fuzz", help="generated payloads against the adapters (must not raise)")
+    fuzz.add_argument("--count", type=int, default=100_000, help="payloads to generate")
+    fuzz.add_argument("--seed", type=int, default=1, help="same seed, same payloads")
+    fuzz.set_defaults(fn=cmd_fuzz)
 
     test = sub.add_parser("test", help="run the test suite against its own local stack")
     test.add_argument("--keep-stack", action="store_true", help="leave the test stack running")

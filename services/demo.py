@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.common.db import migrate_database
-from services.common.settings import Settings
+from services.common.settings import Settings, load_settings
 from services.stack import components
 from services.supervisor import DEFAULT_PORTS, ServiceProcess
 from simulators import Fleet, Publisher
@@ -38,15 +38,25 @@ def run_demo(settings: Settings, *, per_kind: int, rate: float, seed: int, malfo
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}; storage path: {path}")
 
     log_dir = settings.state_dir / "logs"
+    # The simulated city's devices are not registered: the demo accepts unknown devices
+    # (the processor records them as unprovisioned). Production rejects them.
+    env = {"CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept"}
     procs = [
-        ServiceProcess(name, log_dir=log_dir, port=port) for name, port in DEFAULT_PORTS.items()
+        ServiceProcess(name, log_dir=log_dir, port=port, env=env)
+        for name, port in DEFAULT_PORTS.items()
     ]
     stop = threading.Event()
     fleet = Fleet(per_kind=per_kind, seed=seed, malformed_share=malformed, episodes=True)
 
     def simulate() -> None:
+        # Settings were read before `stack up` may have generated the service accounts.
+        username, password = load_settings().mqtt_login("citywatch-simulator")
         with Publisher(
-            settings.mqtt_host, settings.mqtt_port, client_id="citywatch-demo-fleet"
+            settings.mqtt_host,
+            settings.mqtt_port,
+            client_id="citywatch-demo-fleet",
+            username=username,
+            password=password,
         ) as pub:
             pub.run(fleet.messages(), rate=rate, stop=stop)
 

@@ -55,7 +55,7 @@ _EPISODE: dict[Kind, dict[str, float]] = {
 }
 
 # Malformed payloads of the kinds devices really send, each with the reason it must get.
-_MALFORMED: list[tuple[str, Callable[[Kind, str], bytes]]] = [
+MALFORMED: list[tuple[str, Callable[[Kind, str], bytes]]] = [
     ("not_json", lambda _k, _d: b"{not json"),
     ("not_utf8", lambda _k, _d: b"\xff\xfe\x00garbage"),
     (
@@ -93,16 +93,43 @@ class Device:
 
 @dataclass(frozen=True)
 class Message:
+    """One MQTT message a simulated device publishes, and what must become of it.
+
+    `valid` and `expected_reason` say whether the gateway must accept it or reject it
+    with that reason; `faults` names every fault injected into it (empty for a healthy
+    message, the first being the one that decides its fate), `fault_metric` the metric a
+    value fault (spike, stuck, drift) touched. `row_count` is set by scenario runs: the
+    new rows the message must add (0 for a duplicate, whose rows already exist).
+    """
+
     topic: str
     payload: bytes
     valid: bool
     device_id: str
     expected_reason: str | None = None
+    faults: tuple[str, ...] = ()
+    fault_metric: str | None = None
+    kind: Kind | None = None
+    format: str = "native"
+    sent_at: datetime | None = None  # scenario time at which the device sends it
+    readings: int = 1  # instants it carries (more than one for a buffered upload)
+    row_count: int | None = None
+
+    @property
+    def fault(self) -> str | None:
+        """The fault that decides this message's fate, or None for a healthy message."""
+        return self.faults[0] if self.faults else None
 
     @property
     def rows(self) -> int:
         """How many `readings` rows this message must become (one per metric), 0 if malformed."""
-        return len(json.loads(self.payload)["metrics"]) if self.valid else 0
+        if not self.valid:
+            return 0
+        if self.row_count is not None:
+            return self.row_count
+        body = json.loads(self.payload)
+        items = body if isinstance(body, list) else [body]
+        return sum(len(item["metrics"]) for item in items)
 
 
 class Fleet:
@@ -156,12 +183,23 @@ class Fleet:
         self._next += 1
         topic = uplink_topic(self.prefix, device.kind, device.device_id)
         if self.malformed_share and self.rng.random() < self.malformed_share:
-            reason, make = self.rng.choice(_MALFORMED)
+            reason, make = self.rng.choice(MALFORMED)
             return Message(
-                topic, make(device.kind, device.device_id), False, device.device_id, reason
+                topic,
+                make(device.kind, device.device_id),
+                False,
+                device.device_id,
+                reason,
+                faults=("malformed",),
+                kind=device.kind,
+                readings=0,
             )
         return Message(
-            topic, self.payload(device, now or datetime.now(UTC)), True, device.device_id
+            topic,
+            self.payload(device, now or datetime.now(UTC)),
+            True,
+            device.device_id,
+            kind=device.kind,
         )
 
     def payload(self, device: Device, now: datetime) -> bytes:

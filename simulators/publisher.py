@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.fleet import Message
 
@@ -58,9 +59,16 @@ class Publisher:
         self._lock = threading.Condition()
         self._acked = 0
         self._last_ack = 0.0
-        self._client.on_connect = lambda *_a: self._connected.set()
+        self._refused: str | None = None  # the CONNACK reason when the broker said no
+        self._client.on_connect = self._on_connect
         self._client.on_publish = self._on_publish
         self._host, self._port = host, port
+
+    def _on_connect(self, *args: object) -> None:
+        reason = args[3]  # (client, userdata, flags, reason code, properties)
+        if isinstance(reason, ReasonCode) and reason.is_failure:
+            self._refused = str(reason)
+        self._connected.set()
 
     def _on_publish(self, *_args: object) -> None:
         with self._lock:
@@ -71,10 +79,11 @@ class Publisher:
     def __enter__(self) -> Publisher:
         self._client.connect(self._host, self._port, keepalive=30)
         self._client.loop_start()
-        if not self._connected.wait(10):
+        if not self._connected.wait(10) or self._refused:
             self._client.loop_stop()
             raise ConnectionError(
                 f"MQTT broker {self._host}:{self._port} did not accept the simulator"
+                + (f": {self._refused} (check the MQTT username/password)" if self._refused else "")
             )
         return self
 

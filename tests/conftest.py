@@ -26,7 +26,8 @@ def stack(settings: Settings) -> Settings:
     """The stack `citywatch test` started (or starts it, when pytest runs on its own)."""
     for part in components(settings):
         part.up()
-    return settings
+    # `stack up` generates the MQTT service accounts on a first run: read them now.
+    return load_settings()
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +73,12 @@ def services(ns: Namespace, log_dir: Path) -> Iterator[Services]:
 
 @pytest.fixture
 def publisher(stack: Settings) -> Iterator[Publisher]:
+    username, password = stack.mqtt_login("citywatch-simulator")
     with Publisher(
-        stack.mqtt_host, stack.mqtt_port, client_id=f"sim-{uuid.uuid4().hex[:8]}"
+        stack.mqtt_host,
+        stack.mqtt_port,
+        client_id=f"sim-{uuid.uuid4().hex[:8]}",
+        username=username,
+        password=password,
     ) as pub:
         yield pub

@@ -4,11 +4,18 @@ the device, calibrate, and refuse readings from the future. Pure: no I/O.
     decode(topic, payload, received_at, lookup=registry.get, unknown="reject")
         -> list[Reading] | Rejection
 
-Each adapter is a `Adapter(match, decode)` pair: `match(topic)` returns the device id the
-topic names (or None if the topic is not this adapter's), and `decode(topic, payload,
+Each adapter is an `Adapter(name, match, decode, sniff)`: `match(topic)` returns the device
+id the topic names (or None if the topic is not this adapter's), `sniff(payload)`, when set,
+says whether the payload is this adapter's (SenML and native JSON share their topics and
+are told apart by payload shape, see `senml.looks_like_senml`), and `decode(topic, payload,
 received_at, profile)` turns the payload into readings or a rejection. The registry profile
 (kind, field mapping, calibration) is looked up once, before decoding, because LoRaWAN
 topics carry no kind and network servers use their own field names.
+
+Adapters are tried in `ADAPTERS` order: The Things Stack (`.../v3/{app}/devices/{id}/up`),
+ChirpStack (`.../application/{app}/device/{eui}/event/up`), SenML, then native JSON on
+`.../{kind}/{device_id}/up`. The LoRaWAN shapes come first because they are the more
+specific; none of the three topic shapes can match a valid topic of another.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from schemas.adapters.chirpstack import decode_chirpstack, match_chirpstack
 from schemas.adapters.native import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
+from schemas.adapters.senml import decode_senml, looks_like_senml
+from schemas.adapters.ttn import decode_ttn, match_ttn
 from schemas.device import DeviceLookup, DeviceProfile, UnknownDevicePolicy
 from schemas.reading import Reading, Rejection
 from schemas.registry import metric_spec
-from schemas.topics import TopicError, parse_uplink_topic
+from schemas.topics import DEVICE_ID, TopicError, parse_uplink_topic
 
 # A device clock may run a little fast; beyond this, a reading "from the future" is refused.
 DEFAULT_FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -32,9 +42,12 @@ Decoder = Callable[[str, bytes, datetime, DeviceProfile | None], list[Reading] |
 
 @dataclass(frozen=True)
 class Adapter:
+    """One payload format: which topics and payloads are its own, and how to decode them."""
+
     name: str
     match: Callable[[str], str | None]
     decode: Decoder
+    sniff: Callable[[bytes], bool] | None = None
 
 
 def _native_match(topic: str) -> str | None:
@@ -50,8 +63,14 @@ def _native_decode(
     return decode_native(topic, payload, received_at, max_bytes=len(payload))
 
 
-# Tried in order; the first whose `match` names a device decodes the message.
-ADAPTERS: list[Adapter] = [Adapter("native", _native_match, _native_decode)]
+# Tried in order; the first whose `match` names a device (and whose `sniff`, if any,
+# accepts the payload) decodes the message.
+ADAPTERS: list[Adapter] = [
+    Adapter("ttn", match_ttn, decode_ttn),
+    Adapter("chirpstack", match_chirpstack, decode_chirpstack),
+    Adapter("senml", _native_match, decode_senml, sniff=looks_like_senml),
+    Adapter("native", _native_match, _native_decode),
+]
 
 
 def decode(
@@ -75,10 +94,15 @@ def decode(
         return reject(
             "payload_too_large", f"payload is {len(payload)} bytes; the limit is {max_bytes}"
         )
-    adapter, device_id = _pick(topic)
+    adapter, device_id = _pick(topic, payload)
     if adapter is None or device_id is None:
         # The native parser says precisely what is wrong with a topic none of them took.
         return decode_native(topic, payload, received_at, max_bytes=max_bytes)
+    if not DEVICE_ID.match(device_id):
+        return reject(
+            "bad_topic",
+            f"device id {device_id!r} in topic {topic!r} must be 1-128 of letters, digits, '._:-'",
+        )
 
     profile = lookup(device_id) if lookup is not None else None
     if lookup is not None and profile is None and unknown == "reject":
@@ -116,10 +140,10 @@ def decode(
     return outcome
 
 
-def _pick(topic: str) -> tuple[Adapter | None, str | None]:
+def _pick(topic: str, payload: bytes) -> tuple[Adapter | None, str | None]:
     for adapter in ADAPTERS:
         device_id = adapter.match(topic)
-        if device_id is not None:
+        if device_id is not None and (adapter.sniff is None or adapter.sniff(payload)):
             return adapter, device_id
     return None, None
 

@@ -23,7 +23,7 @@ from rich.table import Table
 from services.bench import stages
 from services.common import db
 from services.common.kafka import ensure_topics
-from services.common.settings import Settings
+from services.common.settings import Settings, load_settings
 from services.stack import components
 from services.supervisor import ServiceProcess
 from simulators import Fleet, Message, Publisher, PublishStats
@@ -34,6 +34,7 @@ console = Console()
 def run_bench(settings: Settings, *, rate: float, duration_s: float, per_kind: int) -> int:
     for part in components(settings):
         part.up()
+    settings = load_settings()  # with the MQTT service accounts `stack up` may have generated
     asyncio.run(db.migrate_database(settings.database_dsn))
     suffix = uuid.uuid4().hex[:6]
     topics = {
@@ -93,6 +94,7 @@ def _run(
         "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/bench{suffix}/bench{suffix}/+/+/up"]),
         "CITYWATCH_INGEST__CLIENT_ID": f"bench-ingest-{suffix}",
         "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{suffix}",
+        "CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept",  # the bench fleet is not registered
         "CITYWATCH_LOG_LEVEL": "WARNING",
     }
     ingest = ServiceProcess("ingest", log_dir=log_dir, env=env, tag=suffix)
@@ -111,8 +113,13 @@ def _run(
                     expected[0] += msg.rows
                     yield msg
 
+            username, password = settings.mqtt_login("citywatch-simulator")
             with Publisher(
-                settings.mqtt_host, settings.mqtt_port, client_id=f"bench-fleet-{suffix}"
+                settings.mqtt_host,
+                settings.mqtt_port,
+                client_id=f"bench-fleet-{suffix}",
+                username=username,
+                password=password,
             ) as pub:
                 published.append(pub.run(counted(), duration_s=duration_s, rate=rate))
 

@@ -6,14 +6,15 @@ Writes are bulk (`unnest` arrays, one statement per table per batch) and idempot
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -50,6 +51,8 @@ __all__ = [
     "create_pool",
     "migrate",
     "migrate_database",
+    "qc_overrides",
+    "recent_values",
     "storage_path",
     "store_readings",
 ]
@@ -177,13 +180,38 @@ class StoredBatch:
     readings: int
     rows_offered: int
     rows_inserted: int  # fewer than offered when a batch is redelivered: duplicates are skipped
+    # Rows inserted, by (metric, QARTOD flag); rows whose flag a reflag made worse, likewise.
+    flags: dict[tuple[str, int], int] = field(default_factory=dict)
+    reflagged: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
+# Each row carries its QARTOD flag. A redelivered row conflicts and keeps the flag it was
+# stored with; RETURNING counts only the rows this statement inserted.
 _INSERT_READINGS = """
-INSERT INTO readings (time, device_id, metric, value)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[])
-ON CONFLICT DO NOTHING
+WITH ins AS (
+    INSERT INTO readings (time, device_id, metric, value, quality)
+    SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[], $5::int2[])
+    ON CONFLICT DO NOTHING
+    RETURNING metric, quality)
+SELECT metric, quality, count(*)::int AS n FROM ins GROUP BY metric, quality
 """
+
+# A later verdict (the centred spike test, once a value's right neighbour arrived) only
+# ever makes a stored flag worse, ranking not evaluated (2) below pass (1): applying the
+# same verdict twice changes nothing.
+_REFLAG_READINGS = """
+WITH upd AS (
+    UPDATE readings AS r SET quality = u.q
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int2[]) AS u(d, m, t, q)
+    WHERE r.device_id = u.d AND r.metric = u.m AND r.time = u.t
+      AND (CASE WHEN r.quality = 2 THEN 0 ELSE r.quality END)
+        < (CASE WHEN u.q = 2 THEN 0 ELSE u.q END)
+    RETURNING r.metric, r.quality)
+SELECT metric, quality, count(*)::int AS n FROM upd GROUP BY metric, quality
+"""
+
+# Not evaluated: the default of the `quality` column, for rows nobody judged.
+_NOT_EVALUATED = 2
 
 _UPSERT_DEVICES = """
 INSERT INTO devices (device_id, kind, lat, lon, first_seen, last_seen, last_reading_at)
@@ -207,12 +235,24 @@ WHERE device_latest.time < EXCLUDED.time
 """
 
 
-async def store_readings(con: Conn, readings: Sequence[Reading]) -> StoredBatch:
-    """Write a batch of readings; call inside a transaction so the batch is all or nothing."""
+async def store_readings(
+    con: Conn,
+    readings: Sequence[Reading],
+    *,
+    flags: Mapping[tuple[str, str, datetime], int] | None = None,
+    reflags: Sequence[tuple[str, str, datetime, int]] = (),
+) -> StoredBatch:
+    """Write a batch of readings; call inside a transaction so the batch is all or nothing.
+
+    `flags` gives each row's QARTOD flag by (device, metric, time), 2 where absent;
+    `reflags` raise the flags of rows stored earlier (see `_REFLAG_READINGS`).
+    """
     times: list[datetime] = []
     devices: list[str] = []
     metrics: list[str] = []
     values: list[float] = []
+    quality: list[int] = []
+    flag_of = flags or {}
     # Per device: the facts for `devices`; per (device, metric): the newest value. Reduced
     # here because one statement may not update the same row twice.
     seen: dict[str, tuple[str, float | None, float | None, datetime, datetime]] = {}
@@ -223,6 +263,7 @@ async def store_readings(con: Conn, readings: Sequence[Reading]) -> StoredBatch:
             devices.append(r.device_id)
             metrics.append(metric)
             values.append(value)
+            quality.append(flag_of.get((r.device_id, metric, r.time), _NOT_EVALUATED))
             key = (r.device_id, metric)
             if key not in latest or latest[key][0] < r.time:
                 latest[key] = (r.time, value)
@@ -236,8 +277,19 @@ async def store_readings(con: Conn, readings: Sequence[Reading]) -> StoredBatch:
             max(r.received_at, prev[3]) if prev else r.received_at,
             max(r.time, prev[4]) if prev else r.time,
         )
-    status = await con.execute(_INSERT_READINGS, times, devices, metrics, values)
-    inserted = int(status.rsplit(" ", 1)[-1])
+    counted = await con.fetch(_INSERT_READINGS, times, devices, metrics, values, quality)
+    by_flag = {(row["metric"], row["quality"]): row["n"] for row in counted}
+    reflagged: dict[tuple[str, int], int] = {}
+    if reflags:
+        ordered = sorted(reflags)  # a fixed lock order, as for `devices` below
+        changed = await con.fetch(
+            _REFLAG_READINGS,
+            [k[0] for k in ordered],
+            [k[1] for k in ordered],
+            [k[2] for k in ordered],
+            [k[3] for k in ordered],
+        )
+        reflagged = {(row["metric"], row["quality"]): row["n"] for row in changed}
     ids = sorted(seen)  # a fixed lock order: two writers never deadlock on `devices`
     await con.execute(
         _UPSERT_DEVICES,
@@ -256,4 +308,50 @@ async def store_readings(con: Conn, readings: Sequence[Reading]) -> StoredBatch:
         [latest[k][0] for k in keys],
         [latest[k][1] for k in keys],
     )
-    return StoredBatch(readings=len(readings), rows_offered=len(times), rows_inserted=inserted)
+    return StoredBatch(
+        readings=len(readings),
+        rows_offered=len(times),
+        rows_inserted=sum(by_flag.values()),
+        flags=by_flag,
+        reflagged=reflagged,
+    )
+
+
+# A series' newest stored values since a time, newest first, at most `$4` per series: the
+# primary key (device_id, metric, time) serves each lookup, and `since` prunes partitions.
+_RECENT_VALUES = """
+SELECT k.d AS device_id, k.m AS metric, r.time, r.value
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(d, m, since)
+CROSS JOIN LATERAL (
+    SELECT time, value FROM readings
+    WHERE device_id = k.d AND metric = k.m AND time >= k.since
+    ORDER BY time DESC LIMIT $4) AS r
+"""
+
+
+async def recent_values(
+    con: Conn, since: Mapping[tuple[str, str], datetime], per_series: int
+) -> dict[tuple[str, str], list[tuple[datetime, float]]]:
+    """The newest stored `(time, value)`s of each (device, metric) since its time, at most
+    `per_series` each; every asked series is in the answer (empty when nothing is stored)."""
+    keys = sorted(since)
+    rows = await con.fetch(
+        _RECENT_VALUES,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [since[k] for k in keys],
+        per_series,
+    )
+    out: dict[tuple[str, str], list[tuple[datetime, float]]] = {k: [] for k in keys}
+    for row in rows:
+        out[(row["device_id"], row["metric"])].append((row["time"], row["value"]))
+    return out
+
+
+async def qc_overrides(con: Conn) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every device with QARTOD overrides: `(device_id, kind, qc_overrides)`."""
+    rows = await con.fetch(
+        "SELECT device_id, kind, qc_overrides::text AS o FROM devices"
+        " WHERE qc_overrides <> '{}'::jsonb ORDER BY device_id"
+    )
+    return [(row["device_id"], row["kind"], json.loads(row["o"])) for row in rows]

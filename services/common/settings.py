@@ -7,17 +7,30 @@ Endpoints are flat (`CITYWATCH_MQTT_URL`, `CITYWATCH_KAFKA_BOOTSTRAP`,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.adapters import DEFAULT_MAX_PAYLOAD_BYTES
+from schemas.device import UnknownDevicePolicy
 from services.common.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The MQTT accounts CityWatch's own programs log in with. `citywatch stack up` generates
+# their passwords into `{state_dir}/mqtt-accounts.json` (mode 0600); the registry writes
+# their hashes and topic rights into Mosquitto's password and ACL files.
+ServiceAccount = Literal["citywatch-ingest", "citywatch-alerts", "citywatch-simulator"]
+SERVICE_ACCOUNTS: tuple[ServiceAccount, ...] = (
+    "citywatch-ingest",
+    "citywatch-alerts",
+    "citywatch-simulator",
+)
+MQTT_ACCOUNTS_FILE = "mqtt-accounts.json"
 
 
 class _Section(BaseModel):
@@ -44,6 +57,14 @@ class IngestSettings(_Section):
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     graceful_timeout_s: float = 15.0
+    # Messages from devices the registry does not know: "reject" them (production: only the
+    # city's devices feed its alerts) or "accept" them (the demo's simulated city, whose
+    # devices the processor then records as unprovisioned).
+    unknown_devices: UnknownDevicePolicy = "reject"
+    # How often the gateway reloads the registry from PostgreSQL. A disable or a new device
+    # takes effect within this time; one reload reads every registered device (one indexed
+    # scan, about a millisecond per thousand devices), so 10 s costs the database nothing.
+    registry_refresh_s: float = Field(default=10.0, gt=0)
 
 
 class ProcessorSettings(_Section):
@@ -52,6 +73,9 @@ class ProcessorSettings(_Section):
     batch_size: int = Field(default=2000, ge=1)
     batch_max_wait_ms: int = Field(default=250, ge=1)
     graceful_timeout_s: float = 15.0
+    # QARTOD defaults per metric; per-device overrides are re-read from `devices` this often.
+    quality_file: Path = REPO_ROOT / "deploy" / "quality" / "defaults.yaml"
+    qc_overrides_refresh_s: float = Field(default=60.0, gt=0)
 
 
 class AlertSettings(_Section):
@@ -70,8 +94,12 @@ class Settings(BaseSettings):
     )
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # Set both to log every CityWatch program in as one account (an external broker). Left
+    # unset, each program uses its own service account from `mqtt_accounts` (see mqtt_login).
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    # Service-account passwords; read from {state_dir}/mqtt-accounts.json when not given.
+    mqtt_accounts: dict[str, SecretStr] = Field(default_factory=dict)
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: SecretStr = SecretStr("postgresql://citywatch@127.0.0.1:5432/citywatch")
     state_dir: Path = REPO_ROOT / ".citywatch"
@@ -83,6 +111,16 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     processor: ProcessorSettings = ProcessorSettings()
     alerts: AlertSettings = AlertSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_mqtt_accounts(cls, data: Any) -> Any:
+        """Fill `mqtt_accounts` from the state folder's accounts file, once, here in the
+        settings layer, so no service reads files for its credentials."""
+        if not isinstance(data, dict) or data.get("mqtt_accounts"):
+            return data
+        state_dir = Path(data.get("state_dir") or REPO_ROOT / ".citywatch")
+        return {**data, "mqtt_accounts": read_mqtt_accounts(state_dir / MQTT_ACCOUNTS_FILE)}
 
     @field_validator("mqtt_url")
     @classmethod
@@ -98,6 +136,20 @@ class Settings(BaseSettings):
     @property
     def mqtt_port(self) -> int:
         return urlsplit(self.mqtt_url).port or 1883
+
+    def mqtt_login(self, account: ServiceAccount) -> tuple[str | None, str | None]:
+        """(username, password) for one CityWatch program's MQTT connection.
+
+        CITYWATCH_MQTT_USERNAME/PASSWORD win when set; otherwise the program's own service
+        account from the state folder; (None, None) means anonymous (a broker without auth).
+        """
+        if self.mqtt_username:
+            secret = self.mqtt_password.get_secret_value() if self.mqtt_password else None
+            return self.mqtt_username, secret
+        password = self.mqtt_accounts.get(account)
+        if password is not None:
+            return account, password.get_secret_value()
+        return None, None
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
@@ -122,6 +174,21 @@ class Settings(BaseSettings):
         else:
             dump["database_url"] = self.database_dsn
         return dump
+
+
+def read_mqtt_accounts(path: Path) -> dict[str, str]:
+    """The service-account passwords in `path` ({account: password}); none if it is absent."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the MQTT service accounts in {path}: {exc}") from exc
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise ConfigError(f"{path} must hold a JSON object of account name -> password")
+    return raw
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -23,12 +23,13 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import Reading, Rejection
 from schemas.adapters import decode
-from services.common import kafka
+from services.common import db, kafka
 from services.common.backoff import Backoff
 from services.common.http import HttpServer
 from services.common.settings import Settings
 from services.ingest import metrics as m
 from services.ingest.mqtt_source import Inbound, MqttSource
+from services.ingest.registry_cache import RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class IngestService:
         self._stack = AsyncExitStack()
         self._producer: AIOKafkaProducer | None = None
         self._mqtt: MqttSource | None = None
+        self._registry: RegistryCache | None = None
         self._pending: collections.deque[tuple[Inbound, asyncio.Task[None]]] = collections.deque()
         self._window = asyncio.Semaphore(settings.ingest.receive_maximum)
         self._head_done = asyncio.Event()
@@ -81,6 +83,12 @@ class IngestService:
                 kafka.producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
             )
             self.kafka_ok = True
+            # The registry cache needs the database only to (re)load; see registry_cache.py.
+            pool = await self._stack.enter_async_context(db.create_pool(s.database_dsn, max_size=1))
+            self._registry = await self._stack.enter_async_context(
+                RegistryCache(pool, refresh_s=s.ingest.registry_refresh_s)
+            )
+            username, password = s.mqtt_login("citywatch-ingest")
             self._mqtt = MqttSource(
                 host=s.mqtt_host,
                 port=s.mqtt_port,
@@ -88,8 +96,8 @@ class IngestService:
                 filters=s.ingest.filters,
                 receive_maximum=s.ingest.receive_maximum,
                 session_expiry_s=s.ingest.session_expiry_s,
-                username=s.mqtt_username,
-                password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+                username=username,
+                password=password,
             )
             self._mqtt.start()
             self._stack.callback(self._mqtt.close)
@@ -107,7 +115,8 @@ class IngestService:
 
     def ready_checks(self) -> dict[str, bool]:
         mqtt_ok = self._mqtt is not None and self._mqtt.connected.is_set()
-        checks = {"mqtt": mqtt_ok, "kafka": self.kafka_ok}
+        registry_ok = self._registry is not None and self._registry.warm.is_set()
+        checks = {"mqtt": mqtt_ok, "kafka": self.kafka_ok, "registry": registry_ok}
         m.READY.set(1 if all(checks.values()) else 0)
         return checks
 
@@ -130,8 +139,13 @@ class IngestService:
 
     async def _take_messages(self) -> None:
         assert self._mqtt is not None
+        assert self._registry is not None
         stop = asyncio.create_task(self.stop_event.wait())
         try:
+            # No decision without the registry: messages wait with the broker until it loads.
+            warm = asyncio.create_task(self._registry.warm.wait())
+            await asyncio.wait({warm, stop}, return_when=asyncio.FIRST_COMPLETED)
+            warm.cancel()
             while not self.stop_event.is_set():
                 await self._window.acquire()
                 ready = self._mqtt.get_nowait()
@@ -175,11 +189,14 @@ class IngestService:
         m.IN_FLIGHT.set(len(self._pending))
 
     def _decode(self, msg: Inbound) -> list[Reading] | Rejection:
+        assert self._registry is not None
         try:
             return decode(
                 msg.topic,
                 msg.payload,
                 msg.received_at,
+                lookup=self._registry.get,
+                unknown=self.settings.ingest.unknown_devices,
                 max_bytes=self.settings.ingest.max_payload_bytes,
             )
         except Exception as exc:

@@ -21,4 +21,28 @@ LATENCY = Histogram(
     "From the gateway receiving a reading to its batch committing in the database",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+QUALITY_FLAGS = Counter(
+    "citywatch_processor_quality_flags_total",
+    "Rows stored, by metric and IOOS QARTOD flag (pass, not_evaluated, suspect, fail)",
+    ["metric", "flag"],
+)
+QUALITY_REFLAGGED = Counter(
+    "citywatch_processor_quality_reflagged_total",
+    "Stored rows whose flag a later spike verdict made worse, by metric and new flag",
+    ["metric", "flag"],
+)
+QUALITY_LATE = Counter(
+    "citywatch_processor_quality_late_total",
+    "Rows older than their series' newest value, judged by gross range alone",
+)
+QUALITY_SERIES = Gauge(
+    "citywatch_processor_quality_series", "Series windows the quality evaluator holds in memory"
+)
+QUALITY_EVICTED = Counter(
+    "citywatch_processor_quality_evicted_total",
+    "Series windows evicted at the cap (warmed again from the database on next sight)",
+)
+QUALITY_WARMED = Counter(
+    "citywatch_processor_quality_warmed_total", "Series windows loaded from the database"
+)
 READY = Gauge("citywatch_processor_ready", "1 when Kafka and the database are both reachable")

@@ -3,6 +3,13 @@
 The commit order is the guarantee. Offsets are committed only after the transaction that
 holds the batch has committed, so a crash anywhere before that re-delivers the batch, and
 the natural key `(device_id, metric, time)` makes the second write a no-op.
+
+Each row is stored with its IOOS QARTOD flag (services/processor/quality.py). Per batch:
+windows missing from memory are warmed from the database, the batch is judged without
+touching the windows, the rows (and the spike verdicts for rows of earlier batches) are
+written in the batch's transaction, and only then does the evaluator keep the new windows.
+Per-device overrides are read from `devices.qc_overrides` before the first batch and then
+every `processor.qc_overrides_refresh_s`.
 """
 
 from __future__ import annotations
@@ -11,20 +18,22 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack, suppress
 from enum import Enum
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from schemas import Reading, Rejection, now_utc
 from services.common import db, kafka
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
-from services.common.errors import DatabaseUnavailable
+from services.common.errors import ConfigError, DatabaseUnavailable
 from services.common.http import HttpServer
 from services.common.settings import Settings
 from services.processor import metrics as m
+from services.processor.quality import Flag, QualityConfig, QualityEvaluator
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,9 @@ class ProcessorService:
         self._producer: AIOKafkaProducer | None = None
         self._pool: asyncpg.Pool | None = None
         self.health = Upstreams()
+        self.quality = QualityEvaluator(load_quality_config(settings.processor.quality_file))
+        self._overrides_read_at: float | None = None  # loop time of the last overrides read
+        self._assignment: frozenset[TopicPartition] = frozenset()
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -121,11 +133,28 @@ class ProcessorService:
         readings = await self._decode(batch)
         if not readings:
             return
+        self._forget_windows_on_rebalance()
         try:
-            async with self._pool.acquire() as con, con.transaction():
-                stored = await db.store_readings(con, readings)
+            async with self._pool.acquire() as con:
+                await self._refresh_overrides(con)
+                await self._warm_windows(con, readings)
+                judged = self.quality.evaluate(readings)
+                async with con.transaction():
+                    stored = await db.store_readings(
+                        con, readings, flags=judged.flags, reflags=judged.reflags
+                    )
         except db.CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
+        # Committed: now the windows may move on (a failed batch is judged afresh).
+        evicted = self.quality.evicted
+        self.quality.commit(judged)
+        m.QUALITY_EVICTED.inc(self.quality.evicted - evicted)
+        m.QUALITY_SERIES.set(self.quality.series_count)
+        m.QUALITY_LATE.inc(judged.late)
+        for (metric, flag), n in stored.flags.items():
+            m.QUALITY_FLAGS.labels(metric=metric, flag=Flag(flag).label).inc(n)
+        for (metric, flag), n in stored.reflagged.items():
+            m.QUALITY_REFLAGGED.labels(metric=metric, flag=Flag(flag).label).inc(n)
         done = now_utc()
         m.BATCHES.inc()
         m.BATCH_SIZE.observe(len(readings))
@@ -138,6 +167,44 @@ class ProcessorService:
             "batch stored",
             extra={"readings": stored.readings, "rows_inserted": stored.rows_inserted},
         )
+
+    def _forget_windows_on_rebalance(self) -> None:
+        """After a rebalance, another processor may have stored newer rows of our devices
+        than our windows hold: drop them all; they are warmed from the database again."""
+        assert self._consumer is not None
+        now = frozenset(self._consumer.assignment())
+        if now != self._assignment:
+            if self._assignment:
+                log.info(
+                    "partition assignment changed; quality windows dropped",
+                    extra={"series": self.quality.series_count, "partitions": len(now)},
+                )
+            self.quality.forget()
+            self._assignment = now
+
+    async def _refresh_overrides(self, con: db.Conn) -> None:
+        """Read every device's QARTOD overrides before the first batch, then periodically."""
+        loop_now = asyncio.get_running_loop().time()
+        every = self.settings.processor.qc_overrides_refresh_s
+        if self._overrides_read_at is not None and loop_now - self._overrides_read_at < every:
+            return
+        rows = await db.qc_overrides(con)
+        errors = self.quality.set_overrides(rows)
+        for error in errors:
+            log.warning("device QARTOD overrides ignored", extra={"error": error})
+        self._overrides_read_at = loop_now
+        log.debug("qc overrides read", extra={"devices": len(rows), "invalid": len(errors)})
+
+    async def _warm_windows(self, con: db.Conn, readings: list[Reading]) -> None:
+        """Load the newest stored values of series the evaluator has no window for."""
+        missing = self.quality.missing(readings)
+        if not missing:
+            return
+        per_series = self.quality.config.limits.window_points
+        found = await db.recent_values(con, missing, per_series)
+        for key, rows in found.items():
+            self.quality.warm(key, rows)
+        m.QUALITY_WARMED.inc(len(found))
 
     async def _decode(self, batch: Batch) -> list[Reading]:
         readings: list[Reading] = []
@@ -177,3 +244,12 @@ class ProcessorService:
             except db.CONNECTION_ERRORS as exc:
                 log.warning("partition upkeep deferred", extra={"error": repr(exc)})
                 await asyncio.sleep(30)
+
+
+def load_quality_config(path: Path) -> QualityConfig:
+    """Read and validate the QARTOD defaults file; a bad file stops the processor at start."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the quality defaults file {path}: {exc}") from exc
+    return QualityConfig.from_yaml(text, source=str(path))

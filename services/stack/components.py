@@ -169,7 +169,8 @@ class Mosquitto(Component):
         return f"mqtt://{self.host}:{self.port}"
 
     def answers(self) -> bool:
-        """A real MQTT 3.1.1 CONNECT, answered by CONNACK with return code 0."""
+        """A real MQTT 3.1.1 CONNECT (anonymous), answered by a CONNACK: return code 0, or
+        4/5 (bad credentials / not authorised) from a broker that requires a login."""
         client_id = b"citywatch-stack-probe"
         var = b"\x00\x04MQTT\x04\x02\x00\x0a"
         payload = len(client_id).to_bytes(2, "big") + client_id
@@ -182,7 +183,52 @@ class Mosquitto(Component):
                 sock.sendall(b"\xe0\x00")  # DISCONNECT
         except OSError:
             return False
-        return connack[:2] == b"\x20\x02" and connack[3:4] == b"\x00"
+        return connack[:2] == b"\x20\x02" and connack[3:4] in (b"\x00", b"\x04", b"\x05")
+
+    @property
+    def passwd_file(self) -> Path:
+        return self.dir / "passwd"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.dir / "acl"
+
+    def sync_auth(self) -> bool:
+        """Regenerate the password and ACL files from the service accounts and the device
+        registry, and have a running managed Mosquitto reload them (SIGHUP, no restart).
+
+        Returns False when PostgreSQL could not be read and files already existed: they are
+        kept as they are, since rewriting them without the devices would lock every device
+        out. Blocking (it runs its own event loop for the query): call it from a thread
+        when an event loop is running.
+        """
+        from services.registry.mosquitto import (
+            ensure_service_accounts,
+            locked,
+            reload_broker,
+            write_broker_files,
+        )
+        from services.registry.store import fetch_device_logins
+
+        accounts = ensure_service_accounts(self.settings.state_dir)
+        with locked(self.settings.state_dir, "mqtt-files"):
+            devices = asyncio.run(fetch_device_logins(self.settings.database_dsn))
+            if devices is None and self.passwd_file.exists():
+                return False
+            write_broker_files(
+                self.dir,
+                accounts,
+                devices or [],
+                owner="mosquitto" if os.geteuid() == 0 else None,
+            )
+            pid = self.pid() if self.managed else None
+            if pid is not None:
+                reload_broker(pid)
+        return devices is not None
+
+    def _after_start(self) -> None:
+        # Also for a broker that was already running: new accounts or devices since then.
+        self.sync_auth()
 
     def _launch(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -193,6 +239,7 @@ class Mosquitto(Component):
             )
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
+        self.sync_auth()  # the password and ACL files the configuration names
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
             (DEPLOY / "mosquitto" / "mosquitto.conf")
@@ -201,6 +248,8 @@ class Mosquitto(Component):
             .replace("@HOST@", self.host)
             .replace("@DATA_DIR@", str(data))
             .replace("@LOG_FILE@", str(self.log_file))
+            .replace("@PASSWORD_FILE@", str(self.passwd_file))
+            .replace("@ACL_FILE@", str(self.acl_file))
         )
         if os.geteuid() == 0:
             # As root, mosquitto drops to the `mosquitto` user, which must own its files.

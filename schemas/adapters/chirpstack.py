@@ -1,0 +1,124 @@
+"""ChirpStack v4 uplink events on `application/{application_id}/device/{dev_eui}/event/up`.
+
+Any prefix before `application/` is accepted (ChirpStack's event topic is configurable). The
+DevEUI in the topic is the CityWatch device id, as ChirpStack spells it (lower-case hex).
+
+From the event (format: ChirpStack docs, "Event types", `up`; the protobuf `UplinkEvent`
+in its JSON mapping):
+- `object` (set when the device profile has a codec) -> metrics through the device's field
+  mapping (`mappings.py`); without it the event is refused as `no_decoded_payload`;
+- `time` is the reading's time when `object` has none (`time_from_gateway` is then true);
+- `fCnt` -> `seq`;
+- the best gateway's `rxInfo[].rssi` -> `rssi_dbm`; SNR is not kept (no registry metric);
+- position: decoded `lat`/`lon` only (rxInfo locations are the gateways', not the device's);
+- `deviceInfo.devEui` (any case) and `deviceInfo.applicationId` must agree with the topic.
+Everything else (deduplicationId, tenant, names, tags, txInfo, data, ...) is not stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from schemas.adapters.mappings import (
+    Invalid,
+    best_rssi,
+    decoded_fields,
+    load_json,
+    parse_time,
+    resolve_mapping,
+)
+from schemas.device import DeviceProfile
+from schemas.reading import Reading, Rejection
+from schemas.topics import DEVICE_ID
+
+
+def match_chirpstack(topic: str) -> str | None:
+    """The DevEUI of a ChirpStack v4 uplink topic, or None when the topic is not one."""
+    parts = topic.split("/")
+    if (
+        len(parts) >= 6
+        and parts[-6] == "application"
+        and parts[-4] == "device"
+        and parts[-2:] == ["event", "up"]
+    ):
+        return parts[-3]
+    return None
+
+
+def decode_chirpstack(
+    topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
+) -> list[Reading] | Rejection:
+    """Decode one ChirpStack uplink event into one reading, or say why it cannot be."""
+    try:
+        return [_decode(topic, payload, received_at, profile)]
+    except Invalid as exc:
+        return Rejection(
+            reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
+        )
+
+
+def _decode(
+    topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
+) -> Reading:
+    dev_eui = match_chirpstack(topic)
+    if dev_eui is None or not DEVICE_ID.match(dev_eui):
+        raise Invalid(
+            "bad_topic", f"topic {topic!r} is not application/{{app}}/device/{{dev_eui}}/event/up"
+        )
+    app = topic.split("/")[-5]
+    body = load_json(payload)
+    if not isinstance(body, dict):
+        raise Invalid("invalid_structure", "a ChirpStack uplink event is a JSON object")
+    _check_device_info(body.get("deviceInfo"), dev_eui, app)
+    decoded = body.get("object")
+    if not isinstance(decoded, dict):
+        raise Invalid(
+            "no_decoded_payload",
+            "the event has no decoded 'object': configure a codec in the device's device "
+            "profile in ChirpStack",
+        )
+
+    mapping = resolve_mapping(profile.field_mapping if profile else None)
+    fields = decoded_fields(
+        decoded, mapping, profile.kind if profile else None, extra=best_rssi(body.get("rxInfo"))
+    )
+    time, from_gateway = fields.time, False
+    if time is None:
+        from_gateway = True
+        event_time = body.get("time")
+        time = parse_time(event_time, "time") if event_time is not None else received_at
+    seq = body.get("fCnt")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+        raise Invalid("invalid_structure", f"fCnt must be a non-negative integer, got {seq!r}")
+    return Reading(
+        device_id=dev_eui,
+        kind=fields.kind,
+        time=time,
+        received_at=received_at,
+        metrics=fields.metrics,
+        seq=seq,
+        time_from_gateway=from_gateway,
+        lat=fields.lat,
+        lon=fields.lon,
+        source="chirpstack",
+    )
+
+
+def _check_device_info(info: Any, dev_eui: str, app: str) -> None:
+    if info is None:
+        return
+    if not isinstance(info, dict):
+        raise Invalid("invalid_structure", "deviceInfo must be an object")
+    eui = info.get("devEui")
+    if eui is not None and (not isinstance(eui, str) or eui.lower() != dev_eui.lower()):
+        raise Invalid(
+            "device_mismatch",
+            f"deviceInfo.devEui {eui!r} differs from the topic's DevEUI {dev_eui!r}",
+        )
+    app_id = info.get("applicationId")
+    if app_id is not None and app_id != app:
+        raise Invalid(
+            "device_mismatch",
+            f"deviceInfo.applicationId {app_id!r} differs from the topic's application {app!r}",
+        )

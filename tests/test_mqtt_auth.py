@@ -1,0 +1,354 @@
+"""Credentials and topic ACLs, proven against a real Mosquitto with authentication on.
+
+This module runs its own Mosquitto (started by the stack's own `Mosquitto` component, with
+the configuration `citywatch stack up` writes: `allow_anonymous false`, the registry's
+password and ACL files) on a free port, so it can reload that broker and count on its pid
+without touching the shared test broker. Kafka and PostgreSQL are the test stack's.
+
+Devices are provisioned with the real CLI (`python -m services.cli devices provision`),
+which prints the password once and reloads the broker; each test reads what it needs at
+the source: CONNACK reason codes, what an ingest-account subscriber receives, records on
+the test's rejected topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from schemas import RejectedRecord
+from schemas.device import DeviceProfile
+from services.common.settings import Settings, load_settings
+from services.registry import store
+from services.stack import Mosquitto
+from tests.harness import REPO, Namespace, Services, free_port, wait_until
+
+pytestmark = pytest.mark.stack
+
+
+@dataclass
+class Broker:
+    """The module's own Mosquitto and the settings that reach it."""
+
+    settings: Settings
+    part: Mosquitto
+    env: dict[str, str]
+    prefix: str  # device ids of this module start with it
+
+    @property
+    def port(self) -> int:
+        return self.settings.mqtt_port
+
+    async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli",
+            "devices",
+            *args,
+            cwd=REPO,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+    async def provision(self, device_id: str) -> str:
+        """Provision through the CLI; the password is in what it prints, once."""
+        done = await self.cli("provision", device_id)
+        found = re.search(r"^\s*password:\s+(\S+)$", done.stdout, re.MULTILINE)
+        assert found, done.stdout
+        return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def broker(migrated: Settings) -> Iterator[Broker]:
+    suffix = uuid.uuid4().hex[:8]
+    # Under the test state folder, which the `mosquitto` user can traverse when we are root.
+    state = migrated.state_dir / f"auth-{suffix}"
+    env = {
+        **os.environ,
+        "CITYWATCH_STATE_DIR": str(state),
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+        "CITYWATCH_LOG_FORMAT": "text",
+    }
+    first = load_settings(state_dir=state, mqtt_url=env["CITYWATCH_MQTT_URL"])
+    part = Mosquitto(first)
+    part.up()
+    # Read again: `up` generated the service accounts into the new state folder.
+    settings = load_settings(state_dir=state, mqtt_url=env["CITYWATCH_MQTT_URL"])
+    yield Broker(settings, Mosquitto(settings), env, prefix=f"a{suffix}-")
+    part.down()
+
+    async def forget() -> None:
+        con = await asyncpg.connect(settings.database_dsn)
+        try:
+            await con.execute("DELETE FROM devices WHERE device_id LIKE $1", f"a{suffix}-%")
+        finally:
+            await con.close()
+
+    asyncio.run(forget())
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass
+class Client:
+    """A paho MQTT v5 client: how the broker answered CONNECT, and what it delivered."""
+
+    client: mqtt.Client
+    connack: ReasonCode | None = None
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def refused(self) -> bool:
+        assert self.connack is not None
+        return bool(self.connack.is_failure)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(10)  # PUBACK: the broker has handled it (or refused it)
+
+    def subscribe(self, *filters: str) -> None:
+        granted = threading.Event()
+        self.client.on_subscribe = lambda *_a: granted.set()
+        self.client.subscribe([(f, 1) for f in filters])
+        assert granted.wait(10), "no SUBACK"
+
+    async def wait_for(self, payload: bytes, timeout: float = 10) -> None:
+        def arrived() -> bool:
+            with self.cond:
+                return self.cond.wait_for(
+                    lambda: any(p == payload for _, p in self.received), timeout
+                )
+
+        assert await asyncio.to_thread(arrived), f"{payload!r} never arrived"
+
+
+def connect(
+    port: int, username: str | None, password: str | None, client_id: str | None = None
+) -> Client:
+    """Connect and wait for CONNACK; a refused client is stopped (no reconnect loop)."""
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
+    if username is not None:
+        c.username_pw_set(username, password)
+    answered = threading.Event()
+    result: list[ReasonCode] = []
+
+    def on_connect(_c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        result.append(rc)
+        answered.set()
+
+    c.on_connect = on_connect
+    client = Client(c)
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with client.cond:
+            client.received.append((msg.topic, msg.payload))
+            client.cond.notify_all()
+
+    c.on_message = on_message
+    c.connect("127.0.0.1", port, keepalive=30)
+    c.loop_start()
+    if not answered.wait(10):
+        c.loop_stop()
+        raise AssertionError("no CONNACK within 10 s")
+    client.connack = result[0]
+    if client.refused:
+        c.loop_stop()
+    return client
+
+
+def close(*clients: Client) -> None:
+    for cl in clients:
+        cl.client.disconnect()
+        cl.client.loop_stop()
+
+
+async def register(broker: Broker, *devices: tuple[str, str]) -> None:
+    con = await asyncpg.connect(broker.settings.database_dsn)
+    try:
+        await store.upsert_devices(
+            con, [DeviceProfile.model_validate({"device_id": d, "kind": k}) for d, k in devices]
+        )
+    finally:
+        await con.close()
+
+
+def reading() -> bytes:
+    return json.dumps({"time": datetime.now(UTC).isoformat(), "metrics": {"ph": 7.1}}).encode()
+
+
+# -- the guarantees ----------------------------------------------------------------------------
+
+
+async def test_device_cannot_publish_under_another_device_id(broker: Broker) -> None:
+    mine, theirs = f"{broker.prefix}own-1", f"{broker.prefix}other-1"
+    await register(broker, (mine, "water"), (theirs, "water"))
+    password = await broker.provision(mine)
+    ingest = await asyncio.to_thread(
+        connect, broker.port, *broker.settings.mqtt_login("citywatch-ingest")
+    )
+    device = await asyncio.to_thread(connect, broker.port, mine, password, mine)
+    try:
+        assert not ingest.refused and not device.refused
+        own, forged = f"citywatch/water/{mine}/up", f"citywatch/water/{theirs}/up"
+        await asyncio.to_thread(ingest.subscribe, own, forged)
+
+        await asyncio.to_thread(device.publish, own, b"own")
+        await asyncio.to_thread(device.publish, forged, b"forged")
+        # Same connection, same subscriber, QoS 1: delivered in order. Once the sentinel
+        # published after the forged message is here, the forged one would be too.
+        await asyncio.to_thread(device.publish, own, b"sentinel")
+        await ingest.wait_for(b"sentinel")
+        with ingest.cond:
+            got = list(ingest.received)
+        assert got == [(own, b"own"), (own, b"sentinel")]
+    finally:
+        close(ingest, device)
+
+
+async def test_wrong_password_unknown_user_and_anonymous_are_refused(broker: Broker) -> None:
+    device = f"{broker.prefix}pw-1"
+    await register(broker, (device, "air"))
+    password = await broker.provision(device)
+    for username, secret in (
+        (device, password + "x"),  # wrong password
+        (device, ""),
+        (f"{broker.prefix}nobody", password),  # not a device nor an account
+        ("citywatch-ingest", password),  # another account's name, this device's password
+        (None, None),  # anonymous
+    ):
+        refused = await asyncio.to_thread(connect, broker.port, username, secret)
+        assert refused.refused
+        assert refused.connack.getName() == "Not authorized", (username, refused.connack)
+    ok = await asyncio.to_thread(connect, broker.port, device, password)
+    assert not ok.refused
+    close(ok)
+
+
+async def test_device_provisioned_while_mosquitto_runs_logs_in_without_a_restart(
+    broker: Broker,
+) -> None:
+    pid = broker.part.pid()
+    assert pid is not None
+    device = f"{broker.prefix}late-1"
+    await register(broker, (device, "flood"))
+    before = await asyncio.to_thread(connect, broker.port, device, "no-password-yet")
+    assert before.refused
+
+    password = await broker.provision(device)  # regenerates the files and sends SIGHUP
+
+    async def logs_in() -> bool:
+        attempt = await asyncio.to_thread(connect, broker.port, device, password)
+        close(attempt)
+        return not attempt.refused
+
+    await wait_until(logs_in, timeout=10, what="the new device's login after the reload")
+    assert broker.part.pid() == pid  # reloaded, not restarted
+
+    # Rotating credentials: provisioning again retires the old password.
+    newer = await broker.provision(device)
+
+    async def old_refused() -> bool:
+        attempt = await asyncio.to_thread(connect, broker.port, device, password)
+        close(attempt)
+        return attempt.refused
+
+    await wait_until(old_refused, timeout=10, what="the old password refused after rotation")
+    assert not (await asyncio.to_thread(connect, broker.port, device, newer)).refused
+    assert broker.part.pid() == pid
+
+
+@pytest.fixture
+async def gateway_env(broker: Broker, ns: Namespace) -> AsyncIterator[dict[str, str]]:
+    """An ingest gateway's environment: this module's broker, production's reject policy."""
+    yield {
+        "CITYWATCH_MQTT_URL": broker.env["CITYWATCH_MQTT_URL"],
+        "CITYWATCH_STATE_DIR": broker.env["CITYWATCH_STATE_DIR"],
+        "CITYWATCH_INGEST__UNKNOWN_DEVICES": "reject",
+        "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/g{ns.suffix}/citywatch/+/+/up"]),
+    }
+
+
+async def test_disabled_device_loses_its_login_and_its_readings_are_rejected(
+    broker: Broker, ns: Namespace, services: Services, gateway_env: dict[str, str]
+) -> None:
+    disabled, active = f"{broker.prefix}{ns.suffix}-off", f"{broker.prefix}{ns.suffix}-on"
+    await register(broker, (disabled, "water"), (active, "water"))
+    password = await broker.provision(disabled)
+    await broker.cli("disable", disabled)
+
+    async def login_refused() -> bool:
+        attempt = await asyncio.to_thread(connect, broker.port, disabled, password)
+        close(attempt)
+        return attempt.refused
+
+    await wait_until(login_refused, timeout=10, what="the disabled device's login refused")
+
+    await services.start("ingest", **gateway_env)
+    # Its readings may still arrive another way (a network server, a forged client): the
+    # gateway refuses them too. The simulator account stands in for that path here.
+    sim = await asyncio.to_thread(
+        connect, broker.port, *broker.settings.mqtt_login("citywatch-simulator")
+    )
+    try:
+        await asyncio.to_thread(sim.publish, f"citywatch/water/{disabled}/up", reading())
+        await asyncio.to_thread(sim.publish, f"citywatch/water/{active}/up", reading())
+    finally:
+        close(sim)
+
+    [raw] = await ns.read_topic(ns.rejected_topic, 1)
+    rejected = RejectedRecord.model_validate_json(raw)
+    assert rejected.reason == "device_disabled"
+    assert rejected.topic == f"citywatch/water/{disabled}/up" and disabled in rejected.detail
+    [accepted] = await ns.read_topic(ns.readings_topic, 1)
+    assert json.loads(accepted)["device_id"] == active
+    assert await ns.end_offsets(ns.rejected_topic) == 1
+
+
+async def test_unknown_device_is_rejected_under_the_reject_policy(
+    broker: Broker, ns: Namespace, services: Services, gateway_env: dict[str, str]
+) -> None:
+    known, stranger = f"{broker.prefix}{ns.suffix}-known", f"{broker.prefix}{ns.suffix}-who"
+    await register(broker, (known, "air"))
+    await services.start("ingest", **gateway_env)
+    sim = await asyncio.to_thread(
+        connect, broker.port, *broker.settings.mqtt_login("citywatch-simulator")
+    )
+    body = json.dumps({"metrics": {"pm25_ugm3": 12.0}}).encode()
+    try:
+        await asyncio.to_thread(sim.publish, f"citywatch/air/{stranger}/up", body)
+        await asyncio.to_thread(sim.publish, f"citywatch/air/{known}/up", body)
+    finally:
+        close(sim)
+
+    [raw] = await ns.read_topic(ns.rejected_topic, 1)
+    rejected = RejectedRecord.model_validate_json(raw)
+    assert rejected.reason == "unknown_device" and stranger in rejected.detail
+    assert rejected.raw == body  # the payload travels with the reason: nothing is lost
+    [accepted] = await ns.read_topic(ns.readings_topic, 1)
+    assert json.loads(accepted)["device_id"] == known
+    assert await ns.end_offsets(ns.rejected_topic) == 1

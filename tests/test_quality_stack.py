@@ -1,0 +1,115 @@
+"""QARTOD flags through the real pipeline: MQTT -> ingest -> Kafka -> processor -> PostgreSQL.
+
+Checked at the source: `readings.quality` row by row, with the shipped defaults
+(deploy/quality/defaults.yaml) and a per-device override read from `devices.qc_overrides`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from simulators import Publisher
+from tests.harness import Namespace, Services, wait_until
+
+pytestmark = pytest.mark.stack
+
+P, S, F = 1, 3, 4
+STEP = timedelta(minutes=10)
+
+
+def ph_at(i: int) -> float:
+    """A normal pH: 7.16..7.24, never the same twice in a row, at most 0.48 pH/h."""
+    return round(7.2 + 0.02 * ((i * 7) % 5 - 2), 3)
+
+
+async def flags(db: asyncpg.Connection, device: str, metric: str) -> list[int]:
+    rows = await db.fetch(
+        "SELECT quality FROM readings WHERE device_id = $1 AND metric = $2 ORDER BY time",
+        device,
+        metric,
+    )
+    return [r["quality"] for r in rows]
+
+
+async def test_spike_and_flat_line_in_a_stream_are_flagged_and_normal_values_pass(
+    ns: Namespace,
+    services: Services,
+    publisher: Publisher,
+    dbcon: asyncpg.Connection,
+) -> None:
+    device = f"{ns.device_prefix}buoy-qc"
+    strict = f"{ns.device_prefix}buoy-strict"  # registered with a narrow pH suspect span
+    await dbcon.execute(
+        "INSERT INTO devices (device_id, kind, status, qc_overrides)"
+        " VALUES ($1, 'water', 'active', $2::jsonb)",
+        strict,
+        json.dumps({"ph": {"gross_range": {"suspect_max": 7.19}}}),
+    )
+    ingest, processor = await services.start("ingest", "processor")
+
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=8)
+    n, spike_at = 40, 5
+    # pH normal but for one spike; the water temperature stuck at 29.5 throughout.
+    ph = [9.0 if i == spike_at else ph_at(i) for i in range(n)]
+    readings = [
+        {"time": (start + i * STEP).isoformat(), "metrics": {"ph": ph[i], "temperature_c": 29.5}}
+        for i in range(n)
+    ]
+
+    async def publish(device_id: str, part: list[dict[str, object]]) -> None:
+        info = publisher.publish_raw(f"{ns.prefix}/water/{device_id}/up", json.dumps(part).encode())
+        await asyncio.to_thread(info.wait_for_publish, 10)
+
+    async def rows_of(device_id: str) -> int:
+        return int(
+            await dbcon.fetchval("SELECT count(*) FROM readings WHERE device_id = $1", device_id)
+        )
+
+    # The spike is the last value of the first message: stored before its right neighbour
+    # exists, so its verdict reaches the stored row by an UPDATE in a later batch.
+    await publish(device, readings[: spike_at + 1])
+
+    async def first_part_stored() -> bool:
+        return await rows_of(device) == 2 * (spike_at + 1)
+
+    await wait_until(first_part_stored, timeout=30, what="first message's rows")
+    assert (await flags(dbcon, device, "ph"))[spike_at] == S  # rate of change only, so far
+    await publish(device, readings[spike_at + 1 :])
+    await publish(strict, readings[:3])
+
+    async def all_stored() -> bool:
+        return await rows_of(device) == 2 * n and await rows_of(strict) == 6
+
+    await wait_until(all_stored, timeout=30, what="every row of both devices")
+
+    async def all_committed() -> bool:  # nothing is still on its way to being re-judged
+        end = await ns.end_offsets(ns.readings_topic)
+        return await ns.committed(f"processor-{ns.suffix}", ns.readings_topic) == end
+
+    await wait_until(all_committed, timeout=30, what="every record committed")
+
+    # pH: the spike fails; its two neighbours are suspect (the centred test sees the spike in
+    # their reference; the value after it also fails the rate of change as suspect); every
+    # other value passes, the first and last included (gross range and the rest ran).
+    expected_ph = [P] * n
+    expected_ph[spike_at - 1 : spike_at + 2] = [S, F, S]
+    assert await flags(dbcon, device, "ph") == expected_ph
+    # Temperature: flat within 0.005 C for 3 h is suspect, for 6 h fail (defaults file).
+    assert await flags(dbcon, device, "temperature_c") == [P] * 18 + [S] * 18 + [F] * 4
+    # The override: 7.2 and 7.24 are above this device's suspect span, 7.16 is within it.
+    assert [ph_at(i) for i in range(3)] == [7.16, 7.2, 7.24]
+    assert await flags(dbcon, strict, "ph") == [P, S, S]
+
+    # The flags are exported, counted once per stored row (the spike's re-flag apart).
+    def counted(name: str, metric: str, flag: str) -> float:
+        return processor.metric(name, f'flag="{flag}",metric="{metric}"')
+
+    assert counted("citywatch_processor_quality_flags_total", "temperature_c", "fail") == 4
+    assert counted("citywatch_processor_quality_flags_total", "temperature_c", "suspect") == 18
+    assert counted("citywatch_processor_quality_reflagged_total", "ph", "fail") == 1
+    assert ingest.alive() and processor.alive()

@@ -1,0 +1,322 @@
+"""The device registry: `citywatch devices import` applies a whole file or none of it, and its
+password hashes are the ones Mosquitto's own tool writes.
+
+The CLI runs as a real process (`python -m services.cli devices ...`) against the test
+stack's PostgreSQL; each test checks the `devices` table itself. Each test has its own
+state folder (so no broker is reloaded) and its own device ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from services.common.settings import Settings
+from services.ingest.registry_cache import RegistryCache
+from services.registry.errors import ImportFailed
+from services.registry.importer import parse_csv, parse_yaml
+from services.registry.mosquitto import DeviceLogin, check_password, hash_password, render_acl
+from tests.harness import REPO, free_port, wait_until
+
+
+@dataclass
+class Cli:
+    env: dict[str, str]
+    prefix: str
+
+    async def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli",
+            "devices",
+            *args,
+            cwd=REPO,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+async def cli(migrated: Settings, dbcon: asyncpg.Connection) -> AsyncIterator[Cli]:
+    suffix = uuid.uuid4().hex[:8]
+    state = migrated.state_dir / f"registry-{suffix}"
+    env = {**os.environ, "CITYWATCH_STATE_DIR": str(state), "CITYWATCH_LOG_FORMAT": "text"}
+    yield Cli(env=env, prefix=f"r{suffix}-")
+    await dbcon.execute("DELETE FROM devices WHERE device_id LIKE $1", f"r{suffix}-%")
+    shutil.rmtree(state, ignore_errors=True)
+
+
+async def registered(db: asyncpg.Connection, prefix: str) -> dict[str, asyncpg.Record]:
+    rows = await db.fetch(
+        "SELECT device_id, kind, name, area, lat, lon, payload_format, field_mapping::text AS fm,"
+        " install_date, calibration::text AS cal, status, password_hash FROM devices"
+        " WHERE device_id LIKE $1",
+        f"{prefix}%",
+    )
+    return {r["device_id"]: r for r in rows}
+
+
+# -- against PostgreSQL, through the real CLI ---------------------------------------------
+
+
+@pytest.mark.stack
+async def test_csv_import_registers_every_device_with_every_field(
+    cli: Cli, dbcon: asyncpg.Connection, tmp_path: Path
+) -> None:
+    p = cli.prefix
+    file = tmp_path / "devices.csv"
+    file.write_text(
+        "id,kind,name,lat,lon,area,payload_format,field_mapping,install_date,calibration\n"
+        f"{p}buoy-1,water,Buoy 1,10.627,103.522,Mittapheap,native,,2026-01-10,ph=-0.1\n"
+        f'{p}gauge-1,flood,"Gauge, Prek Tuk Sap",10.65,103.56,Prey Nob,ttn,'
+        f'waterLevel=water_level_m,2026-02-01,"{{""water_level_m"": 0.05}}"\n'
+        f"{p}aq-1,air,,,,,chirpstack,fiware-air-quality,,\n"
+    )
+    done = await cli.run("import", str(file))
+    assert done.returncode == 0, done.stderr
+    assert "3 new, 0 updated" in done.stdout
+
+    rows = await registered(dbcon, p)
+    assert set(rows) == {f"{p}buoy-1", f"{p}gauge-1", f"{p}aq-1"}
+    buoy, gauge, aq = rows[f"{p}buoy-1"], rows[f"{p}gauge-1"], rows[f"{p}aq-1"]
+    assert (buoy["kind"], buoy["name"], buoy["area"]) == ("water", "Buoy 1", "Mittapheap")
+    assert (buoy["lat"], buoy["lon"], buoy["install_date"]) == (10.627, 103.522, date(2026, 1, 10))
+    assert json.loads(buoy["cal"]) == {"ph": -0.1} and buoy["fm"] is None
+    assert gauge["name"] == "Gauge, Prek Tuk Sap" and gauge["payload_format"] == "ttn"
+    assert json.loads(gauge["fm"]) == {"waterLevel": "water_level_m"}
+    assert json.loads(gauge["cal"]) == {"water_level_m": 0.05}
+    assert json.loads(aq["fm"]) == "fiware-air-quality" and aq["lat"] is None
+    # Registered and active, but no MQTT login until `provision`.
+    assert {r["status"] for r in rows.values()} == {"active"}
+    assert all(r["password_hash"] is None for r in rows.values())
+
+    # Importing the same file again changes nothing but `updated_at`: it is idempotent.
+    again = await cli.run("import", str(file))
+    assert again.returncode == 0 and "0 new, 3 updated" in again.stdout
+
+
+@pytest.mark.stack
+async def test_yaml_import_registers_devices_with_nested_mapping_and_calibration(
+    cli: Cli, dbcon: asyncpg.Connection, tmp_path: Path
+) -> None:
+    p = cli.prefix
+    file = tmp_path / "devices.yaml"
+    file.write_text(
+        "devices:\n"
+        f"  - id: {p}boom-3\n"
+        "    kind: litter\n"
+        "    name: Ream river boom\n"
+        "    area: Ream\n"
+        "    lat: 10.52\n"
+        "    lon: 103.63\n"
+        "    install_date: 2025-12-01\n"
+        f"  - id: {p}tts-7\n"
+        "    kind: flood\n"
+        "    payload_format: ttn\n"
+        "    field_mapping: {waterLevel: water_level_m, rain: rain_mm_h}\n"
+        "    calibration:\n"
+        "      water_level_m: -0.02\n"
+        "    status: disabled\n"
+    )
+    done = await cli.run("import", str(file))
+    assert done.returncode == 0, done.stderr
+
+    rows = await registered(dbcon, p)
+    boom, tts = rows[f"{p}boom-3"], rows[f"{p}tts-7"]
+    assert (boom["kind"], boom["name"], boom["area"], boom["status"]) == (
+        "litter",
+        "Ream river boom",
+        "Ream",
+        "active",
+    )
+    assert boom["install_date"] == date(2025, 12, 1) and (boom["lat"], boom["lon"]) == (
+        10.52,
+        103.63,
+    )
+    assert json.loads(tts["fm"]) == {"waterLevel": "water_level_m", "rain": "rain_mm_h"}
+    assert json.loads(tts["cal"]) == {"water_level_m": -0.02}
+    assert tts["status"] == "disabled"
+
+    listed = await cli.run("list")
+    assert f"{p}boom-3" in listed.stdout and f"{p}tts-7" in listed.stdout
+    shown = await cli.run("show", f"{p}tts-7")
+    assert "disabled" in shown.stdout and "waterLevel" in shown.stdout
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("fmt", ["csv", "yaml"])
+async def test_import_with_a_bad_row_applies_nothing_and_names_the_line(
+    cli: Cli, dbcon: asyncpg.Connection, tmp_path: Path, fmt: str
+) -> None:
+    p = cli.prefix
+    if fmt == "csv":
+        file = tmp_path / "devices.csv"
+        file.write_text(
+            "id,kind,lat,lon,calibration\n"
+            f"{p}ok-1,water,10.6,103.5,\n"
+            f"{p}ok-2,air,10.6,103.5,\n"
+            f"{p}bad-1,water,95,103.5,\n"  # line 4: latitude beyond the pole
+            f"{p}ok-3,flood,,,water_level_m=0.1\n"
+        )
+        bad_line, reason = 4, "lat 95.0: Input should be less than or equal to 90"
+    else:
+        file = tmp_path / "devices.yaml"
+        file.write_text(
+            f"- id: {p}ok-1\n"
+            "  kind: water\n"
+            f"- id: {p}ok-2\n"
+            "  kind: air\n"
+            f"- id: {p}bad-1\n"  # line 5: calibrates a metric water devices do not have
+            "  kind: water\n"
+            "  calibration: {pm25_ugm3: 1.5}\n"
+            f"- id: {p}ok-3\n"
+            "  kind: flood\n"
+        )
+        bad_line, reason = 5, "calibration names 'pm25_ugm3', which is not a water metric"
+
+    done = await cli.run("import", str(file))
+    assert done.returncode == 2
+    assert f"{file}:{bad_line}: {reason}" in done.stderr
+    assert "nothing was applied" in done.stderr
+    assert await registered(dbcon, p) == {}  # not even the good rows before the bad one
+
+
+@pytest.mark.stack
+async def test_add_refuses_a_registered_id_and_disable_keeps_the_row(
+    cli: Cli, dbcon: asyncpg.Connection
+) -> None:
+    device = f"{cli.prefix}aq-9"
+    added = await cli.run("add", device, "--kind", "air", "--area", "Buon", "--lat", "10.6")
+    assert added.returncode == 0, added.stderr
+    again = await cli.run("add", device, "--kind", "air")
+    assert again.returncode == 2 and "already registered (active)" in again.stderr
+
+    disabled = await cli.run("disable", device)
+    assert disabled.returncode == 0, disabled.stderr
+    row = (await registered(dbcon, cli.prefix))[device]
+    assert (row["status"], row["area"], row["lat"]) == ("disabled", "Buon", 10.6)
+
+    refused = await cli.run("provision", device)
+    assert refused.returncode == 2 and "is disabled" in refused.stderr
+    missing = await cli.run("disable", f"{cli.prefix}nobody")
+    assert missing.returncode == 2 and "is not registered" in missing.stderr
+
+
+# -- pure: no stack ---------------------------------------------------------------------------
+
+
+def test_our_password_hash_and_mosquitto_passwd_agree_both_ways(tmp_path: Path) -> None:
+    tool = shutil.which("mosquitto_passwd")
+    assert tool, "mosquitto_passwd is part of the Debian mosquitto package"
+    file = tmp_path / "passwd"
+    subprocess.run([tool, "-c", "-b", str(file), "dev-1", "s3cret!"], check=True)
+    theirs = file.read_text().strip().split(":", 1)[1]
+    assert theirs.startswith("$7$101$")
+    assert check_password("s3cret!", theirs) and not check_password("s3cret", theirs)
+
+    ours = hash_password("s3cret!")
+    assert ours.startswith("$7$101$") and ours != hash_password("s3cret!")  # salted
+    assert check_password("s3cret!", ours)
+    # Byte for byte what mosquitto_passwd computes, given its salt.
+    salt = base64.b64decode(theirs.split("$")[3])
+    assert hash_password("s3cret!", salt=salt) == theirs
+
+
+def test_acl_gives_a_device_its_own_uplink_only_and_no_read() -> None:
+    acl = render_acl([DeviceLogin("buoy-1", "water", "$7$x")])
+    block = acl.split("user buoy-1\n", 1)[1]
+    assert block.strip() == "topic write citywatch/water/buoy-1/up"
+    assert "user citywatch-ingest\ntopic read +/+/+/up" in acl
+    assert "user citywatch-alerts\ntopic readwrite citywatch/alerts/#" in acl
+    assert "NOT FOR PRODUCTION" in acl.split("user citywatch-simulator")[0]
+
+
+def test_every_bad_row_is_reported_with_its_line_in_one_pass() -> None:
+    with pytest.raises(ImportFailed) as failed:
+        parse_csv(
+            "id,kind,install_date\n"
+            "a-1,water,2026-01-01\n"
+            "a-2,sea,\n"
+            "a-3,air,yesterday\n"
+            "a-1,water,\n"
+            "citywatch-ingest,air,\n",
+            source="f.csv",
+        )
+    lines = [(p.line, p.reason.split(":")[0]) for p in failed.value.problems]
+    assert [line for line, _ in lines] == [3, 4, 5, 6]
+    assert "kind 'sea'" in lines[0][1]
+    assert "install_date" in lines[1][1]
+    assert "also on line 2" in failed.value.problems[2].reason
+    assert "reserved for a CityWatch service account" in failed.value.problems[3].reason
+
+    with pytest.raises(ImportFailed) as bad_yaml:
+        parse_yaml("- id: x-1\n  kind: water\n- id: x-2\n  kind: [\n", source="f.yaml")
+    assert bad_yaml.value.problems[0].reason.startswith("not valid YAML")
+    assert bad_yaml.value.problems[0].line >= 4
+
+
+# -- the gateway's cache ------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+async def test_gateway_cache_serves_its_last_snapshot_when_the_database_goes_away(
+    cli: Cli, migrated: Settings
+) -> None:
+    device = f"{cli.prefix}cache-1"
+    done = await cli.run("add", device, "--kind", "water", "--calibration", "ph=-0.2")
+    assert done.returncode == 0, done.stderr
+    pool = await asyncpg.create_pool(migrated.database_dsn, min_size=0, max_size=1)
+    async with RegistryCache(pool, refresh_s=0.2) as cache:
+        await asyncio.wait_for(cache.warm.wait(), 10)
+        profile = cache.get(device)
+        assert profile is not None and profile.calibration == {"ph": -0.2}
+        assert cache.get(f"{cli.prefix}nobody") is None
+
+        await pool.close()  # from now on every reload fails
+
+        async def reload_failed() -> bool:
+            return not cache.healthy
+
+        await wait_until(reload_failed, timeout=10, what="a failed registry reload")
+        # Still warm (the gateway stays ready) and still answering from the snapshot.
+        assert cache.warm.is_set() and cache.get(device) == profile
+
+
+@pytest.mark.stack
+async def test_gateway_cache_is_not_warm_until_the_registry_has_loaded_once() -> None:
+    # Nothing listens on a fresh free port: the database is "down" from the start.
+    dsn = f"postgresql://citywatch@127.0.0.1:{free_port()}/citywatch"
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=1)
+    try:
+        async with RegistryCache(pool, refresh_s=0.2) as cache:
+            before = (
+                REGISTRY.get_sample_value("citywatch_ingest_registry_refresh_errors_total") or 0.0
+            )
+
+            async def failed_once() -> bool:
+                now = REGISTRY.get_sample_value("citywatch_ingest_registry_refresh_errors_total")
+                return (now or 0.0) > before
+
+            await wait_until(failed_once, timeout=10, what="a failed first load")
+            assert not cache.warm.is_set() and not cache.healthy
+    finally:
+        await pool.close()
