@@ -41,6 +41,14 @@ class Namespace:
         return f"t{self.suffix}-"
 
     @property
+    def ttn_app(self) -> str:  # The Things Stack application id of this test's devices
+        return f"app-{self.suffix}"
+
+    @property
+    def chirpstack_app(self) -> str:  # ChirpStack application id (a UUID) of this test
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"citywatch-test-{self.suffix}"))
+
+    @property
     def readings_topic(self) -> str:
         return f"test.{self.suffix}.readings"
 
@@ -69,8 +77,15 @@ class Namespace:
             "CITYWATCH_TOPICS__REJECTED": self.rejected_topic,
             "CITYWATCH_TOPICS__ALERTS": self.alerts_topic,
             "CITYWATCH_INGEST__FILTERS": json.dumps(
-                [f"$share/g{self.suffix}/{self.prefix}/+/+/up"]
+                [
+                    f"$share/g{self.suffix}/{self.prefix}/+/+/up",
+                    f"$share/g{self.suffix}/v3/{self.ttn_app}@citywatch/devices/+/up",
+                    f"$share/g{self.suffix}/application/{self.chirpstack_app}/device/+/event/up",
+                ]
             ),
+            # Sessions of a test's gateways outlive the test; a short expiry keeps the shared
+            # broker from queueing messages for them run after run.
+            "CITYWATCH_INGEST__SESSION_EXPIRY_S": "600",
             "CITYWATCH_INGEST__CLIENT_ID": f"ingest-{self.suffix}",
             "CITYWATCH_PROCESSOR__GROUP_ID": f"processor-{self.suffix}",
             "CITYWATCH_ALERTS__GROUP_ID": f"alerts-{self.suffix}",

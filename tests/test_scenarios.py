@@ -208,6 +208,27 @@ async def test_monsoon_storm_played_fast_stores_rows_for_every_device_and_kind(
             area["gauges"],
         )
         assert peak is not None and peak >= area["levels_m"]["danger"], area["area"]
+    # Every spike the run injected is flagged by the spike test (QARTOD suspect or fail) once
+    # the device's next value has arrived: the centred test needs both neighbours.
+    # (Only messages whose one fault is the spike: a late or skewed spike has another time.)
+    spikes = [m for m in msgs if m.valid and m.faults == ("spike",)]
+    assert spikes
+    judged = 0
+    for msg in spikes:
+        body = json.loads(msg.payload)
+        at = datetime.fromisoformat(body["time"].replace("Z", "+00:00"))
+        flag = await dbcon.fetchval(
+            "SELECT quality FROM readings WHERE device_id = $1 AND metric = $2 AND time = $3 "
+            "AND EXISTS (SELECT 1 FROM readings n WHERE n.device_id = $1 AND n.metric = $2 "
+            "AND n.time > $3)",
+            msg.device_id,
+            msg.fault_metric,
+            at,
+        )
+        if flag is not None:
+            judged += 1
+            assert flag in (3, 4), (msg.device_id, msg.fault_metric, at, flag)
+    assert judged > 0
     # Every payload the run meant to be refused is on the rejected topic, and only those.
     assert rejected > 0
     await ns.read_topic(ns.rejected_topic, rejected)

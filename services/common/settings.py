@@ -50,7 +50,11 @@ class IngestSettings(_Section):
     http_port: int = 8101
     client_id: str = "citywatch-ingest-1"
     # A shared subscription: every gateway in the group gets a share of the device topics.
-    filters: tuple[str, ...] = ("$share/citywatch-ingest/citywatch/+/+/up",)
+    filters: tuple[str, ...] = (
+        "$share/citywatch-ingest/citywatch/+/+/up",  # native JSON and SenML
+        "$share/citywatch-ingest/v3/+/devices/+/up",  # The Things Stack v3
+        "$share/citywatch-ingest/application/+/device/+/event/up",  # ChirpStack v4
+    )
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
     # MQTT v5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may have in
     # flight to us. It is the gateway's in-flight window, so memory stays bounded.
