@@ -89,7 +89,7 @@ def _live_view(
 ) -> None:
     ingest, processor, alerts = procs
     history: deque[tuple[float, float, float]] = deque(maxlen=6)
-    with Live(refresh_per_second=2, screen=False) as live:
+    with Live(refresh_per_second=2, screen=True) as live:
         while not stop.is_set():
             now = time.monotonic()
             im, pm = ingest.metrics(), processor.metrics()
