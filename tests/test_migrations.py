@@ -33,8 +33,19 @@ from tests.harness import REPO, wait_until
 
 pytestmark = pytest.mark.stack
 
-PLAIN_FILES = ["0001_core.sql", "0002_readings.plain.sql", "0003_device_registry.sql"]
-TIMESCALE_FILES = ["0001_core.sql", "0002_readings.timescaledb.sql", "0003_device_registry.sql"]
+
+def files_for(path: str) -> list[str]:
+    """The migration files a database on `path` must get: the shared ones and its own variant
+    of each per-path file (`NNNN_name.plain.sql` / `NNNN_name.timescaledb.sql`)."""
+    names = sorted(p.name for p in db.MIGRATIONS_DIR.glob("*.sql"))
+    return [n for n in names if n.count(".") == 1 or n.endswith(f".{path}.sql")]
+
+
+PLAIN_FILES = files_for("plain")
+TIMESCALE_FILES = files_for("timescaledb")
+assert (
+    "0002_readings.plain.sql" in PLAIN_FILES and "0002_readings.timescaledb.sql" in TIMESCALE_FILES
+)
 PGLITE_DIR = REPO / "deploy" / "pglite"
 
 
