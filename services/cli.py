@@ -60,6 +60,14 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from services.common.db import migrate_database
 
+    if args.action == "maintain":
+        from services.common.maintenance import maintain_database
+
+        r = asyncio.run(maintain_database(settings.database_dsn, settings.retention))
+        print(f"storage path: {r.storage}; raw readings kept from {r.cutoffs.readings:%Y-%m-%d}")
+        print(f"dropped: {', '.join(r.dropped) or 'nothing'}; deleted rows: {r.deleted_rows}")
+        print(f"compressed: {len(r.compressed)} chunks; policies changed: {r.policies_changed}")
+        return 0
     applied, path = asyncio.run(migrate_database(settings.database_dsn))
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
     print(f"storage path: {path}")
@@ -87,6 +95,10 @@ def _run_service(settings: Settings, name: str) -> int:
             from services.processor.writer import ProcessorService
 
             return ProcessorService(settings), settings.processor.graceful_timeout_s
+        if name == "api":
+            from services.api.service import ApiService
+
+            return ApiService(settings), settings.api.graceful_timeout_s
         from services.alerts.service import AlertsService
 
         return AlertsService(settings), settings.alerts.graceful_timeout_s
@@ -99,6 +111,16 @@ def _run_service(settings: Settings, name: str) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action != "test":
+        return _run_service(settings, "alerts")
+    from services.alerts.delivery.rehearsal import print_report, run_rehearsal
+
+    report = asyncio.run(run_rehearsal(settings, area=args.area, timeout_s=args.timeout))
+    print_report(report)
+    return 0 if report.ok else 1
 
 
 # -- simulator ---------------------------------------------------------------------------------
@@ -317,16 +339,31 @@ def _parser() -> argparse.ArgumentParser:
     st.set_defaults(fn=cmd_stack)
 
     dbp = sub.add_parser("db", help="database tasks")
-    dbp.add_argument("action", choices=["migrate"])
+    dbp.add_argument(
+        "action",
+        choices=["migrate", "maintain"],
+        help="maintain: retention and compression per CITYWATCH_RETENTION__* (run daily)",
+    )
     dbp.set_defaults(fn=cmd_db)
 
     tp = sub.add_parser("topics", help="create CityWatch's Kafka topics on any cluster")
     tp.add_argument("action", choices=["ensure"])
     tp.set_defaults(fn=cmd_topics)
 
-    for name, port in (("ingest", 8101), ("processor", 8102), ("alerts", 8103)):
+    for name, port in (("ingest", 8101), ("processor", 8102), ("alerts", 8103), ("api", 8104)):
         sp = sub.add_parser(name, help=f"run the {name} service (HTTP on {port})")
         sp.set_defaults(fn=lambda s, _a, n=name: _run_service(s, n))
+    # `citywatch alerts` runs the service; `citywatch alerts test` rehearses delivery.
+    alerts_parser = sub.choices["alerts"]
+    alerts_parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["test"],
+        help="test: send a Test alert and its Cancel through every channel",
+    )
+    alerts_parser.add_argument("--area", default="CityWatch test", help="area of the Test alert")
+    alerts_parser.add_argument("--timeout", type=float, default=60.0, help="seconds per message")
+    alerts_parser.set_defaults(fn=cmd_alerts)
 
     def fleet_args(sp: argparse.ArgumentParser, rate: float) -> None:
         sp.add_argument("--per-kind", type=int, default=5, help="devices of each kind")
@@ -383,6 +420,14 @@ def _parser() -> argparse.ArgumentParser:
     from services.registry.cli import add_parser as add_devices_parser
 
     add_devices_parser(sub)
+
+    from services.alerts.tokens import add_parser as add_alerts_token_parser
+
+    add_alerts_token_parser(sub)
+
+    from services.grafana.cli import add_parser as add_grafana_parser
+
+    add_grafana_parser(sub)
 
     schemas = sub.add_parser("schemas", help="JSON Schema files of the native payloads")
     schemas.add_argument("action", choices=["export"])

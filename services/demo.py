@@ -87,7 +87,8 @@ async def _wait_ready(procs: list[ServiceProcess]) -> None:
 def _live_view(
     procs: list[ServiceProcess], fleet: Fleet, rate: float, stop: threading.Event
 ) -> None:
-    ingest, processor, alerts = procs
+    by_name = {p.name: p for p in procs}
+    ingest, processor, alerts = by_name["ingest"], by_name["processor"], by_name["alerts"]
     history: deque[tuple[float, float, float]] = deque(maxlen=6)
     with Live(refresh_per_second=2, screen=True) as live:
         while not stop.is_set():
@@ -161,5 +162,9 @@ def _render(
             a["started_at"][11:19] + "Z",
             f"{a['title_en']}\n{a['title_km']}",
         )
-    footer = Text("Ctrl-C stops the demo and everything it started.", style="dim")
+    footer = Text(
+        "Operations centre: http://127.0.0.1:8104/ops   Residents: http://127.0.0.1:8104/residents"
+        "   Ctrl-C stops the demo and everything it started.",
+        style="dim",
+    )
     return Group(Panel(Group(health, flow)), Panel(Group(rejected, active)), footer)

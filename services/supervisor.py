@@ -22,7 +22,7 @@ from typing import Any
 
 from services.common.settings import REPO_ROOT
 
-DEFAULT_PORTS = {"ingest": 8101, "processor": 8102, "alerts": 8103}
+DEFAULT_PORTS = {"ingest": 8101, "processor": 8102, "alerts": 8103, "api": 8104}
 
 
 def free_port() -> int:

@@ -89,6 +89,7 @@ class Namespace:
             "CITYWATCH_INGEST__CLIENT_ID": f"ingest-{self.suffix}",
             "CITYWATCH_PROCESSOR__GROUP_ID": f"processor-{self.suffix}",
             "CITYWATCH_ALERTS__GROUP_ID": f"alerts-{self.suffix}",
+            "CITYWATCH_DELIVERY__GROUP_ID": f"delivery-{self.suffix}",
             # The tests' simulated devices are not registered (tests of the registry say
             # "reject" explicitly).
             "CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept",

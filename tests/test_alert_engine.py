@@ -1,356 +1,447 @@
-"""Unit tests for alert rules loading and the pure threshold-with-hysteresis evaluation."""
+"""Unit tests of the alert rules file and the pure engine: each rule type raises once,
+escalates, resolves, does not flap; replays, stale readings and failed values raise nothing."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from schemas import Reading
 from services.alerts.engine import (
+    Evaluation,
     Key,
-    OpenEpisode,
     RuleState,
     Transition,
-    alert_id_for,
+    aqi,
     evaluate,
+    nowcast,
 )
-from services.alerts.rules import RuleSet, ThresholdRule, load_rules
+from services.alerts.rules import RuleSet, load_rules, parse_rules
 from services.common.errors import ConfigError
-from services.common.settings import AlertSettings
 
 SHIPPED_RULES = Path(__file__).resolve().parents[1] / "deploy" / "alerts" / "rules.yaml"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-
-RULE_YAML = """\
-  - id: {id}
-    kind: {kind}
-    metric: {metric}
-    direction: {direction}
-    threshold: {threshold}
-    clear: {clear}
-    severity: warning
-    title_en: "Level {{value}} {{unit}} at {{device}}"
-    title_km: "Level {{value}} {{unit}} at {{device}}"
-"""
+TITLES = 'title_en: "x {value} {unit} {device} {area} {severity}"\n    title_km: "x"\n'
 
 
-def rule_yaml(
-    id: str = "flood-level-warning",
-    kind: str = "flood",
-    metric: str = "water_level_m",
-    direction: str = "above",
-    threshold: float = 2.5,
-    clear: float = 2.2,
-) -> str:
-    return RULE_YAML.format(
-        id=id, kind=kind, metric=metric, direction=direction, threshold=threshold, clear=clear
-    )
+def ruleset(body: str, stale_after: str = "30m") -> RuleSet:
+    return parse_rules(f"stale_after: {stale_after}\nrules:\n{body}")
 
 
-def write_rules(tmp_path: Path, *rules: str) -> Path:
-    path = tmp_path / "rules.yaml"
-    path.write_text("rules:\n" + "".join(rules), encoding="utf-8")
-    return path
+def rule(text: str) -> str:
+    """One rule's YAML lines (indented under `rules:`), with titles added."""
+    lines = text.strip().splitlines()
+    return "  - " + "\n    ".join(lines) + "\n    " + TITLES
 
 
-FLOOD = ThresholdRule(
-    id="flood-level-warning",
-    kind="flood",
-    metric="water_level_m",
-    direction="above",
-    threshold=2.5,
-    clear=2.2,
-    severity="warning",
-    title_en="Flood warning: {value} {unit} at {device}",
-    title_km="km {value} {unit} {device}",
-)
-LOW_OXYGEN = ThresholdRule(
-    id="water-oxygen-low",
-    kind="water",
-    metric="dissolved_oxygen_mgl",
-    direction="below",
-    threshold=3.0,
-    clear=4.0,
-    severity="watch",
-    title_en="Low oxygen {value} {unit} at {device}",
-    title_km="km {value} {unit} {device}",
-)
-RULES = RuleSet(rules=(FLOOD, LOW_OXYGEN))
-FLOOD_KEY: Key = ("flood-level-warning", "gauge-1")
+def reading(device: str, minute: float, kind: str = "flood", **metrics: float) -> Reading:
+    at = T0 + timedelta(minutes=minute)
+    return Reading(device_id=device, kind=kind, time=at, received_at=at, metrics=metrics)  # type: ignore[arg-type]
 
 
-def flood(minute: int, level: float, device: str = "gauge-1") -> Reading:
-    t = T0 + timedelta(minutes=minute)
-    return Reading(
-        device_id=device, kind="flood", time=t, received_at=t, metrics={"water_level_m": level}
-    )
+class Engine:
+    """The engine with its state carried between batches, as the service does."""
+
+    def __init__(self, rules: RuleSet, areas: Mapping[str, str | None] | None = None) -> None:
+        self.rules = rules
+        self.state: dict[Key, RuleState] = {}
+        self.heads: dict[str, datetime] = {}
+        self.areas = dict(areas or {})
+        self.log: list[Transition] = []
+
+    def feed(self, *readings: Reading, **kw: Any) -> Evaluation:
+        ev = evaluate(
+            self.rules, self.state, list(readings), heads=self.heads, areas=self.areas, **kw
+        )
+        self.log += ev.transitions
+        return ev
+
+    def series(
+        self,
+        device: str,
+        values: list[float],
+        start: float = 0,
+        step: float = 5,
+        metric: str = "water_level_m",
+        kind: str = "flood",
+    ) -> list[Transition]:
+        before = len(self.log)
+        for i, v in enumerate(values):
+            self.feed(reading(device, start + i * step, kind, **{metric: v}))
+        return self.log[before:]
+
+    def restart(self) -> None:
+        """What a restart keeps: the JSON stored per (rule, subject) and the heads."""
+        self.state = {
+            k: RuleState.from_json(st.cursor, st.to_json()) for k, st in self.state.items()
+        }
 
 
-def oxygen(minute: int, value: float) -> Reading:
-    t = T0 + timedelta(minutes=minute)
-    return Reading(
-        device_id="intake-1",
-        kind="water",
-        time=t,
-        received_at=t,
-        metrics={"dissolved_oxygen_mgl": value},
-    )
+def kinds(ts: list[Transition]) -> list[tuple[str, str]]:
+    return [(t.kind, t.severity) for t in ts]
 
 
-def kinds(transitions: list[Transition]) -> list[str]:
-    return [t.kind for t in transitions]
+# -- the rules file -----------------------------------------------------------------------
 
 
-# -- loading ------------------------------------------------------------------------------
-
-
-def test_shipped_rules_file_loads_with_unique_ids() -> None:
+def test_shipped_rules_cover_every_kind_and_rule_type() -> None:
     rules = load_rules(SHIPPED_RULES)
-    ids = [r.id for r in rules.rules]
-    assert "flood-level-warning" in ids
-    assert len(ids) == len(set(ids))
+    assert {r.type for r in rules.rules} == {
+        "threshold",
+        "rate_of_change",
+        "levels",
+        "aqi",
+        "combined",
+        "offline",
+        "stuck",
+    }
+    covered = {r.kind for r in rules.rules} | {
+        c.kind for r in rules.rules for c in getattr(r, "conditions", ())
+    }
+    assert {"water", "air", "flood", "litter"} <= covered
+    text = SHIPPED_RULES.read_text(encoding="utf-8")
+    for source in ("WHO", "EPA", "PLACEHOLDER"):
+        assert source in text
 
 
-def test_settings_point_at_the_shipped_rules_file() -> None:
-    assert AlertSettings().rules_file.resolve() == SHIPPED_RULES
-
-
-def test_shipped_rules_titles_fill_in_value_unit_and_device() -> None:
-    for rule in load_rules(SHIPPED_RULES).rules:
-        en, km = rule.titles(12.5, "dev-1")
-        assert "12.5" in en
-        assert "dev-1" in en
-        assert "12.5" in km
-
-
-def test_valid_rules_file_loads(tmp_path: Path) -> None:
-    rules = load_rules(write_rules(tmp_path, rule_yaml()))
-    assert rules.for_metric("flood", "water_level_m")[0].threshold == 2.5
-
-
-def test_duplicate_rule_id_is_config_error_naming_the_id(tmp_path: Path) -> None:
-    path = write_rules(tmp_path, rule_yaml(), rule_yaml(metric="rain_mm_h"))
-    with pytest.raises(ConfigError, match=r"duplicate rule ids.*flood-level-warning"):
-        load_rules(path)
-
-
-def test_unknown_metric_is_config_error_naming_the_metric(tmp_path: Path) -> None:
-    path = write_rules(tmp_path, rule_yaml(metric="tsunami_m"))
-    with pytest.raises(ConfigError, match="tsunami_m") as info:
-        load_rules(path)
-    assert str(path) in str(info.value)
-
-
-def test_metric_of_another_kind_is_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="pm25_ugm3"):
-        load_rules(write_rules(tmp_path, rule_yaml(metric="pm25_ugm3")))
-
-
-def test_clear_above_threshold_for_above_rule_is_config_error(tmp_path: Path) -> None:
-    path = write_rules(tmp_path, rule_yaml(threshold=2.5, clear=3.0))
-    with pytest.raises(ConfigError, match="clear must be at or below threshold"):
-        load_rules(path)
-
-
-def test_clear_below_threshold_for_below_rule_is_config_error(tmp_path: Path) -> None:
-    path = write_rules(
-        tmp_path,
-        rule_yaml(kind="water", metric="dissolved_oxygen_mgl", direction="below", clear=2.0),
-    )
-    with pytest.raises(ConfigError, match="clear must be at or above threshold"):
-        load_rules(path)
-
-
-def test_invalid_yaml_is_config_error_saying_so(tmp_path: Path) -> None:
+def test_a_bad_rules_file_is_refused_with_line_and_reason(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text("rules: [\n  - id: x\n  unclosed: {", encoding="utf-8")
-    with pytest.raises(ConfigError, match="not valid YAML") as info:
-        load_rules(path)
-    assert str(path) in str(info.value)
-
-
-def test_missing_rules_file_is_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read alert rules"):
-        load_rules(tmp_path / "absent.yaml")
-
-
-def test_empty_rules_file_is_config_error(tmp_path: Path) -> None:
-    path = tmp_path / "rules.yaml"
-    path.write_text("", encoding="utf-8")
-    with pytest.raises(ConfigError, match="invalid"):
-        load_rules(path)
-
-
-def test_unknown_rule_field_is_config_error(tmp_path: Path) -> None:
-    path = write_rules(tmp_path, rule_yaml() + "    window: 5m\n")
-    with pytest.raises(ConfigError, match="window"):
-        load_rules(path)
-
-
-def test_non_utf8_rules_file_is_config_error(tmp_path: Path) -> None:
-    # Bug: load_rules catches OSError and YAMLError, but read_text(encoding="utf-8") raises
-    # UnicodeDecodeError (a ValueError), which escapes instead of a ConfigError.
-    path = tmp_path / "rules.yaml"
-    path.write_bytes(b"rules: []\n# \xff saved as Latin-1\n")
-    with pytest.raises(ConfigError):
-        load_rules(path)
-
-
-def test_title_with_unknown_placeholder_is_config_error_at_load(tmp_path: Path) -> None:
-    # Bug: titles are only formatted when an alert is stored (store.py), so a typo such as
-    # {level} loads fine and then raises KeyError inside the alert service's batch handler.
-    path = write_rules(tmp_path, rule_yaml().replace("Level {value}", "Level {level}", 1))
-    with pytest.raises(ConfigError, match="level"):
-        load_rules(path)
-
-
-# -- evaluation ---------------------------------------------------------------------------
-
-
-def test_crossing_threshold_opens_exactly_one_firing_alert() -> None:
-    state: dict[Key, RuleState] = {}
-    out = evaluate(RULES, state, [flood(0, 1.0), flood(1, 2.5)])
-    assert kinds(out.transitions) == ["firing"]
-    fired = out.transitions[0]
-    assert (fired.rule.id, fired.device_id, fired.value, fired.at) == (
-        "flood-level-warning",
-        "gauge-1",
-        2.5,
-        T0 + timedelta(minutes=1),
+    path.write_text(
+        "rules:\n"
+        + rule(
+            "id: ok\nkind: flood\nmetric: water_level_m\nthreshold: 2\nclear: 1\nseverity: watch"
+        )
+        + rule(
+            "id: bad\ntype: levels\nkind: flood\nmetric: water_level_m\n"
+            "levels: {watch: 3.0, warning: 2.0}"
+        )
+        + rule("id: late\ntype: offline\nafter: soon\nseverity: watch"),
+        encoding="utf-8",
     )
-    assert fired.alert_id == alert_id_for("flood-level-warning", "gauge-1", fired.at)
-    assert state[FLOOD_KEY].open == OpenEpisode(fired.alert_id, fired.at)
+    with pytest.raises(ConfigError) as err:
+        load_rules(path)
+    msg = str(err.value)
+    assert "line 14" in msg and "levels must rise" in msg
+    assert "line 19" in msg and "'soon' is not a duration" in msg
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_rules("rules: [\n")
+    with pytest.raises(ConfigError, match="duplicate rule ids"):
+        ruleset(rule("id: a\ntype: offline\nafter: 1m\nseverity: watch") * 2)
 
 
-def test_staying_above_threshold_raises_nothing_more() -> None:
-    state: dict[Key, RuleState] = {}
-    evaluate(RULES, state, [flood(0, 3.0)])
-    out = evaluate(RULES, state, [flood(1, 3.1), flood(2, 4.0), flood(3, 2.5)])
-    assert out.transitions == []
-    assert state[FLOOD_KEY].open is not None
-
-
-def test_hovering_between_clear_and_threshold_neither_resolves_nor_reopens() -> None:
-    state: dict[Key, RuleState] = {}
-    opened = evaluate(RULES, state, [flood(0, 2.6)]).transitions[0]
-    hover = [flood(1, 2.4), flood(2, 2.49), flood(3, 2.2), flood(4, 2.3), flood(5, 2.5)]
-    out = evaluate(RULES, state, hover)
-    assert out.transitions == []
-    assert state[FLOOD_KEY].open == OpenEpisode(opened.alert_id, opened.at)
-
-
-def test_hovering_between_clear_and_threshold_without_open_alert_opens_nothing() -> None:
-    out = evaluate(RULES, {}, [flood(0, 2.3), flood(1, 2.49), flood(2, 2.21)])
-    assert out.transitions == []
-
-
-def test_dropping_below_clear_resolves_the_same_alert_id() -> None:
-    state: dict[Key, RuleState] = {}
-    out = evaluate(RULES, state, [flood(0, 2.7), flood(1, 2.3), flood(2, 2.19)])
-    assert kinds(out.transitions) == ["firing", "resolved"]
-    fired, resolved = out.transitions
-    assert resolved.alert_id == fired.alert_id
-    assert (resolved.value, resolved.at) == (2.19, T0 + timedelta(minutes=2))
-    assert state[FLOOD_KEY].open is None
-
-
-def test_crossing_again_after_resolving_opens_a_new_alert() -> None:
-    out = evaluate(RULES, {}, [flood(0, 3.0), flood(1, 1.0), flood(2, 3.0)])
-    assert kinds(out.transitions) == ["firing", "resolved", "firing"]
-    assert out.transitions[0].alert_id != out.transitions[2].alert_id
-
-
-def test_cursor_advances_to_the_newest_reading_time() -> None:
-    state: dict[Key, RuleState] = {}
-    out = evaluate(RULES, state, [flood(0, 1.0), flood(5, 1.1)])
-    assert out.cursors == {FLOOD_KEY: T0 + timedelta(minutes=5)}
-    assert state[FLOOD_KEY].cursor == T0 + timedelta(minutes=5)
-
-
-@pytest.mark.parametrize("minute", [5, 4, 0], ids=["same_time", "older", "much_older"])
-def test_replayed_reading_at_or_before_cursor_changes_nothing(minute: int) -> None:
-    state: dict[Key, RuleState] = {}
-    evaluate(RULES, state, [flood(5, 1.0)])
-    before = RuleState(state[FLOOD_KEY].cursor, state[FLOOD_KEY].open)
-    out = evaluate(RULES, state, [flood(minute, 9.0)])
-    assert out.transitions == []
-    assert out.cursors == {}
-    assert state[FLOOD_KEY] == before
-
-
-def test_replaying_a_whole_episode_raises_nothing_new() -> None:
-    stream = [flood(0, 1.0), flood(1, 3.0), flood(2, 1.0)]
-    state: dict[Key, RuleState] = {}
-    assert len(evaluate(RULES, state, stream).transitions) == 2
-    assert evaluate(RULES, state, stream).transitions == []
-
-
-def test_rebuilt_state_after_restart_continues_the_same_episode() -> None:
-    live: dict[Key, RuleState] = {}
-    fired = evaluate(RULES, live, [flood(0, 3.0)]).transitions[0]
-    # A restarted service rebuilds its state from what it stored: cursor + open episode.
-    restored = {FLOOD_KEY: RuleState(T0, OpenEpisode(fired.alert_id, fired.at))}
-    again = evaluate(RULES, restored, [flood(0, 3.0), flood(1, 3.2)])
-    assert again.transitions == []
-    out = evaluate(RULES, restored, [flood(2, 1.0)])
-    assert kinds(out.transitions) == ["resolved"]
-    assert out.transitions[0].alert_id == fired.alert_id
-
-
-def test_below_rule_fires_at_threshold_and_resolves_above_clear() -> None:
-    state: dict[Key, RuleState] = {}
-    stream = [oxygen(0, 6.0), oxygen(1, 3.0), oxygen(2, 3.5), oxygen(3, 4.0), oxygen(4, 4.1)]
-    out = evaluate(RULES, state, stream)
-    assert kinds(out.transitions) == ["firing", "resolved"]
-    fired, resolved = out.transitions
-    assert (fired.value, resolved.value) == (3.0, 4.1)
-    assert fired.alert_id == resolved.alert_id
-    assert fired.rule.id == "water-oxygen-low"
-
-
-def test_above_rule_fires_exactly_at_threshold_and_resolves_strictly_below_clear() -> None:
-    assert kinds(evaluate(RULES, {}, [flood(0, 2.5), flood(1, 2.2)]).transitions) == ["firing"]
-
-
-def test_devices_have_separate_episodes() -> None:
-    state: dict[Key, RuleState] = {}
-    out = evaluate(RULES, state, [flood(0, 3.0, "gauge-1"), flood(0, 3.0, "gauge-2")])
-    assert [t.device_id for t in out.transitions] == ["gauge-1", "gauge-2"]
-    assert out.transitions[0].alert_id != out.transitions[1].alert_id
-    out = evaluate(RULES, state, [flood(1, 1.0, "gauge-2")])
-    assert [(t.kind, t.device_id) for t in out.transitions] == [("resolved", "gauge-2")]
-    assert state[FLOOD_KEY].open is not None
-
-
-def test_metrics_without_a_rule_are_ignored() -> None:
-    t = T0
-    reading = Reading(
-        device_id="gauge-1",
-        kind="flood",
-        time=t,
-        received_at=t,
-        metrics={"rain_mm_h": 400.0, "battery_pct": 1.0},
+def test_a_rule_without_type_is_a_threshold_rule() -> None:
+    rs = ruleset(
+        rule("id: t\nkind: flood\nmetric: water_level_m\nthreshold: 2\nclear: 1\nseverity: watch")
     )
-    state: dict[Key, RuleState] = {}
-    out = evaluate(RULES, state, [reading])
-    assert out.transitions == []
-    assert state == {}
+    assert rs.rules[0].type == "threshold"
 
 
-def test_alert_id_is_deterministic_per_rule_device_and_start() -> None:
-    a = alert_id_for("flood-level-warning", "gauge-1", T0)
-    assert a == alert_id_for("flood-level-warning", "gauge-1", T0)
-    assert isinstance(a, uuid.UUID)
-    assert a.version == 5
-    assert a != alert_id_for("flood-level-warning", "gauge-2", T0)
-    assert a != alert_id_for("air-pm25-unhealthy", "gauge-1", T0)
-    assert a != alert_id_for("flood-level-warning", "gauge-1", T0 + timedelta(microseconds=1))
+# -- threshold -----------------------------------------------------------------------------
+
+THRESHOLD = rule(
+    "id: high\nkind: flood\nmetric: water_level_m\nthreshold: 2.5\nclear: 2.2\n"
+    "for: 10m\nhold: 10m\nseverity: warning"
+)
 
 
-def test_same_opening_reading_yields_same_alert_id_in_fresh_state() -> None:
-    first = evaluate(RULES, {}, [flood(0, 3.0)]).transitions[0]
-    second = evaluate(RULES, {}, [flood(0, 3.0)]).transitions[0]
-    assert first.alert_id == second.alert_id
+def test_threshold_opens_once_after_its_duration_and_resolves_after_its_hold() -> None:
+    eng = Engine(ruleset(THRESHOLD))
+    # 5-minute readings: over at 5, 10 (5 min: not yet), 15 (10 min: opens)
+    assert kinds(eng.series("g", [2.0, 2.6, 2.7], step=5)) == []
+    assert kinds(eng.series("g", [2.8, 3.0], start=15)) == [("firing", "warning")]
+    # hovering between clear and threshold keeps it open; dipping under clear only briefly
+    # (less than the hold) resolves nothing
+    assert eng.series("g", [2.4, 2.3, 2.1, 2.4, 2.1, 2.0], start=25) == []
+    [resolved] = eng.series("g", [2.0, 1.9], start=55)
+    assert resolved.kind == "resolved" and resolved.alert_id == eng.log[0].alert_id
+
+
+def test_threshold_value_hovering_at_the_level_does_not_flap() -> None:
+    eng = Engine(
+        ruleset(
+            rule(
+                "id: h\nkind: flood\nmetric: water_level_m\nthreshold: 2.5\n"
+                "clear: 2.2\nseverity: watch"
+            )
+        )
+    )
+    eng.series("g", [2.49, 2.51, 2.48, 2.52, 2.49, 2.51, 2.3, 2.5] * 3)
+    assert kinds(eng.log) == [("firing", "watch")]
+
+
+def test_threshold_duration_is_reset_by_a_value_back_under() -> None:
+    eng = Engine(ruleset(THRESHOLD))
+    eng.series("g", [2.6, 2.0, 2.6, 2.0, 2.6, 2.0, 2.6])
+    assert eng.log == []
+
+
+def test_replayed_and_late_readings_change_nothing() -> None:
+    eng = Engine(ruleset(THRESHOLD))
+    batch = [reading("g", m, water_level_m=v) for m, v in [(0, 2.6), (5, 2.7), (10, 2.8)]]
+    eng.feed(*batch)
+    assert kinds(eng.log) == [("firing", "warning")]
+    again = eng.feed(*batch)
+    assert again.transitions == [] and again.changed == {}
+    eng.feed(reading("g", 7, water_level_m=1.0))  # late: older than the cursor
+    assert len(eng.log) == 1
+
+
+def test_state_survives_a_restart_through_its_json() -> None:
+    eng = Engine(ruleset(THRESHOLD))
+    eng.series("g", [2.6, 2.7])  # pending: 5 of 10 minutes
+    eng.restart()
+    assert kinds(eng.series("g", [2.8], start=10)) == [("firing", "warning")]
+    eng.restart()
+    assert kinds(eng.series("g", [1.0, 1.0, 1.0], start=15)) == [("resolved", "warning")]
+
+
+# -- levels --------------------------------------------------------------------------------
+
+LEVELS = rule(
+    "id: stages\ntype: levels\nkind: flood\nmetric: water_level_m\n"
+    "levels: {watch: 2.0, warning: 2.5, danger: 3.0}\n"
+    "area_levels: {low-town: {watch: 1.3, warning: 1.6, danger: 1.9}}\n"
+    "clear_margin: 0.1\nhold: 10m"
+)
+
+
+def test_levels_one_alert_escalates_and_deescalates_in_order() -> None:
+    eng = Engine(ruleset(LEVELS))
+    ts = eng.series(
+        "g", [1.5, 2.1, 2.6, 3.1, 3.2, 2.95, 2.92, 2.85, 2.6, 2.4, 2.3, 2.2, 1.8, 1.7, 1.6, 1.5]
+    )
+    assert [(t.kind, t.severity, t.previous_severity) for t in ts] == [
+        ("firing", "watch", None),
+        ("escalated", "warning", "watch"),
+        ("escalated", "danger", "warning"),
+        ("deescalated", "warning", "danger"),  # 2.85 < 2.9, held for 10 minutes
+        ("deescalated", "watch", "warning"),
+        ("resolved", "watch", None),
+    ]
+    assert len({t.alert_id for t in ts}) == 1
+    assert [t.threshold for t in ts[:3]] == [2.0, 2.5, 3.0]
+
+
+def test_levels_jump_straight_to_danger_and_use_the_areas_own_levels() -> None:
+    eng = Engine(ruleset(LEVELS), areas={"town-gauge": "low-town"})
+    assert kinds(eng.series("g", [1.0, 3.3])) == [("firing", "danger")]
+    assert kinds(eng.series("town-gauge", [1.2, 1.7])) == [("firing", "warning")]
+
+
+def test_levels_hovering_at_a_stage_does_not_flap_between_stages() -> None:
+    eng = Engine(ruleset(LEVELS))
+    eng.series("g", [2.51, 2.49, 2.52, 2.45, 2.5, 2.47] * 4)
+    assert kinds(eng.log) == [("firing", "warning")]
+
+
+# -- rate of change --------------------------------------------------------------------------
+
+RATE = rule(
+    "id: rise\ntype: rate_of_change\nkind: flood\nmetric: water_level_m\nrate_per_hour: 0.3\n"
+    "clear_per_hour: 0.1\nwindow: 30m\nseverity: watch"
+)
+
+
+def test_rate_of_change_opens_on_a_fast_rise_once_and_resolves_when_it_levels_off() -> None:
+    eng = Engine(ruleset(RATE))
+    rising = [1.0 + 0.05 * i for i in range(12)]  # 0.05 per 5 min = 0.6 m/h
+    flat = [rising[-1]] * 10
+    ts = eng.series("g", [1.0] * 6 + rising + flat)
+    assert kinds(ts) == [("firing", "watch"), ("resolved", "watch")]
+    assert 0.3 <= ts[0].value <= 0.61
+
+
+def test_rate_of_change_ignores_a_slow_tide() -> None:
+    eng = Engine(ruleset(RATE))
+    eng.series("g", [1.0 + 0.01 * i for i in range(40)])  # 0.12 m/h
+    assert eng.log == []
+
+
+# -- air quality index -------------------------------------------------------------------------
+
+
+def test_aqi_follows_the_2024_pm25_breakpoints() -> None:
+    assert [aqi("pm25_ugm3", c) for c in (0, 9.0, 9.1, 35.4, 35.5, 55.4, 55.5, 125.4)] == [
+        0,
+        50,
+        51,
+        100,
+        101,
+        150,
+        151,
+        200,
+    ]
+    assert [aqi("pm25_ugm3", c) for c in (125.5, 225.4, 225.5, 325.4)] == [201, 300, 301, 500]
+    assert [aqi("pm10_ugm3", c) for c in (54, 55, 154.9, 155, 254, 255, 355, 425)] == [
+        50,
+        51,
+        100,
+        101,
+        150,
+        151,
+        201,
+        301,
+    ]
+
+
+def test_nowcast_matches_epas_worked_example_and_needs_two_of_three_hours() -> None:
+    # AirNow's worked example ("How is the NowCast algorithm calculated?"): w* = 10/90
+    # -> w = 0.5, NowCast 17.4 µg/m³.
+    hours = [13.0, 16, 10, 21, 74, 64, 53, 82, 90, 75, 80, 50]
+    assert nowcast(hours, "pm25_ugm3") == 17.4
+    assert nowcast([None, 20.0, 30.0], "pm25_ugm3") == pytest.approx(24.0)
+    assert nowcast([50.0, None, None, 50.0], "pm25_ugm3") is None
+
+
+AQI_RULE = rule("id: aqi\ntype: aqi\naveraging: nowcast\nhold: 1h")
+
+
+def air(eng: Engine, device: str, hour: float, pm25: float, pm10: float = 10.0) -> None:
+    for minute in (0, 20, 40):
+        eng.feed(reading(device, hour * 60 + minute, "air", pm25_ugm3=pm25, pm10_ugm3=pm10))
+
+
+def test_aqi_rule_is_one_alert_whose_severity_follows_the_category() -> None:
+    eng = Engine(ruleset(AQI_RULE))
+    for h, pm in enumerate([5, 5, 40, 60, 60, 60, 150, 150, 150, 150, 20, 5, 5, 5, 5, 5, 5]):
+        air(eng, "a", h, pm)
+    air(eng, "a", 17, 5)
+    assert [(t.kind, t.category) for t in eng.log][:3] == [
+        ("firing", "unhealthy_sensitive"),
+        ("escalated", "unhealthy"),
+        ("escalated", "very_unhealthy"),
+    ]
+    assert eng.log[-1].kind == "resolved"
+    assert len({t.alert_id for t in eng.log}) == 1
+    assert [t.severity for t in eng.log[:3]] == ["advisory", "watch", "warning"]
+
+
+def test_aqi_24h_needs_eighteen_hours_of_data() -> None:
+    eng = Engine(ruleset(rule("id: aqi24\ntype: aqi\naveraging: 24h")))
+    for h in range(18):
+        air(eng, "a", h, 100)
+    assert eng.log == []
+    air(eng, "a", 18, 100)
+    assert kinds(eng.log) == [("firing", "watch")]  # 24-hour average 100 -> Unhealthy
+
+
+def test_aqi_uses_pm10_when_it_is_worse() -> None:
+    eng = Engine(ruleset(AQI_RULE))
+    for h in range(4):
+        air(eng, "a", h, 5, pm10=300)
+    assert [t.category for t in eng.log] == ["unhealthy"]
+
+
+# -- combined ----------------------------------------------------------------------------------
+
+COMBINED = rule(
+    "id: storm\ntype: combined\nconditions:\n"
+    "  - {kind: flood, metric: rain_mm_h, above: 30}\n"
+    "  - {kind: flood, metric: water_level_m, rising_per_hour: 0.2}\n"
+    "window: 1h\nhold: 30m\nseverity: warning"
+)
+
+
+def test_combined_rule_raises_one_alert_per_area_when_all_conditions_meet() -> None:
+    areas = {"rain-1": "north", "gauge-1": "north", "gauge-2": "north", "rain-9": "south"}
+    eng = Engine(ruleset(COMBINED), areas=areas)
+    eng.series("rain-9", [50.0], metric="rain_mm_h")  # rain in another area: no alert
+    eng.series("gauge-1", [1.0, 1.0], start=0)
+    assert eng.log == []
+    eng.series("rain-1", [45.0], start=10, metric="rain_mm_h")
+    assert eng.log == []  # rain alone
+    eng.series("gauge-1", [1.05, 1.1], start=15)  # rising 0.6 m/h within the hour
+    eng.series("gauge-2", [2.0, 2.1], start=16)  # a second gauge in the same area
+    [fired] = eng.log
+    assert fired.kind == "firing" and fired.device_id is None and fired.area == "north"
+    # the rain stops; an hour later the area's conditions no longer meet: resolved after hold
+    eng.series("rain-1", [0.0] * 20, start=30, metric="rain_mm_h")
+    eng.series("gauge-1", [1.1] * 20, start=31)
+    assert kinds(eng.log) == [("firing", "warning"), ("resolved", "warning")]
+
+
+# -- silence -------------------------------------------------------------------------------------
+
+OFFLINE = rule("id: offline\ntype: offline\nafter: 30m\nseverity: advisory")
+
+
+def test_offline_is_measured_against_the_streams_newest_reading_time() -> None:
+    eng = Engine(ruleset(OFFLINE))
+    eng.feed(reading("quiet", 0, water_level_m=1.0), reading("busy", 0, water_level_m=1.0))
+    eng.series("busy", [1.0] * 6, start=5)  # up to minute 30: quiet silent 30 min
+    assert [(t.kind, t.device_id) for t in eng.log] == [("firing", "quiet")]
+    assert eng.log[0].value == 30.0
+    eng.series("busy", [1.0] * 3, start=35)
+    assert len(eng.log) == 1  # still offline: no second alert
+    eng.feed(reading("quiet", 50, water_level_m=1.0))
+    assert [(t.kind, t.device_id) for t in eng.log][-1] == ("resolved", "quiet")
+
+
+def test_offline_heads_are_per_stream() -> None:
+    eng = Engine(ruleset(OFFLINE))
+    eng.feed(reading("a", 0, water_level_m=1.0), streams=["p0"])
+    eng.feed(reading("b", 120, water_level_m=1.0), streams=["p1"])  # another partition
+    assert eng.log == []
+
+
+STUCK = rule(
+    "id: stuck\ntype: stuck\nkind: flood\nmetric: water_level_m\nafter: 1h\n"
+    "tolerance: 0.001\nseverity: advisory"
+)
+
+
+def test_stuck_sensor_raises_once_and_resolves_when_the_value_moves() -> None:
+    eng = Engine(ruleset(STUCK))
+    eng.series("g", [1.0, 1.01, 1.02] + [1.5] * 14 + [1.52])
+    assert kinds(eng.log) == [("firing", "advisory"), ("resolved", "advisory")]
+    assert eng.log[0].at == T0 + timedelta(minutes=15 + 60)
+
+
+# -- quality and staleness ---------------------------------------------------------------------
+
+PLAIN = rule(
+    "id: p\nkind: flood\nmetric: water_level_m\nthreshold: 2.5\nclear: 2.2\nseverity: warning"
+)
+
+
+def test_a_value_flagged_fail_is_not_evaluated() -> None:
+    eng = Engine(ruleset(PLAIN))
+    bad = reading("g", 0, water_level_m=9.0)
+    ev = eng.feed(bad, flags={("g", "water_level_m", bad.time): 4})
+    assert eng.log == [] and ev.skipped_quality == 1
+
+
+def test_a_single_suspect_spike_opens_nothing_but_two_suspect_values_confirm() -> None:
+    eng = Engine(ruleset(PLAIN))
+    spike = reading("g", 0, water_level_m=5.0)
+    eng.feed(spike, flags={("g", "water_level_m", spike.time): 3})
+    eng.series("g", [1.0], start=5)
+    assert eng.log == []
+    rise = [reading("g", 10 + i * 5, water_level_m=3.0) for i in range(2)]
+    eng.feed(*rise, flags={("g", "water_level_m", r.time): 3 for r in rise})
+    assert kinds(eng.log) == [("firing", "warning")]
+    assert eng.log[0].at == rise[1].time
+
+
+def test_readings_far_behind_the_stream_head_open_nothing_but_fresh_ones_do() -> None:
+    eng = Engine(ruleset(PLAIN))
+    eng.feed(reading("live", 120, water_level_m=1.0))  # the stream is at minute 120
+    backlog = [reading("buffered", m, water_level_m=3.0) for m in range(0, 60, 5)]
+    ev = eng.feed(*backlog)
+    assert eng.log == [] and ev.stale == len(backlog)
+    eng.feed(reading("buffered", 121, water_level_m=3.0))
+    assert [(t.kind, t.device_id) for t in eng.log] == [("firing", "buffered")]
+
+
+def test_combined_rule_does_not_reopen_when_an_areas_devices_arrive_out_of_time_order() -> None:
+    # One device's readings may come (another partition) after a later one's of the area.
+    eng = Engine(ruleset(COMBINED), areas={"rain-1": "north", "gauge-1": "north"})
+    eng.series("gauge-1", [1.0, 1.0], start=0, step=10)
+    eng.feed(reading("rain-1", 15, rain_mm_h=45.0), reading("gauge-1", 20, water_level_m=1.1))
+    eng.series("rain-1", [0.0] * 12, start=30, step=10, metric="rain_mm_h")  # resolves at 110
+    eng.series("gauge-1", [1.1] * 7, start=31, step=10)  # arrives after, older times
+    assert kinds(eng.log) == [("firing", "warning"), ("resolved", "warning")]

@@ -1,90 +1,621 @@
-"""Alert evaluation: pure functions from (state, reading) to transitions. No I/O here.
+"""Alert evaluation: pure functions from (state, readings) to transitions. No I/O here.
 
-State per (rule, device) is the newest reading time evaluated (the *cursor*) and the open
-episode, if any. A reading at or before the cursor is a replay, a redelivery or a late
-arrival and is not evaluated: alerting follows reading time, so replaying a stream after
-an outage raises nothing new.
+Every rule type reduces a reading to a *desired stage* (0 = no alert, 1..n = the rule's
+severities, ascending), with the rule's hysteresis built in (a stage is left only past its
+clear level). One lifecycle turns desired stages into transitions, for every rule type:
+
+- opening needs the desired stage for `for` of reading time; escalation is immediate;
+- de-escalation and resolution need the lower stage for `hold` of reading time (the alert
+  takes the highest stage asked for during the hold), so a value hovering at a level
+  neither flaps nor drops an alert early;
+- one alert per episode: the id derives from (rule, subject, opening reading time), and
+  escalation and de-escalation update that alert.
+
+State per (rule, subject) — subject is the device, or `area:<id>` for combined rules — is
+a cursor (the newest reading time evaluated), the open alert and stage, the pending
+timers and the rule type's window data, all JSON-able so the service stores it in the
+database with each batch: a restart resumes exactly where it stopped.
+
+Replays. A reading at or before the cursor is a replay, a redelivery or a late arrival and
+is not evaluated; evaluation follows reading time.
+
+Staleness. Each Kafka partition has a *stream head*: the newest reading time seen on it
+(partitions are consumed in arrival order, so the head is "now" in reading time, also when
+a scenario is played fast). A reading more than `stale_after` behind its partition's head
+was buffered or replayed (a device back from an outage uploading hours of readings): it
+updates windows and cursors and may de-escalate or resolve, but it never opens or
+escalates an alert, so old readings do not raise stale alarms as new. Per partition, not
+global, because a consumer may read one partition ahead of another.
+
+Offline is measured against the same head (the device's partition), not the wall clock:
+evaluation is deterministic and replay-safe, a scenario played fast behaves like the real
+thing, and an outage of the pipeline itself does not mark every device offline (that is
+the pipeline's own monitoring's job). The cost: a partition whose devices all fall silent
+has no head moving, so none of them is reported offline.
+
+Quality. A value the QARTOD tests flag FAIL (4) is not evaluated; a SUSPECT (3) value can
+confirm but never start an opening or an escalation (a single spike opens nothing). The
+`offline` and `stuck` rules look at every reading: a stuck sensor is exactly what the
+flat-line test flags, and a flagged reading still proves the device alive.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from schemas import Reading
-from services.alerts.rules import RuleSet, ThresholdRule
+from services.alerts.rules import (
+    AQI_CATEGORIES,
+    AqiRule,
+    CombinedRule,
+    LevelsRule,
+    OfflineRule,
+    RateRule,
+    Rule,
+    RuleSet,
+    StuckRule,
+    ThresholdRule,
+)
+
+__all__ = [
+    "Evaluation",
+    "Key",
+    "RuleState",
+    "Transition",
+    "alert_id_for",
+    "aqi",
+    "aqi_category",
+    "evaluate",
+    "nowcast",
+    "tick",
+]
 
 # Alert ids are derived, not random: the same opening reading always yields the same id,
 # so even a replay that slipped past the cursor could not create a second alert.
 _ALERT_NAMESPACE = uuid.UUID("6f1c8a52-37a4-4d0e-9d0c-4c6b0e2f7a11")
+FAIL, SUSPECT = 4, 3
 
-Key = tuple[str, str]  # (rule_id, device_id)
+Key = tuple[str, str]  # (rule_id, subject): subject is a device id or "area:<area>"
+TransitionKind = Literal["firing", "escalated", "deescalated", "resolved"]
 
 
-@dataclass
-class OpenEpisode:
-    alert_id: uuid.UUID
-    started_at: datetime
+def alert_id_for(rule_id: str, subject: str, started_at: datetime) -> uuid.UUID:
+    return uuid.uuid5(_ALERT_NAMESPACE, f"{rule_id}|{subject}|{started_at.isoformat()}")
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _dt(s: str | None) -> datetime | None:
+    return None if s is None else datetime.fromisoformat(s)
 
 
 @dataclass
 class RuleState:
+    """One (rule, subject)'s evaluation state; `to_json`/`from_json` for the database."""
+
     cursor: datetime | None = None
-    open: OpenEpisode | None = None
+    stage: int = 0  # 0: no open alert
+    alert_id: uuid.UUID | None = None
+    started_at: datetime | None = None
+    pend_since: datetime | None = None  # desired stage above `stage` since
+    low_since: datetime | None = None  # desired stage below `stage` since
+    low_max: int = 0  # the highest stage asked for during the hold
+    data: dict[str, Any] = field(default_factory=dict)  # the rule type's window
+
+    @property
+    def open(self) -> bool:
+        return self.alert_id is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "alert_id": None if self.alert_id is None else str(self.alert_id),
+            "started_at": _iso(self.started_at),
+            "pend_since": _iso(self.pend_since),
+            "low_since": _iso(self.low_since),
+            "low_max": self.low_max,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_json(cls, cursor: datetime | None, raw: Mapping[str, Any] | None) -> RuleState:
+        if not raw:
+            return cls(cursor=cursor)
+        aid = raw.get("alert_id")
+        return cls(
+            cursor=cursor,
+            stage=int(raw.get("stage", 0)),
+            alert_id=None if aid is None else uuid.UUID(aid),
+            started_at=_dt(raw.get("started_at")),
+            pend_since=_dt(raw.get("pend_since")),
+            low_since=_dt(raw.get("low_since")),
+            low_max=int(raw.get("low_max", 0)),
+            data=dict(raw.get("data") or {}),
+        )
 
 
 @dataclass(frozen=True)
 class Transition:
-    kind: Literal["firing", "resolved"]
+    kind: TransitionKind
     alert_id: uuid.UUID
-    rule: ThresholdRule
-    device_id: str
+    rule: Rule
+    device_id: str | None  # None for an area's alert (combined rules)
+    area: str | None
+    device_kind: str
     value: float
     at: datetime
+    severity: str
+    previous_severity: str | None
+    threshold: float
+    started_at: datetime
+    category: str = ""
+
+    @property
+    def metric(self) -> str | None:
+        if isinstance(self.rule, AqiRule):
+            return "aqi"
+        if isinstance(self.rule, OfflineRule):
+            return None
+        return "+".join(self.rule.metrics())
+
+    def titles(self) -> tuple[str, str]:
+        return self.rule.titles(self.value, self.device_id, self.area, self.severity, self.category)
 
 
 @dataclass
 class Evaluation:
-    """What one batch changes: transitions to store and cursors to advance."""
+    """What one batch changes: transitions, states to store, stream heads to advance."""
 
     transitions: list[Transition] = field(default_factory=list)
-    cursors: dict[Key, datetime] = field(default_factory=dict)
+    changed: dict[Key, RuleState] = field(default_factory=dict)
+    heads: dict[str, datetime] = field(default_factory=dict)
+    stale: int = 0  # readings too far behind their head to open anything
+    skipped_quality: int = 0  # rule evaluations skipped for a FAIL flag
 
 
-def alert_id_for(rule_id: str, device_id: str, started_at: datetime) -> uuid.UUID:
-    return uuid.uuid5(_ALERT_NAMESPACE, f"{rule_id}|{device_id}|{started_at.isoformat()}")
+@dataclass
+class _Ctx:
+    """What the lifecycle needs to know about the reading being evaluated."""
+
+    at: datetime
+    stale: bool
+    suspect: bool
+    device_id: str | None
+    area: str | None
+    device_kind: str
 
 
-def evaluate(rules: RuleSet, state: dict[Key, RuleState], readings: list[Reading]) -> Evaluation:
-    """Evaluate a batch in order, updating `state` in place; return what must be stored."""
+# -- the US EPA AQI ---------------------------------------------------------------------
+# 40 CFR Part 58 Appendix G, Table 2, as revised 7 Feb 2024 (89 FR 16202): PM2.5 in µg/m³
+# (24-hour, truncated to 0.1), PM10 in µg/m³ (24-hour, truncated to integers).
+_AQI_BANDS = ((0, 50), (51, 100), (101, 150), (151, 200), (201, 300), (301, 500))
+_BREAKPOINTS: dict[str, tuple[tuple[float, float], ...]] = {
+    "pm25_ugm3": (
+        (0.0, 9.0),
+        (9.1, 35.4),
+        (35.5, 55.4),
+        (55.5, 125.4),
+        (125.5, 225.4),
+        (225.5, 325.4),
+    ),
+    "pm10_ugm3": ((0, 54), (55, 154), (155, 254), (255, 354), (355, 424), (425, 604)),
+}
+_DECIMALS = {"pm25_ugm3": 1, "pm10_ugm3": 0}
+
+
+def _truncate(metric: str, c: float) -> float:
+    scale = 10.0 ** _DECIMALS[metric]
+    return math.floor(c * scale + 1e-9) / scale
+
+
+def aqi(metric: str, concentration: float) -> int:
+    """The AQI of one pollutant's (averaged) concentration, per EPA's linear interpolation."""
+    c = _truncate(metric, max(0.0, concentration))
+    for (lo, hi), (ilo, ihi) in zip(_BREAKPOINTS[metric], _AQI_BANDS, strict=True):
+        if c <= hi:
+            c = max(c, lo)
+            return round((ihi - ilo) / (hi - lo) * (c - lo) + ilo)
+    return 500  # beyond the index: reported as 500+ (EPA)
+
+
+def aqi_category(index: int) -> int:
+    """Category (0 Good .. 5 Hazardous) of an AQI value."""
+    cat = 0
+    for i, (low, _high) in enumerate(_AQI_BANDS):
+        if index >= low:
+            cat = i
+    return cat
+
+
+def nowcast(hourly: Sequence[float | None], metric: str) -> float | None:
+    """EPA NowCast for PM from hourly averages, most recent complete hour first (up to 12).
+
+    AirNow's method: needs 2 of the 3 most recent hours; weight factor w = cmin/cmax over
+    the hours with data, at least 0.5 for particles; NowCast = Σ w^(i-1)·c_i / Σ w^(i-1)
+    over hours with data (i the hour's position, 1 the most recent); truncated like the
+    24-hour average.
+    """
+    hours = list(hourly[:12])
+    if sum(1 for c in hours[:3] if c is not None) < 2:
+        return None
+    present = [c for c in hours if c is not None]
+    cmin, cmax = min(present), max(present)
+    w = 1.0 if cmax <= 0 else max(cmin / cmax, 0.5)
+    num = sum(w**i * c for i, c in enumerate(hours) if c is not None)
+    den = sum(w**i for i, c in enumerate(hours) if c is not None)
+    return _truncate(metric, num / den)
+
+
+def _hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+# -- desired stages per rule type -------------------------------------------------------
+
+
+def _staged(value: float, levels: Sequence[float], cur: int, margin: float) -> int:
+    """Stage for `value` against ascending entry `levels`, leaving a stage only `margin`
+    below its level (hysteresis)."""
+    up = sum(1 for lv in levels if value >= lv)
+    if up >= cur:
+        return up
+    d = cur
+    while d > 0 and value < levels[d - 1] - margin:
+        d -= 1
+    return max(d, up)
+
+
+def _aqi_stage(rule: AqiRule, index: int, cur: int) -> int:
+    first = AQI_CATEGORIES.index(rule.alert_from)
+    lows = [float(_AQI_BANDS[first + i][0]) for i in range(len(rule.categories()))]
+    return _staged(float(index), lows, cur, rule.clear_margin_aqi)
+
+
+def _aqi_value(rule: AqiRule, data: dict[str, Any], now_hour: datetime) -> int | None:
+    """The AQI over complete hours before `now_hour` (NowCast or 24-hour), max of PM2.5/PM10."""
+    best: int | None = None
+    for metric in rule.metrics():
+        sums: dict[str, list[float]] = data.get(metric, {})
+        hourly: list[float | None] = []
+        for i in range(1, 25 if rule.averaging == "24h" else 13):
+            cell = sums.get((now_hour - timedelta(hours=i)).isoformat())
+            hourly.append(None if not cell else cell[0] / cell[1])
+        if rule.averaging == "24h":
+            present = [c for c in hourly if c is not None]
+            # EPA: a 24-hour average needs at least 75% of the hours (18 of 24).
+            conc = _truncate(metric, sum(present) / len(present)) if len(present) >= 18 else None
+        else:
+            conc = nowcast(hourly, metric)
+        if conc is not None:
+            idx = aqi(metric, conc)
+            best = idx if best is None else max(best, idx)
+    return best
+
+
+# -- the lifecycle ----------------------------------------------------------------------
+
+
+def _advance(
+    rule: Rule,
+    subject: str,
+    st: RuleState,
+    desired: int,
+    ctx: _Ctx,
+    value: float,
+    threshold: float,
+    out: Evaluation,
+    category: str = "",
+) -> None:
+    """Turn a desired stage into at most one transition (see the module docstring)."""
+    stages = rule.stages()
+    at = ctx.at
+
+    def emit(kind: TransitionKind, new: int, prev: int) -> None:
+        assert st.alert_id is not None and st.started_at is not None
+        out.transitions.append(
+            Transition(
+                kind=kind,
+                alert_id=st.alert_id,
+                rule=rule,
+                device_id=ctx.device_id,
+                area=ctx.area,
+                device_kind=ctx.device_kind,
+                value=value,
+                at=at,
+                severity=stages[(prev if kind == "resolved" else new) - 1],
+                previous_severity=None if kind in ("firing", "resolved") else stages[prev - 1],
+                threshold=threshold,
+                started_at=st.started_at,
+                category=category,
+            )
+        )
+
+    if desired > st.stage:
+        st.low_since, st.low_max = None, 0
+        if ctx.stale:
+            return  # stale readings never open or escalate
+        if st.pend_since is None:
+            st.pend_since = at
+            if ctx.suspect:
+                return  # a suspect value may confirm, never start
+        need = rule.for_ if st.stage == 0 else timedelta(0)
+        if at - st.pend_since < need or (ctx.suspect and st.pend_since == at):
+            return
+        prev = st.stage
+        st.stage, st.pend_since = desired, None
+        if prev == 0:
+            st.alert_id = alert_id_for(rule.id, subject, at)
+            st.started_at = at
+            emit("firing", desired, 0)
+        else:
+            emit("escalated", desired, prev)
+    elif desired < st.stage:
+        st.pend_since = None
+        if st.low_since is None:
+            st.low_since, st.low_max = at, desired
+        st.low_max = max(st.low_max, desired)
+        if at - st.low_since < rule.hold:
+            return
+        prev, new = st.stage, st.low_max
+        st.low_since, st.low_max = None, 0
+        st.stage = new
+        if new == 0:
+            emit("resolved", prev, prev)
+            st.alert_id, st.started_at = None, None
+        else:
+            emit("deescalated", new, prev)
+    else:
+        st.pend_since = None
+        st.low_since, st.low_max = None, 0
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+
+def _flag(flags: Mapping[tuple[str, str, datetime], int], r: Reading, metric: str) -> int:
+    return flags.get((r.device_id, metric, r.time), 1)
+
+
+def _evaluate_rule(
+    rule: Rule,
+    st: RuleState,
+    subject: str,
+    r: Reading,
+    ctx: _Ctx,
+    flags: Mapping[tuple[str, str, datetime], int],
+    out: Evaluation,
+) -> None:
+    t = r.time
+    if isinstance(rule, OfflineRule):
+        st.data["last"] = t.isoformat()
+        _advance(rule, subject, st, 0, ctx, 0.0, rule.after / timedelta(minutes=1), out)
+        return
+    if isinstance(rule, StuckRule):
+        v = r.metrics[rule.metric]
+        d = st.data
+        lo, hi = min(d.get("min", v), v), max(d.get("max", v), v)
+        if "start" not in d or hi - lo >= rule.tolerance:
+            d.update(start=t.isoformat(), min=v, max=v)
+        else:
+            d.update(min=lo, max=hi)
+        held = t - datetime.fromisoformat(d["start"])
+        desired = 1 if held >= rule.after else 0
+        _advance(rule, subject, st, desired, ctx, v, rule.after / timedelta(minutes=1), out)
+        return
+    if isinstance(rule, AqiRule):
+        now_hour = _hour(t)
+        for metric in rule.metrics():
+            if metric in r.metrics and _flag(flags, r, metric) < FAIL:
+                cells = st.data.setdefault(metric, {})
+                cell = cells.setdefault(now_hour.isoformat(), [0.0, 0])
+                cell[0] += r.metrics[metric]
+                cell[1] += 1
+                oldest = now_hour - timedelta(hours=25)
+                for h in [h for h in cells if datetime.fromisoformat(h) < oldest]:
+                    del cells[h]
+        index = _aqi_value(rule, st.data, now_hour)
+        if index is None:
+            return
+        desired = _aqi_stage(rule, index, st.stage)
+        cat = AQI_CATEGORIES[aqi_category(index)]
+        first = AQI_CATEGORIES.index(rule.alert_from)
+        lvl = max(desired, st.stage, 1)
+        _advance(
+            rule, subject, st, desired, ctx, float(index), float(_AQI_BANDS[first + lvl - 1][0]),
+            out, category=cat,
+        )  # fmt: skip
+        return
+    if isinstance(rule, CombinedRule):
+        last: dict[str, str] = st.data.setdefault("last", {})
+        prev: dict[str, list[Any]] = st.data.setdefault("prev", {})
+        hit_value: float | None = None
+        for i, c in enumerate(rule.conditions):
+            if c.kind != r.kind or c.metric not in r.metrics or _flag(flags, r, c.metric) >= FAIL:
+                continue
+            v = r.metrics[c.metric]
+            ok = False
+            if c.above is not None:
+                ok = v >= c.above
+            elif c.below is not None:
+                ok = v <= c.below
+            else:
+                pkey = f"{r.device_id}|{c.metric}"
+                before = prev.get(pkey)
+                if before is not None:
+                    hours = (t - datetime.fromisoformat(before[0])) / timedelta(hours=1)
+                    ok = 0 < hours <= rule.window / timedelta(hours=1) and (
+                        (v - before[1]) / hours >= c.level
+                    )
+                prev[pkey] = [t.isoformat(), v]
+            if ok:
+                last[str(i)] = t.isoformat()
+                hit_value = v if hit_value is None else hit_value
+        # The area's clock is its newest reading time: devices of one area sit on different
+        # partitions, so their readings interleave out of time order.
+        now = max(t, _dt(st.data.get("now")) or t)
+        st.data["now"] = now.isoformat()
+        ctx.at = now
+        since = now - rule.window
+        met = all(
+            str(i) in last and datetime.fromisoformat(last[str(i)]) >= since
+            for i in range(len(rule.conditions))
+        )
+        value = hit_value if hit_value is not None else next(iter(r.metrics.values()))
+        _advance(rule, subject, st, 1 if met else 0, ctx, value, rule.conditions[0].level, out)
+        return
+    # Single-metric rules: a FAIL value is not evaluated.
+    metric = rule.metrics()[0]
+    v = r.metrics[metric]
+    if isinstance(rule, ThresholdRule):
+        on = rule.breached(v) if st.stage == 0 else not rule.cleared(v)
+        _advance(rule, subject, st, int(on), ctx, v, rule.threshold, out)
+    elif isinstance(rule, LevelsRule):
+        table = rule.table(ctx.area)
+        if table is None:
+            return
+        desired = _staged(v, table, st.stage, rule.clear_margin)
+        lvl = max(desired, st.stage, 1)
+        _advance(rule, subject, st, desired, ctx, v, table[lvl - 1], out)
+    elif isinstance(rule, RateRule):
+        pts: list[list[Any]] = st.data.setdefault("pts", [])
+        pts.append([t.isoformat(), v])
+        cutoff = t - rule.window
+        while len(pts) > 2 and datetime.fromisoformat(pts[1][0]) <= cutoff:
+            pts.pop(0)  # keep one point at or before the window's start
+        t0, v0 = datetime.fromisoformat(pts[0][0]), float(pts[0][1])
+        span = t - t0
+        if span < rule.window / 2 or span > rule.window * 2:
+            if span > rule.window * 2:
+                del pts[:-1]  # a gap: start the window again
+            rate = 0.0
+        else:
+            rate = (v - v0) / (span / timedelta(hours=1))
+            if rule.direction == "falling":
+                rate = -rate
+        rate = round(rate, 4)
+        on = rate >= rule.rate_per_hour if st.stage == 0 else rate >= rule.clear_rate
+        _advance(rule, subject, st, int(on), ctx, rate, rule.rate_per_hour, out)
+
+
+def _relevant(rule: Rule, r: Reading) -> bool:
+    if isinstance(rule, OfflineRule):
+        return True
+    if isinstance(rule, CombinedRule):
+        return any(c.kind == r.kind and c.metric in r.metrics for c in rule.conditions)
+    return any(m in r.metrics for m in rule.metrics())
+
+
+def evaluate(
+    rules: RuleSet,
+    state: dict[Key, RuleState],
+    readings: Sequence[Reading],
+    *,
+    streams: Sequence[str] | None = None,
+    heads: dict[str, datetime] | None = None,
+    areas: Mapping[str, str | None] | None = None,
+    flags: Mapping[tuple[str, str, datetime], int] | None = None,
+) -> Evaluation:
+    """Evaluate a batch in order, updating `state` and `heads` in place.
+
+    Args:
+        streams: per reading, the stream (Kafka partition) it came on; one stream if None.
+        heads: the newest reading time per stream, carried between batches.
+        areas: device id -> registry area.
+        flags: QARTOD flag per (device, metric, time); a value missing here passes.
+    """
     out = Evaluation()
-    for reading in readings:
-        for metric, value in reading.metrics.items():
-            for rule in rules.for_metric(reading.kind, metric):
-                key = (rule.id, reading.device_id)
-                st = state.setdefault(key, RuleState())
-                if st.cursor is not None and reading.time <= st.cursor:
+    heads = {} if heads is None else heads
+    areas = areas or {}
+    flags = flags or {}
+    for i, r in enumerate(readings):
+        stream = streams[i] if streams is not None else "0"
+        head = heads.get(stream)
+        if head is None or r.time > head:
+            heads[stream] = head = r.time
+            out.heads[stream] = head
+        stale = r.time < head - rules.stale_after
+        out.stale += stale
+        area = areas.get(r.device_id)
+        for rule in rules.rules:
+            if not rule.in_scope(r.device_id, r.kind, area) or not _relevant(rule, r):
+                continue
+            subject = f"area:{area}" if isinstance(rule, CombinedRule) else r.device_id
+            key = (rule.id, subject)
+            st = state.setdefault(key, RuleState())
+            if isinstance(rule, CombinedRule):
+                # Per device cursors: an area hears from many devices.
+                cursors: dict[str, str] = st.data.setdefault("cursors", {})
+                seen = cursors.get(r.device_id)
+                if seen is not None and r.time <= datetime.fromisoformat(seen):
                     continue
-                st.cursor = reading.time
-                out.cursors[key] = reading.time
-                if st.open is None and rule.breached(value):
-                    aid = alert_id_for(rule.id, reading.device_id, reading.time)
-                    st.open = OpenEpisode(aid, reading.time)
-                    out.transitions.append(
-                        Transition("firing", aid, rule, reading.device_id, value, reading.time)
-                    )
-                elif st.open is not None and rule.cleared(value):
-                    out.transitions.append(
-                        Transition(
-                            "resolved",
-                            st.open.alert_id,
-                            rule,
-                            reading.device_id,
-                            value,
-                            reading.time,
-                        )
-                    )
-                    st.open = None
+                cursors[r.device_id] = r.time.isoformat()
+                st.cursor = max(st.cursor or r.time, r.time)
+            else:
+                if st.cursor is not None and r.time <= st.cursor:
+                    continue
+                st.cursor = r.time
+            out.changed[key] = st
+            worst = max((_flag(flags, r, m) for m in rule.metrics() if m in r.metrics), default=1)
+            if worst >= FAIL and not isinstance(
+                rule, OfflineRule | StuckRule | AqiRule | CombinedRule
+            ):
+                out.skipped_quality += 1
+                continue
+            if isinstance(rule, OfflineRule):
+                st.data.update(stream=stream, kind=r.kind)
+            ctx = _Ctx(
+                at=r.time,
+                stale=stale,
+                suspect=worst == SUSPECT and not isinstance(rule, OfflineRule | StuckRule),
+                device_id=None if isinstance(rule, CombinedRule) else r.device_id,
+                area=area,
+                device_kind=r.kind,
+            )
+            _evaluate_rule(rule, st, subject, r, ctx, flags, out)
+    out.transitions.extend(tick(rules, state, heads, areas=areas).transitions)
+    for t in out.transitions:
+        subject = f"area:{t.area}" if t.device_id is None else t.device_id
+        out.changed[(t.rule.id, subject)] = state[(t.rule.id, subject)]
+    return out
+
+
+def tick(
+    rules: RuleSet,
+    state: dict[Key, RuleState],
+    heads: Mapping[str, datetime],
+    *,
+    areas: Mapping[str, str | None] | None = None,
+) -> Evaluation:
+    """Offline rules: devices whose newest reading is `after` behind their stream's head."""
+    out = Evaluation()
+    areas = areas or {}
+    offline = {r.id: r for r in rules.rules if isinstance(r, OfflineRule)}
+    if not offline:
+        return out
+    for (rule_id, subject), st in state.items():
+        rule = offline.get(rule_id)
+        if rule is None or st.stage > 0 or "last" not in st.data:
+            continue
+        head = heads.get(st.data.get("stream") or "0")
+        last = datetime.fromisoformat(st.data["last"])
+        if head is None or head - last < rule.after:
+            continue
+        ctx = _Ctx(
+            at=head,
+            stale=False,
+            suspect=False,
+            device_id=subject,
+            area=areas.get(subject),
+            device_kind=st.data.get("kind") or rule.kind or "",
+        )
+        silent = round((head - last) / timedelta(minutes=1), 1)
+        _advance(rule, subject, st, 1, ctx, silent, rule.after / timedelta(minutes=1), out)
+        out.changed[(rule_id, subject)] = st
     return out

@@ -9,3 +9,13 @@ PUBLISHED = Counter("citywatch_alerts_published_total", "Alert events published 
 READINGS = Counter("citywatch_alerts_readings_evaluated_total", "Readings evaluated")
 ACTIVE = Gauge("citywatch_alerts_active", "Alerts currently firing or acknowledged")
 READY = Gauge("citywatch_alerts_ready", "1 when Kafka and the database are both reachable")
+RULES_RELOADED = Counter(
+    "citywatch_alerts_rules_reloads_total", "Rules files loaded after a change"
+)
+RULES_REFUSED = Counter(
+    "citywatch_alerts_rules_reload_failures_total", "Rules files refused (last good rules kept)"
+)
+STALE = Counter("citywatch_alerts_stale_readings_total", "Readings too old to open an alert")
+QUALITY_SKIPPED = Counter(
+    "citywatch_alerts_quality_skipped_total", "Rule evaluations skipped for a QARTOD fail flag"
+)

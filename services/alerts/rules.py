@@ -1,51 +1,199 @@
-"""Alert rules: the YAML file's model and the pure threshold-with-hysteresis evaluation."""
+"""Alert rules: the YAML file's model, validated by pydantic, refused with line and reason.
+
+A rules file is a list of rules, each with a `type`:
+
+- `threshold`: a value past `threshold` for at least `for`; cleared past `clear` (hysteresis).
+- `rate_of_change`: a metric rising (falling) faster than `rate_per_hour` over `window`.
+- `levels`: escalating stages on one metric (flood watch < warning < danger), optionally per
+  area (`area_levels`); one alert whose severity goes up and down with the stage.
+- `aqi`: the US EPA Air Quality Index from PM2.5 and PM10 (2024 PM2.5 breakpoints) over a
+  NowCast or 24-hour average; one alert whose severity follows the category.
+- `combined`: all `conditions` met by devices of one area within `window` (one alert per area).
+- `offline`: a device that has sent nothing for `after`; `stuck`: a value that has not moved by
+  `tolerance` for `after`.
+
+Every rule has a scope (`kind`, `devices`, `areas`), `for` (how long the condition must hold
+before an alert opens), `hold` (how long it must stay cleared before the alert de-escalates or
+resolves), `status` (CAP: Actual, Test, Exercise) and texts in English and Khmer. The rule set
+also names `stale_after`: see engine.py for the staleness rule.
+
+Loading: `yaml.compose` keeps each node's line, so a validation error names the line of the
+offending value, not only its path; `load_rules` raises `ConfigError` with all of them.
+"""
 
 from __future__ import annotations
 
+import itertools
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from schemas.registry import Kind, metric_spec
 from services.common.errors import ConfigError
 
+__all__ = [
+    "AQI_CATEGORIES",
+    "AqiRule",
+    "CombinedRule",
+    "Condition",
+    "LevelsRule",
+    "OfflineRule",
+    "RateRule",
+    "Rule",
+    "RuleSet",
+    "Severity",
+    "StuckRule",
+    "ThresholdRule",
+    "load_rules",
+    "parse_duration",
+    "parse_rules",
+]
+
 Severity = Literal["advisory", "watch", "warning", "danger"]
+SEVERITIES: tuple[Severity, ...] = ("advisory", "watch", "warning", "danger")
+Status = Literal["Actual", "Test", "Exercise"]
+# US EPA AQI categories, in order (index 0 is Good).
+AqiCategory = Literal[
+    "good", "moderate", "unhealthy_sensitive", "unhealthy", "very_unhealthy", "hazardous"
+]
+AQI_CATEGORIES: tuple[AqiCategory, ...] = (
+    "good",
+    "moderate",
+    "unhealthy_sensitive",
+    "unhealthy",
+    "very_unhealthy",
+    "hazardous",
+)
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
-class ThresholdRule(BaseModel):
-    """Open when the value crosses `threshold`; resolve when it passes back beyond `clear`."""
+def parse_duration(value: Any) -> timedelta:
+    """`10m`, `1h30m`, `45s`, `2d` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    if isinstance(value, str) and value and (m := _DURATION.match(value.strip())):
+        d, h, mi, s = (int(x) if x else 0 for x in m.groups())
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    raise ValueError(f"{value!r} is not a duration (like 10m, 1h30m, 45s or seconds)")
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+_TEMPLATE_FIELDS = {
+    "value": "1",
+    "unit": "m",
+    "device": "d",
+    "area": "a",
+    "severity": "watch",
+    "category": "c",
+}
+
+
+def _check_metric(kind: Kind | None, metric: str) -> None:
+    if kind is None:
+        raise ValueError(f"metric {metric!r} needs the rule's kind")
+    if metric_spec(kind, metric) is None:
+        raise ValueError(f"metric {metric!r} is not in the registry for kind {kind!r}")
+
+
+class _Rule(BaseModel):
+    """Fields every rule has: identity, scope, timing, status, texts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    kind: Kind
+    kind: Kind | None = None
+    devices: tuple[str, ...] | None = None
+    areas: tuple[str, ...] | None = None
+    # The condition must hold this long (reading time) before an alert opens.
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    # The alert de-escalates or resolves only after the condition has been lower this long.
+    hold: Duration = timedelta(0)
+    status: Status = "Actual"
+    title_en: str
+    title_km: str
+
+    @model_validator(mode="after")
+    def _titles(self) -> Self:
+        for title in (self.title_en, self.title_km):
+            try:
+                title.format(**_TEMPLATE_FIELDS)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"title {title!r} may use only {{{'}, {'.join(_TEMPLATE_FIELDS)}}} ({exc!r})"
+                ) from None
+        return self
+
+    def in_scope(self, device_id: str, kind: str, area: str | None) -> bool:
+        if self.kind is not None and kind != self.kind:
+            return False
+        if self.devices is not None and device_id not in self.devices:
+            return False
+        return self.areas is None or area in self.areas
+
+    def stages(self) -> tuple[Severity, ...]:
+        """Severity of stage 1..n (stage 0 is "no alert")."""
+        return (self.severity,)  # type: ignore[attr-defined]
+
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,)  # type: ignore[attr-defined]
+
+    def unit(self) -> str:
+        metric = self.metrics()[0] if self.metrics() else None
+        spec = metric_spec(self.kind, metric) if self.kind and metric else None
+        return spec.unit if spec else ""
+
+    def titles(
+        self,
+        value: float,
+        device: str | None,
+        area: str | None,
+        severity: str,
+        category: str = "",
+    ) -> tuple[str, str]:
+        fields = {
+            "value": f"{value:g}",
+            "unit": self.unit(),
+            "device": device or "",
+            "area": area or "",
+            "severity": severity,
+            "category": category,
+        }
+        return self.title_en.format(**fields), self.title_km.format(**fields)
+
+
+class ThresholdRule(_Rule):
+    """Open when the value crosses `threshold` (for `for`); resolve past `clear` (for `hold`)."""
+
+    type: Literal["threshold"] = "threshold"
     metric: str
     direction: Literal["above", "below"] = "above"
     threshold: float
     clear: float
     severity: Severity
-    title_en: str
-    title_km: str
 
     @model_validator(mode="after")
-    def _coherent(self) -> ThresholdRule:
-        if metric_spec(self.kind, self.metric) is None:
-            raise ValueError(
-                f"metric {self.metric!r} is not in the registry for kind {self.kind!r}"
-            )
+    def _coherent(self) -> Self:
+        _check_metric(self.kind, self.metric)
         if self.direction == "above" and self.clear > self.threshold:
             raise ValueError("for direction 'above', clear must be at or below threshold")
         if self.direction == "below" and self.clear < self.threshold:
             raise ValueError("for direction 'below', clear must be at or above threshold")
-        for title in (self.title_en, self.title_km):
-            try:
-                title.format(value="1", unit="m", device="d")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(
-                    f"title {title!r} may use only {{value}}, {{unit}} and {{device}} ({exc!r})"
-                ) from None
         return self
 
     def breached(self, value: float) -> bool:
@@ -54,19 +202,226 @@ class ThresholdRule(BaseModel):
     def cleared(self, value: float) -> bool:
         return value < self.clear if self.direction == "above" else value > self.clear
 
+
+class RateRule(_Rule):
+    """Rising (falling) faster than `rate_per_hour`, measured over the last `window`."""
+
+    type: Literal["rate_of_change"]
+    metric: str
+    direction: Literal["rising", "falling"] = "rising"
+    rate_per_hour: float = Field(gt=0)
+    # Cleared when the rate drops below this (hysteresis); half the rate when not given.
+    clear_per_hour: float | None = Field(default=None, ge=0)
+    window: Duration
+    severity: Severity
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        _check_metric(self.kind, self.metric)
+        if self.window <= timedelta(0):
+            raise ValueError("window must be positive")
+        if self.clear_per_hour is not None and self.clear_per_hour > self.rate_per_hour:
+            raise ValueError("clear_per_hour must be at or below rate_per_hour")
+        return self
+
+    @property
+    def clear_rate(self) -> float:
+        return self.rate_per_hour / 2 if self.clear_per_hour is None else self.clear_per_hour
+
+
+class LevelsRule(_Rule):
+    """Stages on one metric, rising: `levels` maps severity to the level that enters it.
+
+    `area_levels` gives an area its own levels (flood stages differ per gauge); a device in
+    an area without its own uses `levels`, and when `levels` is left out, is not evaluated.
+    A stage is left when the value drops `clear_margin` below its level (hysteresis).
+    """
+
+    type: Literal["levels"]
+    metric: str
+    levels: dict[Severity, float] | None = None
+    area_levels: dict[str, dict[Severity, float]] = Field(default_factory=dict)
+    clear_margin: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        _check_metric(self.kind, self.metric)
+        tables = ([self.levels] if self.levels else []) + list(self.area_levels.values())
+        if not tables:
+            raise ValueError("give levels, area_levels or both")
+        names = self.stages()
+        for table in tables:
+            if tuple(s for s in SEVERITIES if s in table) != names:
+                raise ValueError(f"every table of levels must name the same stages {names}")
+            values = [table[s] for s in names]
+            if any(a >= b for a, b in itertools.pairwise(values)):
+                raise ValueError(f"levels must rise with severity ({dict(table)})")
+        return self
+
+    def stages(self) -> tuple[Severity, ...]:
+        table = self.levels or next(iter(self.area_levels.values()))
+        return tuple(s for s in SEVERITIES if s in table)
+
+    def table(self, area: str | None) -> tuple[float, ...] | None:
+        """The entry level of each stage for a device in `area` (None: not evaluated)."""
+        own = self.area_levels.get(area) if area is not None else None
+        chosen = own or self.levels
+        return None if chosen is None else tuple(chosen[s] for s in self.stages())
+
+
+_AQI_SEVERITY: dict[AqiCategory, Severity] = {
+    "unhealthy_sensitive": "advisory",
+    "unhealthy": "watch",
+    "very_unhealthy": "warning",
+    "hazardous": "danger",
+}
+
+
+class AqiRule(_Rule):
+    """US EPA AQI from PM2.5 and PM10 over `averaging`; stages are categories from `alert_from`."""
+
+    type: Literal["aqi"]
+    kind: Kind | None = "air"
+    averaging: Literal["nowcast", "24h"] = "nowcast"
+    alert_from: AqiCategory = "unhealthy_sensitive"
+    # Severity per category at or above `alert_from` (categories left out take the next lower).
+    severities: dict[AqiCategory, Severity] = Field(default_factory=lambda: dict(_AQI_SEVERITY))
+    # A category is left when the AQI drops this far below its lower bound (hysteresis).
+    clear_margin_aqi: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.kind != "air":
+            raise ValueError("an aqi rule applies to kind 'air'")
+        if self.alert_from == "good":
+            raise ValueError("alert_from must be above 'good'")
+        return self
+
+    def categories(self) -> tuple[AqiCategory, ...]:
+        """Stage 1..n as categories."""
+        return AQI_CATEGORIES[AQI_CATEGORIES.index(self.alert_from) :]
+
+    def stages(self) -> tuple[Severity, ...]:
+        out: list[Severity] = []
+        current: Severity = "advisory"
+        for cat in self.categories():
+            current = self.severities.get(cat, current)
+            out.append(current)
+        return tuple(out)
+
+    def metrics(self) -> tuple[str, ...]:
+        return ("pm25_ugm3", "pm10_ugm3")
+
     def unit(self) -> str:
-        spec = metric_spec(self.kind, self.metric)
+        return "AQI"
+
+
+class Condition(BaseModel):
+    """One condition of a combined rule: a value above/below a level, or a rise rate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Kind
+    metric: str
+    above: float | None = None
+    below: float | None = None
+    rising_per_hour: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Self:
+        _check_metric(self.kind, self.metric)
+        given = [x for x in (self.above, self.below, self.rising_per_hour) if x is not None]
+        if len(given) != 1:
+            raise ValueError("a condition has exactly one of above, below, rising_per_hour")
+        return self
+
+    @property
+    def level(self) -> float:
+        for x in (self.above, self.below, self.rising_per_hour):
+            if x is not None:
+                return x
+        raise AssertionError
+
+
+class CombinedRule(_Rule):
+    """Every condition met by some device of one area within `window` of reading time."""
+
+    type: Literal["combined"]
+    conditions: tuple[Condition, ...] = Field(min_length=2)
+    window: Duration
+    severity: Severity
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.window <= timedelta(0):
+            raise ValueError("window must be positive")
+        return self
+
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.metric for c in self.conditions))
+
+    def unit(self) -> str:
+        c = self.conditions[0]
+        spec = metric_spec(c.kind, c.metric)
         return spec.unit if spec else ""
 
-    def titles(self, value: float, device: str) -> tuple[str, str]:
-        fields = {"value": f"{value:g}", "unit": self.unit(), "device": device}
-        return self.title_en.format(**fields), self.title_km.format(**fields)
+    def in_scope(self, device_id: str, kind: str, area: str | None) -> bool:
+        # Only devices with an area take part; kind is checked per condition.
+        if area is None or (self.areas is not None and area not in self.areas):
+            return False
+        return self.devices is None or device_id in self.devices
+
+
+class OfflineRule(_Rule):
+    """A device silent for `after` (against its stream's head; see engine.py)."""
+
+    type: Literal["offline"]
+    after: Duration
+    severity: Severity
+
+    def metrics(self) -> tuple[str, ...]:
+        return ()
+
+    def unit(self) -> str:
+        return "min"
+
+
+class StuckRule(_Rule):
+    """A metric whose values stayed within `tolerance` (max - min) for `after`."""
+
+    type: Literal["stuck"]
+    metric: str
+    after: Duration
+    tolerance: float = Field(default=1e-9, gt=0)
+    severity: Severity
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        _check_metric(self.kind, self.metric)
+        return self
+
+
+Rule = Annotated[
+    ThresholdRule | RateRule | LevelsRule | AqiRule | CombinedRule | OfflineRule | StuckRule,
+    Field(discriminator="type"),
+]
+
+
+def _default_type(raw: Any) -> Any:
+    """Rules written before rule types existed are thresholds."""
+    if isinstance(raw, dict) and "type" not in raw:
+        return {"type": "threshold", **raw}
+    return raw
 
 
 class RuleSet(BaseModel):
+    """The rules file: rules and the staleness rule."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    rules: tuple[ThresholdRule, ...]
+    # A reading more than this behind its stream's head opens and escalates nothing.
+    stale_after: Duration = timedelta(minutes=30)
+    rules: tuple[Annotated[Rule, BeforeValidator(_default_type)], ...]
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RuleSet:
@@ -76,19 +431,67 @@ class RuleSet(BaseModel):
             raise ValueError(f"duplicate rule ids: {dupes}")
         return self
 
-    def for_metric(self, kind: str, metric: str) -> list[ThresholdRule]:
-        return [r for r in self.rules if r.kind == kind and r.metric == metric]
+    def by_id(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
 
 
-def load_rules(path: Path) -> RuleSet:
-    """Read and validate a rules file; every problem is a `ConfigError` naming the file."""
+# -- loading with line numbers ----------------------------------------------------------
+
+
+Path_ = tuple[str | int, ...]
+
+
+def _lines(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*path, key.value)] = key.start_mark.line + 1
+            _lines(value, (*path, key.value), out)
+            out[(*path, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, (*path, i), out)
+
+
+def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    """The line of the deepest part of a pydantic error location that exists in the file
+    (pydantic puts the union tag in the path: `rules.0.levels.levels`; skip such parts)."""
+    best: int | None = None
+    path: tuple[str | int, ...] = ()
+    for part in loc:
+        if (*path, part) in lines:
+            path = (*path, part)
+            best = lines[path]
+    return best
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
+    """Validate the text of a rules file; `ConfigError` names each problem's line and reason."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read alert rules {path}: {exc}") from exc
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"alert rules {path} are not valid YAML: {exc}") from exc
+        raise ConfigError(f"alert rules {source} are not valid YAML: {exc}") from exc
+    if node is None or not isinstance(data, dict):
+        raise ConfigError(f"alert rules {source}: line 1: expected a mapping with 'rules'")
+    lines: dict[tuple[str | int, ...], int] = {}
+    _lines(node, (), lines)
     try:
         return RuleSet.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"alert rules {path} are invalid:\n{exc}") from exc
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(loc, lines)
+            where = ".".join(str(p) for p in loc) or "(top)"
+            problems.append(f"line {line or '?'}: {where}: {err['msg']}")
+        raise ConfigError(f"alert rules {source} are invalid:\n  " + "\n  ".join(problems)) from exc
+
+
+def load_rules(path: Path) -> RuleSet:
+    """Read and validate a rules file; every problem is a `ConfigError` naming file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read alert rules {path}: {exc}") from exc
+    return parse_rules(text, str(path))

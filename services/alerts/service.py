@@ -1,21 +1,37 @@
-"""The alerts service: readings -> threshold rules -> alert lifecycle -> alerts table + Kafka.
+"""The alerts service: readings -> rules -> alert lifecycle -> alerts table + Kafka.
 
 Per batch, in this order:
-  1. evaluate the readings against the rules (pure, `engine.evaluate`);
-  2. store transitions, events and cursors in one transaction;
+  1. judge the readings' quality with the processor's own QARTOD evaluator
+     (services/processor/quality.py, same defaults file, windows warmed from `readings`):
+     the Kafka record carries no flag, and reading the processor's stored flags would race
+     with it (both consume the same records in parallel), so the alerts service computes
+     the same flags itself;
+  2. evaluate the readings against the rules (pure, `engine.evaluate`), with each
+     device's registry area (the `devices` table, reloaded every `AREA_REFRESH_S` and when
+     an unknown device appears) and each record's partition as its stream;
+  3. store transitions, events, per-rule state and stream heads in one transaction;
   3. commit the Kafka offsets;
   4. publish unpublished events from the `alert_events` outbox to `citywatch.alerts.v1`,
      then mark them published.
 A crash between 2 and 4 leaves events unpublished, and the next start publishes them: an
 event is published at least once and, with no crash in that window, exactly once. Consumers
 deduplicate on `event_id`.
+
+Rules reload: the service polls the rules file's mtime every `RULES_POLL_S` seconds and
+reloads on SIGHUP. A file that does not validate is refused with its line and reason in the
+log (and `citywatch_alerts_rules_reload_failures_total`); the service keeps its last good
+rules. Polling, not only SIGHUP, because a Kubernetes ConfigMap or a deploy tool replaces
+the file without signalling anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from contextlib import AsyncExitStack, suppress
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -26,17 +42,24 @@ from aiokafka.abc import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from schemas import Reading
+from services.alerts import api, store
 from services.alerts import metrics as m
-from services.alerts import store
+from services.alerts.delivery.service import DeliveryService
 from services.alerts.engine import Key, RuleState, evaluate
 from services.alerts.rules import RuleSet, load_rules
 from services.common import db, kafka
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
-from services.common.errors import DatabaseUnavailable
+from services.common.errors import ConfigError, DatabaseUnavailable
 from services.common.http import HttpServer
 from services.common.settings import Settings
+from services.processor.quality import QualityEvaluator
+from services.processor.writer import load_quality_config
 
 log = logging.getLogger(__name__)
+
+AREA_REFRESH_S = 30.0  # the device -> area map is reloaded this often
+UNKNOWN_DEVICE_REFRESH_S = 2.0  # ... and at most this often when a device is not in it
+RULES_POLL_S = 2.0  # the rules file's mtime is checked this often
 
 
 class _ReloadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -58,15 +81,23 @@ class AlertsService:
 
     def __init__(self, settings: Settings, rules: RuleSet | None = None) -> None:
         self.settings = settings
-        self.rules = rules or load_rules(settings.alerts.rules_file)
+        self.rules_path = settings.alerts.rules_file
+        self._rules_mtime = self._mtime()
+        self.rules = rules or load_rules(self.rules_path)
+        self.quality = QualityEvaluator(load_quality_config(settings.processor.quality_file))
         self.stop_event = asyncio.Event()
         self.state: dict[Key, RuleState] = {}
+        self.heads: dict[str, datetime] = {}
+        self.areas: dict[str, str | None] = {}
+        self._areas_read_at = -1e9
+        self._reload_wanted = asyncio.Event()
         self.state_stale = True
         self._outbox_dirty = True
         self.health = Upstreams()
         self._stack = AsyncExitStack()
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._delivery: DeliveryService | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> Self:
@@ -79,7 +110,7 @@ class AlertsService:
                     host=s.http_host,
                     port=s.alerts.http_port,
                     ready_checks=self.ready_checks,
-                    routes=[web.get("/alerts", self._get_alerts)],
+                    routes=api.AlertsApi(lambda: self._pool, s).routes(),
                 )
             )
             self._pool = await self._stack.enter_async_context(db.create_pool(s.database_dsn))
@@ -96,6 +127,12 @@ class AlertsService:
                     stop=self.stop_event,
                 )
             )
+            # The notifiers (MQTT, webhooks, e-mail) run in this process, reading the
+            # transitions this service publishes, with their own consumer group and state.
+            if s.alerts.delivery:
+                self._delivery = await self._stack.enter_async_context(
+                    DeliveryService(s, http=False)
+                )
         except BaseException:
             await self._stack.aclose()
             raise
@@ -108,6 +145,8 @@ class AlertsService:
 
     def ready_checks(self) -> dict[str, bool]:
         checks = self.health.checks()
+        if self._delivery is not None:
+            checks |= {f"delivery_{k}": v for k, v in self._delivery.ready_checks().items()}
         m.READY.set(1 if all(checks.values()) else 0)
         return checks
 
@@ -123,37 +162,122 @@ class AlertsService:
         )
         assert self._pool is not None
         probe = asyncio.create_task(probe_upstreams(self.health, self._pool, self._consumer))
+        watcher = asyncio.create_task(self._watch_rules())
+        aio_loop = asyncio.get_running_loop()
+        aio_loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
+        delivery = asyncio.create_task(self._delivery.run()) if self._delivery is not None else None
         try:
             await self._publish_outbox()  # events a crash left unpublished
             await loop.run(self._handle, after_commit=self._after_commit)
             await self._publish_outbox()
         finally:
-            probe.cancel()
-            with suppress(asyncio.CancelledError):
-                await probe
+            if delivery is not None and self._delivery is not None:
+                self._delivery.stop_event.set()  # drains its in-flight deliveries
+                await delivery
+            aio_loop.remove_signal_handler(signal.SIGHUP)
+            for task in (probe, watcher):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    # -- rules reload -----------------------------------------------------------------------
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.rules_path.stat().st_mtime
+        except OSError:
+            return None
+
+    async def _watch_rules(self) -> None:
+        """Forever: reload the rules on SIGHUP or when the file's mtime changes."""
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_wanted.wait(), RULES_POLL_S)
+            signalled = self._reload_wanted.is_set()
+            self._reload_wanted.clear()
+            mtime = self._mtime()
+            if signalled or mtime != self._rules_mtime:
+                self._rules_mtime = mtime
+                self.reload_rules()
+
+    def reload_rules(self) -> bool:
+        """Load the rules file; keep the last good rules when it is refused."""
+        try:
+            fresh = load_rules(self.rules_path)
+        except ConfigError as exc:
+            m.RULES_REFUSED.inc()
+            log.error(
+                "alert rules refused; keeping the last good rules",
+                extra={"file": str(self.rules_path), "reason": str(exc)},
+            )
+            return False
+        old = {r.id: r for r in self.rules.rules}
+        changed = {r.id for r in fresh.rules if old.get(r.id) not in (None, r)}
+        for (rule_id, _subject), st in self.state.items():
+            if rule_id in changed:  # window data of another definition: start it again
+                st.data, st.pend_since, st.low_since, st.low_max = {}, None, None, 0
+        self.rules = fresh
+        m.RULES_RELOADED.inc()
+        log.info(
+            "alert rules loaded",
+            extra={"file": str(self.rules_path), "rules": [r.id for r in fresh.rules],
+                   "changed": sorted(changed)},
+        )  # fmt: skip
+        return True
+
+    async def _refresh_areas(self, con: db.Conn, readings: list[Reading]) -> None:
+        now = time.monotonic()
+        since = now - self._areas_read_at
+        unknown = any(r.device_id not in self.areas for r in readings)
+        if since >= AREA_REFRESH_S or (unknown and since >= UNKNOWN_DEVICE_REFRESH_S):
+            self.areas = await store.load_areas(con)
+            self._areas_read_at = now
 
     async def _handle(self, batch: Batch) -> None:
         assert self._pool is not None
         readings: list[Reading] = []
+        streams: list[str] = []
         for rec in batch.records:
             try:
                 readings.append(Reading.from_kafka(rec.value))
             except ValidationError:
                 continue  # the processor forwards undecodable records to the rejected topic
+            streams.append(f"{rec.topic}:{rec.partition}")
+        group = self.settings.alerts.group_id
         try:
             async with self._pool.acquire() as con:
                 if self.state_stale:
-                    self.state = await store.load_state(con)
+                    self.state = await store.load_state(con, self.rules)
+                    self.heads = await store.load_heads(con, group)
+                    self.quality.forget()
                     self.state_stale = False
-                ev = evaluate(self.rules, self.state, readings)
+                await self._refresh_areas(con, readings)
+                missing = self.quality.missing(readings)
+                if missing:
+                    per_series = self.quality.config.limits.window_points
+                    for key, rows in (await db.recent_values(con, missing, per_series)).items():
+                        self.quality.warm(key, rows)
+                judged = self.quality.evaluate(readings)
+                ev = evaluate(
+                    self.rules,
+                    self.state,
+                    readings,
+                    streams=streams,
+                    heads=self.heads,
+                    areas=self.areas,
+                    flags=judged.flags,
+                )
                 async with con.transaction():
-                    await store.apply(con, ev)
+                    await store.apply(con, ev, group)
         except db.CONNECTION_ERRORS as exc:
             self.state_stale = True  # memory may be ahead of the database now
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
+        self.quality.commit(judged)
         m.READINGS.inc(len(readings))
+        m.STALE.inc(ev.stale)
+        m.QUALITY_SKIPPED.inc(ev.skipped_quality)
         for t in ev.transitions:
-            m.TRANSITIONS.labels(t.kind, t.rule.severity).inc()
+            m.TRANSITIONS.labels(t.kind, t.severity).inc()
             log.info(
                 "alert transition",
                 extra={
@@ -161,11 +285,14 @@ class AlertsService:
                     "alert_id": str(t.alert_id),
                     "rule": t.rule.id,
                     "device_id": t.device_id,
+                    "area": t.area,
+                    "severity": t.severity,
+                    "previous_severity": t.previous_severity,
                     "value": t.value,
                     "at": t.at.isoformat(),
                 },
             )
-        m.ACTIVE.set(sum(1 for st in self.state.values() if st.open is not None))
+        m.ACTIVE.set(sum(1 for st in self.state.values() if st.open))
         self._outbox_dirty = self._outbox_dirty or bool(ev.transitions)
 
     async def _after_commit(self, _batch: Batch) -> None:

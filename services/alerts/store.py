@@ -1,4 +1,11 @@
-"""The alerts tables: state to rebuild after a restart, transitions, and the outbox."""
+"""The alerts tables: state to rebuild after a restart, transitions, and the outbox.
+
+The database is the only source of truth. Per batch, `apply` writes in one transaction the
+batch's transitions (`alerts` and `alert_events`), every touched (rule, subject)'s state
+(`alert_cursors.state`, with its cursor) and the stream heads, so a restart resumes exactly
+where the last committed batch left off. `alert_events` is also the outbox that the service
+publishes to `citywatch.alerts.v1`; `event_message` is that record's JSON.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +14,100 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from services.alerts.engine import Evaluation, Key, OpenEpisode, RuleState
+from services.alerts.engine import Evaluation, Key, RuleState
+from services.alerts.rules import RuleSet
 from services.common.db import Conn
 
+__all__ = [
+    "apply",
+    "event_message",
+    "list_alerts",
+    "load_areas",
+    "load_heads",
+    "load_state",
+    "mark_published",
+    "unpublished",
+]
 
-async def load_state(con: Conn) -> dict[Key, RuleState]:
-    """Rebuild evaluation state from the database, the only source of truth."""
+
+async def load_state(con: Conn, rules: RuleSet) -> dict[Key, RuleState]:
+    """Rebuild evaluation state from the database.
+
+    The open alerts in `alerts` win over the stored state: an alert resolved or created by
+    another writer is what the state follows (an acknowledged alert is still open)."""
     state: dict[Key, RuleState] = {}
-    for row in await con.fetch("SELECT rule_id, device_id, last_time FROM alert_cursors"):
-        state[(row["rule_id"], row["device_id"])] = RuleState(cursor=row["last_time"])
     for row in await con.fetch(
-        "SELECT alert_id, rule_id, device_id, started_at FROM alerts WHERE state <> 'resolved'"
+        "SELECT rule_id, device_id, last_time, state::text AS s FROM alert_cursors"
     ):
-        st = state.setdefault((row["rule_id"], row["device_id"]), RuleState())
-        st.open = OpenEpisode(row["alert_id"], row["started_at"])
+        raw = json.loads(row["s"]) if row["s"] else None
+        state[(row["rule_id"], row["device_id"])] = RuleState.from_json(row["last_time"], raw)
+    open_keys: set[Key] = set()
+    for row in await con.fetch(
+        """SELECT alert_id, rule_id, device_id, area, severity, started_at
+           FROM alerts WHERE state <> 'resolved'"""
+    ):
+        subject = row["device_id"] if row["device_id"] is not None else f"area:{row['area']}"
+        key = (row["rule_id"], subject)
+        open_keys.add(key)
+        st = state.setdefault(key, RuleState())
+        if st.alert_id != row["alert_id"] or st.stage == 0:
+            rule = rules.by_id(row["rule_id"])
+            stages = rule.stages() if rule is not None else ()
+            st.stage = stages.index(row["severity"]) + 1 if row["severity"] in stages else 1
+        st.alert_id, st.started_at = row["alert_id"], row["started_at"]
+    for key, st in state.items():
+        if st.alert_id is not None and key not in open_keys:
+            st.alert_id, st.started_at, st.stage = None, None, 0
+    for key, st in state.items():  # a rule edited to fewer stages
+        rule = rules.by_id(key[0])
+        if rule is not None and st.stage > len(rule.stages()):
+            st.stage = len(rule.stages())
     return state
 
 
-async def apply(con: Conn, ev: Evaluation) -> None:
-    """Store one batch's transitions and cursors; call inside a transaction."""
+async def load_heads(con: Conn, group_id: str) -> dict[str, datetime]:
+    rows = await con.fetch(
+        "SELECT stream, head FROM alert_stream_heads WHERE group_id = $1", group_id
+    )
+    return {r["stream"]: r["head"] for r in rows}
+
+
+async def load_areas(con: Conn) -> dict[str, str | None]:
+    """device id -> registry area, for every device the registry knows."""
+    rows = await con.fetch("SELECT device_id, area FROM devices")
+    return {r["device_id"]: r["area"] for r in rows}
+
+
+async def apply(con: Conn, ev: Evaluation, group_id: str) -> None:
+    """Store one batch's transitions, states and heads; call inside a transaction."""
     for t in ev.transitions:
+        title_en, title_km = t.titles()
         if t.kind == "firing":
-            title_en, title_km = t.rule.titles(t.value, t.device_id)
             status = await con.execute(
-                """INSERT INTO alerts (alert_id, rule_id, device_id, kind, metric, severity, state,
-                                       value, last_value, threshold, started_at, title_en, title_km)
-                   VALUES ($1, $2, $3, $4, $5, $6, 'firing', $7, $7, $8, $9, $10, $11)
+                """INSERT INTO alerts (alert_id, rule_id, device_id, area, kind, metric, severity,
+                                       state, value, last_value, threshold, started_at, title_en,
+                                       title_km, rule_type, status)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'firing', $8, $8, $9, $10, $11, $12,
+                           $13, $14)
                    ON CONFLICT DO NOTHING""",
                 t.alert_id,
                 t.rule.id,
                 t.device_id,
-                t.rule.kind,
-                t.rule.metric,
-                t.rule.severity,
+                t.area,
+                t.device_kind,
+                t.metric,
+                t.severity,
                 t.value,
-                t.rule.threshold,
+                t.threshold,
                 t.at,
                 title_en,
                 title_km,
+                t.rule.type,
+                t.rule.status,
             )
             if status.endswith(" 0"):
                 continue  # already stored: this transition was recorded before
-        else:
+        elif t.kind == "resolved":
             await con.execute(
                 """UPDATE alerts SET state = 'resolved', resolved_at = $2, last_value = $3,
                                      updated_at = now()
@@ -57,31 +116,73 @@ async def apply(con: Conn, ev: Evaluation) -> None:
                 t.at,
                 t.value,
             )
+        else:
+            # Escalation asks for attention again: an acknowledged alert fires again.
+            # De-escalation keeps an acknowledgement.
+            await con.execute(
+                """UPDATE alerts SET severity = $2, threshold = $3, last_value = $4,
+                                     title_en = $5, title_km = $6, updated_at = now(),
+                                     state = CASE WHEN $7 THEN 'firing' ELSE state END
+                   WHERE alert_id = $1 AND state <> 'resolved'""",
+                t.alert_id,
+                t.severity,
+                t.threshold,
+                t.value,
+                title_en,
+                title_km,
+                t.kind == "escalated",
+            )
         await con.execute(
-            "INSERT INTO alert_events (alert_id, state, value, at) VALUES ($1, $2, $3, $4)",
+            """INSERT INTO alert_events (alert_id, state, value, at, severity, previous_severity,
+                                         threshold, title_en, title_km)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
             t.alert_id,
             t.kind,
             t.value,
             t.at,
+            t.severity,
+            t.previous_severity,
+            t.threshold,
+            title_en,
+            title_km,
         )
-    if ev.cursors:
-        keys = sorted(ev.cursors)
+    if ev.changed:
+        keys = sorted(k for k, st in ev.changed.items() if st.cursor is not None)
         await con.execute(
-            """INSERT INTO alert_cursors (rule_id, device_id, last_time)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-               ON CONFLICT (rule_id, device_id) DO UPDATE SET last_time = EXCLUDED.last_time
-               WHERE alert_cursors.last_time < EXCLUDED.last_time""",
+            """INSERT INTO alert_cursors (rule_id, device_id, last_time, state)
+               SELECT r, d, t, s::jsonb
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(r, d, t, s)
+               ON CONFLICT (rule_id, device_id) DO UPDATE
+               SET last_time = GREATEST(alert_cursors.last_time, EXCLUDED.last_time),
+                   state = EXCLUDED.state""",
             [k[0] for k in keys],
             [k[1] for k in keys],
-            [ev.cursors[k] for k in keys],
+            [ev.changed[k].cursor for k in keys],
+            [json.dumps(ev.changed[k].to_json()) for k in keys],
+        )
+    if ev.heads:
+        streams = sorted(ev.heads)
+        await con.execute(
+            """INSERT INTO alert_stream_heads (group_id, stream, head)
+               SELECT $1, s, h FROM unnest($2::text[], $3::timestamptz[]) AS u(s, h)
+               ON CONFLICT (group_id, stream) DO UPDATE
+               SET head = GREATEST(alert_stream_heads.head, EXCLUDED.head)""",
+            group_id,
+            streams,
+            [ev.heads[s] for s in streams],
         )
 
 
 async def unpublished(con: Conn, limit: int = 500) -> list[dict[str, Any]]:
+    """Events not yet on Kafka, oldest first, with what the message carries."""
     rows = await con.fetch(
         """SELECT e.event_id, e.alert_id, e.state AS transition, e.value, e.at,
-                  a.rule_id, a.device_id, a.kind, a.metric, a.severity, a.threshold,
-                  a.title_en, a.title_km
+                  a.rule_id, a.rule_type, a.device_id, a.area, a.kind, a.metric,
+                  coalesce(e.severity, a.severity) AS severity, e.previous_severity,
+                  coalesce(e.threshold, a.threshold) AS threshold, a.status,
+                  coalesce(e.title_en, a.title_en) AS title_en,
+                  coalesce(e.title_km, a.title_km) AS title_km,
+                  a.started_at
            FROM alert_events e JOIN alerts a USING (alert_id)
            WHERE e.published_at IS NULL ORDER BY e.event_id LIMIT $1""",
         limit,
@@ -95,34 +196,23 @@ async def mark_published(con: Conn, event_ids: list[int]) -> None:
     )
 
 
+def _plain(v: Any) -> Any:
+    return str(v) if isinstance(v, uuid.UUID) else v.isoformat() if isinstance(v, datetime) else v
+
+
 def event_message(row: dict[str, Any]) -> bytes:
-    """The JSON published on citywatch.alerts.v1 for one transition."""
-    body = {
-        k: (str(v) if isinstance(v, uuid.UUID) else v.isoformat() if isinstance(v, datetime) else v)
-        for k, v in row.items()
-    }
-    return json.dumps(body, ensure_ascii=False).encode()
+    """The JSON published on citywatch.alerts.v1 for one transition (README: the schema)."""
+    return json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False).encode()
 
 
 async def list_alerts(con: Conn, *, state: str | None, limit: int) -> list[dict[str, Any]]:
     rows = await con.fetch(
-        """SELECT alert_id, rule_id, device_id, kind, metric, severity, state, value, last_value,
-                  threshold, started_at, resolved_at, updated_at, title_en, title_km
+        """SELECT alert_id, rule_id, rule_type, device_id, area, kind, metric, severity, state,
+                  status, value, last_value, threshold, started_at, resolved_at, updated_at,
+                  title_en, title_km
            FROM alerts WHERE ($1::text IS NULL OR state = $1)
            ORDER BY started_at DESC LIMIT $2""",
         state,
         limit,
     )
-    return [
-        {
-            k: (
-                str(v)
-                if isinstance(v, uuid.UUID)
-                else v.isoformat()
-                if isinstance(v, datetime)
-                else v
-            )
-            for k, v in r.items()
-        }
-        for r in rows
-    ]
+    return [{k: _plain(v) for k, v in r.items()} for r in rows]

@@ -88,6 +88,71 @@ class AlertSettings(_Section):
     rules_file: Path = REPO_ROOT / "deploy" / "alerts" / "rules.yaml"
     batch_max_wait_ms: int = Field(default=250, ge=1)
     graceful_timeout_s: float = 15.0
+    # Run the notifiers (services/alerts/delivery: MQTT, webhooks, e-mail) in this process.
+    delivery: bool = True
+
+
+class ApiSettings(_Section):
+    """The read API and the two pages (services/api/)."""
+
+    http_port: int = 8104
+    # A device is offline when the gateway has heard nothing from it for this long, and
+    # stuck when it still talks but its newest reading time has not advanced for this long.
+    offline_after_s: float = Field(default=900.0, gt=0)
+    stuck_after_s: float = Field(default=1800.0, gt=0)
+    # Bounds that keep one request from exhausting the database.
+    max_page_size: int = Field(default=1000, ge=1)
+    max_raw_range_h: float = Field(default=48.0, gt=0)
+    max_bucket_range_d: float = Field(default=31.0, gt=0)
+    # Live stream: open connections and per-client queue (a slow client loses events,
+    # counted, instead of growing memory).
+    max_stream_clients: int = Field(default=200, ge=1)
+    stream_queue: int = Field(default=1000, ge=1)
+    # The city the map, /areas and the residents' page describe.
+    areas_file: Path = REPO_ROOT / "simulators" / "areas" / "sihanoukville.yaml"
+    geojson_file: Path = REPO_ROOT / "services" / "api" / "static" / "geo" / "sihanoukville.geojson"
+    open_data_licence: str = "CC-BY-4.0"
+    graceful_timeout_s: float = 10.0
+
+
+class DeliverySettings(_Section):
+    """Alert delivery (services/alerts/delivery): MQTT, webhooks, e-mail, reminders."""
+
+    group_id: str = "alerts-delivery"
+    http_port: int = 8105  # used when the delivery service runs on its own
+    subscribers_file: Path = REPO_ROOT / "deploy" / "alerts" / "subscribers.yaml"
+    mqtt_topic: str = "citywatch/alerts/{severity}/{area}"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    mail_from: str = "CityWatch <alerts@citywatch.invalid>"
+    attempt_timeout_s: float = Field(default=10.0, gt=0)
+    retry_initial_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    give_up_after_s: float = Field(default=24 * 3600.0, gt=0)
+    claim_batch: int = Field(default=50, ge=1)
+    poll_s: float = Field(default=2.0, gt=0)
+    graceful_timeout_s: float = 15.0
+
+
+class RetentionSettings(_Section):
+    """How long data is kept, in one place; `citywatch db maintain` applies it on both paths
+    (services/common/maintenance.py). Days are whole UTC days."""
+
+    # At least 4: the TimescaleDB refresh policies re-aggregate the last 3 days, and a
+    # refresh over a range whose raw rows are gone would empty the aggregates there.
+    raw_days: int = Field(default=30, ge=4)
+    minute_days: int = Field(default=90, ge=4)  # readings_1m
+    hour_days: int = Field(default=730, ge=4)  # readings_1h
+    compress_after_days: int = Field(default=7, ge=1)  # TimescaleDB only
+
+    @model_validator(mode="after")
+    def _aggregates_outlive_raw(self) -> RetentionSettings:
+        if not self.raw_days <= self.minute_days <= self.hour_days:
+            raise ValueError("retention must satisfy raw_days <= minute_days <= hour_days")
+        return self
 
 
 class Settings(BaseSettings):
@@ -115,6 +180,9 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     processor: ProcessorSettings = ProcessorSettings()
     alerts: AlertSettings = AlertSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    api: ApiSettings = ApiSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="before")
     @classmethod

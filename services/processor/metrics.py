@@ -46,3 +46,17 @@ QUALITY_WARMED = Counter(
     "citywatch_processor_quality_warmed_total", "Series windows loaded from the database"
 )
 READY = Gauge("citywatch_processor_ready", "1 when Kafka and the database are both reachable")
+CONSUMER_LAG = Gauge(
+    "citywatch_processor_consumer_lag",
+    "Records in each assigned partition not yet consumed: highwater - position",
+    ["topic", "partition"],
+)
+ROLLUP_BUCKETS = Counter(
+    "citywatch_processor_rollup_buckets_total",
+    "Minute buckets of readings_1m recomputed by the processor (plain PostgreSQL path)",
+)
+AREA_LAST_READING = Gauge(
+    "citywatch_area_last_reading_timestamp_seconds",
+    "Newest reading time of any device in each area (from the device registry), Unix time",
+    ["area"],
+)

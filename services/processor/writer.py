@@ -10,13 +10,21 @@ touching the windows, the rows (and the spike verdicts for rows of earlier batch
 written in the batch's transaction, and only then does the evaluator keep the new windows.
 Per-device overrides are read from `devices.qc_overrides` before the first batch and then
 every `processor.qc_overrides_refresh_s`.
+
+Two small additions sit in their own sections below: the rollups (on plain PostgreSQL the
+batch's transaction also recomputes the minute and hour buckets it touched, see
+services/common/maintenance.py; on TimescaleDB continuous aggregates do it) and the
+monitoring facts (Kafka consumer lag per partition, after each batch and every few
+seconds; the newest reading time per area).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -24,10 +32,11 @@ from typing import Self
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 from pydantic import ValidationError
 
 from schemas import Reading, Rejection, now_utc
-from services.common import db, kafka
+from services.common import db, kafka, maintenance
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
 from services.common.errors import ConfigError, DatabaseUnavailable
 from services.common.http import HttpServer
@@ -60,6 +69,8 @@ class ProcessorService:
         self.quality = QualityEvaluator(load_quality_config(settings.processor.quality_file))
         self._overrides_read_at: float | None = None  # loop time of the last overrides read
         self._assignment: frozenset[TopicPartition] = frozenset()
+        self._rollups_here: bool | None = None  # plain path: this process keeps the rollups
+        self._lag_labels: set[TopicPartition] = set()  # partitions with a lag gauge
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -117,9 +128,10 @@ class ProcessorService:
         background = [
             asyncio.create_task(probe_upstreams(self.health, self._pool, self._consumer)),
             asyncio.create_task(self._partitions_upkeep()),
+            asyncio.create_task(self._watch()),
         ]
         try:
-            await loop.run(self._store)
+            await loop.run(self._store, after_commit=self._after_commit)
         finally:
             for task in background:
                 task.cancel()
@@ -143,6 +155,7 @@ class ProcessorService:
                     stored = await db.store_readings(
                         con, readings, flags=judged.flags, reflags=judged.reflags
                     )
+                    await self._refresh_rollups(con, readings, judged.reflags)
         except db.CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
         # Committed: now the windows may move on (a failed batch is judged afresh).
@@ -167,6 +180,82 @@ class ProcessorService:
             "batch stored",
             extra={"readings": stored.readings, "rows_inserted": stored.rows_inserted},
         )
+
+    # -- rollups (plain path) -------------------------------------------------------------
+
+    async def _refresh_rollups(
+        self,
+        con: db.Conn,
+        readings: list[Reading],
+        reflags: Sequence[tuple[str, str, datetime, int]],
+    ) -> None:
+        """In the batch's transaction: recompute the buckets the batch wrote or reflagged.
+
+        Same transaction, not after it: readings and their rollups commit together, so no
+        crash leaves a committed batch without its buckets, and the offsets (committed
+        after this) are never ahead of the rollups. Recomputing from `readings` makes a
+        redelivered batch a no-op. The cost is a few indexed reads per batch.
+        """
+        if self._rollups_here is None:
+            self._rollups_here = await maintenance.rollups_by_processor(con)
+            log.info("rollups", extra={"kept_by_processor": self._rollups_here})
+        if not self._rollups_here:
+            return
+        touched = [(r.device_id, metric, r.time) for r in readings for metric in r.metrics]
+        touched += [(d, metric, t) for d, metric, t, _ in reflags]
+        m.ROLLUP_BUCKETS.inc(await maintenance.refresh_rollups(con, touched))
+
+    # -- monitoring facts: consumer lag, area freshness ------------------------------------
+
+    async def _after_commit(self, _: Batch) -> None:
+        """After each committed batch: lag against the highwater the fetch brought."""
+        await self._record_lag()
+
+    async def _watch(self) -> None:
+        """Forever, every 5 s: lag against freshly asked end offsets (the highwater goes
+        stale while the loop is backing off from a database outage, which is exactly when
+        lag grows), and the newest reading time per area."""
+        assert self._consumer is not None and self._pool is not None
+        while True:
+            assigned = list(self._consumer.assignment())
+            try:
+                async with asyncio.timeout(5):
+                    ends = await self._consumer.end_offsets(assigned) if assigned else {}
+                await self._record_lag(ends)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.debug("consumer lag not measured", extra={"error": repr(exc)})
+            try:
+                async with asyncio.timeout(5), self._pool.acquire() as con:
+                    areas = await maintenance.area_last_readings(con)
+                for area, at in areas.items():
+                    m.AREA_LAST_READING.labels(area=area).set(at.timestamp())
+            except (*db.CONNECTION_ERRORS, TimeoutError, asyncpg.PostgresError) as exc:  # type: ignore[misc]
+                log.warning("area freshness not measured", extra={"error": repr(exc)})
+            await asyncio.sleep(5.0)  # the watch's period
+
+    async def _record_lag(self, ends: Mapping[TopicPartition, int] | None = None) -> None:
+        """Set `highwater - position` per assigned partition; drop partitions we lost."""
+        assert self._consumer is not None
+        assigned = set(self._consumer.assignment())
+        for tp in self._lag_labels - assigned:
+            with suppress(KeyError):
+                m.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+        self._lag_labels &= assigned
+        for tp in sorted(assigned):
+            try:
+                end = ends.get(tp) if ends is not None else self._consumer.highwater(tp)
+                if end is None:
+                    continue  # nothing fetched from it yet
+                async with asyncio.timeout(2):
+                    position = await self._consumer.position(tp)
+            except (IllegalStateError, AssertionError, KafkaError, TimeoutError):
+                continue  # revoked meanwhile, or no position yet: measured next time
+            m.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, end - position)
+            )
+            self._lag_labels.add(tp)
+
+    # -- quality windows -------------------------------------------------------------------
 
     def _forget_windows_on_rebalance(self) -> None:
         """After a rebalance, another processor may have stored newer rows of our devices

@@ -1,0 +1,279 @@
+"""Alert events in, notifications out: the pure half of delivery (no I/O).
+
+`AlertEvent` is the contract of `citywatch.alerts.v1` as this consumer reads it: fields
+the producer does not send yet are optional and read as null, and `status` defaults to
+Actual. `build_notice` turns one event (or a reminder of it) into the notification every
+channel carries: the event, the CAP message type, the English and Khmer texts, the voice
+script, the SMS parts and the CAP 1.2 XML. The webhook sends it as JSON, the e-mail renders
+it, the MQTT retained state summarises it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
+
+from schemas.registry import Kind, metric_spec
+from services.alerts import cap, sms, texts
+from services.alerts.rules import Severity
+from services.common.errors import CityWatchError
+
+Transition = Literal["firing", "escalated", "deescalated", "acknowledged", "resolved"]
+Reason = Literal["transition", "reminder", "escalation"]
+
+STATE_OF: dict[str, cap.AlertState] = {
+    "firing": "firing",
+    "escalated": "firing",
+    "deescalated": "firing",
+    "acknowledged": "acknowledged",
+    "resolved": "resolved",
+}
+
+
+class EventError(CityWatchError, ValueError):
+    """A record on the alerts topic is not an alert event; it is logged and skipped."""
+
+
+class AlertEvent(BaseModel):
+    """One alert transition as published on `citywatch.alerts.v1`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str
+    alert_id: str
+    transition: Transition
+    value: float
+    at: AwareDatetime
+    rule_id: str
+    rule_type: str | None = None
+    device_id: str
+    area: str | None = None
+    kind: Kind
+    metric: str
+    severity: Severity
+    previous_severity: Severity | None = None
+    threshold: float | None = None
+    title_en: str | None = None
+    title_km: str | None = None
+    status: cap.Status = "Actual"
+
+    @field_validator("event_id", "alert_id", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # Today's producer sends the outbox's bigserial event_id as a number.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _default_status(cls, value: Any) -> Any:
+        return "Actual" if value is None else value
+
+    @property
+    def state(self) -> cap.AlertState:
+        return STATE_OF[self.transition]
+
+    @classmethod
+    def parse(cls, raw: bytes) -> AlertEvent:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise EventError(f"not an alert event: {exc.errors()[:3]}") from exc
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# -- areas: geometry for CAP from the city's areas file -------------------------------------
+
+
+@cache
+def _city() -> Any:
+    from simulators.areas import load_city
+
+    return load_city()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def cap_area(area: str | None) -> cap.Area:
+    """The CAP area of an alert: the areas file's circle for a known area (by id or name);
+    otherwise the city's whole extent, under the alert's own area name. CAP needs a polygon
+    or a circle, and an alert whose area has no geometry still applies within the city."""
+    city = _city()
+    wanted = _slug(area) if area else None
+    for a in city.areas:
+        if wanted in (_slug(a.id), _slug(a.name)):
+            return cap.Area(name=a.name, circle=cap.Circle(a.lat, a.lon, a.radius_m / 1000))
+    lat = sum(a.lat for a in city.areas) / len(city.areas)
+    lon = sum(a.lon for a in city.areas) / len(city.areas)
+    # Degrees to km at this latitude (equirectangular, fine over a city), plus each radius.
+    radius = max(
+        math.hypot((a.lat - lat) * 111.32, (a.lon - lon) * 111.32 * math.cos(math.radians(lat)))
+        + a.radius_m / 1000
+        for a in city.areas
+    )
+    return cap.Area(name=area or city.name, circle=cap.Circle(lat, lon, round(radius, 1)))
+
+
+def topic_area(area: str | None) -> str:
+    """An area as one MQTT topic level: lower case, `-` for anything but letters and digits
+    (an MQTT level may not hold `/`, `+` or `#`); `unassigned` when the alert has none."""
+    return _slug(area) if area and _slug(area) else "unassigned"
+
+
+def mqtt_topic(template: str, severity: str, area: str | None) -> str:
+    return template.format(severity=severity, area=topic_area(area))
+
+
+# -- notifications --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """An earlier message of the same alert, as CAP `references` needs it."""
+
+    seq: int
+    at: datetime
+
+
+def msg_type_of(ev: AlertEvent, seq: int) -> cap.MsgType:
+    """Alert first, Update after; a rehearsal's end (Test/Exercise resolved) is a Cancel."""
+    if ev.transition == "resolved" and ev.status != "Actual":
+        return "Cancel"
+    return "Alert" if seq == 0 and ev.transition == "firing" else "Update"
+
+
+def alert_message(
+    ev: AlertEvent,
+    seq: int,
+    earlier: list[Earlier],
+    source: cap.CapSource,
+    msg_type: cap.MsgType | None = None,
+) -> cap.AlertMessage:
+    spec = metric_spec(ev.kind, ev.metric)
+    msg_type = msg_type or msg_type_of(ev, seq)
+    refs = tuple(
+        cap.MessageRef(source.sender, cap.message_identifier(ev.alert_id, e.seq), e.at)
+        for e in earlier
+    )
+    return cap.AlertMessage(
+        alert_id=ev.alert_id,
+        rule_id=ev.rule_id,
+        kind=ev.kind,
+        metric=ev.metric,
+        severity=ev.severity,
+        state=ev.state,
+        value=ev.value,
+        unit=spec.unit if spec else "",
+        threshold=ev.threshold if ev.threshold is not None else ev.value,
+        device_id=ev.device_id,
+        area=cap_area(ev.area),
+        onset=earlier[0].at if earlier else ev.at,
+        sent=ev.at,
+        seq=seq,
+        msg_type=msg_type,
+        status=ev.status,
+        references=refs if msg_type != "Alert" else (),
+        title_en=ev.title_en,
+        title_km=ev.title_km,
+    )
+
+
+def build_notice(
+    ev: AlertEvent,
+    *,
+    seq: int,
+    earlier: list[Earlier],
+    reason: Reason = "transition",
+    reminder: int = 0,
+    source: cap.CapSource | None = None,
+) -> dict[str, Any]:
+    """The notification of one event (or its `reminder`-th reminder), as a JSON-able dict.
+
+    CAP needs the earlier messages of an Update; when this consumer has not seen them (it
+    started after the alert fired) the notification carries no CAP (`cap` is null) rather
+    than a message with invented references. Texts and SMS are there either way.
+    """
+    src = source or cap.CapSource()
+    notice: dict[str, Any] = {
+        "event": ev.dump(),
+        "reason": reason,
+        "reminder": reminder,
+        "status": ev.status,
+        "state": ev.state,
+        "msg_type": msg_type_of(ev, seq),
+        "identifier": cap.message_identifier(ev.alert_id, seq),
+    }
+    if msg_type_of(ev, seq) != "Alert" and not earlier:
+        msg = alert_message(ev, seq, [], src, "Alert")  # for the texts only
+        notice["cap"] = None
+    else:
+        msg = alert_message(ev, seq, earlier, src)
+        notice["cap"] = cap.build_cap(msg, src).decode()
+    rendered = texts.render_all(msg, src.tz)
+    notice["texts"] = {
+        lang: {
+            "language": t.language,
+            "event": t.event,
+            "headline": t.headline,
+            "description": t.description,
+            "instruction": t.instruction,
+            "voice": t.voice,
+            "sms": t.sms,
+        }
+        for lang, t in rendered.items()
+    }
+    split = sms.sms_for(msg, src.tz)
+    notice["sms"] = {
+        "km": {"encoding": split.khmer.encoding, "parts": list(split.khmer.parts)},
+        "fallback": {"encoding": split.fallback.encoding, "parts": list(split.fallback.parts)},
+    }
+    return notice
+
+
+def encode(notice: dict[str, Any]) -> str:
+    """The one serialisation of a notice: the webhook signs exactly these bytes."""
+    return json.dumps(notice, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def subject(notice: dict[str, Any]) -> str:
+    """E-mail subject: the English headline, then the Khmer one."""
+    t = notice["texts"]
+    prefix = "Reminder: " if notice["reason"] == "reminder" else ""
+    prefix = "Escalated: " if notice["reason"] == "escalation" else prefix
+    return f"{prefix}{t['en']['headline']} / {t['km']['headline']}"
+
+
+def email_text(notice: dict[str, Any], languages: tuple[str, ...] = ("en", "km")) -> str:
+    """The plain-text e-mail body: each language's headline, description and instruction."""
+    blocks = []
+    for lang in languages:
+        t = notice["texts"][lang]
+        blocks.append(f"{t['headline']}\n\n{t['description']}\n\n{t['instruction']}")
+    ev = notice["event"]
+    footer = (
+        f"alert {ev['alert_id']} · {notice['msg_type']} · status {notice['status']} · "
+        f"CAP identifier {notice['identifier']}"
+    )
+    return texts.nfc("\n\n-----\n\n".join(blocks) + f"\n\n-----\n{footer}\n")
+
+
+def retained_state(severity: str, area: str | None, alerts: list[dict[str, Any]]) -> bytes:
+    """The retained payload of `citywatch/alerts/{severity}/{area}`: the open alerts there.
+
+    An empty payload clears the retained message (MQTT 3.1.1 section 3.3.1.3): a siren that
+    subscribes after the all-clear sees nothing rather than a stale alarm.
+    """
+    if not alerts:
+        return b""
+    body = {"severity": severity, "area": area, "alerts": alerts}
+    return json.dumps(body, ensure_ascii=False, sort_keys=True).encode()

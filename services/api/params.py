@@ -1,0 +1,139 @@
+"""Query parameters of the read API: parsed, bounded, and refused with a readable reason.
+
+Pure (no I/O). Every failure is a `BadParameter` naming the parameter and what it must
+look like; the service turns it into a 400 with that text, so a client can fix its call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+
+from schemas.registry import KINDS
+from services.common.errors import CityWatchError
+
+__all__ = [
+    "BUCKETS",
+    "STATUSES",
+    "BadParameter",
+    "decode_cursor",
+    "encode_cursor",
+    "parse_bucket",
+    "parse_choice",
+    "parse_int",
+    "parse_kind",
+    "parse_time",
+    "parse_time_range",
+]
+
+# Bucket widths a client may ask for; each is a whole number of minutes or hours, so the
+# minute and hour rollups can serve it.
+BUCKETS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "1d": timedelta(days=1),
+}
+STATUSES = ("online", "offline", "stuck")
+
+
+class BadParameter(CityWatchError, ValueError):
+    """A request parameter is missing, malformed or out of bounds (HTTP 400)."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name}: {detail}")
+        self.name = name
+        self.detail = detail
+
+
+def parse_time(name: str, raw: str) -> datetime:
+    """ISO 8601 with a zone (a `Z` too), or epoch seconds."""
+    try:
+        if raw.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(raw), UTC)
+        text = raw.replace("Z", "+00:00")
+        head, _, tail = text.rpartition(" ")
+        if head and len(tail) == 5 and tail[2] == ":":  # an unescaped "+07:00" became " 07:00"
+            text = f"{head}+{tail}"
+        t = datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        raise BadParameter(name, f"{raw!r} is not ISO 8601 or epoch seconds") from None
+    if t.tzinfo is None:
+        raise BadParameter(name, f"{raw!r} has no time zone; add Z or +07:00")
+    return t.astimezone(UTC)
+
+
+def parse_time_range(
+    raw_from: str | None,
+    raw_to: str | None,
+    *,
+    default: timedelta,
+    maximum: timedelta,
+    now: datetime,
+) -> tuple[datetime, datetime]:
+    """[from, to): `to` defaults to now, `from` to `to - default`; longer than `maximum`
+    or reversed is refused rather than silently cut, so a client never mistakes a partial
+    answer for the whole."""
+    end = parse_time("to", raw_to) if raw_to else now
+    start = parse_time("from", raw_from) if raw_from else end - default
+    if start >= end:
+        raise BadParameter("from", "must be before to")
+    if end - start > maximum:
+        hours = maximum.total_seconds() / 3600
+        raise BadParameter("from", f"the range may span at most {hours:g} hours here")
+    return start, end
+
+
+def parse_int(name: str, raw: str | None, *, default: int, lo: int, hi: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(name, f"{raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise BadParameter(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def parse_choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise BadParameter(name, f"{raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
+def parse_kind(raw: str | None) -> str | None:
+    return parse_choice("kind", raw, tuple(KINDS))
+
+
+def parse_bucket(raw: str | None) -> timedelta | None:
+    """None for raw readings (`bucket` absent or `raw`)."""
+    if raw is None or raw in ("", "raw"):
+        return None
+    if raw not in BUCKETS:
+        raise BadParameter("bucket", f"{raw!r} is not raw or one of {', '.join(BUCKETS)}")
+    return BUCKETS[raw]
+
+
+def encode_cursor(time: datetime, metric: str) -> str:
+    """An opaque page token: the last row's (time, metric)."""
+    return base64.urlsafe_b64encode(f"{time.isoformat()}|{metric}".encode()).decode()
+
+
+def decode_cursor(raw: str | None) -> tuple[datetime, str] | None:
+    if not raw:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw.encode()).decode()
+        t, _, metric = text.partition("|")
+        at = datetime.fromisoformat(t)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadParameter("cursor", "is not a cursor this API gave out") from None
+    if at.tzinfo is None or not metric:
+        raise BadParameter("cursor", "is not a cursor this API gave out")
+    return at, metric

@@ -1,0 +1,319 @@
+"""The read API against the real stack: a real `citywatch api` process, real PostgreSQL
+holding readings written by the processor's own writer (`db.store_readings`), and the
+test's own Kafka topics for the live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from schemas import Reading
+from services.api.status import LatestValue, air_category, kind_status
+from tests.harness import Namespace, Services, wait_until
+
+pytestmark = pytest.mark.stack
+
+# Inside Mittapheap (town centre) and at the Prek Toek Sap river mouth gauge.
+TOWN = (10.6265, 103.5225)
+MOUTH = (10.5880, 103.6650)
+
+
+def reading(
+    device: str, kind: str, t: datetime, where: tuple[float, float], **metrics: float
+) -> Reading:
+    return Reading(
+        device_id=device,
+        kind=kind,  # type: ignore[arg-type]
+        time=t,
+        received_at=datetime.now(UTC),
+        metrics=metrics,
+        lat=where[0],
+        lon=where[1],
+    )
+
+
+async def produce(ns: Namespace, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=ns.settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, v) for v in values])
+    finally:
+        await producer.stop()
+
+
+async def seed(services: Services, dbcon: asyncpg.Connection, ns: Namespace) -> dict[str, Any]:
+    """Through the pipeline from Kafka on (the test's readings topic, a real processor):
+    a healthy air sensor with 3 hours of minute readings, a flood gauge above its danger
+    level, a water probe that then falls silent and a litter bin whose clock stands still."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    air, gauge, probe, bin_ = (f"{ns.device_prefix}{n}" for n in ("air", "gauge", "probe", "bin"))
+    rs = [
+        reading(
+            air,
+            "air",
+            now - timedelta(minutes=i),
+            TOWN,
+            pm25_ugm3=round(20.0 + 5 * math.sin(i / 30), 3),
+            pm10_ugm3=round(30.0 + 3 * math.cos(i / 25), 3),
+        )
+        for i in range(180, -1, -1)
+    ]
+    rs.append(reading(gauge, "flood", now - timedelta(minutes=1), MOUTH, water_level_m=3.4))
+    rs.append(reading(probe, "water", now - timedelta(hours=2), TOWN, ph=7.1, turbidity_ntu=9.0))
+    rs.append(reading(bin_, "litter", now - timedelta(hours=3), TOWN, fill_level_pct=85))
+    await services.start("processor")
+    await produce(ns, ns.readings_topic, [r.to_kafka() for r in rs])
+    expected = sum(len(r.metrics) for r in rs)
+
+    async def stored() -> bool:
+        return await ns.rows(dbcon) == expected
+
+    await wait_until(stored, timeout=60, what=f"{expected} rows stored by the processor")
+    # The probe fell silent an hour ago; the bin still talks but its clock stands still.
+    await dbcon.execute(
+        "UPDATE devices SET last_seen = now() - interval '1 hour' WHERE device_id = $1", probe
+    )
+    await dbcon.execute("UPDATE devices SET last_seen = now() WHERE device_id = $1", bin_)
+    pm25 = [r.metrics["pm25_ugm3"] for r in rs if r.device_id == air]
+    return {"now": now, "air": air, "gauge": gauge, "probe": probe, "bin": bin_, "pm25": pm25}
+
+
+@pytest.fixture
+async def api(services: Services, dbcon: asyncpg.Connection, ns: Namespace) -> dict[str, Any]:
+    data = await seed(services, dbcon, ns)
+    (proc,) = await services.start("api")
+    return {**data, "base": f"http://127.0.0.1:{proc.port}"}
+
+
+async def get(url: str) -> tuple[int, Any, dict[str, str]]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        body = await r.read()
+        ctype = r.headers.get("Content-Type", "")
+        parsed = json.loads(body) if "json" in ctype else body.decode()
+        return r.status, parsed, dict(r.headers)
+
+
+async def test_devices_report_status_state_and_latest_values_with_filters(api):
+    base = api["base"]
+    status, body, _ = await get(f"{base}/devices?kind=air&area=mittapheap")
+    assert status == 200
+    mine = {d["device_id"]: d for d in body["devices"]}
+    assert api["air"] in mine and api["gauge"] not in mine
+    air = mine[api["air"]]
+    assert air["status"] == "online" and air["state"] == "normal" and air["area"] == "mittapheap"
+    assert air["latest"]["pm25_ugm3"]["value"] == api["pm25"][-1]  # the newest reading
+    assert air["last_seen"] is not None
+
+    async def ids(q: str) -> set[str]:
+        st, b, _ = await get(f"{base}/devices?{q}&limit=1000")
+        assert st == 200
+        return {d["device_id"] for d in b["devices"]}
+
+    assert api["probe"] in await ids("status=offline")
+    assert api["probe"] not in await ids("status=online")
+    assert api["bin"] in await ids("status=stuck")
+    assert api["gauge"] in await ids("area=prek-toek-sap-mouth&status=online")
+    st, one, _ = await get(f"{base}/devices/{api['probe']}")
+    assert (
+        st == 200 and one["state"] == "offline" and one["latest"]["turbidity_ntu"]["value"] == 9.0
+    )
+    st, _, _ = await get(f"{base}/devices/{api['probe']}-nope")
+    assert st == 404
+
+
+async def test_readings_raw_pages_cover_every_row_once_and_buckets_aggregate(api):
+    base, dev = api["base"], api["air"]
+    frm = (api["now"] - timedelta(hours=4)).isoformat()
+    seen: list[tuple[str, str]] = []
+    cursor = ""
+    for _ in range(20):
+        url = f"{base}/readings?device={dev}&from={frm}&limit=100" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
+        st, body, _ = await get(url.replace("+", "%2B"))
+        assert st == 200, body
+        seen += [(r["time"], r["metric"]) for r in body["readings"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 181 * 2 == len(set(seen))  # pm25 + pm10, 181 minutes, no repeats
+    st, body, _ = await get(
+        f"{base}/readings?device={dev}&metric=pm25_ugm3&bucket=1h&from={frm}".replace("+", "%2B")
+    )
+    assert st == 200
+    rows = body["readings"]
+    assert sum(r["count"] for r in rows) == 181
+    assert all(r["min"] <= r["avg"] <= r["max"] for r in rows)
+    assert min(r["min"] for r in rows) == min(api["pm25"])
+    assert max(r["max"] for r in rows) == max(api["pm25"])
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("", "device"),
+        ("device=x&from=yesterday", "from"),
+        ("device=x&from=2026-01-01T00:00:00", "from"),  # no zone
+        ("device=x&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z", "from"),  # > 48 h raw
+        ("device=x&bucket=1h&from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
+        ("device=x&bucket=7m", "bucket"),
+        ("device=x&metric=pm99", "metric"),
+        ("device=x&limit=100000", "limit"),
+        ("device=x&cursor=%%%", "cursor"),
+    ],
+)
+async def test_bad_reading_parameters_get_a_400_naming_the_parameter(api, query, parameter):
+    st, body, _ = await get(f"{api['base']}/readings?{query}")
+    assert st == 400 and body["parameter"] == parameter and body["detail"]
+
+
+async def test_bad_device_and_stream_filters_get_a_400(api):
+    base = api["base"]
+    for url, parameter in [
+        ("/devices?kind=lava", "kind"),
+        ("/devices?status=asleep", "status"),
+        ("/devices?area=atlantis", "area"),
+        ("/devices?limit=0", "limit"),
+        ("/stream?kind=lava", "kind"),
+        ("/stream?types=gossip", "types"),
+        ("/open-data/hourly.csv?from=2020-01-01T00:00:00Z", "from"),
+    ]:
+        st, body, _ = await get(base + url)
+        assert (st, body["parameter"]) == (400, parameter), url
+
+
+async def test_areas_say_each_kinds_level_in_codes_the_pages_translate(api):
+    st, body, _ = await get(f"{api['base']}/areas")
+    assert st == 200
+    areas = {a["id"]: a for a in body["areas"]}
+    assert set(areas) >= {"mittapheap", "prek-toek-sap-mouth", "victory-beach"}
+    # Our gauge reads 3.4 m at a river mouth whose danger level is 3.0 m; other tests'
+    # gauges may stand there too, but "danger" is the worst level, so it must win.
+    assert areas["prek-toek-sap-mouth"]["kinds"]["flood"]["level"] == "danger"
+    assert areas["mittapheap"]["kinds"]["air"]["level"] in {
+        "moderate",
+        "unhealthy_sensitive",
+        "unhealthy",
+        "very_unhealthy",
+        "hazardous",
+    }
+
+
+def test_area_levels_leave_out_offline_devices_and_flagged_values():
+    assert air_category(9.0) == "good" and air_category(35.5) == "unhealthy_sensitive"
+    st = kind_status(
+        "air",
+        None,
+        [
+            ("offline", {"pm25_ugm3": LatestValue(300.0, 1)}),
+            ("online", {"pm25_ugm3": LatestValue(500.0, 4)}),  # QARTOD fail: not trusted
+            ("online", {"pm25_ugm3": LatestValue(12.0, 1)}),
+        ],
+    )
+    assert (st.devices, st.online, st.level, st.value) == (3, 2, "moderate", 12.0)
+
+
+async def test_open_data_csv_and_json_state_the_licence_and_aggregate_per_area(api):
+    base = api["base"]
+    st, text, headers = await get(f"{base}/open-data/hourly.csv?area=mittapheap&kind=air")
+    assert st == 200 and headers["Content-Type"].startswith("text/csv")
+    assert (
+        'rel="license"' in headers["Link"]
+        and "creativecommons.org/licenses/by/4.0" in headers["Link"]
+    )
+    assert "CC-BY-4.0" in headers["X-License"]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert (
+        rows
+        and {r["area"] for r in rows} == {"mittapheap"}
+        and {r["kind"] for r in rows} == {"air"}
+    )
+    assert {r["metric"] for r in rows} >= {"pm25_ugm3", "pm10_ugm3"}
+    st, body, headers = await get(f"{base}/open-data/hourly.json?area=mittapheap")
+    assert st == 200 and body["licence"]["id"] == "CC-BY-4.0" and body["licence"]["url"]
+    assert body["rows"] and all(r["area"] == "mittapheap" for r in body["rows"])
+
+
+async def test_openapi_describes_every_route(api):
+    st, doc, _ = await get(f"{api['base']}/openapi.json")
+    assert st == 200 and doc["openapi"].startswith("3.")
+    for path in (
+        "/devices",
+        "/devices/{device_id}",
+        "/readings",
+        "/areas",
+        "/stream",
+        "/open-data/hourly.csv",
+        "/open-data/hourly.json",
+    ):
+        assert path in doc["paths"], path
+
+
+async def test_stream_sends_new_readings_and_alert_changes_matching_the_filter(api, ns: Namespace):
+    """Events arrive from the test's Kafka topics; a filter on one device lets only its
+    events through (the other device's reading, sent first, must not appear)."""
+    base, dev, other = api["base"], api["air"], api["gauge"]
+    got: list[tuple[str, dict[str, Any]]] = []
+    connected = asyncio.Event()
+
+    async def listen() -> None:
+        async with aiohttp.ClientSession() as s, s.get(f"{base}/stream?device={dev}") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+            event = ""
+            async for raw in r.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith(": connected"):
+                    connected.set()
+                elif line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    got.append((event, json.loads(line[6:])))
+
+    task = asyncio.create_task(listen())
+    try:
+        await asyncio.wait_for(connected.wait(), 10)
+        producer = AIOKafkaProducer(bootstrap_servers=ns.settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            t = datetime.now(UTC)
+            await producer.send_and_wait(
+                ns.readings_topic, reading(other, "flood", t, MOUTH, water_level_m=1.0).to_kafka()
+            )
+            await producer.send_and_wait(
+                ns.readings_topic, reading(dev, "air", t, TOWN, pm25_ugm3=77.0).to_kafka()
+            )
+            alert = {
+                "event_id": 1,
+                "alert_id": str(uuid.uuid4()),
+                "transition": "firing",
+                "device_id": dev,
+                "kind": "air",
+                "metric": "pm25_ugm3",
+                "severity": "warning",
+                "value": 77.0,
+            }
+            await producer.send_and_wait(ns.alerts_topic, json.dumps(alert).encode())
+        finally:
+            await producer.stop()
+
+        async def both() -> bool:
+            return {e for e, _ in got} == {"reading", "alert"}
+
+        await wait_until(both, timeout=20, what="a reading and an alert event on the stream")
+        assert all(d["device_id"] == dev for _, d in got)
+        assert [d["metrics"]["pm25_ugm3"] for e, d in got if e == "reading"] == [77.0]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
