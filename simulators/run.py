@@ -114,6 +114,7 @@ class ScenarioRun:
         self.scenario = scenario
         self.city = city or load_city()
         self.seed = seed
+        self.id_prefix = id_prefix
         self.prefix, self.app = prefix, app
         wall_now = now or datetime.now(UTC)
         self.start = start or scenario.default_start(wall_now, self.city.utc_offset_h)
@@ -151,14 +152,17 @@ class ScenarioRun:
                 lon = area.lon + dist * math.sin(bearing) / (
                     _EARTH_M_PER_DEG * math.cos(math.radians(area.lat))
                 )
-                device_id = f"{id_prefix}{area.id}-{kind}-{i:04d}"
+                local_id = f"{area.id}-{kind}-{i:04d}"
+                device_id = f"{id_prefix}{local_id}"
                 who = Identity(device_id, kind, round(lat, 5), round(lon, 5), area.id)
                 fmt = rng.choices(fmt_names, fmt_weights)[0]
-                dev_rng = random.Random(f"{self.seed}:{device_id}")
+                # Seeded by the id without the prefix: a test's per-run prefix must not
+                # change the values and faults the run generates.
+                dev_rng = random.Random(f"{self.seed}:{local_id}")
                 metrics = [*METRICS[kind]]
                 faults = DeviceFaults(
                     self.rates,
-                    random.Random(f"{self.seed}:{device_id}:faults"),
+                    random.Random(f"{self.seed}:{local_id}:faults"),
                     kind,
                     metrics,
                     self.stats.onsets,
@@ -342,7 +346,8 @@ class ScenarioRun:
         queue: list[tuple[datetime, int]] = []
         for i, d in enumerate(self.devices):
             # Devices report on whole seconds, staggered over their interval.
-            fraction = random.Random(f"{self.seed}:{d.who.device_id}:offset").random()
+            local_id = d.who.device_id[len(self.id_prefix) :]
+            fraction = random.Random(f"{self.seed}:{local_id}:offset").random()
             offset = timedelta(seconds=int(d.interval.total_seconds() * fraction))
             heapq.heappush(queue, (self.start + offset, i))
         while queue:

@@ -77,6 +77,7 @@ class Rig:
     rules_path: Path
     t0: datetime
     alerts: ServiceProcess | None = None
+    sent: int = 0  # readings published so far: each becomes one record on the readings topic
 
     async def start(self) -> None:
         _ingest, self.alerts = await self.services.start(
@@ -109,14 +110,19 @@ class Rig:
             )
         for info in infos:
             await asyncio.to_thread(info.wait_for_publish, 10)
+        self.sent += len(points)
         await self.evaluated()
 
     async def evaluated(self) -> None:
         group = f"alerts-{self.ns.suffix}"
 
         async def caught_up() -> bool:
+            # Every published reading is on the topic (the broker's PUBACK comes before the
+            # gateway's produce) and the alerts group has committed past all of them.
             end = await self.ns.end_offsets(self.ns.readings_topic)
-            return end > 0 and await self.ns.committed(group, self.ns.readings_topic) == end
+            return (
+                end >= self.sent and await self.ns.committed(group, self.ns.readings_topic) == end
+            )
 
         await wait_until(caught_up, timeout=60, what="alerts evaluated every reading")
 
