@@ -36,7 +36,6 @@ from types import TracebackType
 from typing import Self
 
 import asyncpg
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from pydantic import ValidationError
@@ -93,6 +92,7 @@ class AlertsService:
         self._reload_wanted = asyncio.Event()
         self.state_stale = True
         self._outbox_dirty = True
+        self._outbox_lock = asyncio.Lock()
         self.health = Upstreams()
         self._stack = AsyncExitStack()
         self._pool: asyncpg.Pool | None = None
@@ -163,6 +163,7 @@ class AlertsService:
         assert self._pool is not None
         probe = asyncio.create_task(probe_upstreams(self.health, self._pool, self._consumer))
         watcher = asyncio.create_task(self._watch_rules())
+        pump = asyncio.create_task(self._pump_outbox())
         aio_loop = asyncio.get_running_loop()
         aio_loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
         delivery = asyncio.create_task(self._delivery.run()) if self._delivery is not None else None
@@ -175,7 +176,7 @@ class AlertsService:
                 self._delivery.stop_event.set()  # drains its in-flight deliveries
                 await delivery
             aio_loop.remove_signal_handler(signal.SIGHUP)
-            for task in (probe, watcher):
+            for task in (probe, watcher, pump):
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
@@ -299,9 +300,22 @@ class AlertsService:
         if self._outbox_dirty:
             await self._publish_outbox()
 
+    async def _pump_outbox(self) -> None:
+        """Every 2 s, publish what other writers left in the outbox: acknowledgements made
+        through the HTTP API, and events a failed publish deferred."""
+        while True:
+            await asyncio.sleep(2.0)  # the pump's period
+            await self._publish_outbox()
+
     async def _publish_outbox(self) -> None:
         """Send every unpublished event, then mark it published. Failures leave the rows for
-        the next batch or the next start: deferred, never lost."""
+        the next batch or the next start: deferred, never lost. The lock keeps the batch
+        loop and the pump from sending the same rows twice."""
+        assert self._pool is not None and self._producer is not None
+        async with self._outbox_lock:
+            await self._publish_unlocked()
+
+    async def _publish_unlocked(self) -> None:
         assert self._pool is not None and self._producer is not None
         self._outbox_dirty = False
         try:
@@ -321,19 +335,3 @@ class AlertsService:
         except (*db.CONNECTION_ERRORS, kafka.KafkaError) as exc:
             self._outbox_dirty = True
             log.warning("alert publish deferred", extra={"error": repr(exc)})
-
-    async def _get_alerts(self, request: web.Request) -> web.Response:
-        assert self._pool is not None
-        state = request.query.get("state")
-        if state not in (None, "firing", "acknowledged", "resolved"):
-            raise web.HTTPBadRequest(text="state must be firing, acknowledged or resolved")
-        try:
-            limit = min(500, max(1, int(request.query.get("limit", "100"))))
-        except ValueError:
-            raise web.HTTPBadRequest(text="limit must be an integer") from None
-        try:
-            async with self._pool.acquire() as con:
-                alerts = await store.list_alerts(con, state=state, limit=limit)
-        except db.CONNECTION_ERRORS:
-            raise web.HTTPServiceUnavailable(text="database unavailable") from None
-        return web.json_response({"alerts": alerts})

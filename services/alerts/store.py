@@ -21,7 +21,6 @@ from services.common.db import Conn
 __all__ = [
     "apply",
     "event_message",
-    "list_alerts",
     "load_areas",
     "load_heads",
     "load_state",
@@ -203,16 +202,3 @@ def _plain(v: Any) -> Any:
 def event_message(row: dict[str, Any]) -> bytes:
     """The JSON published on citywatch.alerts.v1 for one transition (README: the schema)."""
     return json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False).encode()
-
-
-async def list_alerts(con: Conn, *, state: str | None, limit: int) -> list[dict[str, Any]]:
-    rows = await con.fetch(
-        """SELECT alert_id, rule_id, rule_type, device_id, area, kind, metric, severity, state,
-                  status, value, last_value, threshold, started_at, resolved_at, updated_at,
-                  title_en, title_km
-           FROM alerts WHERE ($1::text IS NULL OR state = $1)
-           ORDER BY started_at DESC LIMIT $2""",
-        state,
-        limit,
-    )
-    return [{k: _plain(v) for k, v in r.items()} for r in rows]
