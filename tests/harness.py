@@ -124,6 +124,22 @@ class Namespace:
         finally:
             await consumer.stop()
 
+    async def rewind(self, group: str, topic: str) -> None:
+        """Commit offset 0 for `group` on every partition of `topic`: a full replay."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+            consumer.assign(tps)
+            await consumer.commit(dict.fromkeys(tps, 0))
+        finally:
+            await consumer.stop()
+
     async def end_offsets(self, topic: str) -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
         await consumer.start()

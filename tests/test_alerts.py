@@ -9,7 +9,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from simulators import Publisher
 from tests.harness import Namespace, Services, wait_until
@@ -118,20 +117,7 @@ async def test_flood_level_raises_one_alert_per_episode_across_restart_and_repla
     # Replay everything: rewind the alerts group to the start and restart the service.
     alerts.stop()
     group = f"alerts-{ns.suffix}"
-    rewind = AIOKafkaConsumer(
-        bootstrap_servers=ns.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await rewind.start()
-    try:
-        await rewind._client.force_metadata_update()
-        tps = [
-            TopicPartition(ns.readings_topic, p)
-            for p in rewind.partitions_for_topic(ns.readings_topic) or set()
-        ]
-        rewind.assign(tps)
-        await rewind.commit(dict.fromkeys(tps, 0))
-    finally:
-        await rewind.stop()
+    await ns.rewind(group, ns.readings_topic)
     alerts.start()
     await alerts.wait_ready()
     end = await ns.end_offsets(ns.readings_topic)

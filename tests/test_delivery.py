@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.common.settings import Settings
 from services.stack import Kafka, Postgres
@@ -129,20 +128,7 @@ async def test_redelivered_batch_stores_nothing_twice(
     processor.stop()
 
     # Rewind the group to the beginning: every batch is delivered a second time.
-    rewind = AIOKafkaConsumer(
-        bootstrap_servers=ns.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await rewind.start()
-    try:
-        await rewind._client.force_metadata_update()
-        tps = [
-            TopicPartition(ns.readings_topic, p)
-            for p in rewind.partitions_for_topic(ns.readings_topic) or set()
-        ]
-        rewind.assign(tps)
-        await rewind.commit(dict.fromkeys(tps, 0))
-    finally:
-        await rewind.stop()
+    await ns.rewind(group, ns.readings_topic)
     assert await ns.committed(group, ns.readings_topic) == 0
 
     processor.start()
