@@ -285,6 +285,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.what == "alerts":
+        from services.bench.alerts import run_bench_alerts
+
+        return run_bench_alerts(
+            settings,
+            rate=args.rate,
+            duration_s=args.duration,
+            per_kind=args.per_kind,
+            probes=args.probes,
+        )
     from services.bench.pipeline import run_bench
 
     return run_bench(settings, rate=args.rate, duration_s=args.duration, per_kind=args.per_kind)
@@ -409,12 +419,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=cmd_demo, malformed=0.02)
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["pipeline"])
+    bench.add_argument("what", choices=["pipeline", "alerts"])
     bench.add_argument(
         "--rate", type=float, default=0.0, help="messages/s (0 = as fast as it goes)"
     )
     bench.add_argument("--duration", type=float, default=20.0, help="seconds of load")
     bench.add_argument("--per-kind", type=int, default=25)
+    bench.add_argument(
+        "--probes", type=int, default=4, help="alerts: devices crossing and clearing the rule"
+    )
     bench.set_defaults(fn=cmd_bench)
 
     from services.registry.cli import add_parser as add_devices_parser

@@ -10,10 +10,8 @@ shared 2-core machine a threshold would flake, so none is asserted.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import asyncpg
@@ -21,10 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from services.bench import stages
-from services.common import db
-from services.common.kafka import ensure_topics
-from services.common.settings import Settings, load_settings
-from services.stack import components
+from services.bench.common import (
+    BenchNames,
+    cleanup_devices,
+    prepare_stack,
+    stop_all,
+    wait_ready,
+)
+from services.common.settings import Settings
 from services.supervisor import ServiceProcess
 from simulators import Fleet, Message, Publisher, PublishStats
 
@@ -32,46 +34,25 @@ console = Console()
 
 
 def run_bench(settings: Settings, *, rate: float, duration_s: float, per_kind: int) -> int:
-    for part in components(settings):
-        part.up()
-    settings = load_settings()  # with the MQTT service accounts `stack up` may have generated
-    asyncio.run(db.migrate_database(settings.database_dsn))
-    suffix = uuid.uuid4().hex[:6]
-    topics = {
-        "readings": f"bench.{suffix}.readings",
-        "rejected": f"bench.{suffix}.rejected",
-        "alerts": f"bench.{suffix}.alerts",
-    }
-    asyncio.run(
-        ensure_topics(
-            settings.kafka_bootstrap,
-            {
-                topics["readings"]: settings.topics.readings_partitions,
-                topics["rejected"]: 1,
-                topics["alerts"]: 1,
-            },
-        )
-    )
-    id_prefix = f"bench{suffix}-"
+    settings = prepare_stack(settings)
+    names = BenchNames()
+    names.ensure_topics(settings)
     try:
-        return _run(
-            settings, suffix, topics, id_prefix, rate=rate, duration_s=duration_s, per_kind=per_kind
-        )
+        return _run(settings, names, rate=rate, duration_s=duration_s, per_kind=per_kind)
     finally:
-        asyncio.run(_cleanup(settings, id_prefix))
-        asyncio.run(_cleanup(settings, f"raw{id_prefix}"))
+        asyncio.run(cleanup_devices(settings, names.id_prefix))
+        asyncio.run(cleanup_devices(settings, f"raw{names.id_prefix}"))
 
 
 def _run(
     settings: Settings,
-    suffix: str,
-    topics: dict[str, str],
-    id_prefix: str,
+    names: BenchNames,
     *,
     rate: float,
     duration_s: float,
     per_kind: int,
 ) -> int:
+    suffix, id_prefix = names.suffix, names.id_prefix
     raw_n = 20_000
     with console.status("raw stage: Mosquitto pub -> sub ..."):
         mqtt_rate = stages.mqtt_pub_sub(settings, raw_n, per_kind=per_kind)
@@ -87,22 +68,13 @@ def _run(
         )
 
     log_dir = settings.state_dir / "bench-logs"
-    env = {
-        "CITYWATCH_TOPICS__READINGS": topics["readings"],
-        "CITYWATCH_TOPICS__REJECTED": topics["rejected"],
-        "CITYWATCH_TOPICS__ALERTS": topics["alerts"],
-        "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/bench{suffix}/bench{suffix}/+/+/up"]),
-        "CITYWATCH_INGEST__CLIENT_ID": f"bench-ingest-{suffix}",
-        "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{suffix}",
-        "CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept",  # the bench fleet is not registered
-        "CITYWATCH_LOG_LEVEL": "WARNING",
-    }
+    env = names.env()
     ingest = ServiceProcess("ingest", log_dir=log_dir, env=env, tag=suffix)
     processor = ServiceProcess("processor", log_dir=log_dir, env=env, tag=suffix)
     try:
         ingest.start()
         processor.start()
-        asyncio.run(_ready(ingest, processor))
+        asyncio.run(wait_ready(ingest, processor))
         fleet = Fleet(per_kind=per_kind, seed=5, prefix=f"bench{suffix}", id_prefix=id_prefix)
         expected = [0]
         published: list[PublishStats] = []
@@ -140,9 +112,7 @@ def _run(
         hist = processor.metrics()
         rss = {p.name: p.peak_rss_bytes() for p in (ingest, processor)}
     finally:
-        for p in (ingest, processor):
-            if p.alive():
-                p.stop()
+        stop_all((ingest, processor))
 
     p50, p95, p99 = (
         _quantile(hist, "citywatch_publish_to_stored_seconds", q) for q in (0.5, 0.95, 0.99)
@@ -186,10 +156,6 @@ def _run(
     )
     console.print(table)
     return 0
-
-
-async def _ready(*procs: ServiceProcess) -> None:
-    await asyncio.gather(*(p.wait_ready(timeout=120) for p in procs))
 
 
 async def _wait_stored(
@@ -239,12 +205,3 @@ def _quantile(samples: dict[str, float], name: str, q: float) -> float:
             return prev_le + (le - prev_le) * ((target - prev_count) / span if span else 0)
         prev_le, prev_count = le, count
     return prev_le
-
-
-async def _cleanup(settings: Settings, id_prefix: str) -> None:
-    con = await asyncpg.connect(settings.database_dsn)
-    try:
-        for table in ("readings", "device_latest", "devices"):
-            await con.execute(f"DELETE FROM {table} WHERE device_id LIKE $1", f"{id_prefix}%")
-    finally:
-        await con.close()

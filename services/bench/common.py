@@ -1,0 +1,123 @@
+"""What every `citywatch bench ...` shares: the stack, its own names, its processes, cleanup.
+
+A bench runs on the developer's local stack next to whatever else uses it (a demo, another
+bench), so it never touches the platform's own topics, consumer groups, MQTT topics or
+devices: each run gets a random suffix and derives all of its names from it, and removes
+its rows afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from services.common import db
+from services.common.kafka import ensure_topics
+from services.common.settings import Settings, load_settings
+from services.stack import components
+from services.supervisor import ServiceProcess
+
+
+def prepare_stack(settings: Settings) -> Settings:
+    """Start the local stack parts that are down, migrate, and return fresh settings (with
+    the MQTT service accounts `stack up` may have generated)."""
+    for part in components(settings):
+        part.up()
+    settings = load_settings()
+    asyncio.run(db.migrate_database(settings.database_dsn))
+    return settings
+
+
+@dataclass(frozen=True)
+class BenchNames:
+    """The names of one bench run: Kafka topics, MQTT prefix, device ids, client ids."""
+
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {
+            "readings": f"bench.{self.suffix}.readings",
+            "rejected": f"bench.{self.suffix}.rejected",
+            "alerts": f"bench.{self.suffix}.alerts",
+        }
+
+    @property
+    def prefix(self) -> str:  # the MQTT topic prefix the bench's devices publish under
+        return f"bench{self.suffix}"
+
+    @property
+    def id_prefix(self) -> str:  # every device id of the run starts with this
+        return f"bench{self.suffix}-"
+
+    def ensure_topics(self, settings: Settings) -> None:
+        topics = self.topics
+        asyncio.run(
+            ensure_topics(
+                settings.kafka_bootstrap,
+                {
+                    topics["readings"]: settings.topics.readings_partitions,
+                    topics["rejected"]: 1,
+                    topics["alerts"]: 1,
+                },
+            )
+        )
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of the run's service processes: its own topics, shared
+        subscription, client id and consumer groups, unregistered devices accepted."""
+        topics = self.topics
+        return {
+            "CITYWATCH_TOPICS__READINGS": topics["readings"],
+            "CITYWATCH_TOPICS__REJECTED": topics["rejected"],
+            "CITYWATCH_TOPICS__ALERTS": topics["alerts"],
+            "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/{self.prefix}/{self.prefix}/+/+/up"]),
+            "CITYWATCH_INGEST__CLIENT_ID": f"bench-ingest-{self.suffix}",
+            "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{self.suffix}",
+            "CITYWATCH_ALERTS__GROUP_ID": f"bench-alerts-{self.suffix}",
+            "CITYWATCH_DELIVERY__GROUP_ID": f"bench-delivery-{self.suffix}",
+            "CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept",  # the bench fleet is not registered
+            "CITYWATCH_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
+
+async def wait_ready(*procs: ServiceProcess) -> None:
+    await asyncio.gather(*(p.wait_ready(timeout=120) for p in procs))
+
+
+def stop_all(procs: Sequence[ServiceProcess]) -> None:
+    for p in procs:
+        if p.alive():
+            p.stop()
+
+
+async def cleanup_devices(settings: Settings, id_prefix: str) -> None:
+    """Remove the readings, latest state and registry rows of the run's devices."""
+    con = await asyncpg.connect(settings.database_dsn)
+    try:
+        for table in ("readings", "device_latest", "devices"):
+            await con.execute(f"DELETE FROM {table} WHERE device_id LIKE $1", f"{id_prefix}%")
+    finally:
+        await con.close()
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The `q` quantile (0..1) of `samples`, interpolated linearly between closest ranks
+    (numpy's default); NaN for no samples, so an empty run never shows a made-up 0."""
+    if not 0 <= q <= 1:
+        msg = f"quantile {q} is not between 0 and 1"
+        raise ValueError(msg)
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
