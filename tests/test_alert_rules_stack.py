@@ -23,7 +23,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from simulators import Publisher
+from simulators import Message, Publisher
 from simulators.faults import FaultRates
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
@@ -133,6 +133,16 @@ class Rig:
             rule_id,
         )
         return [(str(r["alert_id"]), r["state"], r["severity"]) for r in rows]
+
+
+def records(msgs: list[Message]) -> int:
+    """How many reading records the gateway produces for `msgs` (a list payload is several)."""
+    count = 0
+    for m in msgs:
+        if m.valid:
+            body = json.loads(m.payload)
+            count += len(body) if isinstance(body, list) else 1
+    return count
 
 
 @pytest.fixture
@@ -383,6 +393,7 @@ async def test_monsoon_storm_raises_flood_watch_warning_danger_in_order_one_aler
     msgs = list(run.messages())
     stats = await asyncio.to_thread(rig.publisher.run, iter(msgs))
     assert stats.acked == len(msgs)
+    rig.sent += records(msgs)
     await rig.evaluated()
 
     rows = await rig.db.fetch(
@@ -433,6 +444,7 @@ async def test_monsoon_storm_raises_flood_watch_warning_danger_in_order_one_aler
     infos = [rig.publisher.publish_raw(m.topic, m.payload) for m in hour]
     for info in infos:
         await asyncio.to_thread(info.wait_for_publish, 10)
+    rig.sent += records(hour)
     await rig.evaluated()
     after = await rig.db.fetchval(
         "SELECT count(*) FROM alert_events e JOIN alerts a USING (alert_id) WHERE a.rule_id = $1",
