@@ -446,8 +446,8 @@ class AlertsApi:
             dumps=_dumps,
         )
 
-    async def get_alert(self, request: web.Request) -> web.Response:
-        alert_id = self._alert_id(request)
+    async def _alert_with_history(self, alert_id: uuid.UUID) -> tuple[Any, list[Any]]:
+        """One alert and its events, or 404; 503 while the database is unreachable."""
         try:
             async with self._pool().acquire() as con:
                 alert = await q.alert_by_id(con, alert_id)
@@ -456,6 +456,11 @@ class AlertsApi:
             raise self._db_down(exc) from None
         if alert is None:
             raise _error(web.HTTPNotFound, "not_found", f"no alert {alert_id}")
+        return alert, events
+
+    async def get_alert(self, request: web.Request) -> web.Response:
+        alert_id = self._alert_id(request)
+        alert, events = await self._alert_with_history(alert_id)
         return web.json_response(
             {"alert": self._json.alert(alert), "history": [self._json.event(e) for e in events]},
             dumps=_dumps,
@@ -496,14 +501,7 @@ class AlertsApi:
 
     async def cap(self, request: web.Request) -> web.Response:
         alert_id = self._alert_id(request)
-        try:
-            async with self._pool().acquire() as con:
-                alert = await q.alert_by_id(con, alert_id)
-                events = (await q.events_of(con, [alert_id]))[alert_id] if alert else []
-        except db.CONNECTION_ERRORS as exc:
-            raise self._db_down(exc) from None
-        if alert is None:
-            raise _error(web.HTTPNotFound, "not_found", f"no alert {alert_id}")
+        alert, events = await self._alert_with_history(alert_id)
         try:
             xml = build_cap(cap_message(alert, events, self.source, self._areas), self.source)
             validate_cap(xml)  # never serve a message a CAP consumer would refuse
