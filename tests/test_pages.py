@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -67,8 +68,12 @@ async def site(services: Services, dbcon: asyncpg.Connection, ns: Namespace) -> 
 async def until(
     driver: webdriver.Chrome, cond: Callable[[webdriver.Chrome], Any], timeout: float, what: str
 ) -> Any:
-    """Wait for a DOM condition with a deadline (WebDriverWait polls the page)."""
-    wait = WebDriverWait(driver, timeout, poll_frequency=0.2)
+    """Wait for a DOM condition with a deadline (WebDriverWait polls the page). The live page
+    redraws as readings arrive, so an element found during one check may be gone by the time
+    it is read: that check simply polls again."""
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )
     return await asyncio.to_thread(wait.until, cond, f"timed out waiting for: {what}")
 
 
