@@ -1,6 +1,6 @@
 """The read API against the real stack: a real `citywatch api` process, real PostgreSQL
-holding readings written by the processor's own writer (`db.store_readings`), and the
-test's own Kafka topics for the live stream."""
+holding a simulated day played through the whole pipeline (MQTT -> ingest -> Kafka ->
+processor), once per module, and the module's own Kafka topics for the live stream."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import asyncio
 import csv
 import io
 import json
-import math
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas import Reading
-from services.api.status import LatestValue, air_category, kind_status
+from services.api.status import LatestValue, air_category, area_of, kind_status
+from services.common.settings import Settings
+from simulators import Message, Publisher
+from simulators.run import ScenarioRun
+from simulators.scenarios import load_scenario
 from tests.harness import Namespace, Services, wait_until
 
 pytestmark = pytest.mark.stack
@@ -52,47 +56,134 @@ async def produce(ns: Namespace, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def seed(services: Services, dbcon: asyncpg.Connection, ns: Namespace) -> dict[str, Any]:
-    """Through the pipeline from Kafka on (the test's readings topic, a real processor):
-    a healthy air sensor with 3 hours of minute readings, a flood gauge above its danger
-    level, a water probe that then falls silent and a litter bin whose clock stands still."""
+# The simulated fleet: a normal day of 8 devices (two per kind, in Mittapheap and Prey Nob),
+# the last SIM_HOURS of it played through MQTT -> ingest -> Kafka -> processor -> PostgreSQL.
+SIM_DEVICES = 8
+SIM_HOURS = 3
+
+
+async def seed(
+    services: Services, dbcon: asyncpg.Connection, ns: Namespace, publisher: Publisher
+) -> dict[str, Any]:
+    """Through the whole pipeline (MQTT, a real ingest and processor): the simulator's
+    normal day ending now, faults off, so every message must become rows. On top of it,
+    the few states a calm day does not produce (see the comments below)."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    air, gauge, probe, bin_ = (f"{ns.device_prefix}{n}" for n in ("air", "gauge", "probe", "bin"))
-    rs = [
-        reading(
-            air,
-            "air",
-            now - timedelta(minutes=i),
-            TOWN,
-            pm25_ugm3=round(20.0 + 5 * math.sin(i / 30), 3),
-            pm10_ugm3=round(30.0 + 3 * math.cos(i / 25), 3),
-        )
-        for i in range(180, -1, -1)
+    run = ScenarioRun(
+        load_scenario("normal-day"),
+        devices=SIM_DEVICES,
+        seed=23,  # a fleet whose Mittapheap devices lie nearest Mittapheap's centre
+        start=now - timedelta(hours=24),  # the day ends now: the latest values are fresh
+        prefix=ns.prefix,
+        id_prefix=ns.device_prefix,
+        fault_scale=0,
+    )
+    fleet = {(d.who.kind, d.area.id): d.who.device_id for d in run.devices}
+    where = {d.who.device_id: (d.who.lat, d.who.lon) for d in run.devices}
+    air, probe, bin_ = (fleet[(k, "mittapheap")] for k in ("air", "water", "litter"))
+    # The API places an unregistered device in the area whose centre is nearest.
+    for dev in (air, probe, bin_):
+        assert area_of(run.city, None, *where[dev]) == "mittapheap", dev
+    since, bin_stops = now - timedelta(hours=SIM_HOURS), now - timedelta(hours=1)
+    msgs: list[Message] = [
+        m
+        for m in run.messages()
+        if m.sent_at is not None
+        and m.sent_at >= since
+        # Hand-made: the litter bin's last hour is withheld, so its newest reading time
+        # stands still while (below) it keeps talking: a stuck device.
+        and not (m.device_id == bin_ and m.sent_at >= bin_stops)
     ]
-    rs.append(reading(gauge, "flood", now - timedelta(minutes=1), MOUTH, water_level_m=3.4))
-    rs.append(reading(probe, "water", now - timedelta(hours=2), TOWN, ph=7.1, turbidity_ntu=9.0))
-    rs.append(reading(bin_, "litter", now - timedelta(hours=3), TOWN, fill_level_pct=85))
-    await services.start("processor")
-    await produce(ns, ns.readings_topic, [r.to_kafka() for r in rs])
-    expected = sum(len(r.metrics) for r in rs)
+    await services.start("ingest", "processor")
+    stats = await asyncio.to_thread(publisher.run, iter(msgs))
+    assert stats.acked == len(msgs)
+    # Hand-made: a calm day crosses no flood level, so one gauge of our own at the Prek
+    # Toek Sap river mouth reads above its danger level (through Kafka and the processor).
+    gauge = f"{ns.device_prefix}gauge"
+    await produce(
+        ns,
+        ns.readings_topic,
+        [reading(gauge, "flood", now - timedelta(minutes=1), MOUTH, water_level_m=3.4).to_kafka()],
+    )
+    expected = sum(m.rows for m in msgs) + 1
 
     async def stored() -> bool:
         return await ns.rows(dbcon) == expected
 
-    await wait_until(stored, timeout=60, what=f"{expected} rows stored by the processor")
-    # The probe fell silent an hour ago; the bin still talks but its clock stands still.
+    await wait_until(stored, timeout=60, what=f"{expected} rows of the simulated day stored")
+    # Hand-made: the probe fell silent an hour ago; the bin still talks (clock stood still).
     await dbcon.execute(
         "UPDATE devices SET last_seen = now() - interval '1 hour' WHERE device_id = $1", probe
     )
     await dbcon.execute("UPDATE devices SET last_seen = now() WHERE device_id = $1", bin_)
-    pm25 = [r.metrics["pm25_ugm3"] for r in rs if r.device_id == air]
-    return {"now": now, "air": air, "gauge": gauge, "probe": probe, "bin": bin_, "pm25": pm25}
+    air_metrics = [json.loads(m.payload)["metrics"] for m in msgs if m.device_id == air]
+    probe_metrics = [json.loads(m.payload)["metrics"] for m in msgs if m.device_id == probe]
+    return {
+        "now": now,
+        "ns": ns,
+        "air": air,
+        "gauge": gauge,
+        "probe": probe,
+        "bin": bin_,
+        # Devices the live-stream test may send new readings for without changing the
+        # state the other tests of the module read (their latest values stay as seeded).
+        "air2": fleet[("air", "prey-nob")],
+        "flood2": fleet[("flood", "mittapheap")],
+        "where": where,
+        "pm25": [x["pm25_ugm3"] for x in air_metrics],
+        "air_rows": sum(len(x) for x in air_metrics),
+        "probe_turbidity": probe_metrics[-1]["turbidity_ntu"],
+    }
 
 
-@pytest.fixture
-async def api(services: Services, dbcon: asyncpg.Connection, ns: Namespace) -> dict[str, Any]:
-    data = await seed(services, dbcon, ns)
-    (proc,) = await services.start("api")
+# Module-scoped variants of conftest's per-test `ns`, `services`, `dbcon` and `publisher`:
+# the simulator plays once per module, and every test of the module reads that data.
+@pytest.fixture(scope="module")
+async def mod_ns(migrated: Settings) -> Namespace:
+    names = Namespace(migrated)
+    await names.create_topics()
+    return names
+
+
+@pytest.fixture(scope="module")
+def mod_services(mod_ns: Namespace, migrated: Settings) -> Iterator[Services]:
+    log_dir = migrated.state_dir / "test-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running = Services(mod_ns, log_dir)
+    yield running
+    exits = {svc.log_path.name: svc.stop() for svc in running.started if svc.alive()}
+    assert all(code == 0 for code in exits.values()), exits
+
+
+@pytest.fixture(scope="module")
+async def mod_dbcon(migrated: Settings) -> AsyncIterator[asyncpg.Connection]:
+    con = await asyncpg.connect(migrated.database_dsn)
+    yield con
+    await con.close()
+
+
+@pytest.fixture(scope="module")
+def mod_publisher(stack: Settings) -> Iterator[Publisher]:
+    username, password = stack.mqtt_login("citywatch-simulator")
+    with Publisher(
+        stack.mqtt_host,
+        stack.mqtt_port,
+        client_id=f"sim-{uuid.uuid4().hex[:8]}",
+        username=username,
+        password=password,
+    ) as pub:
+        yield pub
+
+
+@pytest.fixture(scope="module")
+async def api(
+    mod_services: Services,
+    mod_dbcon: asyncpg.Connection,
+    mod_ns: Namespace,
+    mod_publisher: Publisher,
+) -> dict[str, Any]:
+    data = await seed(mod_services, mod_dbcon, mod_ns, mod_publisher)
+    (proc,) = await mod_services.start("api")
     return {**data, "base": f"http://127.0.0.1:{proc.port}"}
 
 
@@ -116,9 +207,15 @@ async def test_devices_report_status_state_and_latest_values_with_filters(api):
     assert air["last_seen"] is not None
 
     async def ids(q: str) -> set[str]:
-        st, b, _ = await get(f"{base}/devices?{q}&limit=1000")
-        assert st == 200
-        return {d["device_id"] for d in b["devices"]}
+        # Every page: the shared database holds other tests' devices, over a page of them.
+        out: set[str] = set()
+        offset: int | None = 0
+        while offset is not None:
+            st, b, _ = await get(f"{base}/devices?{q}&limit=1000&offset={offset}")
+            assert st == 200
+            out |= {d["device_id"] for d in b["devices"]}
+            offset = b["next_offset"]
+        return out
 
     assert api["probe"] in await ids("status=offline")
     assert api["probe"] not in await ids("status=online")
@@ -126,7 +223,9 @@ async def test_devices_report_status_state_and_latest_values_with_filters(api):
     assert api["gauge"] in await ids("area=prek-toek-sap-mouth&status=online")
     st, one, _ = await get(f"{base}/devices/{api['probe']}")
     assert (
-        st == 200 and one["state"] == "offline" and one["latest"]["turbidity_ntu"]["value"] == 9.0
+        st == 200
+        and one["state"] == "offline"
+        and one["latest"]["turbidity_ntu"]["value"] == api["probe_turbidity"]
     )
     st, _, _ = await get(f"{base}/devices/{api['probe']}-nope")
     assert st == 404
@@ -147,13 +246,14 @@ async def test_readings_raw_pages_cover_every_row_once_and_buckets_aggregate(api
         cursor = body["next_cursor"]
         if not cursor:
             break
-    assert len(seen) == 181 * 2 == len(set(seen))  # pm25 + pm10, 181 minutes, no repeats
+    # every metric of every simulated air reading, no repeats
+    assert len(seen) == api["air_rows"] == len(set(seen))
     st, body, _ = await get(
         f"{base}/readings?device={dev}&metric=pm25_ugm3&bucket=1h&from={frm}".replace("+", "%2B")
     )
     assert st == 200
     rows = body["readings"]
-    assert sum(r["count"] for r in rows) == 181
+    assert sum(r["count"] for r in rows) == len(api["pm25"])
     assert all(r["min"] <= r["avg"] <= r["max"] for r in rows)
     assert min(r["min"] for r in rows) == min(api["pm25"])
     assert max(r["max"] for r in rows) == max(api["pm25"])
@@ -260,10 +360,12 @@ async def test_openapi_describes_every_route(api):
         assert path in doc["paths"], path
 
 
-async def test_stream_sends_new_readings_and_alert_changes_matching_the_filter(api, ns: Namespace):
+async def test_stream_sends_new_readings_and_alert_changes_matching_the_filter(api):
     """Events arrive from the test's Kafka topics; a filter on one device lets only its
-    events through (the other device's reading, sent first, must not appear)."""
-    base, dev, other = api["base"], api["air"], api["gauge"]
+    events through (the other device's reading, sent first, must not appear). Both are
+    simulated devices no other test of the module reads, so their new readings change
+    nothing the others check."""
+    base, dev, other, ns = api["base"], api["air2"], api["flood2"], api["ns"]
     got: list[tuple[str, dict[str, Any]]] = []
     connected = asyncio.Event()
 
@@ -288,10 +390,12 @@ async def test_stream_sends_new_readings_and_alert_changes_matching_the_filter(a
         try:
             t = datetime.now(UTC)
             await producer.send_and_wait(
-                ns.readings_topic, reading(other, "flood", t, MOUTH, water_level_m=1.0).to_kafka()
+                ns.readings_topic,
+                reading(other, "flood", t, api["where"][other], water_level_m=1.0).to_kafka(),
             )
             await producer.send_and_wait(
-                ns.readings_topic, reading(dev, "air", t, TOWN, pm25_ugm3=77.0).to_kafka()
+                ns.readings_topic,
+                reading(dev, "air", t, api["where"][dev], pm25_ugm3=77.0).to_kafka(),
             )
             alert = {
                 "event_id": 1,

@@ -3,8 +3,9 @@
 Selenium drives Debian's `chromium` through Debian's `chromium-driver` (/usr/bin/chromedriver):
 both come from the same source package, so driver and browser versions always match and
 nothing is downloaded (Playwright would bring its own Node driver and expects the browser
-builds it pins). Data comes through the pipeline (test Kafka topics -> a real processor ->
-PostgreSQL); the live update comes over the page's own /stream connection.
+builds it pins). Data is the simulator's normal day played once per module through the
+pipeline (MQTT -> ingest -> Kafka -> processor -> PostgreSQL, see tests/test_api.py `seed`);
+the live update comes over the page's own /stream connection.
 """
 
 from __future__ import annotations
@@ -27,8 +28,17 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from services.common.settings import Settings
+from simulators import Publisher
 from tests.harness import Namespace, Services
-from tests.test_api import TOWN, produce, reading, seed
+from tests.test_api import (  # noqa: F401 (module-scoped fixtures)
+    mod_dbcon,
+    mod_ns,
+    mod_publisher,
+    mod_services,
+    produce,
+    reading,
+    seed,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -58,10 +68,15 @@ def browser() -> Iterator[webdriver.Chrome]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest.fixture
-async def site(services: Services, dbcon: asyncpg.Connection, ns: Namespace) -> dict[str, Any]:
-    data = await seed(services, dbcon, ns)
-    (proc,) = await services.start("api")
+@pytest.fixture(scope="module")
+async def site(
+    mod_services: Services,  # noqa: F811
+    mod_dbcon: asyncpg.Connection,  # noqa: F811
+    mod_ns: Namespace,  # noqa: F811
+    mod_publisher: Publisher,  # noqa: F811
+) -> dict[str, Any]:
+    data = await seed(mod_services, mod_dbcon, mod_ns, mod_publisher)
+    (proc,) = await mod_services.start("api")
     return {**data, "base": f"http://127.0.0.1:{proc.port}"}
 
 
@@ -83,8 +98,9 @@ def attr(driver: webdriver.Chrome, css: str, name: str) -> str | None:
 
 
 async def test_ops_page_shows_devices_and_follows_readings_and_alerts_live(
-    site, browser, ns: Namespace, dbcon: asyncpg.Connection
+    site, browser, dbcon: asyncpg.Connection
 ):
+    ns = site["ns"]
     browser.get(site["base"] + "/ops")
     air = f'circle[data-device-id="{site["air"]}"]'
     await until(
@@ -102,7 +118,9 @@ async def test_ops_page_shows_devices_and_follows_readings_and_alerts_live(
     # A new reading through Kafka: the page must redraw the device without a reload.
     t = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     await produce(
-        ns, ns.readings_topic, [reading(site["air"], "air", t, TOWN, pm25_ugm3=41.0).to_kafka()]
+        ns,
+        ns.readings_topic,
+        [reading(site["air"], "air", t, site["where"][site["air"]], pm25_ugm3=41.0).to_kafka()],
     )
     await until(
         browser,

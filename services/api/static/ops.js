@@ -145,9 +145,15 @@
     $("#summary").dataset.devices = String(devices.size);
   }
   async function loadDevices() {
-    const body = await getJSON("/devices?limit=" + 1000);
+    // Every page: a city's fleet can outgrow one page of /devices.
+    const all = [];
+    for (let offset = 0; offset !== null && offset !== undefined;) {
+      const body = await getJSON("/devices?limit=1000&offset=" + offset);
+      all.push(...body.devices);
+      offset = body.next_offset;
+    }
     const seen = new Set();
-    for (const d of body.devices) {
+    for (const d of all) {
       devices.set(d.device_id, d);
       seen.add(d.device_id);
       drawDevice(d);
