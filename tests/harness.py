@@ -93,6 +93,9 @@ class Namespace:
             # The tests' simulated devices are not registered (tests of the registry say
             # "reject" explicitly).
             "CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept",
+            # Every test shares one database, and some write readings weeks old on purpose:
+            # retention runs only where a test asks for it (test_maintenance.py).
+            "CITYWATCH_RETENTION__MAINTAIN_EVERY_H": "0",
             **extra,
         }
 

@@ -302,6 +302,48 @@ async def test_timescaledb_changed_retention_replaces_the_policy_once(
         )
 
 
+async def test_processor_applies_retention_itself_and_only_one_process_at_a_time(
+    ns: Namespace, services: Services, dbcon: asyncpg.Connection
+) -> None:
+    """Nobody has to schedule `citywatch db maintain`: a running processor applies retention
+    at start and then every `maintain_every_h`. While another process holds the
+    maintenance lock (here this test, as a second processor or a cron'd command would),
+    the processor skips its turn instead of running beside it."""
+    device = f"{ns.device_prefix}old"
+    today = datetime.now(UTC).date()
+    await write_batch(
+        dbcon, [reading(device, noon(today - timedelta(days=age)), ph=7.0) for age in (100, 0)]
+    )
+    lock = maintenance._MAINTENANCE_LOCK
+    assert await dbcon.fetchval("SELECT pg_try_advisory_lock($1)", lock)
+    try:
+        (processor,) = await services.start(
+            "processor",
+            CITYWATCH_RETENTION__MAINTAIN_EVERY_H="0.001",  # every 3.6 s
+            CITYWATCH_RETENTION__RAW_DAYS="30",
+        )
+
+        def runs(outcome: str) -> float:
+            key = f'citywatch_processor_maintenance_runs_total{{outcome="{outcome}"}}'
+            return processor.metrics().get(key, 0.0)
+
+        async def skipped() -> bool:
+            return runs("skipped") >= 1
+
+        await wait_until(skipped, timeout=30, what="the processor skipping a locked turn")
+        assert runs("done") == 0
+        assert await ns.rows(dbcon) == 2, "retention ran while another process held the lock"
+    finally:
+        await dbcon.execute("SELECT pg_advisory_unlock($1)", lock)
+
+    async def old_row_gone() -> bool:
+        return runs("done") >= 1 and await ns.rows(dbcon) == 1
+
+    await wait_until(old_row_gone, timeout=30, what="the 100-day-old reading dropped")
+    kept = await dbcon.fetchval("SELECT time FROM readings WHERE device_id = $1", device)
+    assert kept == noon(today)
+
+
 def test_retention_settings_keep_aggregates_at_least_as_long_as_raw_readings() -> None:
     with pytest.raises(ValueError, match="raw_days <= minute_days <= hour_days"):
         RetentionSettings(raw_days=30, minute_days=20, hour_days=90)

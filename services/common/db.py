@@ -108,7 +108,7 @@ async def timescaledb_available(con: asyncpg.Connection) -> bool:
     return bool(row)
 
 
-async def storage_path(con: asyncpg.Connection) -> StoragePath | None:
+async def storage_path(con: Conn) -> StoragePath | None:
     """Which path this database was migrated onto, or None before the first migration."""
     if await con.fetchval("SELECT to_regclass('citywatch_storage')") is None:
         return None

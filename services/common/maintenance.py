@@ -5,7 +5,9 @@ columns on both storage paths. On TimescaleDB they are continuous aggregates tha
 themselves; on plain PostgreSQL the processor calls `refresh_rollups` inside each batch's
 transaction. `maintain` (`citywatch db maintain`) applies the one retention setting
 (`CITYWATCH_RETENTION__*`) to whichever path a database is on; running it again changes
-nothing, so a cron job may call it as often as it likes (daily is enough).
+nothing, so a cron job may call it as often as it likes (daily is enough). The processor
+also applies it itself at start and every `retention.maintain_every_h` hours, under an
+advisory lock so that only one process at a time does.
 
 Retention counts whole UTC days: with `raw_days = 30`, raw readings from before today's
 UTC midnight minus 30 days are dropped. On plain PostgreSQL that is whole daily partitions
@@ -28,8 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-import asyncpg
-
 from services.common import db
 from services.common.errors import StateError
 from services.common.settings import RetentionSettings
@@ -43,6 +43,7 @@ __all__ = [
     "area_last_readings",
     "maintain",
     "maintain_database",
+    "maintain_if_free",
     "minute_of",
     "refresh_rollups",
     "retention_cutoffs",
@@ -176,7 +177,7 @@ class MaintenanceReport:
 
 
 async def maintain(
-    con: asyncpg.Connection, retention: RetentionSettings, *, today: date | None = None
+    con: db.Conn, retention: RetentionSettings, *, today: date | None = None
 ) -> MaintenanceReport:
     """Apply retention (and, on TimescaleDB, compression) to a migrated database.
 
@@ -211,7 +212,7 @@ async def maintain(
 _DAILY_PARTITION = re.compile(r"^readings_(\d{8})$")
 
 
-async def _maintain_plain(con: asyncpg.Connection, report: MaintenanceReport) -> None:
+async def _maintain_plain(con: db.Conn, report: MaintenanceReport) -> None:
     c = report.cutoffs
     async with con.transaction():
         # Dropping a partition locks `readings` briefly; never queue behind a long query
@@ -252,7 +253,7 @@ def _literal(t: datetime) -> str:
 
 
 async def _maintain_timescaledb(
-    con: asyncpg.Connection, retention: RetentionSettings, report: MaintenanceReport
+    con: db.Conn, retention: RetentionSettings, report: MaintenanceReport
 ) -> None:
     c = report.cutoffs
     # 1. Materialise every late reading still held in raw chunks, before any chunk goes.
@@ -300,7 +301,7 @@ async def _maintain_timescaledb(
 
 
 async def _ensure_policy(
-    con: asyncpg.Connection, proc: str, relation: str, key: str, days: int
+    con: db.Conn, proc: str, relation: str, key: str, days: int
 ) -> bool:
     """Make the policy `proc` on `relation` say `key = days`; True when it had to change.
 
@@ -350,10 +351,30 @@ async def area_last_readings(con: db.Conn) -> dict[str, datetime]:
     return {row["area"]: row["at"] for row in rows}
 
 
-async def maintain_database(dsn: str, retention: RetentionSettings) -> MaintenanceReport:
-    """Connect, apply retention and compression, and report (`citywatch db maintain`)."""
-    con = await db.connect(dsn)
+# Held while one process applies retention: several processors (and a cron'd `citywatch db
+# maintain`) may share a database, and the second one to arrive skips rather than waits.
+_MAINTENANCE_LOCK = 0x43_57_4D_41_49_4E  # "CWMAIN"
+
+
+async def maintain_if_free(
+    con: db.Conn, retention: RetentionSettings
+) -> MaintenanceReport | None:
+    """`maintain`, unless another process is applying retention right now (then None)."""
+    if not await con.fetchval("SELECT pg_try_advisory_lock($1)", _MAINTENANCE_LOCK):
+        return None
     try:
         return await maintain(con, retention)
     finally:
-        await con.close()
+        await con.execute("SELECT pg_advisory_unlock($1)", _MAINTENANCE_LOCK)
+
+
+async def maintain_database(dsn: str, retention: RetentionSettings) -> MaintenanceReport:
+    """Connect, apply retention and compression, and report (`citywatch db maintain`).
+    Waits for a processor that is applying retention at this moment, then runs anyway:
+    whoever asks by hand wants the report of a run."""
+    con = await db.connect(dsn)
+    try:
+        await con.execute("SELECT pg_advisory_lock($1)", _MAINTENANCE_LOCK)
+        return await maintain(con, retention)
+    finally:
+        await con.close()  # closing the session releases the lock

@@ -147,6 +147,9 @@ class RetentionSettings(_Section):
     minute_days: int = Field(default=90, ge=4)  # readings_1m
     hour_days: int = Field(default=730, ge=4)  # readings_1h
     compress_after_days: int = Field(default=7, ge=1)  # TimescaleDB only
+    # The processor applies this retention itself at start and then every so many hours
+    # (services/processor/writer.py `_upkeep`); 0 leaves it to `citywatch db maintain` alone.
+    maintain_every_h: float = Field(default=24.0, ge=0)
 
     @model_validator(mode="after")
     def _aggregates_outlive_raw(self) -> RetentionSettings:

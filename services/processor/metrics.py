@@ -60,3 +60,13 @@ AREA_LAST_READING = Gauge(
     "Newest reading time of any device in each area (from the device registry), Unix time",
     ["area"],
 )
+MAINTENANCE_RUNS = Counter(
+    "citywatch_processor_maintenance_runs_total",
+    "Retention runs the processor started, by outcome: done, skipped (another process was"
+    " running it) or failed",
+    ["outcome"],
+)
+MAINTENANCE_DROPPED = Counter(
+    "citywatch_processor_maintenance_dropped_total",
+    "Partitions or chunks past retention that the processor's retention runs dropped",
+)

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from schemas import Reading, Rejection, now_utc
 from services.common import db, kafka, maintenance
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
-from services.common.errors import ConfigError, DatabaseUnavailable
+from services.common.errors import ConfigError, DatabaseUnavailable, StateError
 from services.common.http import HttpServer
 from services.common.settings import Settings
 from services.processor import metrics as m
@@ -127,7 +127,7 @@ class ProcessorService:
         )
         background = [
             asyncio.create_task(probe_upstreams(self.health, self._pool, self._consumer)),
-            asyncio.create_task(self._partitions_upkeep()),
+            asyncio.create_task(self._upkeep()),
             asyncio.create_task(self._watch()),
         ]
         try:
@@ -320,19 +320,44 @@ class ProcessorService:
         )
         await self._producer.send_and_wait(self.settings.topics.rejected, rejection.to_kafka())
 
-    async def _partitions_upkeep(self) -> None:
-        """Create tomorrow's daily partitions ahead of the data, now and every hour."""
+    async def _upkeep(self) -> None:
+        """Storage upkeep in the background: tomorrow's daily partitions ahead of the data
+        (now and every hour), and retention (at start and every `retention.maintain_every_h`
+        hours; services/common/maintenance.py) so that a platform left running keeps its
+        database to the configured size without anyone scheduling `citywatch db maintain`."""
         assert self._pool is not None
+        every_h = self.settings.retention.maintain_every_h
+        loop = asyncio.get_running_loop()
+        next_maintenance = loop.time() if every_h > 0 else float("inf")
         while True:
             try:
                 async with self._pool.acquire() as con:
                     created = await db.ensure_partitions(con)
-                if created:
-                    log.info("daily partitions created", extra={"partitions": created})
-                await asyncio.sleep(3600)
+                    if created:
+                        log.info("daily partitions created", extra={"partitions": created})
+                    if loop.time() >= next_maintenance:
+                        await self._maintain(con)
+                        next_maintenance = loop.time() + every_h * 3600
+                await asyncio.sleep(min(3600.0, max(1.0, next_maintenance - loop.time())))
             except db.CONNECTION_ERRORS as exc:
-                log.warning("partition upkeep deferred", extra={"error": repr(exc)})
+                log.warning("storage upkeep deferred", extra={"error": repr(exc)})
                 await asyncio.sleep(30)
+
+    async def _maintain(self, con: db.Conn) -> None:
+        try:
+            report = await maintenance.maintain_if_free(con, self.settings.retention)
+        except (asyncpg.PostgresError, StateError) as exc:
+            # Not migrated yet, or a statement refused: readings still flow; say so loudly
+            # and try again at the next turn rather than end the upkeep task.
+            log.error("retention failed", extra={"error": repr(exc)})
+            m.MAINTENANCE_RUNS.labels(outcome="failed").inc()
+            return
+        if report is None:
+            log.info("retention skipped: another process is applying it")
+            m.MAINTENANCE_RUNS.labels(outcome="skipped").inc()
+            return
+        m.MAINTENANCE_RUNS.labels(outcome="done").inc()
+        m.MAINTENANCE_DROPPED.inc(len(report.dropped))
 
 
 def load_quality_config(path: Path) -> QualityConfig:
