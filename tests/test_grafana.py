@@ -1,10 +1,11 @@
 """Grafana as code: every dashboard query runs, every metric exists, and push is idempotent.
 
 1. Every SQL panel, SQL template variable and SQL annotation of deploy/grafana/dashboards/
-   runs against the real PostgreSQL holding demo-like data (devices of every kind in two
-   areas and without one, readings with QARTOD flags, latest values, alerts in every
-   state) and returns rows with values. Grafana's macros are expanded by `expand_sql`
-   below, which mirrors what Grafana does for the PostgreSQL datasource.
+   runs against the real PostgreSQL holding the simulator's data (a registered fleet of
+   every kind, its readings with the processor's QARTOD flags, latest values, and the
+   alerts the real alerts service raised; see `_play_simulated_day`), and against the
+   TimescaleDB path holding a copy of it, and returns rows with values. Grafana's macros
+   are expanded by `expand_sql` below, which mirrors what Grafana does for PostgreSQL.
 2. Every Prometheus expression names only metrics the services register.
 3. `citywatch grafana push` against `FakeGrafana`: Grafana itself cannot run on this machine
    (no Debian package, no Docker), so an aiohttp server on 127.0.0.1 implements the few
@@ -15,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import math
 import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,10 +31,22 @@ import pytest
 import yaml
 from aiohttp import web
 
-from schemas.registry import COMMON, KINDS, METRICS
+from schemas.device import DeviceProfile
+from schemas.registry import KINDS, METRICS
 from services.common import db
 from services.grafana.dashboards import DASHBOARD_DIR, build_dashboards, load_dashboards, render
-from tests.harness import REPO
+from services.registry.store import upsert_devices
+from simulators import Publisher
+from simulators.faults import FaultRates
+from simulators.run import ScenarioRun
+from simulators.scenarios import load_scenario
+from tests.harness import REPO, Namespace, Services, wait_until
+from tests.test_api import (  # noqa: F401 (module-scoped fixtures)
+    mod_dbcon,
+    mod_ns,
+    mod_publisher,
+    mod_services,
+)
 from tests.test_migrations import pglite, pglite_port  # noqa: F401 (a fixture)
 
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
@@ -279,126 +292,189 @@ def test_every_dashboard_is_a_grafana_model_on_the_provisioned_datasources() -> 
 
 
 # == 1. every SQL query against the real database ==============================================
+# The data is the simulator's: the last SIM_HOURS of a normal day in Sihanoukville, the fleet
+# registered as engineers would register it, played through MQTT -> ingest -> Kafka ->
+# processor -> PostgreSQL, with the simulator's own spikes, duplicates and malformed
+# payloads (so QARTOD flags come from the processor, not from the test), and the real
+# alerts service evaluating it. A calm day raises no alert under the shipped rules, so the
+# alerts service runs with a rehearsal rule per kind (CAP status Exercise) whose threshold a
+# calm day crosses everywhere: every dashboard then has active alerts to list.
+SIM_DEVICES = 12
+SIM_HOURS = 3
+# Spikes (flagged by QARTOD's spike test) and failing batteries (flagged by gross range on
+# battery_pct late in the day: litter metrics have no other test) put suspect and failed
+# values on every kind's panels.
+SIM_FAULTS = FaultRates(spike=0.05, low_battery=0.5, duplicate=0.02, malformed=0.01)
+REHEARSAL_RULES = """\
+rules:
+""" + "".join(
+    f"""\
+  - id: rehearsal-{kind}
+    type: threshold
+    kind: {kind}
+    metric: {metric}
+    threshold: {threshold}
+    clear: {threshold - 1}
+    severity: advisory
+    status: Exercise
+    title_en: "Rehearsal: {kind} {metric} {{value}} {{unit}} at {{device}}"
+    title_km: "សមយុទ្ធ៖ {{value}} {{unit}} នៅ {{device}}"
+"""
+    for kind, metric, threshold in (
+        ("water", "temperature_c", 15.0),  # the Gulf of Thailand is 26-33 C all year
+        ("air", "temperature_c", 15.0),  # so is Sihanoukville's air, day and night
+        ("flood", "water_level_m", 0.1),  # every gauge's base level is above 0.5 m
+        ("litter", "fill_level_pct", 0.0),  # a fill level is never below 0 %
+    )
+)
+
+
 @dataclass
 class Seed:
-    """The demo-like data one test inserted, under its own ids and area names."""
+    """The simulated day one module played, under its own device ids."""
 
-    prefix: str
-    areas: list[str]
+    now: datetime
+    areas: list[str]  # the areas of the fleet, the first holding every kind
     devices: dict[str, list[str]] = field(default_factory=dict)  # kind -> device ids
     rows: int = 0
 
 
-async def _seed(con: asyncpg.Connection, now: datetime) -> Seed:
-    suffix = uuid.uuid4().hex[:8]
-    seed = Seed(prefix=f"t{suffix}-graf-", areas=[f"Stueng Hav {suffix}", f"Otres {suffix}"])
-    readings: list[tuple[datetime, str, str, float, int]] = []
-    for k, kind in enumerate(KINDS):
-        ids = [f"{seed.prefix}{kind}-{i}" for i in range(3)]
-        seed.devices[kind] = ids
-        for i, device in enumerate(ids):
-            area = seed.areas[i] if i < 2 else None  # the third: registered on first sight
-            await con.execute(
-                "INSERT INTO devices (device_id, kind, name, area, lat, lon, status, first_seen,"
-                " last_seen, last_reading_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                device,
-                kind,
-                f"{kind} sensor {i}",
-                area,
-                10.6 + 0.01 * k,
-                103.5 + 0.01 * i,
-                "active" if area else "unprovisioned",
-                now - timedelta(days=30),
-                now - timedelta(minutes=1 if i < 2 else 90),  # the third one is offline
-                now - timedelta(minutes=2),
-            )
-            specs = {**METRICS[kind], **COMMON}
-            for step in range(60):  # two hours, every two minutes
-                at = now - timedelta(minutes=120 - 2 * step)
-                for j, spec in enumerate(specs.values()):
-                    share = 0.3 + 0.1 * math.sin(step / 5 + j + i)
-                    value = spec.minimum + (spec.maximum - spec.minimum) * share
-                    flag = 4 if step % 17 == 5 else 3 if step % 13 == 3 else 1
-                    readings.append((at, device, spec.name, value, flag))
-            last = readings[-len(specs) :]
-            await con.executemany(
-                "INSERT INTO device_latest (device_id, metric, time, value)"
-                " VALUES ($1, $2, $3, $4)",
-                [(device, metric, at, value) for at, _, metric, value, _ in last],
-            )
-        # One alert episode per state: firing (area 0), acknowledged (area 1), resolved.
-        metric = next(iter(METRICS[kind]))
-        for i, state in enumerate(("firing", "acknowledged", "resolved")):
-            alert_id = uuid.uuid4()
-            started = now - timedelta(minutes=40 - 10 * i)
-            await con.execute(
-                "INSERT INTO alerts (alert_id, rule_id, device_id, kind, metric, severity, state,"
-                " value, last_value, threshold, started_at, resolved_at, title_en, title_km)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, 1.5, 1.6, 1.0, $8, $9, $10, $11)",
-                alert_id,
-                f"{seed.prefix}rule-{kind}",
-                ids[i],
-                kind,
-                metric,
-                ("warning", "watch", "advisory")[i],
-                state,
-                started,
-                now - timedelta(minutes=5) if state == "resolved" else None,
-                f"{kind} {metric} high",
-                f"{kind} {metric} ខ្ពស់",
-            )
-            await con.execute(
-                "INSERT INTO alert_events (alert_id, state, value, at, published_at)"
-                " VALUES ($1, $2, 1.5, $3, $4)",
-                alert_id,
-                state,
-                started,
-                None if state == "firing" else now,
-            )
-    await con.executemany(
-        "INSERT INTO readings (time, device_id, metric, value, quality)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        readings,
+async def _play_simulated_day(
+    services: Services,
+    con: asyncpg.Connection,
+    ns: Namespace,
+    publisher: Publisher,
+    rules: Path,
+) -> Seed:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    run = ScenarioRun(
+        load_scenario("normal-day"),
+        devices=SIM_DEVICES,
+        seed=7,
+        start=now - timedelta(hours=24),  # the day ends now; its last hours are played
+        prefix=ns.prefix,
+        id_prefix=ns.device_prefix,
+        faults=SIM_FAULTS,
     )
-    seed.rows = len(readings)
+    table = run.device_table()
+    kinds_in: dict[str, set[str]] = {}
+    for d in table:
+        kinds_in.setdefault(d["area"], set()).add(d["kind"])
+    full = [a for a, kinds in sorted(kinds_in.items()) if kinds == set(KINDS)]
+    assert full, f"no area of the fleet holds every kind: {kinds_in}"
+    seed = Seed(now=now, areas=[full[0], *sorted(set(kinds_in) - {full[0]})])
+    for d in table:
+        seed.devices.setdefault(d["kind"], []).append(d["device_id"])
+    await upsert_devices(
+        con,
+        [
+            DeviceProfile(
+                device_id=d["device_id"],
+                kind=d["kind"],
+                name=f"{d['kind']} sensor {d['name'].removeprefix(ns.device_prefix)}",
+                area=d["area"],
+                lat=d["lat"],
+                lon=d["lon"],
+            )
+            for d in table
+        ],
+    )
+    since = now - timedelta(hours=SIM_HOURS)
+    msgs = [m for m in run.messages() if m.sent_at is not None and m.sent_at >= since]
+    assert any(m.fault == "spike" for m in msgs) and any(not m.valid for m in msgs)
+    await services.start("ingest", "processor", "alerts", CITYWATCH_ALERTS__RULES_FILE=str(rules))
+    stats = await asyncio.to_thread(publisher.run, iter(msgs))
+    assert stats.acked == len(msgs)
+    seed.rows = sum(m.rows for m in msgs)
+
+    async def stored() -> bool:
+        return await ns.rows(con) == seed.rows
+
+    await wait_until(stored, timeout=90, what=f"{seed.rows} rows of the simulated day stored")
+
+    async def alerting_everywhere() -> bool:
+        kinds = await con.fetch(
+            "SELECT DISTINCT kind FROM alerts WHERE device_id LIKE $1 AND state = 'firing'",
+            f"{ns.device_prefix}%",
+        )
+        return {r["kind"] for r in kinds} == set(KINDS)
+
+    await wait_until(alerting_everywhere, timeout=60, what="a rehearsal alert of every kind")
+    flagged = await con.fetch(
+        "SELECT DISTINCT d.kind FROM readings r JOIN devices d USING (device_id) "
+        "WHERE r.device_id LIKE $1 AND r.quality IN (3, 4)",
+        f"{ns.device_prefix}%",
+    )
+    assert {r["kind"] for r in flagged} == set(KINDS), "a kind without suspect values"
     return seed
 
 
-async def _unseed(con: asyncpg.Connection, seed: Seed) -> None:
-    like = f"{seed.prefix}%"
-    await con.execute(
-        "DELETE FROM alert_events WHERE alert_id IN "
-        "(SELECT alert_id FROM alerts WHERE device_id LIKE $1)",
-        like,
-    )
-    for table in ("alerts", "readings", "device_latest", "devices"):
-        await con.execute(f"DELETE FROM {table} WHERE device_id LIKE $1", like)
+@pytest.fixture(scope="module")
+async def simulated_day(
+    mod_services: Services,  # noqa: F811
+    mod_dbcon: asyncpg.Connection,  # noqa: F811
+    mod_ns: Namespace,  # noqa: F811
+    mod_publisher: Publisher,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Seed:
+    rules = tmp_path_factory.mktemp("grafana") / "rehearsal-rules.yaml"
+    rules.write_text(REHEARSAL_RULES, encoding="utf-8")
+    return await _play_simulated_day(mod_services, mod_dbcon, mod_ns, mod_publisher, rules)
 
 
-@pytest.fixture
-async def seeded(dbcon: asyncpg.Connection) -> AsyncIterator[tuple[Seed, TimeRange]]:
+def _range(seed: Seed, *, timescaledb: bool) -> TimeRange:
+    """From the start of the played hours up to now, as a dashboard would show them (the
+    alerts service recorded its transitions after the last reading's time)."""
     now = datetime.now(UTC).replace(microsecond=0)
-    seed = await _seed(dbcon, now)
-    tr = TimeRange(
-        now - timedelta(hours=3),
-        now,
-        timescaledb=bool(DATASOURCES[PG_UID]["jsonData"].get("timescaledb")),
-    )
-    try:
-        yield seed, tr
-    finally:
-        await _unseed(dbcon, seed)
+    return TimeRange(seed.now - timedelta(hours=SIM_HOURS), now, timescaledb=timescaledb)
+
+
+# The tables that hold the simulated day, and which of their rows are the fleet's.
+_COPIED = (
+    ("devices", "device_id LIKE $1"),
+    ("readings", "device_id LIKE $1"),
+    ("device_latest", "device_id LIKE $1"),
+    ("alerts", "device_id LIKE $1"),
+    ("alert_events", "alert_id IN (SELECT alert_id FROM alerts WHERE device_id LIKE $1)"),
+)
+
+
+async def _copy_simulated_day(src: asyncpg.Connection, dst: asyncpg.Connection, like: str) -> int:
+    """Copy the simulated day from the test stack's PostgreSQL into another migrated database
+    (the TimescaleDB one), row for row: the same simulator data on both storage paths."""
+    copied = 0
+    for table, where in _COPIED:
+        rows = await src.fetch(f"SELECT * FROM {table} WHERE {where}", like)
+        writable = {
+            r["column_name"]
+            for r in await dst.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
+                "AND is_generated = 'NEVER' AND coalesce(identity_generation, '') <> 'ALWAYS'",
+                table,
+            )
+        }
+        if not rows:
+            continue
+        columns = [c for c in dict(rows[0]) if c in writable]
+        await dst.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+            "ON CONFLICT DO NOTHING",
+            [tuple(r[c] for c in columns) for r in rows],
+        )
+        copied += len(rows)
+    return copied
 
 
 def _variables(uid: str, seed: Seed) -> dict[str, Var]:
-    """The variable values an operator would pick to look at this test's devices."""
+    """The variable values an operator would pick to look at the simulated fleet."""
     if uid == "citywatch-area":
         return {"area": Var(seed.areas[0]), "kind": Var(list(KINDS), multi=True, include_all=True)}
     if uid == "citywatch-pipeline":
         return {}
     kind = uid.removeprefix("citywatch-")
     return {
-        "area": Var([*seed.areas, "(none)"], multi=True, include_all=True),
+        "area": Var(seed.areas, multi=True, include_all=True),
         "device": Var(seed.devices[kind], multi=True, include_all=True),
     }
 
@@ -445,29 +521,35 @@ async def _run_dashboard_sql(con: asyncpg.Connection, uid: str, seed: Seed, tr: 
 
 @pytest.mark.stack
 @pytest.mark.parametrize("uid", sorted(d["uid"] for d in DASHBOARDS.values()))
-async def test_every_sql_query_of_the_dashboard_returns_rows_from_the_real_database(
-    uid: str, seeded: tuple[Seed, TimeRange], dbcon: asyncpg.Connection
+async def test_every_sql_query_of_the_dashboard_returns_rows_from_the_simulated_day(
+    uid: str,
+    simulated_day: Seed,
+    mod_dbcon: asyncpg.Connection,  # noqa: F811
 ) -> None:
-    seed, tr = seeded
-    await _run_dashboard_sql(dbcon, uid, seed, tr)
+    tr = _range(simulated_day, timescaledb=bool(DATASOURCES[PG_UID]["jsonData"].get("timescaledb")))
+    await _run_dashboard_sql(mod_dbcon, uid, simulated_day, tr)
 
 
 @pytest.mark.stack
 async def test_every_sql_query_also_runs_on_the_timescaledb_path(
+    simulated_day: Seed,
+    mod_dbcon: asyncpg.Connection,  # noqa: F811
+    mod_ns: Namespace,  # noqa: F811
     pglite_port: int,  # noqa: F811 (the fixture imported from tests/test_migrations.py)
 ) -> None:
-    """The same queries on a hypertable (PGlite with TimescaleDB, see deploy/pglite/), with
-    the datasource's timescaledb switch off as provisioned and on (time_bucket())."""
+    """The same queries on a hypertable (PGlite with TimescaleDB, see deploy/pglite/) holding
+    the same simulated day, with the datasource's timescaledb switch off as provisioned and
+    on (time_bucket())."""
     async with pglite(pglite_port) as con:
         await db.migrate(con)
         assert await db.storage_path(con) == "timescaledb"
-        now = datetime.now(UTC).replace(microsecond=0)
-        seed = await _seed(con, now)
+        copied = await _copy_simulated_day(mod_dbcon, con, f"{mod_ns.device_prefix}%")
+        assert copied > simulated_day.rows
         ran = 0
         for timescaledb in (False, True):
             for dash in DASHBOARDS.values():
-                tr = TimeRange(now - timedelta(hours=3), now, timescaledb=timescaledb)
-                ran += await _run_dashboard_sql(con, dash["uid"], seed, tr)
+                tr = _range(simulated_day, timescaledb=timescaledb)
+                ran += await _run_dashboard_sql(con, dash["uid"], simulated_day, tr)
         assert ran == 2 * len([q for q in queries() if q.datasource == PG_UID])
 
 
