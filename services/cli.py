@@ -277,11 +277,21 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
 
 # -- demo and bench (own modules) ------------------------------------------------------------
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from services.demo import run_demo
+    from datetime import timedelta
 
-    return run_demo(
-        settings, per_kind=args.per_kind, rate=args.rate, seed=args.seed, malformed=args.malformed
+    from services.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        scenario=args.scenario,
+        devices=args.devices,
+        interval_s=args.interval,
+        backfill=timedelta(minutes=args.backfill),
+        seed=args.seed,
+        faults=args.faults,
+        prefix=args.prefix,
+        id_prefix=args.id_prefix,
     )
+    return run_demo(settings, opts)
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -414,9 +424,22 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--expect", help="where to write the expectations JSON")
     sim.set_defaults(fn=cmd_simulate)
 
-    demo = sub.add_parser("demo", help="stack, services, a simulated city and a live view")
-    fleet_args(demo, 40.0)
-    demo.set_defaults(fn=cmd_demo, malformed=0.02)
+    demo = sub.add_parser(
+        "demo",
+        help="stack, services, a simulated city and a live view",
+        description="Starts what is not running, registers a simulated Sihanoukville fleet, "
+        "plays its last --backfill minutes at once and then live, and shows the flow until "
+        "Ctrl-C. Settings (ports, topics) come from CITYWATCH_* as for every command.",
+    )
+    demo.add_argument("--scenario", default="normal-day", help="scenario name or YAML file")
+    demo.add_argument("--devices", type=int, default=60, help="fleet size")
+    demo.add_argument("--interval", type=float, default=10.0, help="seconds between readings")
+    demo.add_argument("--backfill", type=float, default=120.0, help="minutes of history first")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--faults", type=float, default=1.0, help="scale of the fault rates")
+    demo.add_argument("--prefix", default="citywatch", help="MQTT topic prefix of the devices")
+    demo.add_argument("--id-prefix", default="", help="device id prefix")
+    demo.set_defaults(fn=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench.add_argument("what", choices=["pipeline", "alerts"])
