@@ -4,6 +4,11 @@ Sihanoukville ships as the default (`simulators/areas/sihanoukville.yaml`); any 
 is one YAML file with the same fields. An area is a point with a radius, the kinds of
 devices it hosts (as weights), and for flood gauges the model of its water level and the
 three levels (watch, warning, danger) the scenario's expectations are measured against.
+
+For alerts (services/alerts/areas.py builds CAP `<area>` blocks from this file) an area and
+the city may also carry `name_km`, the name in Khmer script, and `geocodes`, administrative
+codes as a mapping of CAP `valueName` to value (`{NCDD: "1801"}`). Codes are strings:
+written unquoted, YAML would read `0801` as the number 801.
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ class Area:
     traffic: float = 0.0
     ships: float = 0.0
     flood: FloodModel | None = None
+    name_km: str | None = None
+    # (CAP valueName, value) pairs in file order, e.g. (("NCDD", "1801"),).
+    geocodes: tuple[tuple[str, str], ...] = ()
 
     @property
     def coastal(self) -> bool:
@@ -71,6 +79,8 @@ class City:
     utc_offset_h: float
     areas: tuple[Area, ...]
     source: str = field(default="", compare=False)
+    name_km: str | None = None
+    geocodes: tuple[tuple[str, str], ...] = ()
 
     def area(self, area_id: str) -> Area:
         for a in self.areas:
@@ -84,6 +94,27 @@ def _num(raw: dict[str, Any], key: str, where: str, default: float | None = None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AreasError(f"{where}: {key!r} must be a number, not {value!r}")
     return float(value)
+
+
+def _name_km(raw: dict[str, Any], where: str) -> str | None:
+    value = raw.get("name_km")
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise AreasError(f"{where}: 'name_km' must be a non-empty string, not {value!r}")
+    return value.strip() if value is not None else None
+
+
+def _geocodes(raw: dict[str, Any], where: str) -> tuple[tuple[str, str], ...]:
+    """`geocodes: {NCDD: "1801"}` as CAP `<geocode>` pairs, each name and value a string."""
+    value = raw.get("geocodes") or {}
+    if not isinstance(value, dict):
+        raise AreasError(f"{where}: 'geocodes' must map code names to codes, not {value!r}")
+    out: list[tuple[str, str]] = []
+    for name, code in value.items():
+        if not isinstance(name, str) or not isinstance(code, str) or not name or not code:
+            msg = f"{where}: geocode {name!r}: {code!r} must be a non-empty string (quote codes)"
+            raise AreasError(msg)
+        out.append((name, code))
+    return tuple(out)
 
 
 def parse_city(data: Any, source: str = "<data>") -> City:
@@ -141,6 +172,8 @@ def parse_city(data: Any, source: str = "<data>") -> City:
                 traffic=_num(raw, "traffic", where, 0.0),
                 ships=_num(raw, "ships", where, 0.0),
                 flood=flood,
+                name_km=_name_km(raw, where),
+                geocodes=_geocodes(raw, where),
             )
         )
     if not areas:
@@ -150,6 +183,8 @@ def parse_city(data: Any, source: str = "<data>") -> City:
         utc_offset_h=_num(data, "utc_offset_h", source, 0.0),
         areas=tuple(areas),
         source=source,
+        name_km=_name_km(data, source),
+        geocodes=_geocodes(data, source),
     )
 
 

@@ -25,22 +25,22 @@ from lxml import etree
 from openapi_spec_validator import validate as validate_openapi
 
 from services.alerts import api_queries
-from services.alerts.api import FALLBACK_CIRCLE, AlertsApi
-from services.alerts.cap import CAP_NS, Area, validate_cap
+from services.alerts.api import AlertsApi
+from services.alerts.areas import CityAreas
+from services.alerts.cap import CAP_NS, Circle, validate_cap
 from services.alerts.feed import ATOM_NS
 from services.alerts.openapi import document
 from services.alerts.tokens import TOKEN_PREFIX, new_token, token_digest
 from services.common import db
 from services.common.http import HttpServer
 from services.common.settings import Settings
+from simulators.areas import parse_city
 from tests.harness import REPO, free_port
 
 pytestmark = pytest.mark.stack
 
 NS = {"cap": CAP_NS, "atom": ATOM_NS}
 NOW = datetime.now(UTC).replace(microsecond=0)
-# The test's own area with a CAP polygon and geocode, as an areas file would give them.
-POLYGON = ((10.60, 103.50), (10.70, 103.50), (10.70, 103.62), (10.60, 103.50))
 
 
 @dataclass
@@ -181,14 +181,32 @@ async def _serve(api: AlertsApi) -> AsyncIterator[Api]:
         yield Api(f"http://127.0.0.1:{port}", session)
 
 
+def _city(fleet: Fleet) -> CityAreas:
+    """The test's own areas file: two areas under the test's suffix, with geocodes."""
+    return CityAreas(
+        parse_city(
+            {
+                "city": "Testville",
+                "geocodes": {"ISO3166-2": "KH-18"},
+                "areas": [
+                    {"id": fleet.area("mapped"), "name": "Stueng Hav", "name_km": "ស្ទឹងហាវ",
+                     "lat": 10.755, "lon": 103.58, "radius_m": 3000,
+                     "geocodes": {"NCDD": "1803"}},
+                    {"id": fleet.area("far"), "lat": 10.60, "lon": 103.50, "radius_m": 1000},
+                ],
+            }
+        )
+    )  # fmt: skip
+
+
+def _circle(c: Circle | None) -> str:
+    assert c is not None
+    return f"{c.lat:g},{c.lon:g} {c.radius_km:g}"
+
+
 @pytest.fixture
 async def client(migrated: Settings, pool: asyncpg.Pool, fleet: Fleet) -> AsyncIterator[Api]:
-    areas = {
-        fleet.area("mapped"): Area(
-            "Stueng Hav", polygon=POLYGON, geocodes=(("ISO3166-2", "KH-18"),)
-        )
-    }
-    async for api in _serve(AlertsApi(lambda: pool, migrated, areas=areas)):
+    async for api in _serve(AlertsApi(lambda: pool, migrated, areas=_city(fleet))):
         yield api
 
 
@@ -519,7 +537,9 @@ async def test_cap_of_every_alert_state_validates_in_both_languages(
     km_headline = infos[1].findtext("cap:headline", namespaces=NS) or ""
     assert any("\u1780" <= ch <= "\u17ff" for ch in km_headline), km_headline
     for info in infos:
-        assert info.findtext("cap:area/cap:circle", namespaces=NS) == "10.6265,103.5225 1"
+        # an area the areas file does not know: the city's extent, not the device's spot
+        extent = _circle(_city(fleet).extent())
+        assert info.findtext("cap:area/cap:circle", namespaces=NS) == extent
         assert info.findtext("cap:area/cap:areaDesc", namespaces=NS)
         resolved = transitions[-1] == "resolved"
         assert (info.findtext("cap:urgency", namespaces=NS) == "Past") == resolved
@@ -539,43 +559,42 @@ async def test_cap_of_alerts_without_a_metric_or_a_device_validates(
         assert code == 200, body
         doc = _cap(body)
         assert len(doc.findall("cap:info", NS)) == 2
-    # the area-wide one is placed at its area's devices' centre, under the area's name
+    # the area-wide one, in an area the file does not know: the city's extent, its name
     area = doc.find("cap:info/cap:area", NS)
     assert area is not None
-    assert area.findtext("cap:circle", namespaces=NS) == "10.65,103.55 5"
+    assert area.findtext("cap:circle", namespaces=NS) == _circle(_city(fleet).extent())
     # the area id as a name: `t1a2b3c4d-east` -> `T1a2b3c4d East` (`stueng-hav` -> `Stueng Hav`)
     assert area.findtext("cap:areaDesc", namespaces=NS) == f"T{fleet.suffix} East"
 
 
-async def test_cap_area_comes_from_the_area_geometry_else_a_fallback(
+async def test_cap_area_is_the_areas_file_circle_with_geocode_else_the_city_extent(
     client: Api, fleet: Fleet
 ) -> None:
     mapped = await fleet.alert(await fleet.device("m1", area="mapped"))
     status, body, _ = await client.get(f"/cap/{mapped}.xml")
-    area = _cap(body).find("cap:info/cap:area", NS)
-    assert status == 200 and area is not None
-    assert area.findtext("cap:polygon", namespaces=NS)
-    assert area.findtext("cap:geocode/cap:value", namespaces=NS) == "KH-18"
-
-    # An area-wide alert (no device of its own in the registry): its area's devices' centre.
-    await fleet.device("w1", area="west", lat=10.60, lon=103.50)
-    await fleet.device("w2", area="west", lat=10.70, lon=103.60)
-    await fleet.con.execute(
-        "INSERT INTO devices (device_id, kind, area, status) VALUES ($1, 'flood', $2, 'active')",
-        f"t{fleet.suffix}-w3",
-        fleet.area("west"),
-    )
-    nowhere = await fleet.alert(f"t{fleet.suffix}-w3")
-    status, body, _ = await client.get(f"/cap/{nowhere}.xml")
     assert status == 200
-    assert _cap(body).findtext("cap:info/cap:area/cap:circle", namespaces=NS) == "10.65,103.55 5"
+    en, km = (i.find("cap:area", NS) for i in _cap(body).findall("cap:info", NS))
+    assert en is not None and km is not None
+    assert en.findtext("cap:areaDesc", namespaces=NS) == "Stueng Hav"
+    assert km.findtext("cap:areaDesc", namespaces=NS) == "ស្ទឹងហាវ"
+    for area in (en, km):
+        assert area.findtext("cap:circle", namespaces=NS) == "10.755,103.58 3"
+        assert area.findtext("cap:geocode/cap:valueName", namespaces=NS) == "NCDD"
+        assert area.findtext("cap:geocode/cap:value", namespaces=NS) == "1803"
 
-    # No location at all: the whole province, still a valid message.
+    # An area-wide alert in an area the file does not know, and a device with no area:
+    # the city's extent with the city's geocode, never a guess from device positions.
+    await fleet.device("w1", area="west", lat=10.60, lon=103.50)
+    west = await fleet.alert(None, area="west")
     unknown = await fleet.alert(f"t{fleet.suffix}-unregistered")
-    status, body, _ = await client.get(f"/cap/{unknown}.xml")
-    c = FALLBACK_CIRCLE
-    expected = f"{c.lat:g},{c.lon:g} {c.radius_km:g}"
-    assert _cap(body).findtext("cap:info/cap:area/cap:circle", namespaces=NS) == expected
+    for alert, name in ((west, f"T{fleet.suffix} West"), (unknown, "Testville")):
+        status, body, _ = await client.get(f"/cap/{alert}.xml")
+        assert status == 200
+        coarse = _cap(body).find("cap:info/cap:area", NS)
+        assert coarse is not None
+        assert coarse.findtext("cap:areaDesc", namespaces=NS) == name
+        assert coarse.findtext("cap:circle", namespaces=NS) == _circle(_city(fleet).extent())
+        assert coarse.findtext("cap:geocode/cap:value", namespaces=NS) == "KH-18"
 
 
 async def test_feed_lists_only_the_active_alerts(client: Api, fleet: Fleet) -> None:

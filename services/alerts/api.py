@@ -22,17 +22,10 @@ messages (see `msg_type_for` for the all-clear and `Cancel`). Identifiers derive
 alert id and the event's position (`cap.message_identifier`), so the same history always
 gives the same messages, the ones the delivery channels sent.
 
-Where an alert applies (CAP `<area>`), simplest first-hand fact first:
-1. the alert's area (or its device's registry area) when the `areas` mapping given to
-   `AlertsApi` knows it: that `cap.Area` whole, with its polygon and administrative
-   geocodes (e.g. `ISO3166-2 KH-18`);
-2. otherwise a circle of `DEVICE_RADIUS_KM` around the device's registry lat/lon, named
-   after the area (`stueng-hav` -> "Stueng Hav", which `texts.place_name` puts into Khmer)
-   or, without one, the device;
-3. without a device location (an area-wide alert), a circle of `AREA_RADIUS_KM` around the
-   mean position of the area's registered devices;
-4. with neither, `FALLBACK_CIRCLE` (the whole province): a coarse area is better for a
-   relay than a message refused for want of one.
+Where an alert applies (CAP `<area>`) is decided by `services/alerts/areas.py`, the one
+builder the delivery channels use too, from the alert's area and the city's areas file
+(`settings.api.areas_file`): the same identifier carries the same `<area>` here, in the
+feed and in the webhooks and e-mails.
 """
 
 from __future__ import annotations
@@ -53,13 +46,12 @@ from multidict import MultiMapping
 
 from schemas.registry import KINDS, metric_spec
 from services.alerts import api_queries as q
+from services.alerts.areas import CityAreas, cap_origin, default_areas
 from services.alerts.cap import (
     CAP_MIME,
     AlertMessage,
-    Area,
     CapError,
     CapSource,
-    Circle,
     MessageRef,
     MsgType,
     Status,
@@ -75,12 +67,8 @@ from services.common.errors import CityWatchError
 from services.common.settings import Settings
 
 __all__ = [
-    "AREA_RADIUS_KM",
-    "DEVICE_RADIUS_KM",
-    "FALLBACK_CIRCLE",
     "AlertsApi",
     "BadParameter",
-    "alert_area",
     "cap_message",
     "decode_cursor",
     "encode_cursor",
@@ -95,13 +83,6 @@ SEVERITIES: Final[tuple[str, ...]] = get_args(Severity)
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 500
 FEED_MAX_ALERTS: Final = 1000
-# A device-level alert concerns the neighbourhood of one sensor: 1 km, a few streets.
-DEVICE_RADIUS_KM: Final = 1.0
-# An area-wide alert (no device of its own): around the mean position of the area's devices.
-AREA_RADIUS_KM: Final = 5.0
-# Preah Sihanouk province as one circle (centre near Stueng Hav, ~40 km reaches every
-# district): used only for a device without a registered location.
-FALLBACK_CIRCLE: Final = Circle(10.75, 103.65, 40.0)
 _QUERY_PARAMETERS: Final = frozenset(
     {"state", "severity", "kind", "area", "device_id", "rule_id", "since", "until", "limit",
      "cursor"}
@@ -224,29 +205,6 @@ def parse_alert_id(raw: str) -> uuid.UUID:
 # -- CAP from stored rows (pure) ------------------------------------------------------------
 
 
-def _area_title(area: str) -> str:
-    """`stueng-hav` -> `Stueng Hav`: registry area ids are slugs; CAP areaDesc is a name."""
-    if " " in area or ("-" not in area and area[:1].isupper()):
-        return area
-    return " ".join(part.capitalize() for part in area.replace("_", "-").split("-") if part)
-
-
-def alert_area(alert: Mapping[str, Any], areas: Mapping[str, Area]) -> Area:
-    """The CAP area of an alert row (see the module docstring for the order)."""
-    area: str | None = alert.get("area")
-    if area and area in areas:
-        return areas[area]
-    name = _area_title(area) if area else alert.get("device_name") or alert.get("device_id")
-    name = name or "CityWatch"  # the database refuses an alert with neither device nor area
-    lat, lon = alert.get("device_lat"), alert.get("device_lon")
-    if lat is not None and lon is not None:
-        return Area(name, circle=Circle(lat, lon, DEVICE_RADIUS_KM))
-    lat, lon = alert.get("area_lat"), alert.get("area_lon")
-    if lat is not None and lon is not None:
-        return Area(name, circle=Circle(lat, lon, AREA_RADIUS_KM))
-    return Area(name, circle=FALLBACK_CIRCLE)
-
-
 def msg_type_for(state: str, status: str, seq: int, transition: str) -> MsgType:
     """CAP msgType of an alert's `seq`-th message, the rule `services/alerts/cap.py` states
     and the delivery channels follow (`delivery/notice.py::msg_type_of`), so the message a
@@ -263,15 +221,15 @@ def cap_message(
     alert: Mapping[str, Any],
     events: Sequence[Mapping[str, Any]],
     source: CapSource,
-    areas: Mapping[str, Area] | None = None,
+    areas: CityAreas | None = None,
 ) -> AlertMessage:
     """The current CAP message of an alert: one message per event, this one the last.
 
     What the alert was at its last event (severity, threshold, titles) comes from that
     event when it recorded them, else from the alert row. An alert stored without events
-    is its opening message. Raises `CapError` when the row cannot make a valid message
-    (unknown kind, severity or status): a bug or a hand-edited row, to be logged, never
-    served half-built.
+    is its opening message. Its `<area>` comes from `areas` (the shipped city when None).
+    Raises `CapError` when the row cannot make a valid message (unknown kind, severity or
+    status): a bug or a hand-edited row, to be logged, never served half-built.
     """
     history = list(events) or [
         {"state": "firing", "value": alert["value"], "at": alert["started_at"]}
@@ -307,7 +265,7 @@ def cap_message(
         threshold=float(latest("threshold")),
         # An area-wide alert has no device; its subject is named as the engine names it.
         device_id=alert.get("device_id") or f"area:{alert.get('area')}",
-        area=alert_area(alert, areas or {}),
+        area=(areas or default_areas()).cap_area(alert.get("area")),
         onset=alert["started_at"],
         sent=last["at"],
         seq=seq,
@@ -326,7 +284,7 @@ def cap_message(
 
 # -- JSON -----------------------------------------------------------------------------------
 
-_INTERNAL: Final = frozenset({"device_name", "device_lat", "device_lon", "area_lat", "area_lon"})
+_INTERNAL: Final = frozenset({"device_name", "device_lat", "device_lon"})
 
 
 def _json_value(v: Any) -> Any:
@@ -381,7 +339,8 @@ class AlertsApi:
         pool_getter: returns the service's pool, or None while it is not open yet.
         settings: the service's settings (the default public base URL of CAP links).
         source: who publishes the CAP messages and under which base URL.
-        areas: CAP areas (polygon, geocodes, Khmer name) by area id, where known.
+        areas: the city whose areas file gives CAP areas (circle, geocodes, Khmer name);
+            read from `settings.api.areas_file` when not given.
     """
 
     def __init__(
@@ -390,13 +349,12 @@ class AlertsApi:
         settings: Settings,
         *,
         source: CapSource | None = None,
-        areas: Mapping[str, Area] | None = None,
+        areas: CityAreas | None = None,
     ) -> None:
         self._pool_getter = pool_getter
-        self.source = source or CapSource(
-            base_url=f"http://{settings.http_host}:{settings.alerts.http_port}"
-        )
-        self._areas = dict(areas or {})
+        origin = cap_origin(settings)
+        self.source = source or origin.source
+        self._areas = areas or origin.areas
         self._json = _Json(self.source)
 
     def routes(self) -> list[web.RouteDef]:

@@ -40,16 +40,9 @@ _ALERT_COLUMNS = """
     d.name AS device_name, d.lat AS device_lat, d.lon AS device_lon
 """
 
-# For CAP areas: where the alert's area's registered devices stand on average (an area-wide
-# alert has no device of its own to place it by).
-_FROM_WITH_AREA_CENTRE = """
+_FROM = """
     FROM alerts a
     LEFT JOIN devices d ON d.device_id = a.device_id
-    LEFT JOIN LATERAL (
-        SELECT avg(x.lat) AS area_lat, avg(x.lon) AS area_lon FROM devices x
-        WHERE x.area = COALESCE(a.area, d.area)
-          AND x.lat IS NOT NULL AND x.lon IS NOT NULL
-    ) centre ON true
 """
 
 _LIST = f"""
@@ -112,7 +105,7 @@ async def list_alerts(con: Conn, q: AlertQuery) -> list[dict[str, Any]]:
 
 async def alert_by_id(con: Conn, alert_id: uuid.UUID) -> dict[str, Any] | None:
     row = await con.fetchrow(
-        f"SELECT {_ALERT_COLUMNS}, centre.*{_FROM_WITH_AREA_CENTRE} WHERE a.alert_id = $1",
+        f"SELECT {_ALERT_COLUMNS}{_FROM} WHERE a.alert_id = $1",
         alert_id,
     )
     return dict(row) if row is not None else None
@@ -121,7 +114,7 @@ async def alert_by_id(con: Conn, alert_id: uuid.UUID) -> dict[str, Any] | None:
 async def active_alerts(con: Conn, limit: int) -> list[dict[str, Any]]:
     """Alerts not yet resolved, newest first (what the Atom feed lists)."""
     rows = await con.fetch(
-        f"""SELECT {_ALERT_COLUMNS}, centre.*{_FROM_WITH_AREA_CENTRE}
+        f"""SELECT {_ALERT_COLUMNS}{_FROM}
             WHERE a.state <> 'resolved'
             ORDER BY a.started_at DESC, a.alert_id DESC LIMIT $1""",
         limit,

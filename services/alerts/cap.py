@@ -92,7 +92,8 @@ class Area:
 
     `polygon` is a closed ring of (lat, lon) pairs in WGS 84 (first point repeated last,
     at least four points, as CAP 1.2 asks). `geocodes` are (valueName, value) pairs from the
-    area file, e.g. `("ISO3166-2", "KH-18")`.
+    area file, e.g. `("NCDD", "1803")`. Alerts get theirs from `services/alerts/areas.py`,
+    the one builder every channel uses, so one identifier always names one area.
     """
 
     name: str

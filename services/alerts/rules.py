@@ -166,15 +166,22 @@ class _Rule(BaseModel):
         severity: str,
         category: str = "",
     ) -> tuple[str, str]:
-        fields = {
-            "value": f"{value:g}",
-            "unit": self.unit(),
-            "device": device or "",
-            "area": area or "",
-            "severity": severity,
-            "category": category,
-        }
-        return self.title_en.format(**fields), self.title_km.format(**fields)
+        # Khmer titles get Khmer words and place names (texts.fill_titles); imported here
+        # because areas -> cap -> rules would otherwise be a cycle.
+        from services.alerts.areas import default_areas
+        from services.alerts.texts import fill_titles
+
+        return fill_titles(
+            self.title_en,
+            self.title_km,
+            value=value,
+            unit=self.unit(),
+            device=device,
+            area=area,
+            severity=severity,
+            category=category,
+            area_km=default_areas().name_km(area),
+        )
 
 
 class ThresholdRule(_Rule):

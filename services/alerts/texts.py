@@ -17,6 +17,9 @@ Khmer conventions used here:
 - Units spelled out in Khmer where Khmer has the word (ម៉ែត្រ, មីលីម៉ែត្រក្នុងមួយម៉ោង ...).
 - Sentences end with the khan (។); headlines use the Khmer colon (៖).
 - Every returned string is NFC-normalised (`unicodedata.normalize`).
+- Latin script stays only where Khmer writing keeps it: device ids and the symbols in
+  `LATIN_IN_KHMER`. Severity and AQI category names have one table each (`SEVERITY_NAMES`,
+  `_AQI_NAMES`), used by the templates here and by the rules' own titles (`fill_titles`).
 """
 
 from __future__ import annotations
@@ -88,6 +91,27 @@ _UNITS: Final[Mapping[str, tuple[str, str, str]]] = {
     "ppb": ("ppb", "ppb", "ppb"),
     "ppm": ("ppm", "ppm", "ppm"),
     "dBm": ("dBm", "dBm", "dBm"),
+    # Units of rule titles only: an offline device's silence, an AQI rule's index.
+    "min": ("min", "នាទី", "min"),
+    "AQI": ("AQI", "", "AQI"),
+}
+
+# Latin symbols Khmer alert texts keep as they are, because Khmer technical writing reads
+# them as names: units (NTU, pH, ppb, ppm, dBm, µS/cm), pollutants (PM2.5, PM10), mask
+# standards (N95, KN95), and the sender's name. Everything else in a Khmer text is Khmer
+# script, except the device id. tests/test_alert_texts.py holds the texts to this list.
+LATIN_IN_KHMER: Final[tuple[str, ...]] = (
+    "CityWatch", "PM2.5", "PM10", "KN95", "N95", "µS/cm", "NTU", "pH", "ppb", "ppm", "dBm",
+)  # fmt: skip
+
+# Alert severities as words: (English, Khmer). The Khmer words are the stage words of the
+# flood texts below (ប្រុងប្រយ័ត្ន "be on watch", ព្រមាន "warn", គ្រោះថ្នាក់ "danger");
+# an advisory is a notice (ជូនដំណឹង), the word the texts use for an alert level.
+SEVERITY_NAMES: Final[Mapping[str, tuple[str, str]]] = {
+    "advisory": ("advisory", "ជូនដំណឹង"),
+    "watch": ("watch", "ប្រុងប្រយ័ត្ន"),
+    "warning": ("warning", "ព្រមាន"),
+    "danger": ("danger", "គ្រោះថ្នាក់"),
 }
 
 # Metric names as a sentence uses them: (English, Khmer).
@@ -291,6 +315,28 @@ _AQI_ADVICE: Final[Mapping[AqiCategory, Mapping[Language, tuple[str, str]]]] = {
         ),
     },
 }
+
+
+# The rules file's names of AQI categories (services/alerts/rules.py) that differ here.
+_AQI_RULE_NAMES: Final[Mapping[str, AqiCategory]] = {"unhealthy_sensitive": "sensitive"}
+
+
+def aqi_category_name(category: str, language: Language) -> str:
+    """An AQI category (`unhealthy_sensitive`, `hazardous` ...) as words in `language`.
+
+    Accepts the rules' names too; an unknown name is returned as is (a bug to see, not hide).
+    """
+    key = _AQI_RULE_NAMES.get(category, category)
+    for name, (en, km) in _AQI_NAMES.items():
+        if name == key:
+            return en if language == "en" else km
+    return category
+
+
+def severity_name(severity: str, language: Language) -> str:
+    """A severity (`advisory` ... `danger`) as a word in `language` (`SEVERITY_NAMES`)."""
+    en, km = SEVERITY_NAMES.get(severity, (severity, severity))
+    return en if language == "en" else km
 
 
 def aqi_category(aqi: int) -> AqiCategory:
@@ -765,6 +811,57 @@ def render(msg: AlertMessage, language: Language, tz: tzinfo = ICT) -> AlertText
         voice=filled.voice,
         sms=sms_text,
     )
+
+
+# An alert without an area leaves "at gauge g1 ()": drop the empty brackets.
+_EMPTY_PARENS: Final = re.compile(r" ?\(\s*\)")
+
+
+def fill_titles(
+    title_en: str,
+    title_km: str,
+    *,
+    value: float,
+    unit: str,
+    device: str | None,
+    area: str | None,
+    severity: str,
+    category: str = "",
+    area_km: str | None = None,
+) -> tuple[str, str]:
+    """A rule's `title_en` and `title_km` (rules.yaml) filled for one alert.
+
+    English gets the fields as they are (`{value:g}`, the unit symbol, the area label,
+    the severity and category words). Khmer gets Khmer words from the same tables the
+    alert texts use: the severity (`SEVERITY_NAMES`), the AQI category, the unit as read,
+    the value in Khmer digits with the decimal comma, and the area's Khmer name (`area_km`,
+    else `place_name`'s table, else the label as given). Both NFC-normalised.
+    """
+    common = {"device": device or ""}
+    en = {
+        **common,
+        "value": f"{value:g}",
+        "unit": unit_text(unit, "en"),
+        "area": area or "",
+        "severity": severity_name(severity, "en"),
+        "category": aqi_category_name(category, "en") if category else "",
+    }
+    km = {
+        **common,
+        "value": format_number(value, "km"),
+        "unit": unit_text(unit, "km"),
+        "area": place_name(area, "km", area_km) if area else "",
+        "severity": severity_name(severity, "km"),
+        "category": aqi_category_name(category, "km") if category else "",
+    }
+
+    def f(template: str, fields: Mapping[str, str]) -> str:
+        filled = _EMPTY_PARENS.sub("", template.format_map(fields))
+        for pattern, replacement in _GAPS:
+            filled = pattern.sub(replacement, filled)
+        return nfc(filled.strip())
+
+    return f(title_en, en), f(title_km, km)
 
 
 def render_all(msg: AlertMessage, tz: tzinfo = ICT) -> dict[Language, AlertTexts]:

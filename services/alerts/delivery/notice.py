@@ -11,17 +11,16 @@ it, the MQTT retained state summarises it.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
 
 from schemas.registry import Kind, metric_spec
 from services.alerts import cap, sms, texts
+from services.alerts.areas import CityAreas, default_areas
 from services.alerts.rules import Severity
 from services.common.errors import CityWatchError
 
@@ -90,38 +89,11 @@ class AlertEvent(BaseModel):
         return self.model_dump(mode="json")
 
 
-# -- areas: geometry for CAP from the city's areas file -------------------------------------
-
-
-@cache
-def _city() -> Any:
-    from simulators.areas import load_city
-
-    return load_city()
+# -- MQTT topics ----------------------------------------------------------------------------
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def cap_area(area: str | None) -> cap.Area:
-    """The CAP area of an alert: the areas file's circle for a known area (by id or name);
-    otherwise the city's whole extent, under the alert's own area name. CAP needs a polygon
-    or a circle, and an alert whose area has no geometry still applies within the city."""
-    city = _city()
-    wanted = _slug(area) if area else None
-    for a in city.areas:
-        if wanted in (_slug(a.id), _slug(a.name)):
-            return cap.Area(name=a.name, circle=cap.Circle(a.lat, a.lon, a.radius_m / 1000))
-    lat = sum(a.lat for a in city.areas) / len(city.areas)
-    lon = sum(a.lon for a in city.areas) / len(city.areas)
-    # Degrees to km at this latitude (equirectangular, fine over a city), plus each radius.
-    radius = max(
-        math.hypot((a.lat - lat) * 111.32, (a.lon - lon) * 111.32 * math.cos(math.radians(lat)))
-        + a.radius_m / 1000
-        for a in city.areas
-    )
-    return cap.Area(name=area or city.name, circle=cap.Circle(lat, lon, round(radius, 1)))
 
 
 def topic_area(area: str | None) -> str:
@@ -158,7 +130,10 @@ def alert_message(
     earlier: list[Earlier],
     source: cap.CapSource,
     msg_type: cap.MsgType | None = None,
+    areas: CityAreas | None = None,
 ) -> cap.AlertMessage:
+    """The CAP message of one event; its `<area>` from `areas` (the city's areas file,
+    Sihanoukville when None), by the same rule as the API's (services/alerts/areas.py)."""
     spec = metric_spec(ev.kind, ev.metric)
     msg_type = msg_type or msg_type_of(ev, seq)
     refs = tuple(
@@ -176,7 +151,7 @@ def alert_message(
         unit=spec.unit if spec else "",
         threshold=ev.threshold if ev.threshold is not None else ev.value,
         device_id=ev.device_id,
-        area=cap_area(ev.area),
+        area=(areas or default_areas()).cap_area(ev.area),
         onset=earlier[0].at if earlier else ev.at,
         sent=ev.at,
         seq=seq,
@@ -196,8 +171,12 @@ def build_notice(
     reason: Reason = "transition",
     reminder: int = 0,
     source: cap.CapSource | None = None,
+    areas: CityAreas | None = None,
 ) -> dict[str, Any]:
     """The notification of one event (or its `reminder`-th reminder), as a JSON-able dict.
+
+    `areas` is the city the CAP `<area>` comes from (`city_areas(settings.api.areas_file)`;
+    the shipped city when None), the same the alerts API uses for the same identifier.
 
     CAP needs the earlier messages of an Update; when this consumer has not seen them (it
     started after the alert fired) the notification carries no CAP (`cap` is null) rather
@@ -214,10 +193,10 @@ def build_notice(
         "identifier": cap.message_identifier(ev.alert_id, seq),
     }
     if msg_type_of(ev, seq) != "Alert" and not earlier:
-        msg = alert_message(ev, seq, [], src, "Alert")  # for the texts only
+        msg = alert_message(ev, seq, [], src, "Alert", areas)  # for the texts only
         notice["cap"] = None
     else:
-        msg = alert_message(ev, seq, earlier, src)
+        msg = alert_message(ev, seq, earlier, src, areas=areas)
         notice["cap"] = cap.build_cap(msg, src).decode()
     rendered = texts.render_all(msg, src.tz)
     notice["texts"] = {

@@ -35,6 +35,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge
 
+from services.alerts.areas import cap_origin
 from services.alerts.delivery import store
 from services.alerts.delivery.channels import EmailChannel, MqttChannel, Outcome, WebhookChannel
 from services.alerts.delivery.config import SubscribersFile, load_subscribers
@@ -70,6 +71,7 @@ class DeliveryService:
     ) -> None:
         self.settings = settings
         self.subscribers = subscribers or load_subscribers(settings.delivery.subscribers_file)
+        self.cap_origin = cap_origin(settings)  # the same CAP sender and areas as the API
         self.stop_event = asyncio.Event()
         self.health = Upstreams()
         self._http = http
@@ -213,7 +215,11 @@ class DeliveryService:
         try:
             async with self._pool.acquire() as con, con.transaction():
                 recorded = await store.record_events(
-                    con, events, self.subscribers, self.settings.delivery.mqtt_topic
+                    con,
+                    events,
+                    self.subscribers,
+                    self.settings.delivery.mqtt_topic,
+                    self.cap_origin,
                 )
         except db.CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
@@ -378,7 +384,9 @@ class DeliveryService:
         while not self.stop_event.is_set():
             try:
                 async with self._pool.acquire() as con, con.transaction():
-                    targets = await store.queue_reminders(con, self.subscribers)
+                    targets = await store.queue_reminders(
+                        con, self.subscribers, origin=self.cap_origin
+                    )
                 if targets:
                     log.info("reminders queued", extra={"targets": sorted(t[1] for t in targets)})
                     self._wake_targets(targets)

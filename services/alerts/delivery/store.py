@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.alerts.areas import CapOrigin
 from services.alerts.delivery.config import Subscriber, SubscribersFile
 from services.alerts.delivery.notice import (
     AlertEvent,
@@ -91,8 +92,17 @@ async def _enqueue(
     return {(r[0], r[1]) for r in rows}
 
 
+def _cap_args(origin: CapOrigin | None) -> dict[str, Any]:
+    """`build_notice`'s CAP sender and areas: the process's origin, or the shipped defaults."""
+    return {} if origin is None else {"source": origin.source, "areas": origin.areas}
+
+
 async def record_events(
-    con: Conn, events: list[AlertEvent], subscribers: SubscribersFile, mqtt_template: str
+    con: Conn,
+    events: list[AlertEvent],
+    subscribers: SubscribersFile,
+    mqtt_template: str,
+    origin: CapOrigin | None = None,
 ) -> Recorded:
     """Record a batch of events and queue their deliveries; call inside a transaction.
 
@@ -106,7 +116,7 @@ async def record_events(
         earlier = await _earlier(con, ev.alert_id)
         seq = len(earlier)
         try:
-            body = encode(build_notice(ev, seq=seq, earlier=earlier))
+            body = encode(build_notice(ev, seq=seq, earlier=earlier, **_cap_args(origin)))
         except (CityWatchError, ValueError) as exc:
             # An event whose texts or CAP cannot be built (an alert id CAP refuses, a
             # template the rule names but texts.py lacks) is a producer bug: it is logged
@@ -189,7 +199,9 @@ async def record_events(
     return Recorded(recorded, duplicates, invalid, frozenset(targets))
 
 
-async def queue_reminders(con: Conn, subscribers: SubscribersFile, limit: int = 100) -> set[Target]:
+async def queue_reminders(
+    con: Conn, subscribers: SubscribersFile, limit: int = 100, origin: CapOrigin | None = None
+) -> set[Target]:
     """Queue the reminders and escalations that are due; call inside a transaction.
 
     Rows are locked with SKIP LOCKED, so several delivery processes share the work and each
@@ -219,7 +231,11 @@ async def queue_reminders(con: Conn, subscribers: SubscribersFile, limit: int = 
         escalated = row["escalated"]
         if row["escalate_at"] is not None and row["escalate_at"] <= now and not escalated:
             escalated = True
-            body = encode(build_notice(ev, seq=row["seq"], earlier=earlier, reason="escalation"))
+            body = encode(
+                build_notice(
+                    ev, seq=row["seq"], earlier=earlier, reason="escalation", **_cap_args(origin)
+                )
+            )
             targets |= await _enqueue(
                 con,
                 event_id=f"{ev.event_id}:escalation",
@@ -234,7 +250,12 @@ async def queue_reminders(con: Conn, subscribers: SubscribersFile, limit: int = 
             reminders += 1
             body = encode(
                 build_notice(
-                    ev, seq=row["seq"], earlier=earlier, reason="reminder", reminder=reminders
+                    ev,
+                    seq=row["seq"],
+                    earlier=earlier,
+                    reason="reminder",
+                    reminder=reminders,
+                    **_cap_args(origin),
                 )
             )
             people = subscribers.reminder_recipients(ev.rule_id, escalated=escalated)
