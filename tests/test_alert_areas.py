@@ -41,13 +41,16 @@ def _areas_of(xml: bytes) -> list[bytes]:
     return [etree.tostring(a, method="c14n") for a in doc.findall("cap:info/cap:area", NS)]
 
 
-def _both_channels(area: str | None, transitions: tuple[str, ...]) -> tuple[bytes, bytes]:
-    """The API's and the delivery's CAP for the same alert at its last transition."""
+def _both_channels(
+    area: str | None, transitions: tuple[str, ...], device: str | None = "gauge-7"
+) -> tuple[bytes, bytes]:
+    """The API's and the delivery's CAP for the same alert at its last transition (`device`
+    None: an area's alert, as a combined rule raises)."""
     alert_id = "7b0c9e5e-8f7d-4a55-9c1e-3f0c2b9a6d11"
     times = [T0 + timedelta(minutes=10 * i) for i in range(len(transitions))]
     state = "resolved" if transitions[-1] == "resolved" else "firing"
     row: dict[str, Any] = {
-        "alert_id": alert_id, "rule_id": "flood-level", "device_id": "gauge-7",
+        "alert_id": alert_id, "rule_id": "flood-level", "device_id": device,
         "kind": "flood", "metric": "water_level_m", "severity": "warning", "state": state,
         "value": 2.7, "threshold": 2.5, "started_at": T0, "status": "Actual", "area": area,
         "title_en": "Flood warning", "title_km": "ការព្រមានទឹកជំនន់",
@@ -61,7 +64,7 @@ def _both_channels(area: str | None, transitions: tuple[str, ...]) -> tuple[byte
     event = AlertEvent.model_validate(
         {
             "event_id": "42", "alert_id": alert_id, "transition": transitions[-1],
-            "value": 2.7, "at": times[-1], "rule_id": "flood-level", "device_id": "gauge-7",
+            "value": 2.7, "at": times[-1], "rule_id": "flood-level", "device_id": device,
             "area": area, "kind": "flood", "metric": "water_level_m", "severity": "warning",
             "threshold": 2.5, "title_en": "Flood warning", "title_km": "ការព្រមានទឹកជំនន់",
         }
@@ -83,6 +86,23 @@ def test_api_and_delivery_cap_of_one_alert_carry_the_same_area(
         etree.fromstring(delivered_xml).findtext("cap:identifier", namespaces=NS)
     )
     assert _areas_of(api_xml) == _areas_of(delivered_xml)
+
+
+def test_an_area_alert_of_a_combined_rule_is_delivered_with_the_apis_cap() -> None:
+    """A combined rule's alert belongs to an area, not a device: its event has no
+    device_id, and delivery must still notify it with the CAP the API serves."""
+    api_xml, delivered_xml = _both_channels("prey-nob", ("firing",), device=None)
+    validate_cap(delivered_xml)
+    assert _areas_of(api_xml) == _areas_of(delivered_xml)
+
+    def device_parameter(xml: bytes) -> list[str | None]:
+        return [
+            p.findtext("cap:value", namespaces=NS)
+            for p in etree.fromstring(xml).findall("cap:info/cap:parameter", NS)
+            if p.findtext("cap:valueName", namespaces=NS) == "CityWatch:device"
+        ]
+
+    assert device_parameter(api_xml) == device_parameter(delivered_xml) == ["area:prey-nob"] * 2
 
 
 def test_known_area_cap_has_its_circle_khmer_name_and_district_geocode() -> None:

@@ -52,7 +52,7 @@ class AlertEvent(BaseModel):
     at: AwareDatetime
     rule_id: str
     rule_type: str | None = None
-    device_id: str
+    device_id: str | None = None  # None for an area's alert (a combined rule)
     area: str | None = None
     kind: Kind
     metric: str
@@ -150,7 +150,7 @@ def alert_message(
         value=ev.value,
         unit=spec.unit if spec else "",
         threshold=ev.threshold if ev.threshold is not None else ev.value,
-        device_id=ev.device_id,
+        device_id=ev.device_id or f"area:{ev.area}",  # as the API names an area's alert
         area=(areas or default_areas()).cap_area(ev.area),
         onset=earlier[0].at if earlier else ev.at,
         sent=ev.at,
