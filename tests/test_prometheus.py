@@ -65,6 +65,7 @@ def test_every_metric_an_alert_rule_uses_is_exported_by_a_service() -> None:
         "CityWatchConsumerLagGrowing",
         "CityWatchDatabaseWriteErrors",
         "CityWatchNoDataFromArea",
+        "CityWatchAlertsNoLeader",
     }
     for alert in alerts:
         used = set(_USED.findall(alert["expr"]))

@@ -22,6 +22,25 @@ reloads on SIGHUP. A file that does not validate is refused with its line and re
 log (and `citywatch_alerts_rules_reload_failures_total`); the service keeps its last good
 rules. Polling, not only SIGHUP, because a Kubernetes ConfigMap or a deploy tool replaces
 the file without signalling anyone.
+
+Several instances: active/standby per consumer group (services/alerts/leadership.py has
+the lock and the split-brain reasoning). Only the instance holding the group's advisory
+lock joins the readings consumer group, evaluates, and publishes the outbox; one term of
+leadership starts by rebuilding state from the database, exactly as a start does, and
+ends by leaving the group and dropping the in-memory state before the lock is released
+(or, when the lock session failed, before contending again). A standby:
+- does not consume readings, and retries the lock every second;
+- answers `/readyz` 503 with the failing check `leader` (it cannot do the service's work
+  now; `/healthz` says it is alive) and exports `citywatch_alerts_leader` 0, so a load
+  balancer that follows `/readyz` sends the HTTP API to the leader, and it follows the
+  leadership when it moves;
+- still serves the HTTP API (alerts list, acknowledgements, CAP feeds): it reads and writes
+  the database only, and an acknowledgement made there lands in the outbox, which the
+  leader publishes within the pump's period;
+- still runs the embedded notifiers (`CITYWATCH_ALERTS__DELIVERY`): they consume
+  `citywatch.alerts.v1` in their own consumer group, deduplicate events on `event_id` and
+  lease deliveries and reminders with `FOR UPDATE SKIP LOCKED`, so any number of
+  instances share that work safely (services/alerts/delivery/service.py).
 """
 
 from __future__ import annotations
@@ -45,10 +64,11 @@ from services.alerts import api, store
 from services.alerts import metrics as m
 from services.alerts.delivery.service import DeliveryService
 from services.alerts.engine import Key, RuleState, evaluate
+from services.alerts.leadership import Leadership
 from services.alerts.rules import RuleSet, load_rules
 from services.common import db, kafka
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
-from services.common.errors import ConfigError, DatabaseUnavailable
+from services.common.errors import ConfigError, DatabaseUnavailable, KafkaUnavailable
 from services.common.http import HttpServer
 from services.common.settings import Settings
 from services.processor.quality import QualityEvaluator
@@ -98,7 +118,9 @@ class AlertsService:
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: DeliveryService | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: AIOKafkaConsumer | None = None  # only while leading
+        self._leadership = Leadership(settings.database_dsn, settings.alerts.group_id)
+        self._leading = False
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -117,16 +139,10 @@ class AlertsService:
             self._producer = await self._stack.enter_async_context(
                 kafka.producer(s, client_id=client_id, stop=self.stop_event)
             )
-            self._consumer = await self._stack.enter_async_context(
-                kafka.consumer(
-                    s,
-                    group_id=s.alerts.group_id,
-                    topics=[s.topics.readings],
-                    client_id=client_id,
-                    listener=_ReloadOnAssign(self),
-                    stop=self.stop_event,
-                )
-            )
+            # The readings consumer is opened per term of leadership, in `_lead`: a standby
+            # must not join the group. The lock session closes last but one, after the
+            # term (and so the group membership) has ended.
+            await self._stack.enter_async_context(self._leadership)
             # The notifiers (MQTT, webhooks, e-mail) run in this process, reading the
             # transitions this service publishes, with their own consumer group and state.
             if s.alerts.delivery:
@@ -144,42 +160,124 @@ class AlertsService:
         await self._stack.aclose()
 
     def ready_checks(self) -> dict[str, bool]:
-        checks = self.health.checks()
+        """While leading: Kafka and the database. On a standby: the failing check `leader`
+        (and whether the database answered the last try for the lock)."""
+        if self._leading:
+            checks = {"leader": True, **self.health.checks()}
+        else:
+            checks = {"leader": False, "database": self._leadership.database_ok}
         if self._delivery is not None:
             checks |= {f"delivery_{k}": v for k, v in self._delivery.ready_checks().items()}
         m.READY.set(1 if all(checks.values()) else 0)
         return checks
 
     async def run(self) -> None:
-        assert self._consumer is not None
-        log.info("alerts running", extra={"rules": [r.id for r in self.rules.rules]})
-        loop = BatchLoop(
-            self._consumer,
-            batch_size=2000,
-            max_wait_ms=self.settings.alerts.batch_max_wait_ms,
-            stop=self.stop_event,
-            health=self.health,
+        log.info(
+            "alerts running",
+            extra={
+                "rules": [r.id for r in self.rules.rules],
+                "group": self.settings.alerts.group_id,
+            },
         )
-        assert self._pool is not None
-        probe = asyncio.create_task(probe_upstreams(self.health, self._pool, self._consumer))
+        m.LEADER.set(0)
         watcher = asyncio.create_task(self._watch_rules())
-        pump = asyncio.create_task(self._pump_outbox())
         aio_loop = asyncio.get_running_loop()
         aio_loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
         delivery = asyncio.create_task(self._delivery.run()) if self._delivery is not None else None
         try:
-            await self._publish_outbox()  # events a crash left unpublished
-            await loop.run(self._handle, after_commit=self._after_commit)
-            await self._publish_outbox()
+            # Standby until the lock is ours, lead until stopped or the lock session fails,
+            # then contend again: see services/alerts/leadership.py.
+            while await self._leadership.acquire(self.stop_event):
+                await self._lead()
         finally:
             if delivery is not None and self._delivery is not None:
                 self._delivery.stop_event.set()  # drains its in-flight deliveries
                 await delivery
             aio_loop.remove_signal_handler(signal.SIGHUP)
-            for task in (probe, watcher, pump):
+            watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _lead(self) -> None:
+        """One term of leadership: join the group, evaluate until the service stops or the
+        lock session fails, then leave the group, drop the memory state, free the lock."""
+        s = self.settings
+        lost = self._leadership.lost
+        term = asyncio.Event()  # set when this term must end (stop, or lost leadership)
+        ender = asyncio.create_task(_set_on_first(term, self.stop_event, lost))
+        self._begin_term()
+        try:
+            async with kafka.consumer(
+                s,
+                group_id=s.alerts.group_id,
+                topics=[s.topics.readings],
+                client_id=f"citywatch-alerts-{s.alerts.group_id}",
+                listener=_ReloadOnAssign(self),
+                stop=term,
+            ) as consumer:
+                self._consumer = consumer
+                await self._evaluate_term(consumer, term)
+        except KafkaUnavailable:
+            if not term.is_set():
+                raise
+            # Kafka was down while the term began, and the term ended before it came back.
+        finally:
+            self._consumer = None
+            ender.cancel()
+            with suppress(asyncio.CancelledError):
+                await ender
+            self._end_term(lost=lost.is_set())
+            await self._leadership.release()  # only now may another instance take over
+
+    async def _evaluate_term(self, consumer: AIOKafkaConsumer, term: asyncio.Event) -> None:
+        assert self._pool is not None
+        loop = BatchLoop(
+            consumer,
+            batch_size=2000,
+            max_wait_ms=self.settings.alerts.batch_max_wait_ms,
+            stop=term,
+            health=self.health,
+        )
+        probe = asyncio.create_task(probe_upstreams(self.health, self._pool, consumer))
+        pump = asyncio.create_task(self._pump_outbox())
+        try:
+            await self._publish_outbox()  # events a crash (or a lost term) left unpublished
+            await loop.run(self._handle, after_commit=self._after_commit)
+            if not self._leadership.lost.is_set():
+                await self._publish_outbox()
+        finally:
+            for task in (probe, pump):
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+
+    def _begin_term(self) -> None:
+        self._leading = True
+        self._drop_state()
+        self.health = Upstreams()
+        m.LEADER.set(1)
+        log.info(
+            "alerts leader: evaluating",
+            extra={"group": self.settings.alerts.group_id, "lock_key": self._leadership.key},
+        )
+
+    def _end_term(self, *, lost: bool) -> None:
+        self._leading = False
+        self._drop_state()
+        m.LEADER.set(0)
+        m.ACTIVE.set(0)
+        log.info(
+            "alerts leader: term ended",
+            extra={"group": self.settings.alerts.group_id, "lost": lost},
+        )
+
+    def _drop_state(self) -> None:
+        """Forget what a term learnt: the next term rebuilds it from the database, because
+        another instance may have advanced it meanwhile."""
+        self.state, self.heads = {}, {}
+        self.quality.forget()
+        self.state_stale = True
+        self._areas_read_at = -1e9
 
     # -- rules reload -----------------------------------------------------------------------
 
@@ -235,7 +333,6 @@ class AlertsService:
             self._areas_read_at = now
 
     async def _handle(self, batch: Batch) -> None:
-        assert self._pool is not None
         readings: list[Reading] = []
         streams: list[str] = []
         for rec in batch.records:
@@ -246,7 +343,9 @@ class AlertsService:
             streams.append(f"{rec.topic}:{rec.partition}")
         group = self.settings.alerts.group_id
         try:
-            async with self._pool.acquire() as con:
+            # The lock session, not the pool: a write can then commit only while this
+            # instance still holds the leadership (the fence; see leadership.py).
+            async with self._leadership.connection() as con:
                 if self.state_stale:
                     self.state = await store.load_state(con, self.rules)
                     self.heads = await store.load_heads(con, group)
@@ -270,8 +369,11 @@ class AlertsService:
                 )
                 async with con.transaction():
                     await store.apply(con, ev, group)
-        except db.CONNECTION_ERRORS as exc:
+        except DatabaseUnavailable:
             self.state_stale = True  # memory may be ahead of the database now
+            raise
+        except db.CONNECTION_ERRORS as exc:
+            self.state_stale = True
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
         self.quality.commit(judged)
         m.READINGS.inc(len(readings))
@@ -335,3 +437,14 @@ class AlertsService:
         except (*db.CONNECTION_ERRORS, kafka.KafkaError) as exc:
             self._outbox_dirty = True
             log.warning("alert publish deferred", extra={"error": repr(exc)})
+
+
+async def _set_on_first(target: asyncio.Event, *sources: asyncio.Event) -> None:
+    """Set `target` as soon as any of `sources` is set."""
+    waits = [asyncio.create_task(e.wait()) for e in sources]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        target.set()
+    finally:
+        for w in waits:
+            w.cancel()

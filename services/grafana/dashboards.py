@@ -646,10 +646,13 @@ def _pipeline_dashboard() -> Json:
             prom_panel(
                 "Ready",
                 "short",
-                "1 while a service reaches its upstreams (its /readyz answers 200).",
+                "1 while a service reaches its upstreams (its /readyz answers 200). Alerts: one"
+                " instance leads (ready 1) and the others are standbys (ready 0); the sum of"
+                " leaders must be exactly 1.",
                 ("min by (instance) (citywatch_ingest_ready)", "ingest {{instance}}"),
                 ("min by (instance) (citywatch_processor_ready)", "processor {{instance}}"),
                 ("min by (instance) (citywatch_alerts_ready)", "alerts {{instance}}"),
+                ("sum(citywatch_alerts_leader)", "alerts leaders"),
             ),
             8,
             8,
