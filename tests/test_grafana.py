@@ -31,7 +31,6 @@ import pytest
 import yaml
 from aiohttp import web
 
-from schemas.device import DeviceProfile
 from schemas.registry import KINDS, METRICS
 from services.common import db
 from services.grafana.dashboards import DASHBOARD_DIR, build_dashboards, load_dashboards, render
@@ -365,20 +364,7 @@ async def _play_simulated_day(
     seed = Seed(now=now, areas=[full[0], *sorted(set(kinds_in) - {full[0]})])
     for d in table:
         seed.devices.setdefault(d["kind"], []).append(d["device_id"])
-    await upsert_devices(
-        con,
-        [
-            DeviceProfile(
-                device_id=d["device_id"],
-                kind=d["kind"],
-                name=f"{d['kind']} sensor {d['name'].removeprefix(ns.device_prefix)}",
-                area=d["area"],
-                lat=d["lat"],
-                lon=d["lon"],
-            )
-            for d in table
-        ],
-    )
+    await upsert_devices(con, run.device_profiles())  # registered as the demo does
     since = now - timedelta(hours=SIM_HOURS)
     msgs = [m for m in run.messages() if m.sent_at is not None and m.sent_at >= since]
     assert any(m.fault == "spike" for m in msgs) and any(not m.valid for m in msgs)
@@ -493,7 +479,9 @@ async def _run_dashboard_sql(con: asyncpg.Connection, uid: str, seed: Seed, tr: 
     variables = _variables(uid, seed)
     sql_queries = [q for q in queries(uid) if q.datasource == PG_UID]
     assert sql_queries, f"{uid} has no SQL queries"
-    for interval_s in (60, 3600):  # a zoomed-in and a zoomed-out $__interval
+    # A zoomed-in, a medium and a zoomed-out $__interval: the series panels answer from the
+    # raw readings, the minute rollup and the hour rollup (`_series_sql`).
+    for interval_s in (10, 60, 3600):
         tr.interval_s = interval_s
         for q in sql_queries:
             sql = expand_sql(q.text, variables, tr)

@@ -259,6 +259,41 @@ def _dashboard(
     }
 
 
+def _series_sql(where: str, join: str = "") -> str:
+    """A per-device average series that reads the cheapest table for the panel's interval.
+
+    Grafana sets `$__interval` from the time range and the panel's width: a week on a
+    dashboard is an interval of minutes or hours, and averaging raw readings for it would
+    scan every row of the week. So the query has one branch per source, and the interval
+    keeps exactly one: raw `readings` below a minute, the minute rollup `readings_1m` up to
+    an hour, the hour rollup `readings_1h` from an hour (services/common/maintenance.py;
+    continuous aggregates on TimescaleDB, same names and columns). The other branches'
+    conditions are constants PostgreSQL folds to false at plan time, so they cost nothing.
+    Rollup averages are re-weighted by their counts, and raw values flagged QARTOD fail are
+    left out as the rollups leave them out, so a panel shows the same average whichever
+    branch answers. `where` and `join` see the source as `r`.
+    """
+    return f"""
+SELECT $__timeGroupAlias(s.time, $__interval), s.device_id AS metric,
+       sum(s.total) / sum(s.n) AS value
+FROM (
+  SELECT r.time, r.device_id, r.value AS total, 1 AS n
+  FROM readings r {join}
+  WHERE $__interval_ms < 60000 AND $__timeFilter(r.time) AND r.quality <> 4 AND {where}
+  UNION ALL
+  SELECT r.bucket, r.device_id, r.avg * r.count, r.count
+  FROM readings_1m r {join}
+  WHERE $__interval_ms >= 60000 AND $__interval_ms < 3600000 AND $__timeFilter(r.bucket)
+    AND {where}
+  UNION ALL
+  SELECT r.bucket, r.device_id, r.avg * r.count, r.count
+  FROM readings_1h r {join}
+  WHERE $__interval_ms >= 3600000 AND $__timeFilter(r.bucket) AND {where}
+) s
+GROUP BY 1, 2
+ORDER BY 1, 2"""
+
+
 def _alert_annotation(where: str) -> Json:
     """CityWatch alert episodes drawn as regions on every time series of a dashboard."""
     sql = f"""
@@ -358,19 +393,15 @@ ORDER BY d.device_id"""
     )
     panels.append(lay.row("Metrics"))
     for name, spec in specs.items():
-        sql = f"""
-SELECT $__timeGroupAlias(r.time, $__interval), r.device_id AS metric, avg(r.value) AS value
-FROM readings r
-WHERE $__timeFilter(r.time) AND r.metric = '{name}' AND {selected}
-GROUP BY 1, 2
-ORDER BY 1, 2"""
+        sql = _series_sql(f"r.metric = '{name}' AND {selected}")
         panels.append(
             lay.place(
                 _timeseries(
                     f"{spec.description.capitalize()} ({name})",
                     [_sql(sql, fmt="time_series")],
                     _unit(spec),
-                    f"Average per interval and device, {spec.unit}; every QARTOD flag included.",
+                    f"Average per interval and device, {spec.unit}; values flagged QARTOD fail"
+                    " left out. From the minute or hour rollups once an interval spans them.",
                 ),
                 12,
                 8,
@@ -500,20 +531,19 @@ ORDER BY d.kind"""
     for kind, names in HEADLINE.items():
         for name in names:
             spec = METRICS[kind][name]
-            sql = f"""
-SELECT $__timeGroupAlias(r.time, $__interval), r.device_id AS metric, avg(r.value) AS value
-FROM readings r JOIN devices d USING (device_id)
-WHERE $__timeFilter(r.time) AND r.metric = '{name}' AND d.kind = '{kind}'
-  AND {AREA} = '$area' AND d.kind IN ($kind)
-GROUP BY 1, 2
-ORDER BY 1, 2"""
+            sql = _series_sql(
+                f"r.metric = '{name}' AND d.kind = '{kind}' AND {AREA} = '$area' "
+                "AND d.kind IN ($kind)",
+                join="JOIN devices d USING (device_id)",
+            )
             panels.append(
                 lay.place(
                     _timeseries(
                         f"{KIND_TITLES[kind]}: {spec.description} ({name})",
                         [_sql(sql, fmt="time_series")],
                         _unit(spec),
-                        f"Average per interval and device of the area, {spec.unit}.",
+                        f"Average per interval and device of the area, {spec.unit}; values"
+                        " flagged QARTOD fail left out.",
                     ),
                     12,
                     8,
