@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from services.alerts import store
 from simulators import Publisher
 from tests.harness import Namespace, Services, wait_until
 from tests.test_alert_rules_stack import events_on_topic
@@ -135,3 +137,40 @@ async def test_flood_level_raises_one_alert_per_episode_across_restart_and_repla
     )
     mine = await events_on_topic(ns, lambda e: e["alert_id"] == str(fired["alert_id"]))
     assert [e["transition"] for e in mine] == ["firing", "resolved"]
+
+
+async def test_an_alerts_deployment_publishes_only_the_transitions_of_its_own_alerts(
+    ns: Namespace, dbcon: asyncpg.Connection
+) -> None:
+    """Two alerts deployments on one database (a bench beside a demo): each outbox pump
+    takes the unpublished transitions of the alerts its own group opened, never the
+    other's, which would put them on the wrong topic and mark them published for good."""
+    mine, theirs = f"alerts-{ns.suffix}", f"bench-{ns.suffix}"
+    ids = {}
+    for origin in (mine, theirs):
+        alert_id = uuid.uuid4()
+        ids[origin] = alert_id
+        await dbcon.execute(
+            """INSERT INTO alerts (alert_id, rule_id, device_id, kind, metric, severity, state,
+                                   value, last_value, threshold, started_at, title_en, title_km,
+                                   origin)
+               VALUES ($1, 'flood-level', $2, 'flood', 'water_level_m', 'warning', 'firing',
+                       2.7, 2.7, 2.5, now(), 'Flood warning', 'ការព្រមានទឹកជំនន់', $3)""",
+            alert_id,
+            f"{ns.device_prefix}{origin}",
+            origin,
+        )
+        await dbcon.execute(
+            "INSERT INTO alert_events (alert_id, state, value, at) "
+            "VALUES ($1, 'firing', 2.7, now())",
+            alert_id,
+        )
+    try:
+        for owner, other in ((mine, theirs), (theirs, mine)):
+            taken = {r["alert_id"] for r in await store.unpublished(dbcon, owner, limit=100_000)}
+            assert ids[owner] in taken and ids[other] not in taken
+    finally:
+        await dbcon.execute(
+            "UPDATE alert_events SET published_at = now() WHERE alert_id = ANY($1::uuid[])",
+            list(ids.values()),
+        )

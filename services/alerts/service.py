@@ -422,7 +422,7 @@ class AlertsService:
         self._outbox_dirty = False
         try:
             async with self._pool.acquire() as con:
-                while rows := await store.unpublished(con):
+                while rows := await store.unpublished(con, self.settings.alerts.group_id):
                     futures = [
                         await self._producer.send(
                             self.settings.topics.alerts,

@@ -85,9 +85,9 @@ async def apply(con: Conn, ev: Evaluation, group_id: str) -> None:
             status = await con.execute(
                 """INSERT INTO alerts (alert_id, rule_id, device_id, area, kind, metric, severity,
                                        state, value, last_value, threshold, started_at, title_en,
-                                       title_km, rule_type, status)
+                                       title_km, rule_type, status, origin)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'firing', $8, $8, $9, $10, $11, $12,
-                           $13, $14)
+                           $13, $14, $15)
                    ON CONFLICT DO NOTHING""",
                 t.alert_id,
                 t.rule.id,
@@ -103,6 +103,7 @@ async def apply(con: Conn, ev: Evaluation, group_id: str) -> None:
                 title_km,
                 t.rule.type,
                 t.rule.status,
+                group_id,
             )
             if status.endswith(" 0"):
                 continue  # already stored: this transition was recorded before
@@ -172,8 +173,9 @@ async def apply(con: Conn, ev: Evaluation, group_id: str) -> None:
         )
 
 
-async def unpublished(con: Conn, limit: int = 500) -> list[dict[str, Any]]:
-    """Events not yet on Kafka, oldest first, with what the message carries."""
+async def unpublished(con: Conn, group_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    """Events of this deployment's alerts (`alerts.origin`, see migration 0008) not yet on
+    Kafka, oldest first, with what the message carries."""
     rows = await con.fetch(
         """SELECT e.event_id, e.alert_id, e.state AS transition, e.value, e.at,
                   a.rule_id, a.rule_type, a.device_id, a.area, a.kind, a.metric,
@@ -183,8 +185,10 @@ async def unpublished(con: Conn, limit: int = 500) -> list[dict[str, Any]]:
                   coalesce(e.title_km, a.title_km) AS title_km,
                   a.started_at
            FROM alert_events e JOIN alerts a USING (alert_id)
-           WHERE e.published_at IS NULL ORDER BY e.event_id LIMIT $1""",
+           WHERE e.published_at IS NULL AND (a.origin = $2 OR a.origin IS NULL)
+           ORDER BY e.event_id LIMIT $1""",
         limit,
+        group_id,
     )
     return [dict(r) for r in rows]
 
