@@ -82,22 +82,6 @@ def city_run(opts: DemoOptions, now: datetime) -> ScenarioRun:
     )
 
 
-def fleet_profiles(run: ScenarioRun) -> list[DeviceProfile]:
-    """The registry entries of the simulated fleet: kind, area, place, payload format."""
-    return [
-        DeviceProfile(
-            device_id=d["device_id"],
-            kind=d["kind"],
-            name=f"{d['kind']} {d['name']}",
-            area=d["area"],
-            lat=d["lat"],
-            lon=d["lon"],
-            payload_format=d["format"],
-        )
-        for d in run.device_table()
-    ]
-
-
 def in_real_time(messages: Iterator[Message], stop: threading.Event) -> Iterator[Message]:
     """Each message when its scenario time comes: the past at once (the backfill), the
     future as the wall clock reaches it. Readings never come from the future."""
@@ -128,7 +112,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
     applied, path = asyncio.run(migrate_database(settings.database_dsn))
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}; storage path: {path}")
     run = city_run(opts, datetime.now(UTC))
-    asyncio.run(_register(settings.database_dsn, fleet_profiles(run)))
+    asyncio.run(_register(settings.database_dsn, run.device_profiles()))
     print(
         f"fleet: {len(run.devices)} devices in {run.city.name} registered, scenario "
         f"{run.scenario.name}, a reading every {opts.interval_s:g}s each, "

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.adapters import DEFAULT_FUTURE_TOLERANCE
+from schemas.device import DeviceProfile
 from schemas.registry import KINDS, METRICS, Kind
 from simulators.areas import FLOOD_LEVELS, Area, City, load_city
 from simulators.clock import ScenarioClock
@@ -205,6 +206,22 @@ class ScenarioRun:
                 "low_battery": d.faults.low_battery,
             }
             for d in self.devices
+        ]
+
+    def device_profiles(self) -> list[DeviceProfile]:
+        """The fleet as the device registry would hold it (kind, area, place, format): what
+        an engineer registers when plugging the devices in (`citywatch demo` does)."""
+        return [
+            DeviceProfile(
+                device_id=d["device_id"],
+                kind=d["kind"],
+                name=f"{d['kind']} {d['name']}",
+                area=d["area"],
+                lat=d["lat"],
+                lon=d["lon"],
+                payload_format=d["format"],
+            )
+            for d in self.device_table()
         ]
 
     # -- readings -----------------------------------------------------------------------------

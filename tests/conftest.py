@@ -71,14 +71,19 @@ def services(ns: Namespace, log_dir: Path) -> Iterator[Services]:
     assert all(code == 0 for code in exits.values()), exits
 
 
-@pytest.fixture
-def publisher(stack: Settings) -> Iterator[Publisher]:
+def simulator_publisher(stack: Settings) -> Publisher:
+    """A publisher on the simulator's MQTT account, with a client id of its own."""
     username, password = stack.mqtt_login("citywatch-simulator")
-    with Publisher(
+    return Publisher(
         stack.mqtt_host,
         stack.mqtt_port,
         client_id=f"sim-{uuid.uuid4().hex[:8]}",
         username=username,
         password=password,
-    ) as pub:
+    )
+
+
+@pytest.fixture
+def publisher(stack: Settings) -> Iterator[Publisher]:
+    with simulator_publisher(stack) as pub:
         yield pub

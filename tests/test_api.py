@@ -24,6 +24,7 @@ from services.common.settings import Settings
 from simulators import Message, Publisher
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
+from tests.conftest import simulator_publisher
 from tests.harness import Namespace, Services, wait_until
 
 pytestmark = pytest.mark.stack
@@ -164,14 +165,7 @@ async def mod_dbcon(migrated: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture(scope="module")
 def mod_publisher(stack: Settings) -> Iterator[Publisher]:
-    username, password = stack.mqtt_login("citywatch-simulator")
-    with Publisher(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        client_id=f"sim-{uuid.uuid4().hex[:8]}",
-        username=username,
-        password=password,
-    ) as pub:
+    with simulator_publisher(stack) as pub:
         yield pub
 
 
