@@ -300,9 +300,7 @@ async def _maintain_timescaledb(
             report.policies_changed.append(f"{proc}:{relation}={days}d")
 
 
-async def _ensure_policy(
-    con: db.Conn, proc: str, relation: str, key: str, days: int
-) -> bool:
+async def _ensure_policy(con: db.Conn, proc: str, relation: str, key: str, days: int) -> bool:
     """Make the policy `proc` on `relation` say `key = days`; True when it had to change.
 
     A policy with the configured value is left as it is (same job id), so re-running
@@ -356,9 +354,7 @@ async def area_last_readings(con: db.Conn) -> dict[str, datetime]:
 _MAINTENANCE_LOCK = 0x43_57_4D_41_49_4E  # "CWMAIN"
 
 
-async def maintain_if_free(
-    con: db.Conn, retention: RetentionSettings
-) -> MaintenanceReport | None:
+async def maintain_if_free(con: db.Conn, retention: RetentionSettings) -> MaintenanceReport | None:
     """`maintain`, unless another process is applying retention right now (then None)."""
     if not await con.fetchval("SELECT pg_try_advisory_lock($1)", _MAINTENANCE_LOCK):
         return None
