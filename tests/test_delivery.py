@@ -17,7 +17,7 @@ import pytest
 from services.common.settings import Settings
 from services.stack import Kafka, Postgres
 from simulators import Fleet, Message, Publisher
-from tests.harness import Namespace, Services, wait_until
+from tests.harness import Namespace, ServiceProcess, Services, free_port, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -213,3 +213,29 @@ async def test_postgres_outage_mid_stream_loses_nothing_and_processor_recovers(
     finally:
         await db.close()
     assert processor.starts == 1 and processor.alive()
+
+
+@pytest.mark.parametrize("name", ["ingest", "processor", "alerts"])
+async def test_sigterm_while_waiting_for_kafka_at_startup_exits_0(
+    name: str, ns: Namespace, services: Services
+) -> None:
+    """A service that boots during a Kafka outage waits for it; a stop requested then
+    (a deploy rolled back, an operator's Ctrl-C) ends it at once and cleanly, exit 0."""
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    [proc] = [
+        ServiceProcess(name, log_dir=services.log_dir, tag=ns.suffix, env=ns.env(
+            CITYWATCH_KAFKA_BOOTSTRAP=dead))
+    ]  # fmt: skip
+    proc.start()
+    try:
+
+        async def waiting_for_kafka() -> bool:
+            return "kafka unreachable; retrying" in proc.log_path.read_text()
+
+        await wait_until(waiting_for_kafka, timeout=60, what=f"{name} waiting for Kafka")
+        assert proc.http("/readyz")[0] != 200
+        assert proc.stop(timeout=20) == 0
+        assert "stopped before it had started" in proc.log_path.read_text()
+    finally:
+        if proc.alive():
+            proc.kill()

@@ -48,7 +48,7 @@ async def producer(
         request_timeout_ms=15_000,
         retry_backoff_ms=200,
     )
-    await _start(prod.start, "producer", stop)
+    await _start(prod.start, "producer", stop, close=prod.stop)
     try:
         yield prod
     finally:
@@ -80,7 +80,7 @@ async def consumer(
         max_poll_interval_ms=300_000,
     )
     cons.subscribe(list(topics), listener=listener)
-    await _start(cons.start, "consumer", stop)
+    await _start(cons.start, "consumer", stop, close=cons.stop)
     try:
         yield cons
     finally:
@@ -88,21 +88,33 @@ async def consumer(
 
 
 async def _start(
-    start: Callable[[], Awaitable[None]], what: str, stop: asyncio.Event | None
+    start: Callable[[], Awaitable[None]],
+    what: str,
+    stop: asyncio.Event | None,
+    *,
+    close: Callable[[], Awaitable[None]],
 ) -> None:
     """Start a client, retrying with backoff while Kafka is unreachable, so a service that
-    boots during a Kafka outage waits (not ready) instead of crash-looping."""
+    boots during a Kafka outage waits (not ready) instead of crash-looping. A client that
+    never started (stopped, cancelled) is closed: aiokafka holds sockets and tasks from
+    its first attempt."""
     backoff = Backoff(initial_s=0.5, maximum_s=10)
-    while True:
-        try:
-            await start()
-            return
-        except KafkaError as exc:
-            if stop is None or stop.is_set():
-                raise KafkaUnavailable("kafka", f"{what} could not connect: {exc}") from exc
-            log.warning("kafka unreachable; retrying", extra={"client": what, "error": repr(exc)})
-            if await backoff.wait(stop):
-                raise KafkaUnavailable("kafka", f"{what} stopped before connecting") from exc
+    try:
+        while True:
+            try:
+                await start()
+                return
+            except KafkaError as exc:
+                if stop is None or stop.is_set():
+                    raise KafkaUnavailable("kafka", f"{what} could not connect: {exc}") from exc
+                log.warning(
+                    "kafka unreachable; retrying", extra={"client": what, "error": repr(exc)}
+                )
+                if await backoff.wait(stop):
+                    raise KafkaUnavailable("kafka", f"{what} stopped before connecting") from exc
+    except BaseException:
+        await close()
+        raise
 
 
 def topic_specs(settings: Settings) -> dict[str, int]:
