@@ -69,8 +69,7 @@ async def write_batch(
     async with con.transaction():
         stored = await db.store_readings(con, readings, flags=flags, reflags=reflags or [])
         if await maintenance.rollups_by_processor(con):
-            touched = [(r.device_id, m, r.time) for r in readings for m in r.metrics]
-            touched += [(d, m, t) for d, m, t, _ in reflags or []]
+            touched = maintenance.touched_minutes(readings, reflags or [])
             await maintenance.refresh_rollups(con, touched)
     return stored
 

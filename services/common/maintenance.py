@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
+from schemas import Reading
 from services.common import db
 from services.common.errors import StateError
 from services.common.settings import RetentionSettings
@@ -48,6 +49,7 @@ __all__ = [
     "refresh_rollups",
     "retention_cutoffs",
     "rollups_by_processor",
+    "touched_minutes",
 ]
 
 Rollup = Literal["readings_1m", "readings_1h"]
@@ -119,6 +121,22 @@ ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
 """
 
 
+def touched_minutes(
+    readings: Iterable[Reading], reflags: Iterable[tuple[str, str, datetime, int]]
+) -> list[SeriesBucket]:
+    """The series-minutes a batch wrote (its readings) or reflagged (earlier rows whose
+    flag a spike verdict changed): what `refresh_rollups` recomputes. One minute per
+    reading, not per value: this runs for every value the processor stores."""
+    touched = [
+        (r.device_id, metric, minute)
+        for r in readings
+        for minute in (minute_of(r.time),)
+        for metric in r.metrics
+    ]
+    touched += [(d, metric, minute_of(t)) for d, metric, t, _ in reflags]
+    return touched
+
+
 async def refresh_rollups(con: db.Conn, touched: Iterable[SeriesBucket]) -> int:
     """Recompute the minute and hour rollups of the touched series-minutes (plain path).
 
@@ -130,7 +148,7 @@ async def refresh_rollups(con: db.Conn, touched: Iterable[SeriesBucket]) -> int:
     the same rows waits on the first's row locks), so the last recompute sees every row.
     Returns how many minute buckets were recomputed.
     """
-    keys = sorted({(d, m, minute_of(b)) for d, m, b in touched})  # a fixed lock order
+    keys = sorted(set(touched))  # a fixed lock order
     if not keys:
         return 0
     args = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])

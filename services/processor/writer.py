@@ -201,8 +201,7 @@ class ProcessorService:
             log.info("rollups", extra={"kept_by_processor": self._rollups_here})
         if not self._rollups_here:
             return
-        touched = [(r.device_id, metric, r.time) for r in readings for metric in r.metrics]
-        touched += [(d, metric, t) for d, metric, t, _ in reflags]
+        touched = maintenance.touched_minutes(readings, reflags)
         m.ROLLUP_BUCKETS.inc(await maintenance.refresh_rollups(con, touched))
 
     # -- monitoring facts: consumer lag, area freshness ------------------------------------
