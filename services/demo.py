@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from types import FrameType
 
 from rich.console import Group
 from rich.live import Live
@@ -101,7 +104,16 @@ async def _register(dsn: str, profiles: list[DeviceProfile]) -> None:
         await con.close()
 
 
+def _stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, opts: DemoOptions) -> int:
+    # A closed terminal (SIGHUP) or a service manager's SIGTERM ends the demo the way Ctrl-C
+    # does, through the `finally` below: otherwise the services and stack parts it started
+    # would be left running without it.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_like_ctrl_c)
     started_parts = []
     for part in components(settings):
         was_up = part.pid() is not None and part.answers()
@@ -163,7 +175,8 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         pass
     finally:
         stop.set()
-        print("\nstopping: simulator, services (draining), then the stack parts the demo started")
+        with suppress(OSError):  # the terminal may be gone (SIGHUP): clean up regardless
+            print("\nstopping: simulator, services (draining), then the stack parts it started")
         for p in reversed(procs):
             p.stop()
         for part in reversed(started_parts):

@@ -6,7 +6,8 @@ groups, MQTT prefix, device ids and HTTP ports. Headless Chromium (tests/test_pa
 `browser`) then opens the demo's /ops page and checks what the control room relies on:
 every device of the running demo on the map, a device redrawn when its next reading
 arrives, and an alert the demo's own alerts service raises, under the shipped rules, when
-a river gauge reports a dangerous level. Ctrl-C (SIGINT) ends the demo cleanly.
+a river gauge reports a dangerous level. SIGTERM (a service manager, or a closed terminal's
+SIGHUP, both handled as Ctrl-C) ends the demo and everything it started, with exit 0.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ DANGER_M = 3.4
 
 @pytest.fixture
 def demo(ns: Namespace, log_dir: Path) -> Iterator[dict[str, str]]:
-    """A running `citywatch demo` under this test's names; SIGINT at the end must exit 0."""
+    """A running `citywatch demo` under this test's names; SIGTERM at the end must stop it
+    and the services it started, with exit 0."""
     ports = {name: free_port() for name in ("ingest", "processor", "alerts", "api")}
     env = {
         **os.environ,
@@ -64,13 +66,16 @@ def demo(ns: Namespace, log_dir: Path) -> Iterator[dict[str, str]]:
         yield {"api": f"http://127.0.0.1:{ports['api']}", "log": str(log_path)}
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise
             assert code == 0, f"the demo exited {code}: see {log_path}"
+            for port in ports.values():  # every service it started is gone with it
+                with pytest.raises(OSError):
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
 def _ready(url: str) -> bool:
