@@ -137,12 +137,14 @@ async def test_ops_page_shows_a_running_demo_its_live_readings_and_a_new_alert(
     # without a reload.
     first = fleet[0]
     css = f'circle[data-device-id="{first}"]'
-    seen = attr(browser, css, "data-last-time") or ""
+
+    def drawn_time(d: webdriver.Chrome) -> datetime:
+        text = attr(d, css, "data-last-time")
+        return datetime.fromisoformat(text) if text else datetime.min.replace(tzinfo=UTC)
+
+    seen = drawn_time(browser)
     await until(
-        browser,
-        lambda d: (attr(d, css, "data-last-time") or "") > seen,
-        30,
-        f"a newer reading of {first} drawn live",
+        browser, lambda d: drawn_time(d) > seen, 30, f"a newer reading of {first} drawn live"
     )
 
     # A river gauge at a dangerous level: the demo's alerts service (shipped rules) raises

@@ -154,6 +154,7 @@
     }
     const seen = new Set();
     for (const d of all) {
+      keepNewer(d, devices.get(d.device_id));
       devices.set(d.device_id, d);
       seen.add(d.device_id);
       drawDevice(d);
@@ -163,6 +164,22 @@
     }
     summary();
     if (selected) showDetail(selected, false);
+  }
+
+  // The API answers from the database, which the processor fills a batch after the stream
+  // (read from Kafka) has shown a reading: a refresh must not take back what the stream
+  // already drew. Times are compared as instants, not strings (formats may differ).
+  function newer(a, b) { return Date.parse(a) > Date.parse(b); }
+  function keepNewer(fresh, known) {
+    if (!known) return;
+    fresh.latest = fresh.latest || {};
+    for (const m in known.latest) {
+      const f = fresh.latest[m], k = known.latest[m];
+      if (!f || newer(k.time, f.time)) fresh.latest[m] = k;
+    }
+    if (known.last_reading_at && (!fresh.last_reading_at || newer(known.last_reading_at, fresh.last_reading_at))) {
+      fresh.last_reading_at = known.last_reading_at;
+    }
   }
 
   // -- alerts -----------------------------------------------------------------------------
@@ -261,9 +278,9 @@
     if (!d) return refreshSoon(); // a device we have not drawn yet
     for (const m in r.metrics) {
       const old = d.latest[m];
-      if (!old || old.time <= r.time) d.latest[m] = { value: r.metrics[m], time: r.time, quality: 2 };
+      if (!old || !newer(old.time, r.time)) d.latest[m] = { value: r.metrics[m], time: r.time, quality: 2 };
     }
-    if (!d.last_reading_at || d.last_reading_at < r.time) d.last_reading_at = r.time;
+    if (!d.last_reading_at || newer(r.time, d.last_reading_at)) d.last_reading_at = r.time;
     d.last_seen = new Date().toISOString();
     if (d.state === "offline") { d.state = "normal"; d.status = "online"; }
     if (r.lat != null && r.lon != null) { d.lat = r.lat; d.lon = r.lon; }
