@@ -23,10 +23,11 @@ from typing import Any
 from schemas.adapters.mappings import (
     Invalid,
     best_rssi,
+    decode_or_reject,
     decoded_fields,
     load_json,
-    parse_time,
     resolve_mapping,
+    uplink_reading,
 )
 from schemas.device import DeviceProfile
 from schemas.reading import Reading, Rejection
@@ -50,17 +51,12 @@ def decode_chirpstack(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
 ) -> list[Reading] | Rejection:
     """Decode one ChirpStack uplink event into one reading, or say why it cannot be."""
-    try:
-        return [_decode(topic, payload, received_at, profile)]
-    except Invalid as exc:
-        return Rejection(
-            reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
-        )
+    return decode_or_reject(_decode, topic, payload, received_at, profile)
 
 
 def _decode(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
-) -> Reading:
+) -> list[Reading]:
     dev_eui = match_chirpstack(topic)
     if dev_eui is None or not DEVICE_ID.match(dev_eui):
         raise Invalid(
@@ -83,26 +79,15 @@ def _decode(
     fields = decoded_fields(
         decoded, mapping, profile.kind if profile else None, extra=best_rssi(body.get("rxInfo"))
     )
-    time, from_gateway = fields.time, False
-    if time is None:
-        from_gateway = True
-        event_time = body.get("time")
-        time = parse_time(event_time, "time") if event_time is not None else received_at
-    seq = body.get("fCnt")
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-        raise Invalid("invalid_structure", f"fCnt must be a non-negative integer, got {seq!r}")
-    return Reading(
+    reading = uplink_reading(
+        fields,
         device_id=dev_eui,
-        kind=fields.kind,
-        time=time,
         received_at=received_at,
-        metrics=fields.metrics,
-        seq=seq,
-        time_from_gateway=from_gateway,
-        lat=fields.lat,
-        lon=fields.lon,
+        server_time=("time", body.get("time")),
+        frame_counter=("fCnt", body.get("fCnt")),
         source="chirpstack",
     )
+    return [reading]
 
 
 def _check_device_info(info: Any, dev_eui: str, app: str) -> None:

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from schemas.adapters.units import UnitNotConvertible, convert
+from schemas.reading import Reading, Rejection, Source
 from schemas.registry import COMMON, KINDS, METRICS, Kind, metric_spec
+
+if TYPE_CHECKING:
+    from schemas.device import DeviceProfile
 
 IGNORE: Final = "-"
 SPECIAL_TARGETS: Final = frozenset({"time", "lat", "lon"})
@@ -441,3 +445,65 @@ def best_rssi(rx: Any, key: str = "rssi") -> dict[str, float]:
             except Invalid:
                 continue
     return {"rssi_dbm": max(values)} if values else {}
+
+
+# -- what every adapter shares: the refusal, and a network server's uplink --------------------
+
+# An adapter's decoder: raises `Invalid` for a payload it cannot take.
+Decoder = Callable[[str, bytes, datetime, "DeviceProfile | None"], list[Reading]]
+
+
+def decode_or_reject(
+    decode: Decoder,
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    profile: DeviceProfile | None,
+) -> list[Reading] | Rejection:
+    """Run an adapter's decoder; the `Invalid` it raises becomes the payload's `Rejection`,
+    with the reason and detail that go to the rejected topic and the metric."""
+    try:
+        return decode(topic, payload, received_at, profile)
+    except Invalid as exc:
+        return Rejection(
+            reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
+        )
+
+
+def uplink_reading(
+    fields: DecodedFields,
+    *,
+    device_id: str,
+    received_at: datetime,
+    server_time: tuple[str, Any],
+    frame_counter: tuple[str, Any],
+    source: Source,
+    lat: float | None = None,
+    lon: float | None = None,
+) -> Reading:
+    """A LoRaWAN network server's uplink as a reading. Its time is the device's own when
+    the decoded payload has one, else the server's (`server_time`: field name and value,
+    `time_from_gateway`), else arrival; the frame counter (`frame_counter`: name, value)
+    is the sequence number. The position is the payload's, else the caller's."""
+    time, from_gateway = fields.time, False
+    if time is None:
+        from_gateway = True
+        name, value = server_time
+        time = parse_time(value, name) if value is not None else received_at
+    name, seq = frame_counter
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+        raise Invalid("invalid_structure", f"{name} must be a non-negative integer, got {seq!r}")
+    if fields.lat is not None or fields.lon is not None:
+        lat, lon = fields.lat, fields.lon
+    return Reading(
+        device_id=device_id,
+        kind=fields.kind,
+        time=time,
+        received_at=received_at,
+        metrics=fields.metrics,
+        seq=seq,
+        time_from_gateway=from_gateway,
+        lat=lat,
+        lon=lon,
+        source=source,
+    )

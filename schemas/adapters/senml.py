@@ -42,6 +42,7 @@ from schemas.adapters.mappings import (
     Invalid,
     Target,
     checked,
+    decode_or_reject,
     epoch,
     finite,
     is_number,
@@ -251,12 +252,7 @@ def decode_senml(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
 ) -> list[Reading] | Rejection:
     """Decode one SenML pack on a native topic into readings, or say why it cannot be."""
-    try:
-        return _decode(topic, payload, received_at, profile)
-    except Invalid as exc:
-        return Rejection(
-            reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
-        )
+    return decode_or_reject(_decode, topic, payload, received_at, profile)
 
 
 def _decode(

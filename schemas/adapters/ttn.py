@@ -25,11 +25,12 @@ from typing import Any
 from schemas.adapters.mappings import (
     Invalid,
     best_rssi,
+    decode_or_reject,
     decoded_fields,
     load_json,
-    parse_time,
     position,
     resolve_mapping,
+    uplink_reading,
 )
 from schemas.device import DeviceProfile
 from schemas.reading import Reading, Rejection
@@ -48,17 +49,12 @@ def decode_ttn(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
 ) -> list[Reading] | Rejection:
     """Decode one TTN uplink message into one reading, or say why it cannot be."""
-    try:
-        return [_decode(topic, payload, received_at, profile)]
-    except Invalid as exc:
-        return Rejection(
-            reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
-        )
+    return decode_or_reject(_decode, topic, payload, received_at, profile)
 
 
 def _decode(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
-) -> Reading:
+) -> list[Reading]:
     device_id = match_ttn(topic)
     if device_id is None or not DEVICE_ID.match(device_id):
         raise Invalid("bad_topic", f"topic {topic!r} is not v3/{{app}}/devices/{{device_id}}/up")
@@ -85,29 +81,20 @@ def _decode(
         profile.kind if profile else None,
         extra=best_rssi(uplink.get("rx_metadata")),
     )
-    time, from_gateway = fields.time, False
-    if time is None:
-        from_gateway = True
-        server_time = uplink.get("received_at", body.get("received_at"))
-        time = parse_time(server_time, "received_at") if server_time is not None else received_at
-    lat, lon = fields.lat, fields.lon
-    if lat is None and lon is None:
+    lat, lon = (None, None)
+    if fields.lat is None and fields.lon is None:
         lat, lon = _registry_location(uplink.get("locations"))
-    seq = uplink.get("f_cnt")
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-        raise Invalid("invalid_structure", f"f_cnt must be a non-negative integer, got {seq!r}")
-    return Reading(
+    reading = uplink_reading(
+        fields,
         device_id=device_id,
-        kind=fields.kind,
-        time=time,
         received_at=received_at,
-        metrics=fields.metrics,
-        seq=seq,
-        time_from_gateway=from_gateway,
+        server_time=("received_at", uplink.get("received_at", body.get("received_at"))),
+        frame_counter=("f_cnt", uplink.get("f_cnt")),
+        source="ttn",
         lat=lat,
         lon=lon,
-        source="ttn",
     )
+    return [reading]
 
 
 def _check_ids(ids: Any, device_id: str, app: str) -> None:
