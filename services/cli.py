@@ -200,7 +200,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
         scenario,
         devices=args.devices,
         seed=args.seed,
-        city=load_city(args.areas),
+        city=load_city(args.areas or settings.city_file),
         start=start,
         speed=args.speed,
         formats=formats,
@@ -413,7 +413,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["native", "senml", "ttn", "chirpstack", "mixed"],
         help="payload format of every device (mixed: a quarter each)",
     )
-    sim.add_argument("--areas", help="areas file of the city (default: Sihanoukville)")
+    sim.add_argument("--areas", help="city file (default: CITYWATCH_CITY_FILE, Sihanoukville)")
     sim.add_argument(
         "--start", help="scenario start, ISO 8601 with zone (default: fits before now)"
     )

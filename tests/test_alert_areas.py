@@ -17,21 +17,25 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from schemas.city import CityError as AreasError
+from schemas.city import load_city, parse_city
 from schemas.registry import Kind, metric_spec
 from services.alerts import texts
 from services.alerts.api import cap_message
 from services.alerts.areas import CityAreas, city_areas, default_areas
-from services.alerts.cap import CAP_NS, AlertMessage, Area, CapSource, build_cap, validate_cap
+from services.alerts.cap import CAP_NS, build_cap, validate_cap
 from services.alerts.delivery.notice import AlertEvent, Earlier, build_notice
+from services.alerts.model import AlertMessage, Area, CapSource
 from services.alerts.rules import load_rules
+from services.alerts.titles import rule_titles
 from services.common.settings import Settings
-from simulators.areas import AreasError, load_city, parse_city
 from tests.harness import REPO
 
 NS = {"cap": CAP_NS}
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 SOURCE = CapSource(base_url="https://alerts.example")
 CITY = load_city()
+CITY_AREAS = default_areas()
 KHMER = re.compile("[\u1780-\u17ff]")
 
 
@@ -149,7 +153,7 @@ def test_every_shipped_area_has_a_khmer_name_and_an_ncdd_district_code() -> None
 
 def test_the_builder_reads_the_areas_file_the_settings_name() -> None:
     settings = Settings()
-    assert city_areas(settings.api.areas_file) == default_areas()
+    assert city_areas(settings.city_file) == default_areas()
     assert isinstance(default_areas(), CityAreas)
 
 
@@ -189,7 +193,10 @@ def test_khmer_titles_and_texts_of_every_shipped_rule_have_no_english(rule: Any)
         area = area_.id if area_ is not None else None
         for severity in dict.fromkeys(rule.stages()):
             for category in categories:
-                en, km = rule.titles(2.75, device, area, severity, category)
+                en, km = rule_titles(
+                    rule, CITY_AREAS, value=2.75, device=device, area=area,
+                    severity=severity, category=category,
+                )  # fmt: skip
                 assert not _latin_left(km, device), km
                 assert unicodedata.is_normalized("NFC", km)
                 if "{severity}" in rule.title_km:
@@ -212,15 +219,24 @@ def test_khmer_titles_and_texts_of_every_shipped_rule_have_no_english(rule: Any)
                         assert unicodedata.is_normalized("NFC", field)
 
 
+def _titles(
+    rule: Any, value: float, device: str, area: str | None, severity: str, category: str = ""
+) -> tuple[str, str]:
+    return rule_titles(
+        rule, CITY_AREAS, value=value, device=device, area=area, severity=severity,
+        category=category,
+    )  # fmt: skip
+
+
 def test_khmer_titles_say_the_severity_and_aqi_category_in_khmer() -> None:
     by_id = {r.id: r for r in RULES.rules}
-    _, km = by_id["flood-level"].titles(3.2, "g1", "stueng-hav", "danger")
+    _, km = _titles(by_id["flood-level"], 3.2, "g1", "stueng-hav", "danger")
     assert km == "ទឹកជំនន់កម្រិតគ្រោះថ្នាក់៖ កម្ពស់ទឹកទន្លេ ៣,២ ម៉ែត្រ នៅស្ថានីយ៍ g1 (ស្ទឹងហាវ)"
-    en, km = by_id["air-aqi"].titles(160, "a1", "Stueng Hav", "watch", "unhealthy")
+    en, km = _titles(by_id["air-aqi"], 160, "a1", "Stueng Hav", "watch", "unhealthy")
     assert en == "Air quality unhealthy: AQI 160 at a1 (Stueng Hav)"
     assert km.startswith("គុណភាពខ្យល់មិនល្អសម្រាប់សុខភាព៖ សន្ទស្សន៍គុណភាពខ្យល់ ១៦០")
     # an alert without an area leaves no empty brackets
-    en, _ = by_id["device-offline"].titles(35, "d1", None, "advisory")
+    en, _ = _titles(by_id["device-offline"], 35, "d1", None, "advisory")
     assert en == "Device offline: d1 silent for 35 min"
 
 

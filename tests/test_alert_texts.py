@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.alerts import texts
-from services.alerts.cap import AlertMessage, Area, Circle, MessageRef
+from services.alerts.model import AlertMessage, Area, Circle, MessageRef
 from services.alerts.rules import Severity
 
 T0 = datetime(2026, 11, 24, 7, 30, tzinfo=UTC)  # 14:30 in Sihanoukville (ICT)

@@ -24,17 +24,18 @@ import pytest
 from lxml import etree
 from openapi_spec_validator import validate as validate_openapi
 
+from schemas.city import parse_city
 from services.alerts import api_queries
 from services.alerts.api import AlertsApi
 from services.alerts.areas import CityAreas
-from services.alerts.cap import CAP_NS, Circle, validate_cap
+from services.alerts.cap import CAP_NS, validate_cap
 from services.alerts.feed import ATOM_NS
+from services.alerts.model import Circle
 from services.alerts.openapi import document
 from services.alerts.tokens import TOKEN_PREFIX, new_token, token_digest
 from services.common import db
 from services.common.http import HttpServer
 from services.common.settings import Settings
-from simulators.areas import parse_city
 from tests.harness import REPO, free_port
 
 pytestmark = pytest.mark.stack

@@ -13,8 +13,9 @@ from typing import get_args
 import pytest
 from lxml import etree
 
-from services.alerts.cap import (
-    CAP_NS,
+from services.alerts.cap import CAP_NS, build_cap, validate_cap
+from services.alerts.feed import ATOM_NS, build_feed
+from services.alerts.model import (
     AlertMessage,
     Area,
     CapError,
@@ -23,12 +24,9 @@ from services.alerts.cap import (
     MessageRef,
     MsgType,
     Status,
-    build_cap,
     cap_time,
     message_identifier,
-    validate_cap,
 )
-from services.alerts.feed import ATOM_NS, build_feed
 from services.alerts.rules import Severity
 
 NS = {"cap": CAP_NS, "atom": ATOM_NS}

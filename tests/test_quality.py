@@ -20,7 +20,7 @@ from ioos_qc import qartod
 from schemas import Reading
 from services.common.errors import ConfigError
 from services.common.settings import Settings
-from services.processor.quality import Flag, QualityConfig, QualityEvaluator, worst
+from services.quality import Flag, QualityConfig, QualityEvaluator, worst
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 P, NE, S, F = 1, 2, 3, 4
@@ -105,7 +105,7 @@ def test_suspect_span_outside_the_registry_span_is_a_config_error() -> None:
 
 
 def test_shipped_defaults_file_is_valid_and_the_settings_point_at_it() -> None:
-    path = Settings().processor.quality_file
+    path = Settings().quality_file
     cfg = QualityConfig.from_yaml(path.read_text(), source=str(path))
     assert cfg.for_metric("water", "ph").spike is not None
     assert cfg.for_metric("air", "temperature_c") != cfg.for_metric("water", "temperature_c")

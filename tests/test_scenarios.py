@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from schemas.registry import KINDS
-from services.processor.writer import load_quality_config
+from services.quality import load_quality_config
 from simulators import Message, Publisher
 from simulators.areas import AreasError, load_city, parse_city
 from simulators.faults import FaultRates
@@ -213,9 +213,9 @@ async def test_monsoon_storm_played_fast_stores_rows_for_every_device_and_kind(
     # wherever the centred test can judge it: its device's previous and next messages are
     # clean, single, on-time readings within the quality window's gap. (A spike beside a
     # late, buffered, skewed or missing neighbour is judged against other neighbours or not
-    # at all, as services/processor/quality.py documents; counters such as litter_items get
+    # at all, as services/quality/qartod.py documents; counters such as litter_items get
     # no spike test.)
-    qc = load_quality_config(ns.settings.processor.quality_file)
+    qc = load_quality_config(ns.settings.quality_file)
     kind_of = {d.who.device_id: d.who.kind for d in run.devices}
     max_gap = timedelta(seconds=qc.limits.max_gap_s)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.alerts import sms
-from services.alerts.cap import AlertMessage, Area, Circle
+from services.alerts.model import AlertMessage, Area, Circle
 
 # Real Khmer with coeng subscripts (ស្ទឹង, ព្រះ, ក្រុង, ខ្ពស់, ស្រុក) and no spaces for long runs,
 # so that the splitter has to cut between syllables.

@@ -24,7 +24,7 @@ gives the same messages, the ones the delivery channels sent.
 
 Where an alert applies (CAP `<area>`) is decided by `services/alerts/areas.py`, the one
 builder the delivery channels use too, from the alert's area and the city's areas file
-(`settings.api.areas_file`): the same identifier carries the same `<area>` here, in the
+(`settings.city_file`): the same identifier carries the same `<area>` here, in the
 feed and in the webhooks and e-mails.
 """
 
@@ -47,20 +47,18 @@ from multidict import MultiMapping
 from schemas.registry import KINDS, metric_spec
 from services.alerts import api_queries as q
 from services.alerts.areas import CityAreas, cap_origin, default_areas
-from services.alerts.cap import (
-    CAP_MIME,
+from services.alerts.cap import CAP_MIME, build_cap, validate_cap
+from services.alerts.feed import ATOM_MIME, build_feed
+from services.alerts.model import (
     AlertMessage,
     CapError,
     CapSource,
     MessageRef,
     MsgType,
+    Severity,
     Status,
-    build_cap,
     message_identifier,
-    validate_cap,
 )
-from services.alerts.feed import ATOM_MIME, build_feed
-from services.alerts.rules import Severity
 from services.alerts.tokens import token_digest
 from services.common import db
 from services.common.errors import CityWatchError
@@ -340,7 +338,7 @@ class AlertsApi:
         settings: the service's settings (the default public base URL of CAP links).
         source: who publishes the CAP messages and under which base URL.
         areas: the city whose areas file gives CAP areas (circle, geocodes, Khmer name);
-            read from `settings.api.areas_file` when not given.
+            read from `settings.city_file` when not given.
     """
 
     def __init__(

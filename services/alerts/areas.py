@@ -4,10 +4,11 @@ A CAP message with one identifier must say the same thing whichever channel prod
 `GET /cap/{id}.xml` and the Atom feed (services/alerts/api.py, from the alerts table) and
 the webhook, e-mail and MQTT notices (services/alerts/delivery/notice.py, from the Kafka
 event). Both call `CityAreas.cap_area` with the one thing they both have, the alert's
-area (an areas-file id such as `stueng-hav`, or a registry name such as `Stueng Hav`):
+area (a city-file id such as `stueng-hav`, or a registry name such as `Stueng Hav`):
 
-1. a known area (matched by id or by name, ignoring case and punctuation, so `Stueng Hav`,
-   `stueng-hav` and `Stueng Hav (port and industrial coast)` are one area): that area's
+1. a known area (resolved by `schemas.city.City.resolve`, the one place where names and
+   aliases become ids, so `Stueng Hav`, `stueng-hav` and `Stueng Hav (port and
+   industrial coast)` are one area): that area's
    circle (its point and `radius_m`), its English name, its Khmer name (`name_km`) and its
    administrative geocodes (`geocodes`, e.g. `NCDD 1803`);
 2. anything else (an area the file does not know, or none): the city's extent, a circle
@@ -36,21 +37,15 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from services.alerts.cap import Area, CapSource, Circle
+from schemas.city import DEFAULT_CITY_FILE, City, load_city
+from services.alerts.model import Area, CapSource, Circle
 from services.alerts.texts import nfc
 from services.common.settings import Settings
-from simulators.areas import DEFAULT_AREAS, City, load_city
 
 __all__ = ["CapOrigin", "CityAreas", "cap_origin", "city_areas", "default_areas"]
 
 # Kilometres per degree of latitude (WGS 84 mean); longitude degrees shrink by cos(lat).
 _KM_PER_DEG = 111.32
-
-
-def _key(text: str) -> str:
-    """`Stueng Hav (port and industrial coast)` and `stueng-hav` -> `stueng-hav`."""
-    bare = re.sub(r"\s*\(.*\)\s*$", "", text)
-    return re.sub(r"[^a-z0-9]+", "-", bare.lower()).strip("-")
 
 
 def _label(area: str) -> str:
@@ -66,20 +61,10 @@ class CityAreas:
 
     city: City
 
-    def _find(self, area: str | None) -> int | None:
-        if not area:
-            return None
-        wanted = _key(area)
-        for i, a in enumerate(self.city.areas):
-            if wanted and wanted in (_key(a.id), _key(a.name)):
-                return i
-        return None
-
     def cap_area(self, area: str | None) -> Area:
         """The CAP `<area>` of an alert whose area is `area` (id, name, or None)."""
-        found = self._find(area)
-        if found is not None:
-            a = self.city.areas[found]
+        a = self.city.resolve(area)
+        if a is not None:
             return Area(
                 name=a.name,
                 name_km=nfc(a.name_km) if a.name_km else None,
@@ -95,9 +80,8 @@ class CityAreas:
 
     def name_km(self, area: str | None) -> str | None:
         """The Khmer name of a known area (by id or name), else None."""
-        found = self._find(area)
-        name = self.city.areas[found].name_km if found is not None else None
-        return nfc(name) if name else None
+        a = self.city.resolve(area)
+        return nfc(a.name_km) if a is not None and a.name_km else None
 
     def _city_km(self) -> str | None:
         return nfc(self.city.name_km) if self.city.name_km else None
@@ -128,17 +112,17 @@ def _load(path: Path) -> CityAreas:
 
 
 def city_areas(path: str | Path | None = None) -> CityAreas:
-    """The areas of the city in `path` (`settings.api.areas_file`), read once per file.
+    """The areas of the city in `path` (`settings.city_file`), read once per file.
 
-    Raises `simulators.areas.AreasError` (a `ConfigError`) when the file is missing or bad:
+    Raises `schemas.city.CityError` (a `ConfigError`) when the file is missing or bad:
     a service refuses to start rather than send alerts with no place.
     """
-    return _load(Path(path or DEFAULT_AREAS).resolve())
+    return _load(Path(path or DEFAULT_CITY_FILE).resolve())
 
 
 def default_areas() -> CityAreas:
     """The shipped city (Sihanoukville), for callers that are given no areas file."""
-    return city_areas(DEFAULT_AREAS)
+    return city_areas(DEFAULT_CITY_FILE)
 
 
 @dataclass(frozen=True)
@@ -153,8 +137,8 @@ class CapOrigin:
 
 def cap_origin(settings: Settings) -> CapOrigin:
     """The CAP origin of this deployment: links under the alerts service's address, areas
-    from `settings.api.areas_file`."""
+    from `settings.city_file`."""
     return CapOrigin(
         source=CapSource(base_url=f"http://{settings.http_host}:{settings.alerts.http_port}"),
-        areas=city_areas(settings.api.areas_file),
+        areas=city_areas(settings.city_file),
     )

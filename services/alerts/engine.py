@@ -165,9 +165,6 @@ class Transition:
             return None
         return "+".join(self.rule.metrics())
 
-    def titles(self) -> tuple[str, str]:
-        return self.rule.titles(self.value, self.device_id, self.area, self.severity, self.category)
-
 
 @dataclass
 class Evaluation:

@@ -18,16 +18,8 @@ from datetime import datetime
 from lxml import etree
 
 from services.alerts import texts
-from services.alerts.cap import (
-    CAP_MIME,
-    CAP_NS,
-    CAP_SEVERITY,
-    AlertMessage,
-    CapSource,
-    cap_time,
-    expires_at,
-    urgency_for,
-)
+from services.alerts.cap import CAP_MIME, CAP_NS, CAP_SEVERITY, expires_at, urgency_for
+from services.alerts.model import AlertMessage, CapSource, cap_time
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 ATOM_MIME = "application/atom+xml"

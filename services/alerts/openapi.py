@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Final, get_args
 
 from schemas.registry import KINDS
-from services.alerts.rules import Severity
+from services.alerts.model import Severity
 
 __all__ = ["document"]
 

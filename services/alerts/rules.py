@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from schemas.registry import Kind, metric_spec
+from services.alerts.model import SEVERITIES, Severity, Status
 from services.common.errors import ConfigError
 
 __all__ = [
@@ -60,9 +61,6 @@ __all__ = [
     "parse_rules",
 ]
 
-Severity = Literal["advisory", "watch", "warning", "danger"]
-SEVERITIES: tuple[Severity, ...] = ("advisory", "watch", "warning", "danger")
-Status = Literal["Actual", "Test", "Exercise"]
 # US EPA AQI categories, in order (index 0 is Good).
 AqiCategory = Literal[
     "good", "moderate", "unhealthy_sensitive", "unhealthy", "very_unhealthy", "hazardous"
@@ -157,31 +155,6 @@ class _Rule(BaseModel):
         metric = self.metrics()[0] if self.metrics() else None
         spec = metric_spec(self.kind, metric) if self.kind and metric else None
         return spec.unit if spec else ""
-
-    def titles(
-        self,
-        value: float,
-        device: str | None,
-        area: str | None,
-        severity: str,
-        category: str = "",
-    ) -> tuple[str, str]:
-        # Khmer titles get Khmer words and place names (texts.fill_titles); imported here
-        # because areas -> cap -> rules would otherwise be a cycle.
-        from services.alerts.areas import default_areas
-        from services.alerts.texts import fill_titles
-
-        return fill_titles(
-            self.title_en,
-            self.title_km,
-            value=value,
-            unit=self.unit(),
-            device=device,
-            area=area,
-            severity=severity,
-            category=category,
-            area_km=default_areas().name_km(area),
-        )
 
 
 class ThresholdRule(_Rule):

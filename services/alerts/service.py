@@ -2,7 +2,7 @@
 
 Per batch, in this order:
   1. judge the readings' quality with the processor's own QARTOD evaluator
-     (services/processor/quality.py, same defaults file, windows warmed from `readings`):
+     (services/quality/qartod.py, same defaults file, windows warmed from `readings`):
      the Kafka record carries no flag, and reading the processor's stored flags would race
      with it (both consume the same records in parallel), so the alerts service computes
      the same flags itself;
@@ -62,17 +62,18 @@ from pydantic import ValidationError
 from schemas import Reading
 from services.alerts import api, store
 from services.alerts import metrics as m
+from services.alerts.areas import city_areas
 from services.alerts.delivery.service import DeliveryService
 from services.alerts.engine import Key, RuleState, evaluate
 from services.alerts.leadership import Leadership
 from services.alerts.rules import RuleSet, load_rules
+from services.alerts.titles import transition_titles
 from services.common import db, kafka
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
 from services.common.errors import ConfigError, DatabaseUnavailable, KafkaUnavailable
 from services.common.http import HttpServer
 from services.common.settings import Settings
-from services.processor.quality import QualityEvaluator
-from services.processor.writer import load_quality_config
+from services.quality import QualityEvaluator, load_quality_config
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ class AlertsService:
         self.rules_path = settings.alerts.rules_file
         self._rules_mtime = self._mtime()
         self.rules = rules or load_rules(self.rules_path)
-        self.quality = QualityEvaluator(load_quality_config(settings.processor.quality_file))
+        self.quality = QualityEvaluator(load_quality_config(settings.quality_file))
+        self.city = city_areas(settings.city_file)
         self.stop_event = asyncio.Event()
         self.state: dict[Key, RuleState] = {}
         self.heads: dict[str, datetime] = {}
@@ -367,8 +369,9 @@ class AlertsService:
                     areas=self.areas,
                     flags=judged.flags,
                 )
+                titles = [transition_titles(t, self.city) for t in ev.transitions]
                 async with con.transaction():
-                    await store.apply(con, ev, group)
+                    await store.apply(con, ev, group, titles)
         except DatabaseUnavailable:
             self.state_stale = True  # memory may be ahead of the database now
             raise

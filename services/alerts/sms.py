@@ -27,14 +27,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 import regex
 
 from services.alerts import texts
-
-if TYPE_CHECKING:
-    from services.alerts.cap import AlertMessage
+from services.alerts.model import ICT, AlertMessage
 
 Encoding = Literal["GSM-7", "UCS-2"]
 
@@ -168,7 +166,7 @@ def split_sms(text: str) -> SmsSplit:
     return SmsSplit("UCS-2", tuple(_split(clusters, ucs2_units, UCS2_SINGLE, UCS2_PART)))
 
 
-def sms_for(msg: AlertMessage, tz: tzinfo = texts.ICT) -> AlertSms:
+def sms_for(msg: AlertMessage, tz: tzinfo = ICT) -> AlertSms:
     """The Khmer SMS of an alert and its English GSM-7 fallback, both split into parts."""
     khmer = texts.render(msg, "km", tz).sms
     english = texts.render(msg, "en", tz).sms

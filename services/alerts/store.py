@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -77,10 +78,14 @@ async def load_areas(con: Conn) -> dict[str, str | None]:
     return {r["device_id"]: r["area"] for r in rows}
 
 
-async def apply(con: Conn, ev: Evaluation, group_id: str) -> None:
-    """Store one batch's transitions, states and heads; call inside a transaction."""
-    for t in ev.transitions:
-        title_en, title_km = t.titles()
+async def apply(
+    con: Conn, ev: Evaluation, group_id: str, titles: Sequence[tuple[str, str]]
+) -> None:
+    """Store one batch's transitions, states and heads; call inside a transaction.
+
+    `titles` are the transitions' (English, Khmer) titles, in order, rendered by the
+    caller (services/alerts/titles.py) before the transaction: storage only stores."""
+    for t, (title_en, title_km) in zip(ev.transitions, titles, strict=True):
         if t.kind == "firing":
             status = await con.execute(
                 """INSERT INTO alerts (alert_id, rule_id, device_id, area, kind, metric, severity,

@@ -28,11 +28,10 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Final, Literal
+from datetime import datetime, tzinfo
+from typing import Final, Literal
 
-if TYPE_CHECKING:
-    from services.alerts.cap import AlertMessage
+from services.alerts.model import ICT, AlertMessage
 
 Language = Literal["en", "km"]
 LANGUAGES: Final[tuple[Language, ...]] = ("en", "km")
@@ -40,8 +39,6 @@ LANGUAGES: Final[tuple[Language, ...]] = ("en", "km")
 # CAP `<language>` codes (RFC 3066 tags, as CAP 1.2 asks) for each text language.
 CAP_LANGUAGE: Final[Mapping[Language, str]] = {"en": "en-US", "km": "km-KH"}
 
-# Indochina Time, the city's civil time (no daylight saving): texts show local time.
-ICT: Final[tzinfo] = timezone(timedelta(hours=7), "ICT")
 
 _KHMER_DIGITS: Final = str.maketrans("0123456789", "០១២៣៤៥៦៧៨៩")
 

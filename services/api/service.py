@@ -29,6 +29,7 @@ from typing import Any, Self
 import asyncpg
 from aiohttp import web
 
+from schemas.city import City, load_city
 from schemas.registry import COMMON, KINDS, METRICS
 from services.api import params as p
 from services.api import store
@@ -44,7 +45,6 @@ from services.api.stream import Event, StreamFilter, StreamHub
 from services.common import db
 from services.common.http import HttpServer
 from services.common.settings import Settings
-from simulators.areas import City, load_city
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class ApiService:
 
     def __init__(self, settings: Settings, city: City | None = None) -> None:
         self.settings = settings
-        self.city = city or load_city(settings.api.areas_file)
+        self.city = city or load_city(settings.city_file)
         self.stop_event = asyncio.Event()
         self._stack = AsyncExitStack()
         self._pool: asyncpg.Pool | None = None
@@ -438,7 +438,7 @@ class ApiService:
                     "type": area.type,
                     "lat": area.lat,
                     "lon": area.lon,
-                    "flood_levels": area.flood.levels() if area.flood else None,
+                    "flood_levels": area.flood_levels.as_dict() if area.flood_levels else None,
                     "kinds": kinds,
                     "alerts": [
                         {

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from simulators.areas import Area, City
+from schemas.city import Area, City
 
 __all__ = [
     "DEVICE_STATES",
@@ -130,9 +130,9 @@ def air_category(pm25_ugm3: float) -> str:
 
 def flood_level(level_m: float, area: Area | None) -> str:
     """normal / watch / warning / danger against the area's gauge levels."""
-    if area is None or area.flood is None:
+    if area is None or area.flood_levels is None:
         return "normal"
-    f = area.flood
+    f = area.flood_levels
     if level_m >= f.danger:
         return "danger"
     if level_m >= f.warning:

@@ -77,8 +77,7 @@ class ProcessorSettings(_Section):
     batch_size: int = Field(default=2000, ge=1)
     batch_max_wait_ms: int = Field(default=250, ge=1)
     graceful_timeout_s: float = 15.0
-    # QARTOD defaults per metric; per-device overrides are re-read from `devices` this often.
-    quality_file: Path = REPO_ROOT / "deploy" / "quality" / "defaults.yaml"
+    # Per-device QARTOD overrides are re-read from `devices` this often.
     qc_overrides_refresh_s: float = Field(default=60.0, gt=0)
 
 
@@ -108,8 +107,6 @@ class ApiSettings(_Section):
     # counted, instead of growing memory).
     max_stream_clients: int = Field(default=200, ge=1)
     stream_queue: int = Field(default=1000, ge=1)
-    # The city the map, /areas and the residents' page describe.
-    areas_file: Path = REPO_ROOT / "simulators" / "areas" / "sihanoukville.yaml"
     geojson_file: Path = REPO_ROOT / "services" / "api" / "static" / "geo" / "sihanoukville.geojson"
     open_data_licence: str = "CC-BY-4.0"
     graceful_timeout_s: float = 10.0
@@ -178,6 +175,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # The city: its areas by id, names in English and Khmer, aliases, geocodes, circles and
+    # flood levels (schemas/city.py). Every service that names a place reads this one file.
+    city_file: Path = REPO_ROOT / "deploy" / "city" / "sihanoukville.yaml"
+    # QARTOD defaults per metric (services/quality/): the processor stores the verdict and
+    # the alerts service acts on the same verdict, so both read this one file.
+    quality_file: Path = REPO_ROOT / "deploy" / "quality" / "defaults.yaml"
 
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()

@@ -4,7 +4,7 @@ The commit order is the guarantee. Offsets are committed only after the transact
 holds the batch has committed, so a crash anywhere before that re-delivers the batch, and
 the natural key `(device_id, metric, time)` makes the second write a no-op.
 
-Each row is stored with its IOOS QARTOD flag (services/processor/quality.py). Per batch:
+Each row is stored with its IOOS QARTOD flag (services/quality/qartod.py). Per batch:
 windows missing from memory are warmed from the database, the batch is judged without
 touching the windows, the rows (and the spike verdicts for rows of earlier batches) are
 written in the batch's transaction, and only then does the evaluator keep the new windows.
@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from datetime import datetime
 from enum import Enum
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -38,11 +37,11 @@ from pydantic import ValidationError
 from schemas import Reading, Rejection, now_utc
 from services.common import db, kafka, maintenance
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
-from services.common.errors import ConfigError, DatabaseUnavailable, StateError
+from services.common.errors import DatabaseUnavailable, StateError
 from services.common.http import HttpServer
 from services.common.settings import Settings
 from services.processor import metrics as m
-from services.processor.quality import Flag, QualityConfig, QualityEvaluator
+from services.quality import Flag, QualityEvaluator, load_quality_config
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class ProcessorService:
         self._producer: AIOKafkaProducer | None = None
         self._pool: asyncpg.Pool | None = None
         self.health = Upstreams()
-        self.quality = QualityEvaluator(load_quality_config(settings.processor.quality_file))
+        self.quality = QualityEvaluator(load_quality_config(settings.quality_file))
         self._overrides_read_at: float | None = None  # loop time of the last overrides read
         self._assignment: frozenset[TopicPartition] = frozenset()
         self._rollups_here: bool | None = None  # plain path: this process keeps the rollups
@@ -357,12 +356,3 @@ class ProcessorService:
             return
         m.MAINTENANCE_RUNS.labels(outcome="done").inc()
         m.MAINTENANCE_DROPPED.inc(len(report.dropped))
-
-
-def load_quality_config(path: Path) -> QualityConfig:
-    """Read and validate the QARTOD defaults file; a bad file stops the processor at start."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the quality defaults file {path}: {exc}") from exc
-    return QualityConfig.from_yaml(text, source=str(path))

@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from schemas.registry import Kind
-from services.alerts.rules import Severity
+from services.alerts.model import Severity
 from services.common.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")

@@ -19,15 +19,15 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
 
 from schemas.registry import Kind, metric_spec
-from services.alerts import cap, sms, texts
+from services.alerts import cap, model, sms, texts
 from services.alerts.areas import CityAreas, default_areas
-from services.alerts.rules import Severity
+from services.alerts.model import Severity
 from services.common.errors import CityWatchError
 
 Transition = Literal["firing", "escalated", "deescalated", "acknowledged", "resolved"]
 Reason = Literal["transition", "reminder", "escalation"]
 
-STATE_OF: dict[str, cap.AlertState] = {
+STATE_OF: dict[str, model.AlertState] = {
     "firing": "firing",
     "escalated": "firing",
     "deescalated": "firing",
@@ -61,7 +61,7 @@ class AlertEvent(BaseModel):
     threshold: float | None = None
     title_en: str | None = None
     title_km: str | None = None
-    status: cap.Status = "Actual"
+    status: model.Status = "Actual"
 
     @field_validator("event_id", "alert_id", mode="before")
     @classmethod
@@ -75,7 +75,7 @@ class AlertEvent(BaseModel):
         return "Actual" if value is None else value
 
     @property
-    def state(self) -> cap.AlertState:
+    def state(self) -> model.AlertState:
         return STATE_OF[self.transition]
 
     @classmethod
@@ -117,7 +117,7 @@ class Earlier:
     at: datetime
 
 
-def msg_type_of(ev: AlertEvent, seq: int) -> cap.MsgType:
+def msg_type_of(ev: AlertEvent, seq: int) -> model.MsgType:
     """Alert first, Update after; a rehearsal's end (Test/Exercise resolved) is a Cancel."""
     if ev.transition == "resolved" and ev.status != "Actual":
         return "Cancel"
@@ -128,19 +128,19 @@ def alert_message(
     ev: AlertEvent,
     seq: int,
     earlier: list[Earlier],
-    source: cap.CapSource,
-    msg_type: cap.MsgType | None = None,
+    source: model.CapSource,
+    msg_type: model.MsgType | None = None,
     areas: CityAreas | None = None,
-) -> cap.AlertMessage:
+) -> model.AlertMessage:
     """The CAP message of one event; its `<area>` from `areas` (the city's areas file,
     Sihanoukville when None), by the same rule as the API's (services/alerts/areas.py)."""
     spec = metric_spec(ev.kind, ev.metric)
     msg_type = msg_type or msg_type_of(ev, seq)
     refs = tuple(
-        cap.MessageRef(source.sender, cap.message_identifier(ev.alert_id, e.seq), e.at)
+        model.MessageRef(source.sender, model.message_identifier(ev.alert_id, e.seq), e.at)
         for e in earlier
     )
-    return cap.AlertMessage(
+    return model.AlertMessage(
         alert_id=ev.alert_id,
         rule_id=ev.rule_id,
         kind=ev.kind,
@@ -170,19 +170,19 @@ def build_notice(
     earlier: list[Earlier],
     reason: Reason = "transition",
     reminder: int = 0,
-    source: cap.CapSource | None = None,
+    source: model.CapSource | None = None,
     areas: CityAreas | None = None,
 ) -> dict[str, Any]:
     """The notification of one event (or its `reminder`-th reminder), as a JSON-able dict.
 
-    `areas` is the city the CAP `<area>` comes from (`city_areas(settings.api.areas_file)`;
+    `areas` is the city the CAP `<area>` comes from (`city_areas(settings.city_file)`;
     the shipped city when None), the same the alerts API uses for the same identifier.
 
     CAP needs the earlier messages of an Update; when this consumer has not seen them (it
     started after the alert fired) the notification carries no CAP (`cap` is null) rather
     than a message with invented references. Texts and SMS are there either way.
     """
-    src = source or cap.CapSource()
+    src = source or model.CapSource()
     notice: dict[str, Any] = {
         "event": ev.dump(),
         "reason": reason,
@@ -190,7 +190,7 @@ def build_notice(
         "status": ev.status,
         "state": ev.state,
         "msg_type": msg_type_of(ev, seq),
-        "identifier": cap.message_identifier(ev.alert_id, seq),
+        "identifier": model.message_identifier(ev.alert_id, seq),
     }
     if msg_type_of(ev, seq) != "Alert" and not earlier:
         msg = alert_message(ev, seq, [], src, "Alert", areas)  # for the texts only
