@@ -332,7 +332,7 @@ class Kafka(Component):
         cp = f"{libs}/*"
         if not (data / "meta.properties").exists():
             shutil.rmtree(data, ignore_errors=True)  # a half-formatted directory from a crash
-            cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+            cluster_id = _cluster_id()
             run(
                 [
                     "java",
@@ -513,6 +513,16 @@ class Postgres(Component):
             if path
             else "storage path: not migrated yet (citywatch db migrate)"
         )
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, as `kafka-storage random-uuid`
+    prints. One starting with `-` is drawn again: the storage tool's argument parser reads
+    `-t -abc...` as a missing value and an option (seen here: one format in 64 failed)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if cluster_id[0].isalnum():
+            return cluster_id
 
 
 def _chown_tree(path: Path, user: str) -> None:
