@@ -30,9 +30,10 @@ from schemas.adapters.native import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
 from schemas.adapters.senml import decode_senml, looks_like_senml
 from schemas.adapters.ttn import decode_ttn, match_ttn
 from schemas.device import DeviceLookup, DeviceProfile, UnknownDevicePolicy
+from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
 from schemas.registry import metric_spec
-from schemas.topics import DEVICE_ID, TopicError, parse_uplink_topic
+from schemas.topics import DEVICE_ID, parse_uplink_topic
 
 # A device clock may run a little fast; beyond this, a reading "from the future" is refused.
 DEFAULT_FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -53,7 +54,7 @@ class Adapter:
 def _native_match(topic: str) -> str | None:
     try:
         return parse_uplink_topic(topic).device_id
-    except TopicError:
+    except PayloadError:
         return None
 
 

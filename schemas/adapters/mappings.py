@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from schemas.adapters.units import UnitNotConvertible, convert
+from schemas.adapters.units import convert
+from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection, Source
 from schemas.registry import COMMON, KINDS, METRICS, Kind, metric_spec
 
@@ -129,15 +130,6 @@ SHIPPED_MAPPINGS: Final[dict[str, dict[str, str]]] = {
 }
 
 
-class Invalid(Exception):
-    """A payload cannot become readings: `reason` is the stable code, `detail` the sentence."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where a source field goes: a metric (with the unit the source uses), time or position."""
@@ -158,7 +150,7 @@ def resolve_mapping(field_mapping: Mapping[str, str] | str | None) -> dict[str, 
     """The profile's mapping as targets; a shipped mapping is looked up by name.
 
     Raises:
-        Invalid: `unknown_mapping` for a shipped name that does not exist, or
+        PayloadError: `unknown_mapping` for a shipped name that does not exist, or
             `invalid_mapping` for a target that is no metric, `time`, `lat`, `lon` or `-`.
     """
     if field_mapping is None:
@@ -166,7 +158,7 @@ def resolve_mapping(field_mapping: Mapping[str, str] | str | None) -> dict[str, 
     if isinstance(field_mapping, str):
         shipped = SHIPPED_MAPPINGS.get(field_mapping)
         if shipped is None:
-            raise Invalid(
+            raise PayloadError(
                 "unknown_mapping",
                 f"the registry names field mapping {field_mapping!r}, which CityWatch does not "
                 f"ship (shipped: {', '.join(sorted(SHIPPED_MAPPINGS))})",
@@ -176,7 +168,7 @@ def resolve_mapping(field_mapping: Mapping[str, str] | str | None) -> dict[str, 
     for field, spec in field_mapping.items():
         target = parse_target(spec)
         if target is not None and target.name not in ALL_METRICS | SPECIAL_TARGETS:
-            raise Invalid(
+            raise PayloadError(
                 "invalid_mapping",
                 f"the field mapping sends {field!r} to {spec!r}, which is not a CityWatch metric",
             )
@@ -189,27 +181,27 @@ def resolve_mapping(field_mapping: Mapping[str, str] | str | None) -> dict[str, 
 
 def _reject_constant(name: str) -> float:
     # Python's json accepts NaN/Infinity, which are not JSON (RFC 8259) and not measurements.
-    raise Invalid("not_finite", f"{name} is not a JSON number")
+    raise PayloadError("not_finite", f"{name} is not a JSON number")
 
 
 def load_json(payload: bytes) -> Any:
-    """Parse a payload as strict JSON, turning every failure into `Invalid`."""
+    """Parse a payload as strict JSON, turning every failure into `PayloadError`."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Invalid(
+        raise PayloadError(
             "not_utf8", f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise Invalid(
+        raise PayloadError(
             "not_json", f"payload is not JSON: {exc.msg} at line {exc.lineno} col {exc.colno}"
         ) from None
     except RecursionError:
-        raise Invalid("not_json", "payload nests JSON too deeply") from None
+        raise PayloadError("not_json", "payload nests JSON too deeply") from None
     except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise Invalid("not_json", f"payload is not usable JSON: {exc}") from None
+        raise PayloadError("not_json", f"payload is not usable JSON: {exc}") from None
 
 
 def is_number(value: Any) -> bool:
@@ -225,15 +217,15 @@ def numeric_value(value: Any) -> Any:
 
 
 def finite(name: str, value: Any) -> float:
-    """`value` as a finite float, or `Invalid` naming `name`."""
+    """`value` as a finite float, or `PayloadError` naming `name`."""
     if not is_number(value):
-        raise Invalid("wrong_type", f"{name} must be a number, got {type(value).__name__}")
+        raise PayloadError("wrong_type", f"{name} must be a number, got {type(value).__name__}")
     try:
         number = float(value)
     except OverflowError:
-        raise Invalid("out_of_range", f"{name} is too large to be a measurement") from None
+        raise PayloadError("out_of_range", f"{name} is too large to be a measurement") from None
     if not math.isfinite(number):
-        raise Invalid("not_finite", f"{name} is not finite")
+        raise PayloadError("not_finite", f"{name} is not finite")
     return number
 
 
@@ -241,13 +233,13 @@ def checked(kind: Kind, metric: str, value: float, source: str) -> float:
     """Range-check a value already in the registry unit; `source` names where it came from."""
     spec = metric_spec(kind, metric)
     if spec is None:
-        raise Invalid(
+        raise PayloadError(
             "unknown_metric", f"{source}: metric {metric!r} is not in the registry for {kind!r}"
         )
     if not math.isfinite(value):
-        raise Invalid("out_of_range", f"{source}: {metric!r} converts to a non-finite value")
+        raise PayloadError("out_of_range", f"{source}: {metric!r} converts to a non-finite value")
     if not spec.accepts(value):
-        raise Invalid(
+        raise PayloadError(
             "out_of_range",
             f"{source}: {metric!r} = {value:g} {spec.unit} is outside the possible range "
             f"[{spec.minimum:g}, {spec.maximum:g}]",
@@ -258,15 +250,15 @@ def checked(kind: Kind, metric: str, value: float, source: str) -> float:
 def to_registry_unit(metric: str, value: float, unit: str | None, source: str) -> float:
     try:
         return convert(metric, value, unit)
-    except UnitNotConvertible as exc:
-        raise Invalid("unit_not_convertible", f"{source}: {exc.detail}") from None
+    except PayloadError as exc:
+        raise PayloadError(exc.reason, f"{source}: {exc.detail}") from None
 
 
 def epoch(seconds: float, what: str) -> datetime:
     try:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
-        raise Invalid("bad_time", f"{what} {seconds!r} is out of range") from None
+        raise PayloadError("bad_time", f"{what} {seconds!r} is out of range") from None
 
 
 def parse_time(value: Any, what: str = "time", *, assume_utc: bool = False) -> datetime:
@@ -278,24 +270,24 @@ def parse_time(value: Any, what: str = "time", *, assume_utc: bool = False) -> d
     if is_number(value):
         return epoch(finite(what, value), what)
     if not isinstance(value, str):
-        raise Invalid(
+        raise PayloadError(
             "bad_time", f"{what} must be ISO 8601 text or epoch seconds, got {type(value).__name__}"
         )
     text = value.rpartition("/")[2] if "/" in value else value
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise Invalid("bad_time", f"{what} {value!r} is not ISO 8601") from None
+        raise PayloadError("bad_time", f"{what} {value!r} is not ISO 8601") from None
     if parsed.tzinfo is None and assume_utc:
         parsed = parsed.replace(tzinfo=UTC)
     if parsed.tzinfo is None:
-        raise Invalid(
+        raise PayloadError(
             "time_without_zone", f"{what} {value!r} has no time zone (add 'Z' or '+07:00')"
         )
     try:
         return parsed.astimezone(UTC)
     except OverflowError:
-        raise Invalid("bad_time", f"{what} {value!r} is out of range in UTC") from None
+        raise PayloadError("bad_time", f"{what} {value!r} is out of range in UTC") from None
 
 
 def position(lat: Any, lon: Any) -> tuple[float | None, float | None]:
@@ -307,13 +299,13 @@ def position(lat: Any, lon: Any) -> tuple[float | None, float | None]:
             continue
         number = finite(name, coord)
         if abs(number) > bound:
-            raise Invalid("invalid_structure", f"{name} must be a number within ±{bound}")
+            raise PayloadError("invalid_structure", f"{name} must be a number within ±{bound}")
         out.append(number)
     return out[0], out[1]
 
 
 def infer_kind(metrics: Iterable[str]) -> Kind:
-    """The one kind whose registry holds every kind-specific metric named, or `Invalid`.
+    """The one kind whose registry holds every kind-specific metric named, or `PayloadError`.
 
     Used for an unregistered device on a network-server topic (which names no kind) when the
     gateway accepts unknown devices.
@@ -328,7 +320,7 @@ def infer_kind(metrics: Iterable[str]) -> Kind:
         why = f"metrics {specific} fit several kinds ({', '.join(fits)})"
     else:
         why = f"no single kind has all of the metrics {specific}"
-    raise Invalid(
+    raise PayloadError(
         "unknown_kind",
         f"cannot tell the device's kind: {why}; register the device with its kind "
         "(`citywatch devices add`)",
@@ -376,7 +368,7 @@ def decoded_fields(
             target = Target(IMPLICIT_FIELDS[field])
         else:
             if is_number(numeric_value(value)):
-                raise Invalid(
+                raise PayloadError(
                     "unknown_metric",
                     f"decoded field {field!r} is not a CityWatch metric and the device has no "
                     "field mapping for it (map it, or map it to '-' to ignore it)",
@@ -385,7 +377,7 @@ def decoded_fields(
             continue
         if target.name in SPECIAL_TARGETS:
             if target.name in specials:
-                raise Invalid(
+                raise PayloadError(
                     "invalid_structure",
                     f"decoded fields {specials[target.name][0]!r} and {field!r} both give "
                     f"the reading's {target.name}",
@@ -393,7 +385,7 @@ def decoded_fields(
             specials[target.name] = (field, numeric_value(value), target)
             continue
         if target.name in raw:
-            raise Invalid(
+            raise PayloadError(
                 "invalid_structure",
                 f"decoded fields {raw[target.name][0]!r} and {field!r} both map to metric "
                 f"{target.name!r}",
@@ -408,7 +400,7 @@ def decoded_fields(
         metrics.setdefault(metric, value)
     if not raw:
         listed = f" (ignored: {', '.join(repr(f) for f in ignored)})" if ignored else ""
-        raise Invalid("no_metrics", f"the decoded payload holds no CityWatch metric{listed}")
+        raise PayloadError("no_metrics", f"the decoded payload holds no CityWatch metric{listed}")
     if kind is None:
         kind = infer_kind(metrics)
     for metric, value in metrics.items():
@@ -442,14 +434,14 @@ def best_rssi(rx: Any, key: str = "rssi") -> dict[str, float]:
         if isinstance(entry, dict):
             try:
                 values.append(finite(key, entry.get(key)))
-            except Invalid:
+            except PayloadError:
                 continue
     return {"rssi_dbm": max(values)} if values else {}
 
 
 # -- what every adapter shares: the refusal, and a network server's uplink --------------------
 
-# An adapter's decoder: raises `Invalid` for a payload it cannot take.
+# An adapter's decoder: raises `PayloadError` for a payload it cannot take.
 Decoder = Callable[[str, bytes, datetime, "DeviceProfile | None"], list[Reading]]
 
 
@@ -460,11 +452,11 @@ def decode_or_reject(
     received_at: datetime,
     profile: DeviceProfile | None,
 ) -> list[Reading] | Rejection:
-    """Run an adapter's decoder; the `Invalid` it raises becomes the payload's `Rejection`,
+    """Run an adapter's decoder; the `PayloadError` it raises becomes the payload's `Rejection`,
     with the reason and detail that go to the rejected topic and the metric."""
     try:
         return decode(topic, payload, received_at, profile)
-    except Invalid as exc:
+    except PayloadError as exc:
         return Rejection(
             reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
         )
@@ -492,7 +484,9 @@ def uplink_reading(
         time = parse_time(value, name) if value is not None else received_at
     name, seq = frame_counter
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-        raise Invalid("invalid_structure", f"{name} must be a non-negative integer, got {seq!r}")
+        raise PayloadError(
+            "invalid_structure", f"{name} must be a non-negative integer, got {seq!r}"
+        )
     if fields.lat is not None or fields.lon is not None:
         lat, lon = fields.lat, fields.lon
     return Reading(

@@ -16,25 +16,19 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
 from schemas.registry import COMMON, Kind, metric_spec
-from schemas.topics import TopicError, parse_uplink_topic
+from schemas.topics import parse_uplink_topic
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 10_000
 _OPTIONAL_TOP_LEVEL = {"time", "seq", "metrics", "device_id", "kind", "lat", "lon", *COMMON}
 
 
-class _Invalid(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 def _reject_constant(name: str) -> float:
     # Python's json accepts NaN/Infinity, which are not JSON (RFC 8259) and not measurements.
-    raise _Invalid("not_finite", f"{name} is not a JSON number")
+    raise PayloadError("not_finite", f"{name} is not a JSON number")
 
 
 def decode_native(
@@ -57,7 +51,7 @@ def decode_native(
         )
     try:
         where = parse_uplink_topic(topic)
-    except TopicError as exc:
+    except PayloadError as exc:
         return reject(exc.reason, exc.detail)
     try:
         text = payload.decode("utf-8")
@@ -65,7 +59,7 @@ def decode_native(
         return reject("not_utf8", f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})")
     try:
         body = json.loads(text, parse_constant=_reject_constant)
-    except _Invalid as exc:
+    except PayloadError as exc:
         return reject(exc.reason, exc.detail)
     except json.JSONDecodeError as exc:
         return reject(
@@ -88,7 +82,7 @@ def decode_native(
     for index, item in enumerate(items):
         try:
             readings.append(_reading(item, where.kind, where.device_id, received_at))
-        except _Invalid as exc:
+        except PayloadError as exc:
             prefix = f"reading {index}: " if isinstance(body, list) else ""
             return reject(exc.reason, prefix + exc.detail)
     return readings
@@ -96,23 +90,25 @@ def decode_native(
 
 def _reading(item: Any, kind: Kind, device_id: str, received_at: datetime) -> Reading:
     if not isinstance(item, dict):
-        raise _Invalid("invalid_structure", f"expected a JSON object, got {type(item).__name__}")
+        raise PayloadError(
+            "invalid_structure", f"expected a JSON object, got {type(item).__name__}"
+        )
     unknown = set(item) - _OPTIONAL_TOP_LEVEL
     if unknown:
-        raise _Invalid("invalid_structure", f"unknown field(s) {sorted(unknown)}")
+        raise PayloadError("invalid_structure", f"unknown field(s) {sorted(unknown)}")
     if "device_id" in item and item["device_id"] != device_id:
-        raise _Invalid(
+        raise PayloadError(
             "device_mismatch",
             f"payload device_id {item['device_id']!r} differs from topic device id {device_id!r}",
         )
     if "kind" in item and item["kind"] != kind:
-        raise _Invalid(
+        raise PayloadError(
             "kind_mismatch", f"payload kind {item['kind']!r} differs from topic kind {kind!r}"
         )
 
     raw_metrics = item.get("metrics")
     if not isinstance(raw_metrics, dict) or not raw_metrics:
-        raise _Invalid("no_metrics", "'metrics' must be a non-empty object of name: number")
+        raise PayloadError("no_metrics", "'metrics' must be a non-empty object of name: number")
     merged = dict(raw_metrics)
     for name in COMMON:  # battery_pct / rssi_dbm may stand beside 'metrics'
         if name in item:
@@ -122,11 +118,11 @@ def _reading(item: Any, kind: Kind, device_id: str, received_at: datetime) -> Re
     time, from_gateway = _time(item.get("time"), received_at)
     seq = item.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-        raise _Invalid("invalid_structure", f"seq must be a non-negative integer, got {seq!r}")
+        raise PayloadError("invalid_structure", f"seq must be a non-negative integer, got {seq!r}")
     lat, lon = item.get("lat"), item.get("lon")
     for name, coord, bound in (("lat", lat, 90), ("lon", lon, 180)):
         if coord is not None and (not _is_number(coord) or abs(coord) > bound):
-            raise _Invalid("invalid_structure", f"{name} must be a number within ±{bound}")
+            raise PayloadError("invalid_structure", f"{name} must be a number within ±{bound}")
     return Reading(
         device_id=device_id,
         kind=kind,
@@ -148,23 +144,23 @@ def _is_number(value: Any) -> bool:
 def _value(kind: Kind, name: str, value: Any) -> float:
     spec = metric_spec(kind, name)
     if spec is None:
-        raise _Invalid(
+        raise PayloadError(
             "unknown_metric", f"metric {name!r} is not in the registry for kind {kind!r}"
         )
     if not _is_number(value):
-        raise _Invalid(
+        raise PayloadError(
             "wrong_type", f"metric {name!r} must be a number, got {type(value).__name__}"
         )
     try:
         number = float(value)
     except OverflowError:
-        raise _Invalid(
+        raise PayloadError(
             "out_of_range", f"metric {name!r} is too large to be a measurement"
         ) from None
     if not math.isfinite(number):
-        raise _Invalid("not_finite", f"metric {name!r} is not finite")
+        raise PayloadError("not_finite", f"metric {name!r} is not finite")
     if not spec.accepts(number):
-        raise _Invalid(
+        raise PayloadError(
             "out_of_range",
             f"metric {name!r} = {number:g} {spec.unit} is outside the possible range "
             f"[{spec.minimum:g}, {spec.maximum:g}]",
@@ -179,20 +175,20 @@ def _time(value: Any, received_at: datetime) -> tuple[datetime, bool]:
         try:
             return datetime.fromtimestamp(float(value), UTC), False
         except (OverflowError, OSError, ValueError) as exc:
-            raise _Invalid("bad_time", f"epoch time {value!r} is out of range") from exc
+            raise PayloadError("bad_time", f"epoch time {value!r} is out of range") from exc
     if not isinstance(value, str):
-        raise _Invalid(
+        raise PayloadError(
             "bad_time", f"time must be ISO 8601 text or epoch seconds, got {type(value).__name__}"
         )
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise _Invalid("bad_time", f"time {value!r} is not ISO 8601") from exc
+        raise PayloadError("bad_time", f"time {value!r} is not ISO 8601") from exc
     if parsed.tzinfo is None:
-        raise _Invalid(
+        raise PayloadError(
             "time_without_zone", f"time {value!r} has no time zone (add 'Z' or '+07:00')"
         )
     try:
         return parsed.astimezone(UTC), False
     except OverflowError:
-        raise _Invalid("bad_time", f"time {value!r} is out of range in UTC") from None
+        raise PayloadError("bad_time", f"time {value!r} is out of range in UTC") from None
