@@ -20,14 +20,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schemas.adapters.mappings import (
-    best_rssi,
-    decode_or_reject,
-    decoded_fields,
-    load_json,
-    resolve_mapping,
-    uplink_reading,
-)
+from schemas.adapters._lorawan import best_rssi, decoded_fields, uplink_reading
+from schemas.adapters._reject import decode_or_reject
+from schemas.adapters._values import load_json
+from schemas.adapters.mappings import resolve_mapping
 from schemas.device import DeviceProfile
 from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection

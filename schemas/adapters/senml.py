@@ -37,19 +37,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from schemas.adapters.mappings import (
-    ALL_METRICS,
-    Target,
+from schemas.adapters._reject import decode_or_reject
+from schemas.adapters._values import (
     checked,
-    decode_or_reject,
     epoch,
     finite,
     is_number,
     load_json,
     position,
-    resolve_mapping,
     to_registry_unit,
 )
+from schemas.adapters.mappings import ALL_METRICS, Target, resolve_mapping
 from schemas.adapters.native import MAX_READINGS_PER_MESSAGE
 from schemas.adapters.units import POSITION_UNITS, metrics_for_unit
 from schemas.device import DeviceProfile
