@@ -26,6 +26,7 @@ from schemas.adapters._values import (
     is_number,
     parse_time,
     position,
+    sequence_number,
     to_registry_unit,
 )
 from schemas.adapters.mappings import ALL_METRICS, SPECIAL_TARGETS, Target
@@ -205,11 +206,7 @@ def uplink_reading(
         from_gateway = True
         name, value = server_time
         time = parse_time(value, name) if value is not None else received_at
-    name, seq = frame_counter
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-        raise PayloadError(
-            "invalid_structure", f"{name} must be a non-negative integer, got {seq!r}"
-        )
+    seq = sequence_number(frame_counter[1], frame_counter[0])
     if fields.lat is not None or fields.lon is not None:
         lat, lon = fields.lat, fields.lon
     return Reading(

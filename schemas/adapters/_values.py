@@ -14,18 +14,29 @@ from typing import Any
 
 from schemas.adapters.units import convert
 from schemas.errors import PayloadError
-from schemas.registry import Kind, metric_spec
+from schemas.registry import Kind, MetricSpec, metric_spec
 
 __all__ = [
+    "check_size",
     "checked",
     "epoch",
     "finite",
+    "in_range",
     "is_number",
     "load_json",
     "parse_time",
     "position",
+    "sequence_number",
     "to_registry_unit",
 ]
+
+
+def check_size(payload: bytes, max_bytes: int) -> None:
+    """Refuse a payload above `max_bytes` before anything parses it."""
+    if len(payload) > max_bytes:
+        raise PayloadError(
+            "payload_too_large", f"payload is {len(payload)} bytes; the limit is {max_bytes}"
+        )
 
 
 def _reject_constant(name: str) -> float:
@@ -80,10 +91,15 @@ def checked(kind: Kind, metric: str, value: float, source: str) -> float:
         )
     if not math.isfinite(value):
         raise PayloadError("out_of_range", f"{source}: {metric!r} converts to a non-finite value")
+    return in_range(spec, f"{source}: {metric!r}", value)
+
+
+def in_range(spec: MetricSpec, what: str, value: float) -> float:
+    """`value` if it is physically possible for the metric (`spec`'s range), else `out_of_range`."""
     if not spec.accepts(value):
         raise PayloadError(
             "out_of_range",
-            f"{source}: {metric!r} = {value:g} {spec.unit} is outside the possible range "
+            f"{what} = {value:g} {spec.unit} is outside the possible range "
             f"[{spec.minimum:g}, {spec.maximum:g}]",
         )
     return value
@@ -103,11 +119,14 @@ def epoch(seconds: float, what: str) -> datetime:
         raise PayloadError("bad_time", f"{what} {seconds!r} is out of range") from None
 
 
-def parse_time(value: Any, what: str = "time", *, assume_utc: bool = False) -> datetime:
-    """ISO 8601 with a zone, epoch seconds, or an ISO 8601 interval `start/end`.
+def parse_time(
+    value: Any, what: str = "time", *, assume_utc: bool = False, interval: bool = True
+) -> datetime:
+    """ISO 8601 with a zone, epoch seconds, or (with `interval`) an ISO 8601 interval `start/end`.
 
     An interval (FIWARE's `dateObserved` of an averaged observation) is stamped with its end,
     the instant the averaged value became known, as air quality agencies report hourly means.
+    The native format has no intervals: it passes `interval=False`, and one is `bad_time`.
     """
     if is_number(value):
         return epoch(finite(what, value), what)
@@ -115,7 +134,7 @@ def parse_time(value: Any, what: str = "time", *, assume_utc: bool = False) -> d
         raise PayloadError(
             "bad_time", f"{what} must be ISO 8601 text or epoch seconds, got {type(value).__name__}"
         )
-    text = value.rpartition("/")[2] if "/" in value else value
+    text = value.rpartition("/")[2] if interval and "/" in value else value
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -130,6 +149,15 @@ def parse_time(value: Any, what: str = "time", *, assume_utc: bool = False) -> d
         return parsed.astimezone(UTC)
     except OverflowError:
         raise PayloadError("bad_time", f"{what} {value!r} is out of range in UTC") from None
+
+
+def sequence_number(value: Any, name: str) -> int | None:
+    """A sequence number (native `seq`, a LoRaWAN frame counter): absent, or an int >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise PayloadError(
+            "invalid_structure", f"{name} must be a non-negative integer, got {value!r}"
+        )
+    return value
 
 
 def position(lat: Any, lon: Any) -> tuple[float | None, float | None]:

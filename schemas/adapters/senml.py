@@ -185,18 +185,12 @@ def resolve(pack: Any) -> list[ResolvedRecord]:
             sum=(base_sum or 0.0) + finite(f"{where}: s", record.get("s", 0)) if has_sum else None,
         )
         if "v" in record:
-            value = base_value + _number(record["v"], f"{where}: v")
+            value = base_value + finite(f"{where}: v", record["v"])
             resolved = replace(resolved, value=value)
         elif values:
             resolved = replace(resolved, other=record[values[0]])
         out.append(resolved)
     return out
-
-
-def _number(value: Any, what: str) -> float:
-    if not is_number(value):
-        raise PayloadError("wrong_type", f"{what} must be a number, got {type(value).__name__}")
-    return finite(what, value)
 
 
 def _check_labels(record: dict[str, Any], where: str) -> None:
