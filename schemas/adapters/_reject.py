@@ -12,7 +12,7 @@ from schemas.reading import Reading, Rejection
 if TYPE_CHECKING:
     from schemas.device import DeviceProfile
 
-__all__ = ["Decoder", "decode_or_reject"]
+__all__ = ["Decoder", "decode_or_reject", "rejection"]
 
 # An adapter's decoder: raises `PayloadError` for a payload it cannot take.
 Decoder = Callable[[str, bytes, datetime, "DeviceProfile | None"], list[Reading]]
@@ -30,6 +30,11 @@ def decode_or_reject(
     try:
         return decode(topic, payload, received_at, profile)
     except PayloadError as exc:
-        return Rejection(
-            reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
-        )
+        return rejection(exc, topic, payload, received_at)
+
+
+def rejection(exc: PayloadError, topic: str, payload: bytes, received_at: datetime) -> Rejection:
+    """The `Rejection` of a message refused with `exc`: its reason and detail, and the raw bytes."""
+    return Rejection(
+        reason=exc.reason, detail=exc.detail, topic=topic, raw=payload, received_at=received_at
+    )
