@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from schemas.errors import PayloadError
 from schemas.registry import Kind, is_kind
 
 # Letters, digits and `._:-`, at most 128: what a DevEUI, a TTN device id or a city asset
@@ -22,28 +23,26 @@ class UplinkTopic:
     device_id: str
 
 
-class TopicError(ValueError):
-    """The topic does not follow `.../{kind}/{device_id}/up`."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 def parse_uplink_topic(topic: str) -> UplinkTopic:
+    """The kind and device id a native or SenML uplink topic names.
+
+    Raises:
+        PayloadError: `bad_topic` or `unknown_kind` when the topic does not follow
+            `.../{kind}/{device_id}/up`.
+    """
     parts = topic.split("/")
     if len(parts) < 3 or parts[-1] != "up":
-        raise TopicError(
-            "bad_topic", f"topic {topic!r} does not end in '{{kind}}/{{device_id}}/up'"
+        raise PayloadError(
+            "bad_topic", f"topic {topic!r} does not end in '{{kind}}/{{device_id}}/up'", topic=topic
         )
     kind, device_id = parts[-3], parts[-2]
     if not is_kind(kind):
-        raise TopicError("unknown_kind", f"unknown kind {kind!r} in topic {topic!r}")
+        raise PayloadError("unknown_kind", f"unknown kind {kind!r} in topic {topic!r}", topic=topic)
     if not DEVICE_ID.match(device_id):
-        raise TopicError(
+        raise PayloadError(
             "bad_topic",
             f"device id {device_id!r} in topic {topic!r} must be 1-128 of letters, digits, '._:-'",
+            topic=topic,
         )
     return UplinkTopic(kind=kind, device_id=device_id)  # type: ignore[arg-type]
 

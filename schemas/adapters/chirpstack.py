@@ -20,16 +20,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schemas.adapters.mappings import (
-    Invalid,
-    best_rssi,
-    decode_or_reject,
-    decoded_fields,
-    load_json,
-    resolve_mapping,
-    uplink_reading,
-)
+from schemas.adapters._lorawan import best_rssi, decoded_fields, uplink_reading
+from schemas.adapters._reject import decode_or_reject
+from schemas.adapters._values import load_json
+from schemas.adapters.mappings import resolve_mapping
 from schemas.device import DeviceProfile
+from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
 from schemas.topics import DEVICE_ID
 
@@ -59,17 +55,17 @@ def _decode(
 ) -> list[Reading]:
     dev_eui = match_chirpstack(topic)
     if dev_eui is None or not DEVICE_ID.match(dev_eui):
-        raise Invalid(
+        raise PayloadError(
             "bad_topic", f"topic {topic!r} is not application/{{app}}/device/{{dev_eui}}/event/up"
         )
     app = topic.split("/")[-5]
     body = load_json(payload)
     if not isinstance(body, dict):
-        raise Invalid("invalid_structure", "a ChirpStack uplink event is a JSON object")
+        raise PayloadError("invalid_structure", "a ChirpStack uplink event is a JSON object")
     _check_device_info(body.get("deviceInfo"), dev_eui, app)
     decoded = body.get("object")
     if not isinstance(decoded, dict):
-        raise Invalid(
+        raise PayloadError(
             "no_decoded_payload",
             "the event has no decoded 'object': configure a codec in the device's device "
             "profile in ChirpStack",
@@ -94,16 +90,16 @@ def _check_device_info(info: Any, dev_eui: str, app: str) -> None:
     if info is None:
         return
     if not isinstance(info, dict):
-        raise Invalid("invalid_structure", "deviceInfo must be an object")
+        raise PayloadError("invalid_structure", "deviceInfo must be an object")
     eui = info.get("devEui")
     if eui is not None and (not isinstance(eui, str) or eui.lower() != dev_eui.lower()):
-        raise Invalid(
+        raise PayloadError(
             "device_mismatch",
             f"deviceInfo.devEui {eui!r} differs from the topic's DevEUI {dev_eui!r}",
         )
     app_id = info.get("applicationId")
     if app_id is not None and app_id != app:
-        raise Invalid(
+        raise PayloadError(
             "device_mismatch",
             f"deviceInfo.applicationId {app_id!r} differs from the topic's application {app!r}",
         )

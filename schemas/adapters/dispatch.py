@@ -25,14 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from schemas.adapters._reject import rejection
+from schemas.adapters._values import check_size
 from schemas.adapters.chirpstack import decode_chirpstack, match_chirpstack
 from schemas.adapters.native import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
 from schemas.adapters.senml import decode_senml, looks_like_senml
 from schemas.adapters.ttn import decode_ttn, match_ttn
 from schemas.device import DeviceLookup, DeviceProfile, UnknownDevicePolicy
+from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
 from schemas.registry import metric_spec
-from schemas.topics import DEVICE_ID, TopicError, parse_uplink_topic
+from schemas.topics import DEVICE_ID, parse_uplink_topic
 
 # A device clock may run a little fast; beyond this, a reading "from the future" is refused.
 DEFAULT_FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -53,7 +56,7 @@ class Adapter:
 def _native_match(topic: str) -> str | None:
     try:
         return parse_uplink_topic(topic).device_id
-    except TopicError:
+    except PayloadError:
         return None
 
 
@@ -63,13 +66,15 @@ def _native_decode(
     return decode_native(topic, payload, received_at, max_bytes=len(payload))
 
 
+NATIVE = Adapter("native", _native_match, _native_decode)
+
 # Tried in order; the first whose `match` names a device (and whose `sniff`, if any,
 # accepts the payload) decodes the message.
 ADAPTERS: list[Adapter] = [
     Adapter("ttn", match_ttn, decode_ttn),
     Adapter("chirpstack", match_chirpstack, decode_chirpstack),
     Adapter("senml", _native_match, decode_senml, sniff=looks_like_senml),
-    Adapter("native", _native_match, _native_decode),
+    NATIVE,
 ]
 
 
@@ -84,34 +89,38 @@ def decode(
     future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
 ) -> list[Reading] | Rejection:
     """Decode one MQTT message from any supported source into readings, or say why not."""
+    try:
+        return _decode(topic, payload, received_at, lookup, unknown, max_bytes, future_tolerance)
+    except PayloadError as exc:
+        return rejection(exc, topic, payload, received_at)
 
-    def reject(reason: str, detail: str) -> Rejection:
-        return Rejection(
-            reason=reason, detail=detail, topic=topic, raw=payload, received_at=received_at
-        )
 
-    if len(payload) > max_bytes:
-        return reject(
-            "payload_too_large", f"payload is {len(payload)} bytes; the limit is {max_bytes}"
-        )
+def _decode(
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    lookup: DeviceLookup | None,
+    unknown: UnknownDevicePolicy,
+    max_bytes: int,
+    future_tolerance: timedelta,
+) -> list[Reading] | Rejection:
+    """`decode`, raising `PayloadError` for its own refusals; an adapter's pass through."""
+    check_size(payload, max_bytes)
     adapter, device_id = _pick(topic, payload)
-    if adapter is None or device_id is None:
-        # The native parser says precisely what is wrong with a topic none of them took.
-        return decode_native(topic, payload, received_at, max_bytes=max_bytes)
     if not DEVICE_ID.match(device_id):
-        return reject(
+        raise PayloadError(
             "bad_topic",
             f"device id {device_id!r} in topic {topic!r} must be 1-128 of letters, digits, '._:-'",
         )
 
     profile = lookup(device_id) if lookup is not None else None
     if lookup is not None and profile is None and unknown == "reject":
-        return reject(
+        raise PayloadError(
             "unknown_device",
             f"device {device_id!r} is not registered (register it with `citywatch devices add`)",
         )
     if profile is not None and profile.status == "disabled":
-        return reject("device_disabled", f"device {device_id!r} is disabled in the registry")
+        raise PayloadError("device_disabled", f"device {device_id!r} is disabled in the registry")
 
     outcome = adapter.decode(topic, payload, received_at, profile)
     if isinstance(outcome, Rejection):
@@ -119,19 +128,16 @@ def decode(
     if profile is not None:
         for reading in outcome:
             if reading.kind != profile.kind:
-                return reject(
+                raise PayloadError(
                     "kind_mismatch",
                     f"device {device_id!r} is registered as {profile.kind!r}, not {reading.kind!r}",
                 )
         if profile.calibration:
-            calibrated = _calibrate(outcome, profile)
-            if isinstance(calibrated, str):
-                return reject("out_of_range", calibrated)
-            outcome = calibrated
+            outcome = _calibrate(outcome, profile)
     latest_allowed = received_at + future_tolerance
     for reading in outcome:
         if reading.time > latest_allowed:
-            return reject(
+            raise PayloadError(
                 "time_in_future",
                 f"reading time {reading.time.isoformat()} is more than "
                 f"{future_tolerance.total_seconds():.0f}s after receipt "
@@ -140,15 +146,22 @@ def decode(
     return outcome
 
 
-def _pick(topic: str, payload: bytes) -> tuple[Adapter | None, str | None]:
+def _pick(topic: str, payload: bytes) -> tuple[Adapter, str]:
+    """The adapter that decodes the message, and the device id its topic names.
+
+    Raises:
+        PayloadError: no adapter takes the topic (`bad_topic`, `unknown_kind`).
+    """
     for adapter in ADAPTERS:
         device_id = adapter.match(topic)
         if device_id is not None and (adapter.sniff is None or adapter.sniff(payload)):
             return adapter, device_id
-    return None, None
+    # None took it: the message is native JSON on a topic that breaks the native grammar
+    # (the one docs/devices.md gives devices), and parsing the topic raises the reason.
+    return NATIVE, parse_uplink_topic(topic).device_id
 
 
-def _calibrate(readings: list[Reading], profile: DeviceProfile) -> list[Reading] | str:
+def _calibrate(readings: list[Reading], profile: DeviceProfile) -> list[Reading]:
     """Add the registry's offsets; a calibrated value must still be physically possible."""
     out: list[Reading] = []
     for reading in readings:
@@ -158,7 +171,10 @@ def _calibrate(readings: list[Reading], profile: DeviceProfile) -> list[Reading]
                 value = metrics[metric] + offset
                 spec = metric_spec(reading.kind, metric)
                 if spec is None or not math.isfinite(value) or not spec.accepts(value):
-                    return f"calibrated {metric!r} = {value:g} is outside the possible range"
+                    raise PayloadError(
+                        "out_of_range",
+                        f"calibrated {metric!r} = {value:g} is outside the possible range",
+                    )
                 metrics[metric] = value
         out.append(reading.model_copy(update={"metrics": metrics}))
     return out

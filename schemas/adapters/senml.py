@@ -37,26 +37,24 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from schemas.adapters.mappings import (
-    ALL_METRICS,
-    Invalid,
-    Target,
+from schemas.adapters._reject import decode_or_reject
+from schemas.adapters._values import (
     checked,
-    decode_or_reject,
     epoch,
     finite,
     is_number,
     load_json,
     position,
-    resolve_mapping,
     to_registry_unit,
 )
+from schemas.adapters.mappings import ALL_METRICS, Target, resolve_mapping
 from schemas.adapters.native import MAX_READINGS_PER_MESSAGE
 from schemas.adapters.units import POSITION_UNITS, metrics_for_unit
 from schemas.device import DeviceProfile
+from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
 from schemas.registry import Kind, metric_spec
-from schemas.topics import TopicError, parse_uplink_topic
+from schemas.topics import parse_uplink_topic
 
 SENML_LABELS: Final = frozenset(
     {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
@@ -113,12 +111,12 @@ def resolve(pack: Any) -> list[ResolvedRecord]:
     """Resolve a parsed SenML pack; records with only base fields yield nothing.
 
     Raises:
-        Invalid: the pack breaks RFC 8428 (reason names the fault).
+        PayloadError: the pack breaks RFC 8428 (reason names the fault).
     """
     if not isinstance(pack, list):
-        raise Invalid("invalid_structure", "a SenML pack is a JSON array of records")
+        raise PayloadError("invalid_structure", "a SenML pack is a JSON array of records")
     if not pack:
-        raise Invalid("empty", "the SenML pack has no records")
+        raise PayloadError("empty", "the SenML pack has no records")
     base_name, base_unit = "", None
     base_time = base_value = 0.0
     base_sum: float | None = None
@@ -127,22 +125,22 @@ def resolve(pack: Any) -> list[ResolvedRecord]:
     for index, record in enumerate(pack):
         where = f"record {index}"
         if not isinstance(record, dict):
-            raise Invalid(
+            raise PayloadError(
                 "invalid_structure", f"{where}: expected a JSON object, got {type(record).__name__}"
             )
         _check_labels(record, where)
         if "bver" in record:
             bver = record["bver"]
             if not isinstance(bver, int) or isinstance(bver, bool) or bver < 1:
-                raise Invalid("invalid_structure", f"{where}: bver must be a positive integer")
+                raise PayloadError("invalid_structure", f"{where}: bver must be a positive integer")
             if bver > SENML_VERSION:
-                raise Invalid(
+                raise PayloadError(
                     "unsupported_version",
                     f"{where}: SenML version {bver} is newer than the {SENML_VERSION} "
                     "CityWatch understands (RFC 8428 4.4)",
                 )
             if version is not None and bver != version:
-                raise Invalid(
+                raise PayloadError(
                     "invalid_structure", f"{where}: all records of a pack must share one bver"
                 )
             version = bver
@@ -157,14 +155,14 @@ def resolve(pack: Any) -> list[ResolvedRecord]:
 
         values = [label for label in ("v", "vs", "vb", "vd") if label in record]
         if len(values) > 1:
-            raise Invalid(
+            raise PayloadError(
                 "invalid_structure", f"{where}: has {values}; a record holds one value at most"
             )
         has_sum = "s" in record or base_sum is not None
         if not values and not has_sum:
             regular = sorted(k for k in record if k in {"n", "u", "t", "ut"})
             if regular:
-                raise Invalid(
+                raise PayloadError(
                     "invalid_structure",
                     f"{where}: has {regular} but no value (v, vs, vb, vd) or sum (s)",
                 )
@@ -172,7 +170,7 @@ def resolve(pack: Any) -> list[ResolvedRecord]:
         own_name = record.get("n", "")
         name = base_name + own_name
         if not NAME.match(name):
-            raise Invalid(
+            raise PayloadError(
                 "invalid_structure",
                 f"{where}: resolved name {name!r} must start with a letter or digit and use "
                 "only letters, digits and '-:./_' (RFC 8428 4.5.1)",
@@ -187,7 +185,7 @@ def resolve(pack: Any) -> list[ResolvedRecord]:
             sum=(base_sum or 0.0) + finite(f"{where}: s", record.get("s", 0)) if has_sum else None,
         )
         if "v" in record:
-            value = base_value + _number(record["v"], f"{where}: v")
+            value = base_value + finite(f"{where}: v", record["v"])
             resolved = replace(resolved, value=value)
         elif values:
             resolved = replace(resolved, other=record[values[0]])
@@ -195,29 +193,23 @@ def resolve(pack: Any) -> list[ResolvedRecord]:
     return out
 
 
-def _number(value: Any, what: str) -> float:
-    if not is_number(value):
-        raise Invalid("wrong_type", f"{what} must be a number, got {type(value).__name__}")
-    return finite(what, value)
-
-
 def _check_labels(record: dict[str, Any], where: str) -> None:
     for label in record:
         if label.endswith("_"):
             # RFC 8428 4.4: an unknown label ending in '_' is must-understand.
-            raise Invalid(
+            raise PayloadError(
                 "invalid_structure", f"{where}: must-understand label {label!r} is not supported"
             )
     for label in _STRING_LABELS:
         if label in record and not isinstance(record[label], str):
-            raise Invalid("invalid_structure", f"{where}: {label} must be a string")
+            raise PayloadError("invalid_structure", f"{where}: {label} must be a string")
     for label in _NUMBER_LABELS:
         if label in record and not is_number(record[label]):
-            raise Invalid("invalid_structure", f"{where}: {label} must be a number")
+            raise PayloadError("invalid_structure", f"{where}: {label} must be a number")
     if "vb" in record and not isinstance(record["vb"], bool):
-        raise Invalid("invalid_structure", f"{where}: vb must be a boolean")
+        raise PayloadError("invalid_structure", f"{where}: vb must be a boolean")
     if "s" in record and not is_number(record["s"]):
-        raise Invalid("wrong_type", f"{where}: s must be a number")
+        raise PayloadError("wrong_type", f"{where}: s must be a number")
 
 
 # -- resolved records -> readings ----------------------------------------------------------------
@@ -258,10 +250,7 @@ def decode_senml(
 def _decode(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
 ) -> list[Reading]:
-    try:
-        where = parse_uplink_topic(topic)
-    except TopicError as exc:
-        raise Invalid(exc.reason, exc.detail) from None
+    where = parse_uplink_topic(topic)
     kind = where.kind
     mapping = resolve_mapping(profile.field_mapping if profile else None)
     records = resolve(load_json(payload))
@@ -288,20 +277,20 @@ def _decode(
         if isinstance(target, str):
             if record.value is None:
                 continue  # text, boolean, data or a bare sum: nothing to store, by design
-            raise Invalid(
+            raise PayloadError(
                 "unknown_metric",
                 f"{target} is not a CityWatch metric for {kind!r} and the device has no "
                 "field mapping for it",
             )
         source = f"SenML record {record.index} ({record.name!r})"
         if target.name in ("lat", "lon", "time"):
-            raise Invalid(
+            raise PayloadError(
                 "invalid_mapping", f"{source}: SenML gives time and position by t and lat/lon"
             )
         if record.value is None:
             if record.other is None:
                 continue  # a sum only: an integral, not an instantaneous value
-            raise Invalid(
+            raise PayloadError(
                 "wrong_type",
                 f"{source} maps to {target.name!r} but holds {type(record.other).__name__}, "
                 "not a number",
@@ -311,7 +300,7 @@ def _decode(
             kind, target.name, to_registry_unit(target.name, record.value, unit, source), source
         )
         if (when, target.name) in sources:
-            raise Invalid(
+            raise PayloadError(
                 "invalid_structure",
                 f"{source} gives {target.name!r} at {when.isoformat()} again (record "
                 f"{sources[(when, target.name)]} did already)",
@@ -320,9 +309,9 @@ def _decode(
         metrics.setdefault(when, {})[target.name] = value
 
     if not metrics:
-        raise Invalid("no_metrics", "the SenML pack holds no record with a CityWatch metric")
+        raise PayloadError("no_metrics", "the SenML pack holds no record with a CityWatch metric")
     if len(metrics) > MAX_READINGS_PER_MESSAGE:
-        raise Invalid(
+        raise PayloadError(
             "too_many_readings",
             f"{len(metrics)} instants in one pack; the limit is {MAX_READINGS_PER_MESSAGE}",
         )
@@ -349,4 +338,6 @@ def _instant(record: ResolvedRecord, received_at: datetime) -> datetime:
     try:
         return received_at + timedelta(seconds=record.time)
     except OverflowError:
-        raise Invalid("bad_time", f"{what} {record.time!r} s from now is out of range") from None
+        raise PayloadError(
+            "bad_time", f"{what} {record.time!r} s from now is out of range"
+        ) from None

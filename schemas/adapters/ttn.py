@@ -22,17 +22,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schemas.adapters.mappings import (
-    Invalid,
-    best_rssi,
-    decode_or_reject,
-    decoded_fields,
-    load_json,
-    position,
-    resolve_mapping,
-    uplink_reading,
-)
+from schemas.adapters._lorawan import best_rssi, decoded_fields, uplink_reading
+from schemas.adapters._reject import decode_or_reject
+from schemas.adapters._values import load_json, position
+from schemas.adapters.mappings import resolve_mapping
 from schemas.device import DeviceProfile
+from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
 from schemas.topics import DEVICE_ID
 
@@ -57,18 +52,20 @@ def _decode(
 ) -> list[Reading]:
     device_id = match_ttn(topic)
     if device_id is None or not DEVICE_ID.match(device_id):
-        raise Invalid("bad_topic", f"topic {topic!r} is not v3/{{app}}/devices/{{device_id}}/up")
+        raise PayloadError(
+            "bad_topic", f"topic {topic!r} is not v3/{{app}}/devices/{{device_id}}/up"
+        )
     app = topic.split("/")[-4].partition("@")[0]
     body = load_json(payload)
     if not isinstance(body, dict):
-        raise Invalid("invalid_structure", "a TTN uplink message is a JSON object")
+        raise PayloadError("invalid_structure", "a TTN uplink message is a JSON object")
     _check_ids(body.get("end_device_ids"), device_id, app)
     uplink = body.get("uplink_message")
     if not isinstance(uplink, dict):
-        raise Invalid("invalid_structure", "the message has no 'uplink_message' object")
+        raise PayloadError("invalid_structure", "the message has no 'uplink_message' object")
     decoded = uplink.get("decoded_payload")
     if not isinstance(decoded, dict):
-        raise Invalid(
+        raise PayloadError(
             "no_decoded_payload",
             "the uplink has no decoded_payload object: set an uplink payload formatter for the "
             "device (or its application) in The Things Stack",
@@ -101,9 +98,9 @@ def _check_ids(ids: Any, device_id: str, app: str) -> None:
     if ids is None:
         return
     if not isinstance(ids, dict):
-        raise Invalid("invalid_structure", "end_device_ids must be an object")
+        raise PayloadError("invalid_structure", "end_device_ids must be an object")
     if "device_id" in ids and ids["device_id"] != device_id:
-        raise Invalid(
+        raise PayloadError(
             "device_mismatch",
             f"end_device_ids.device_id {ids['device_id']!r} differs from the topic's "
             f"device id {device_id!r}",
@@ -111,7 +108,7 @@ def _check_ids(ids: Any, device_id: str, app: str) -> None:
     app_ids = ids.get("application_ids")
     app_id = app_ids.get("application_id", app) if isinstance(app_ids, dict) else app
     if app_id != app:
-        raise Invalid(
+        raise PayloadError(
             "device_mismatch",
             f"application_id {app_id!r} differs from the topic's application {app!r}",
         )

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from schemas.errors import PayloadError
+
 # Molar volume of an ideal gas at 25 °C and 1013.25 hPa (US EPA convention) in L/mol:
 # ppb = µg/m³ * 24.45 / M, with M the molar mass in g/mol.
 MOLAR_VOLUME_L: Final = 24.45
@@ -93,16 +95,6 @@ METRIC_UNITS: Final[dict[str, dict[str, Conversion]]] = {
 POSITION_UNITS: Final[dict[str, str]] = {"lat": "lat", "lon": "lon"}
 
 
-class UnitNotConvertible(ValueError):
-    """The unit has no conversion into the metric's registry unit."""
-
-    def __init__(self, metric: str, unit: str) -> None:
-        accepted = ", ".join(sorted(METRIC_UNITS.get(metric, {}))) or "none"
-        detail = f"unit {unit!r} cannot be converted to {metric!r} (accepted units: {accepted})"
-        super().__init__(detail)
-        self.detail = detail
-
-
 def convert(metric: str, value: float, unit: str | None) -> float:
     """`value` in `unit` expressed in the registry unit of `metric`.
 
@@ -110,13 +102,17 @@ def convert(metric: str, value: float, unit: str | None) -> float:
     the application context when a record has none).
 
     Raises:
-        UnitNotConvertible: `unit` is not accepted for `metric`.
+        PayloadError: `unit_not_convertible`, when `unit` is not accepted for `metric`.
     """
     if unit is None:
         return value
     conversion = METRIC_UNITS.get(metric, {}).get(unit)
     if conversion is None:
-        raise UnitNotConvertible(metric, unit)
+        accepted = ", ".join(sorted(METRIC_UNITS.get(metric, {}))) or "none"
+        raise PayloadError(
+            "unit_not_convertible",
+            f"unit {unit!r} cannot be converted to {metric!r} (accepted units: {accepted})",
+        )
     return conversion.apply(value)
 
 

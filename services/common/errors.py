@@ -1,7 +1,8 @@
 """One error hierarchy for CityWatch, split by whose fault it is.
 
 - `ConfigError`: the operator's settings are wrong; fix the environment and restart.
-- `PayloadError`: a device sent something that cannot become a reading (becomes a Rejection).
+- `PayloadError` (from `schemas.errors`): a device sent something that cannot become a
+  reading; the adapter turns it into a Rejection.
 - `UpstreamError`: Kafka, MQTT or the database failed us; `retriable` says whether waiting helps.
 - `StateError`: the machine or stack is not usable as it is; the message says the fix.
 """
@@ -10,23 +11,23 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+# The root and the payload error belong to `schemas`, the lower layer, which must not import
+# `services`; they are re-exported here so that services import every error from one place.
+from schemas.errors import CityWatchError, PayloadError
 
-class CityWatchError(Exception):
-    """Base of every error CityWatch raises on purpose."""
+__all__ = [
+    "CityWatchError",
+    "ConfigError",
+    "DatabaseUnavailable",
+    "KafkaUnavailable",
+    "PayloadError",
+    "StateError",
+    "UpstreamError",
+]
 
 
 class ConfigError(CityWatchError, ValueError):
     """A setting is missing or invalid."""
-
-
-class PayloadError(CityWatchError):
-    """A payload cannot become readings."""
-
-    def __init__(self, reason: str, topic: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail} (topic {topic})")
-        self.reason = reason
-        self.topic = topic
-        self.detail = detail
 
 
 class UpstreamError(CityWatchError):
