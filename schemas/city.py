@@ -28,7 +28,7 @@ from typing import Any, Final, Literal, get_args
 
 import yaml
 
-from services.common.errors import ConfigError
+from schemas.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CITY_FILE",

@@ -1,4 +1,5 @@
-"""The root of CityWatch's error hierarchy, and the one error a payload can cause.
+"""The root of CityWatch's error hierarchy, the one error a payload can cause, and the
+error of a bad configuration file (a city file, say) that `schemas` reads.
 
 `CityWatchError` lives here, in the lowest layer, so that `schemas` can raise errors of the
 hierarchy without importing `services`; `services.common.errors` builds the rest of the
@@ -7,11 +8,15 @@ hierarchy (configuration, upstream, state) on the same class.
 
 from __future__ import annotations
 
-__all__ = ["CityWatchError", "PayloadError"]
+__all__ = ["CityWatchError", "ConfigError", "PayloadError"]
 
 
 class CityWatchError(Exception):
     """Base of every error CityWatch raises on purpose."""
+
+
+class ConfigError(CityWatchError, ValueError):
+    """A setting, or a file a setting names, is missing or invalid."""
 
 
 class PayloadError(CityWatchError):

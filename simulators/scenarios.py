@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from schemas.registry import KINDS, Kind
-from services.common.errors import ConfigError
+from schemas.errors import ConfigError
 from simulators.faults import FaultRates
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-# The root and the payload error belong to `schemas`, the lower layer, which must not import
-# `services`; they are re-exported here so that services import every error from one place.
-from schemas.errors import CityWatchError, PayloadError
+# The root, configuration and payload errors belong to `schemas`, the lower layer, which must
+# not import `services`; they are re-exported here so services import every error from here.
+from schemas.errors import CityWatchError, ConfigError, PayloadError
 
 __all__ = [
     "CityWatchError",
@@ -24,10 +24,6 @@ __all__ = [
     "StateError",
     "UpstreamError",
 ]
-
-
-class ConfigError(CityWatchError, ValueError):
-    """A setting is missing or invalid."""
 
 
 class UpstreamError(CityWatchError):
