@@ -91,7 +91,7 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except p.BadParameter as exc:
-            body = {"error": "bad_parameter", "parameter": exc.name, "detail": exc.detail}
+            body = {"error": "bad_parameter", "parameter": exc.parameter, "detail": exc.detail}
             return _json(body, status=400)
         except db.CONNECTION_ERRORS as exc:
             log.warning(
