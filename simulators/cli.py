@@ -6,17 +6,36 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from services.common.settings import Settings
 
+if TYPE_CHECKING:
+    from simulators import Publisher
+
 __all__ = ["add_parser", "cmd_simulate"]
+
+
+def _publisher(settings: Settings, client_id: str) -> Publisher:
+    """A publisher on the simulator's own MQTT account (CITYWATCH_MQTT_USERNAME/PASSWORD
+    win when set: see `Settings.mqtt_login`)."""
+    from simulators import Publisher
+
+    username, password = settings.mqtt_login("citywatch-simulator")
+    return Publisher(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        client_id=client_id,
+        username=username,
+        password=password,
+    )
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Publish a fleet: a scenario on its own clock (`--scenario`), or the plain fleet."""
     if args.scenario:
         return _simulate_scenario(settings, args)
-    from simulators import Fleet, Publisher, PublishStats
+    from simulators import Fleet, PublishStats
 
     fleet = Fleet(
         per_kind=args.per_kind, seed=args.seed, prefix=args.prefix, malformed_share=args.malformed
@@ -33,14 +52,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         f"simulating {len(fleet.devices)} devices ({args.per_kind} per kind) -> "
         f"{settings.mqtt_url}, rate {args.rate or 'max'}/s, seed {args.seed}"
     )
-    with Publisher(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        client_id=args.client_id,
-        # Its own account (CITYWATCH_MQTT_USERNAME/PASSWORD win when set): see mqtt_login.
-        username=settings.mqtt_login("citywatch-simulator")[0],
-        password=settings.mqtt_login("citywatch-simulator")[1],
-    ) as pub:
+    with _publisher(settings, args.client_id) as pub:
         try:
             st = pub.run(
                 fleet.messages(),
@@ -68,7 +80,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from services.common.errors import ConfigError
-    from simulators import Message, Publisher, PublishStats
+    from simulators import Message, PublishStats
     from simulators.areas import load_city
     from simulators.formats import FORMATS, Format
     from simulators.run import ScenarioRun
@@ -130,14 +142,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
                 run.clock.pace(msg.sent_at, began)
             yield msg
 
-    with Publisher(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        client_id=args.client_id,
-        # Its own account (CITYWATCH_MQTT_USERNAME/PASSWORD win when set): see mqtt_login.
-        username=settings.mqtt_login("citywatch-simulator")[0],
-        password=settings.mqtt_login("citywatch-simulator")[1],
-    ) as pub:
+    with _publisher(settings, args.client_id) as pub:
         try:
             st = pub.run(paced(), progress=progress)
         except KeyboardInterrupt:
