@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from schemas.registry import KINDS, Kind
 from schemas.errors import ConfigError
+from schemas.registry import KINDS, Kind
 from simulators.faults import FaultRates
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"

@@ -15,6 +15,9 @@ from services.stack import components
 from simulators import Publisher
 from tests.harness import Namespace, Services
 
+# Fixtures kept in their own modules, for every test module to use by name.
+pytest_plugins = ["tests.fixtures_browser", "tests.fixtures_databases"]
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
@@ -38,6 +41,14 @@ async def migrated(stack: Settings) -> Settings:
     finally:
         await con.close()
     return stack
+
+
+def _services(ns: Namespace, log_dir: Path) -> Iterator[Services]:
+    running = Services(ns, log_dir)
+    yield running
+    exits = {svc.log_path.name: svc.stop() for svc in running.started if svc.alive()}
+    # SIGTERM is the graceful path: every service drains, commits, closes and exits 0.
+    assert all(code == 0 for code in exits.values()), exits
 
 
 @pytest.fixture
@@ -64,11 +75,31 @@ def log_dir(migrated: Settings) -> Path:
 @pytest.fixture
 def services(ns: Namespace, log_dir: Path) -> Iterator[Services]:
     """Services a test starts; all are stopped (and checked to stop cleanly) afterwards."""
-    running = Services(ns, log_dir)
-    yield running
-    exits = {svc.log_path.name: svc.stop() for svc in running.started if svc.alive()}
-    # SIGTERM is the graceful path: every service drains, commits, closes and exits 0.
-    assert all(code == 0 for code in exits.values()), exits
+    yield from _services(ns, log_dir)
+
+
+# Module-scoped variants of `ns`, `services`, `dbcon` and `publisher`, for modules whose
+# tests all read one simulated day played once (tests/test_api.py, test_pages.py,
+# test_grafana.py).
+@pytest.fixture(scope="module")
+async def mod_ns(migrated: Settings) -> Namespace:
+    names = Namespace(migrated)
+    await names.create_topics()
+    return names
+
+
+@pytest.fixture(scope="module")
+def mod_services(mod_ns: Namespace, migrated: Settings) -> Iterator[Services]:
+    log_dir = migrated.state_dir / "test-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    yield from _services(mod_ns, log_dir)
+
+
+@pytest.fixture(scope="module")
+async def mod_dbcon(migrated: Settings) -> AsyncIterator[asyncpg.Connection]:
+    con = await asyncpg.connect(migrated.database_dsn)
+    yield con
+    await con.close()
 
 
 def simulator_publisher(stack: Settings) -> Publisher:
@@ -85,5 +116,11 @@ def simulator_publisher(stack: Settings) -> Publisher:
 
 @pytest.fixture
 def publisher(stack: Settings) -> Iterator[Publisher]:
+    with simulator_publisher(stack) as pub:
+        yield pub
+
+
+@pytest.fixture(scope="module")
+def mod_publisher(stack: Settings) -> Iterator[Publisher]:
     with simulator_publisher(stack) as pub:
         yield pub

@@ -14,7 +14,7 @@ import pytest
 from schemas import Reading, Rejection
 from schemas.adapters import DEFAULT_MAX_PAYLOAD_BYTES, decode
 from schemas.device import DeviceProfile
-from tests.test_native_adapter import RECEIVED, AdapterContract, _readings, _rejected
+from tests.adapter_contract import RECEIVED, AdapterContract, _readings, _rejected
 
 # ChirpStack docs, Integrations > Event types, "up - Uplink event", JSON example (verbatim).
 CHIRPSTACK_UP_EXAMPLE: dict[str, Any] = json.loads("""

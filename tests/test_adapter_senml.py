@@ -13,7 +13,7 @@ from schemas import Reading, Rejection
 from schemas.adapters import DEFAULT_MAX_PAYLOAD_BYTES, decode, looks_like_senml, resolve
 from schemas.adapters.senml import decode_senml
 from schemas.device import DeviceProfile
-from tests.test_native_adapter import RECEIVED, AdapterContract, _readings, _rejected
+from tests.adapter_contract import RECEIVED, AdapterContract, _readings, _rejected
 
 # -- RFC 8428 Section 5.1 examples, verbatim ------------------------------------------------------
 

@@ -15,8 +15,8 @@ import pytest
 from schemas import Reading, Rejection
 from schemas.adapters import DEFAULT_MAX_PAYLOAD_BYTES, decode
 from schemas.device import DeviceProfile
+from tests.adapter_contract import RECEIVED, AdapterContract, _readings, _rejected
 from tests.harness import REPO
-from tests.test_native_adapter import RECEIVED, AdapterContract, _readings, _rejected
 
 # The Things Stack docs, Integrations > Data Formats, "Uplink message example" (verbatim).
 TTS_UPLINK_EXAMPLE: dict[str, Any] = json.loads("""

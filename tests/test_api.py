@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,11 +19,9 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import Reading
 from services.api.status import LatestValue, air_category, area_of, kind_status
-from services.common.settings import Settings
 from simulators import Message, Publisher
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
-from tests.conftest import simulator_publisher
 from tests.harness import Namespace, Services, wait_until
 
 pytestmark = pytest.mark.stack
@@ -135,38 +132,6 @@ async def seed(
         "air_rows": sum(len(x) for x in air_metrics),
         "probe_turbidity": probe_metrics[-1]["turbidity_ntu"],
     }
-
-
-# Module-scoped variants of conftest's per-test `ns`, `services`, `dbcon` and `publisher`:
-# the simulator plays once per module, and every test of the module reads that data.
-@pytest.fixture(scope="module")
-async def mod_ns(migrated: Settings) -> Namespace:
-    names = Namespace(migrated)
-    await names.create_topics()
-    return names
-
-
-@pytest.fixture(scope="module")
-def mod_services(mod_ns: Namespace, migrated: Settings) -> Iterator[Services]:
-    log_dir = migrated.state_dir / "test-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = Services(mod_ns, log_dir)
-    yield running
-    exits = {svc.log_path.name: svc.stop() for svc in running.started if svc.alive()}
-    assert all(code == 0 for code in exits.values()), exits
-
-
-@pytest.fixture(scope="module")
-async def mod_dbcon(migrated: Settings) -> AsyncIterator[asyncpg.Connection]:
-    con = await asyncpg.connect(migrated.database_dsn)
-    yield con
-    await con.close()
-
-
-@pytest.fixture(scope="module")
-def mod_publisher(stack: Settings) -> Iterator[Publisher]:
-    with simulator_publisher(stack) as pub:
-        yield pub
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ from selenium.webdriver.common.by import By
 from schemas.device import DeviceProfile
 from services.registry.store import upsert_devices
 from simulators import Publisher
+from tests.fixtures_browser import attr, until
 from tests.harness import REPO, Namespace, free_port, wait_until
-from tests.test_pages import attr, browser, until  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.stack
 
@@ -91,7 +91,7 @@ async def test_ops_page_shows_a_running_demo_its_live_readings_and_a_new_alert(
     ns: Namespace,
     dbcon: asyncpg.Connection,
     publisher: Publisher,
-    browser: webdriver.Chrome,  # noqa: F811
+    browser: webdriver.Chrome,
 ) -> None:
     api = demo["api"]
 

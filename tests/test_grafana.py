@@ -39,14 +39,8 @@ from simulators import Publisher
 from simulators.faults import FaultRates
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
+from tests.fixtures_databases import pglite
 from tests.harness import REPO, Namespace, Services, wait_until
-from tests.test_api import (  # noqa: F401 (module-scoped fixtures)
-    mod_dbcon,
-    mod_ns,
-    mod_publisher,
-    mod_services,
-)
-from tests.test_migrations import pglite, pglite_port  # noqa: F401 (a fixture)
 
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 
@@ -397,10 +391,10 @@ async def _play_simulated_day(
 
 @pytest.fixture(scope="module")
 async def simulated_day(
-    mod_services: Services,  # noqa: F811
-    mod_dbcon: asyncpg.Connection,  # noqa: F811
-    mod_ns: Namespace,  # noqa: F811
-    mod_publisher: Publisher,  # noqa: F811
+    mod_services: Services,
+    mod_dbcon: asyncpg.Connection,
+    mod_ns: Namespace,
+    mod_publisher: Publisher,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Seed:
     rules = tmp_path_factory.mktemp("grafana") / "rehearsal-rules.yaml"
@@ -512,7 +506,7 @@ async def _run_dashboard_sql(con: asyncpg.Connection, uid: str, seed: Seed, tr: 
 async def test_every_sql_query_of_the_dashboard_returns_rows_from_the_simulated_day(
     uid: str,
     simulated_day: Seed,
-    mod_dbcon: asyncpg.Connection,  # noqa: F811
+    mod_dbcon: asyncpg.Connection,
 ) -> None:
     tr = _range(simulated_day, timescaledb=bool(DATASOURCES[PG_UID]["jsonData"].get("timescaledb")))
     await _run_dashboard_sql(mod_dbcon, uid, simulated_day, tr)
@@ -521,9 +515,9 @@ async def test_every_sql_query_of_the_dashboard_returns_rows_from_the_simulated_
 @pytest.mark.stack
 async def test_every_sql_query_also_runs_on_the_timescaledb_path(
     simulated_day: Seed,
-    mod_dbcon: asyncpg.Connection,  # noqa: F811
-    mod_ns: Namespace,  # noqa: F811
-    pglite_port: int,  # noqa: F811 (the fixture imported from tests/test_migrations.py)
+    mod_dbcon: asyncpg.Connection,
+    mod_ns: Namespace,
+    pglite_port: int,
 ) -> None:
     """The same queries on a hypertable (PGlite with TimescaleDB, see deploy/pglite/) holding
     the same simulated day, with the datasource's timescaledb switch off as provisioned and

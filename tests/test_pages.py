@@ -10,91 +10,34 @@ the live update comes over the page's own /stream connection.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from services.common.settings import Settings
 from simulators import Publisher
+from tests.fixtures_browser import attr, until
 from tests.harness import Namespace, Services
-from tests.test_api import (  # noqa: F401 (module-scoped fixtures)
-    mod_dbcon,
-    mod_ns,
-    mod_publisher,
-    mod_services,
-    produce,
-    reading,
-    seed,
-)
+from tests.test_api import produce, reading, seed
 
 pytestmark = pytest.mark.stack
 
 
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    profile = tempfile.mkdtemp(prefix="citywatch-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,900",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 async def site(
-    mod_services: Services,  # noqa: F811
-    mod_dbcon: asyncpg.Connection,  # noqa: F811
-    mod_ns: Namespace,  # noqa: F811
-    mod_publisher: Publisher,  # noqa: F811
+    mod_services: Services,
+    mod_dbcon: asyncpg.Connection,
+    mod_ns: Namespace,
+    mod_publisher: Publisher,
 ) -> dict[str, Any]:
     data = await seed(mod_services, mod_dbcon, mod_ns, mod_publisher)
     (proc,) = await mod_services.start("api")
     return {**data, "base": f"http://127.0.0.1:{proc.port}"}
-
-
-async def until(
-    driver: webdriver.Chrome, cond: Callable[[webdriver.Chrome], Any], timeout: float, what: str
-) -> Any:
-    """Wait for a DOM condition with a deadline (WebDriverWait polls the page). The live page
-    redraws as readings arrive, so an element found during one check may be gone by the time
-    it is read: that check simply polls again."""
-    wait = WebDriverWait(
-        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
-    )
-    return await asyncio.to_thread(wait.until, cond, f"timed out waiting for: {what}")
-
-
-def attr(driver: webdriver.Chrome, css: str, name: str) -> str | None:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].get_attribute(name) if found else None
 
 
 async def test_ops_page_shows_devices_and_follows_readings_and_alerts_live(

@@ -24,14 +24,8 @@ from aiokafka import AIOKafkaProducer
 from schemas import Reading
 from services.common import db, maintenance
 from services.common.settings import RetentionSettings
+from tests.fixtures_databases import FreshDatabases, connected, pglite
 from tests.harness import Namespace, Services, wait_until
-from tests.test_migrations import (  # noqa: F401  (fixtures, used by name)
-    FreshDatabases,
-    connected,
-    fresh_databases,
-    pglite,
-    pglite_port,
-)
 
 pytestmark = pytest.mark.stack
 
@@ -95,7 +89,7 @@ async def assert_rollups_match_raw(con: asyncpg.Connection, prefix: str) -> int:
 
 
 @pytest.fixture(scope="module")
-async def plain_dsn(fresh_databases: FreshDatabases) -> str:  # noqa: F811
+async def plain_dsn(fresh_databases: FreshDatabases) -> str:
     dsn = await fresh_databases.create()
     async with connected(dsn) as con:
         await db.migrate(con)
@@ -104,7 +98,7 @@ async def plain_dsn(fresh_databases: FreshDatabases) -> str:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-async def timescale_port(pglite_port: int) -> int:  # noqa: F811
+async def timescale_port(pglite_port: int) -> int:
     async with pglite(pglite_port) as con:
         await db.migrate(con)
         assert await db.storage_path(con) == "timescaledb"

@@ -61,7 +61,7 @@ from services.alerts.model import (
 )
 from services.alerts.tokens import token_digest
 from services.common import db
-from services.common.errors import CityWatchError
+from services.common.http_params import BadParameter, parse_time
 from services.common.settings import Settings
 
 __all__ = [
@@ -88,15 +88,6 @@ _QUERY_PARAMETERS: Final = frozenset(
 _AUTH_CHALLENGE: Final = 'Bearer realm="citywatch-alerts"'
 
 PoolGetter = Callable[[], asyncpg.Pool | None]
-
-
-class BadParameter(CityWatchError, ValueError):
-    """A request parameter is missing or invalid: a 400 that names it."""
-
-    def __init__(self, parameter: str, detail: str) -> None:
-        super().__init__(f"{parameter}: {detail}")
-        self.parameter = parameter
-        self.detail = detail
 
 
 # -- request parsing (pure) ---------------------------------------------------------------
@@ -127,17 +118,7 @@ def _single(query: MultiMapping[str], name: str) -> str | None:
 
 def _time(query: MultiMapping[str], name: str) -> datetime | None:
     raw = _single(query, name)
-    if raw is None:
-        return None
-    try:
-        # `+` in a query string decodes to a space: `...T10:00:00 07:00` meant `+07:00`.
-        at = datetime.fromisoformat(raw.strip().replace(" ", "+"))
-    except ValueError:
-        msg = f"{raw!r} is not an ISO 8601 time such as 2026-11-24T10:00:00+07:00"
-        raise BadParameter(name, msg) from None
-    if at.utcoffset() is None:
-        raise BadParameter(name, f"{raw!r} has no time zone (add Z or +07:00)")
-    return at
+    return None if raw is None else parse_time(name, raw)
 
 
 def encode_cursor(started_at: datetime, alert_id: uuid.UUID) -> str:

@@ -51,8 +51,6 @@ import signal
 import time
 from contextlib import AsyncExitStack, suppress
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -72,6 +70,7 @@ from services.common import db, kafka
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
 from services.common.errors import ConfigError, DatabaseUnavailable, KafkaUnavailable
 from services.common.http import HttpServer
+from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 from services.quality import QualityEvaluator, load_quality_config
 
@@ -96,7 +95,7 @@ class _ReloadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         self._service.state_stale = True
 
 
-class AlertsService:
+class AlertsService(ServiceBase):
     """`async with AlertsService(settings) as svc: await svc.run()`."""
 
     def __init__(self, settings: Settings, rules: RuleSet | None = None) -> None:
@@ -116,7 +115,6 @@ class AlertsService:
         self._outbox_dirty = True
         self._outbox_lock = asyncio.Lock()
         self.health = Upstreams()
-        self._stack = AsyncExitStack()
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: DeliveryService | None = None
@@ -124,42 +122,30 @@ class AlertsService:
         self._leadership = Leadership(settings.database_dsn, settings.alerts.group_id)
         self._leading = False
 
-    async def __aenter__(self) -> Self:
+    async def _open(self, stack: AsyncExitStack) -> None:
         s = self.settings
         client_id = f"citywatch-alerts-{s.alerts.group_id}"
-        try:
-            await self._stack.enter_async_context(
-                HttpServer(
-                    service="alerts",
-                    host=s.http_host,
-                    port=s.alerts.http_port,
-                    ready_checks=self.ready_checks,
-                    routes=api.AlertsApi(lambda: self._pool, s).routes(),
-                )
+        await stack.enter_async_context(
+            HttpServer(
+                service="alerts",
+                host=s.http_host,
+                port=s.alerts.http_port,
+                ready_checks=self.ready_checks,
+                routes=api.AlertsApi(lambda: self._pool, s).routes(),
             )
-            self._pool = await self._stack.enter_async_context(db.create_pool(s.database_dsn))
-            self._producer = await self._stack.enter_async_context(
-                kafka.producer(s, client_id=client_id, stop=self.stop_event)
-            )
-            # The readings consumer is opened per term of leadership, in `_lead`: a standby
-            # must not join the group. The lock session closes last but one, after the
-            # term (and so the group membership) has ended.
-            await self._stack.enter_async_context(self._leadership)
-            # The notifiers (MQTT, webhooks, e-mail) run in this process, reading the
-            # transitions this service publishes, with their own consumer group and state.
-            if s.alerts.delivery:
-                self._delivery = await self._stack.enter_async_context(
-                    DeliveryService(s, http=False)
-                )
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stack.aclose()
+        )
+        self._pool = await stack.enter_async_context(db.create_pool(s.database_dsn))
+        self._producer = await stack.enter_async_context(
+            kafka.producer(s, client_id=client_id, stop=self.stop_event)
+        )
+        # The readings consumer is opened per term of leadership, in `_lead`: a standby
+        # must not join the group. The lock session closes last but one, after the
+        # term (and so the group membership) has ended.
+        await stack.enter_async_context(self._leadership)
+        # The notifiers (MQTT, webhooks, e-mail) run in this process, reading the
+        # transitions this service publishes, with their own consumer group and state.
+        if s.alerts.delivery:
+            self._delivery = await stack.enter_async_context(DeliveryService(s, http=False))
 
     def ready_checks(self) -> dict[str, bool]:
         """While leading: Kafka and the database. On a standby: the failing check `leader`
@@ -182,23 +168,24 @@ class AlertsService:
             },
         )
         m.LEADER.set(0)
-        watcher = asyncio.create_task(self._watch_rules())
-        aio_loop = asyncio.get_running_loop()
-        aio_loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
-        delivery = asyncio.create_task(self._delivery.run()) if self._delivery is not None else None
-        try:
-            # Standby until the lock is ours, lead until stopped or the lock session fails,
-            # then contend again: see services/alerts/leadership.py.
-            while await self._leadership.acquire(self.stop_event):
-                await self._lead()
-        finally:
-            if delivery is not None and self._delivery is not None:
-                self._delivery.stop_event.set()  # drains its in-flight deliveries
-                await delivery
-            aio_loop.remove_signal_handler(signal.SIGHUP)
-            watcher.cancel()
-            with suppress(asyncio.CancelledError):
-                await watcher
+        async with BackgroundTasks() as watcher:
+            watcher.start(self._watch_rules())
+            aio_loop = asyncio.get_running_loop()
+            aio_loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
+            # Not a background task: the notifiers are stopped and drain, not cancelled.
+            delivery = (
+                asyncio.create_task(self._delivery.run()) if self._delivery is not None else None
+            )
+            try:
+                # Standby until the lock is ours, lead until stopped or the lock session
+                # fails, then contend again: see services/alerts/leadership.py.
+                while await self._leadership.acquire(self.stop_event):
+                    await self._lead()
+            finally:
+                if delivery is not None and self._delivery is not None:
+                    self._delivery.stop_event.set()  # drains its in-flight deliveries
+                    await delivery
+                aio_loop.remove_signal_handler(signal.SIGHUP)
 
     async def _lead(self) -> None:
         """One term of leadership: join the group, evaluate until the service stops or the
@@ -240,18 +227,13 @@ class AlertsService:
             stop=term,
             health=self.health,
         )
-        probe = asyncio.create_task(probe_upstreams(self.health, self._pool, consumer))
-        pump = asyncio.create_task(self._pump_outbox())
-        try:
+        async with BackgroundTasks() as background:
+            background.start(probe_upstreams(self.health, self._pool, consumer))
+            background.start(self._pump_outbox())
             await self._publish_outbox()  # events a crash (or a lost term) left unpublished
             await loop.run(self._handle, after_commit=self._after_commit)
             if not self._leadership.lost.is_set():
                 await self._publish_outbox()
-        finally:
-            for task in (probe, pump):
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
 
     def _begin_term(self) -> None:
         self._leading = True

@@ -97,7 +97,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         ),
                         _q(
                             "from",
-                            "start, ISO 8601 with zone or epoch seconds (default: to - 6h)",
+                            "start, ISO 8601 with zone (default: to - 6h)",
                             time,
                         ),
                         _q("to", "end, exclusive (default: now)", time),

@@ -2,16 +2,17 @@
 
 Pure (no I/O). Every failure is a `BadParameter` naming the parameter and what it must
 look like; the service turns it into a 400 with that text, so a client can fix its call.
+`BadParameter` and the time parser are the alerts API's too (services/common/http_params.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from schemas.registry import KINDS
-from services.common.errors import CityWatchError
+from services.common.http_params import BadParameter, parse_time
 
 __all__ = [
     "BUCKETS",
@@ -38,32 +39,6 @@ BUCKETS: dict[str, timedelta] = {
     "1d": timedelta(days=1),
 }
 STATUSES = ("online", "offline", "stuck")
-
-
-class BadParameter(CityWatchError, ValueError):
-    """A request parameter is missing, malformed or out of bounds (HTTP 400)."""
-
-    def __init__(self, name: str, detail: str) -> None:
-        super().__init__(f"{name}: {detail}")
-        self.name = name
-        self.detail = detail
-
-
-def parse_time(name: str, raw: str) -> datetime:
-    """ISO 8601 with a zone (a `Z` too), or epoch seconds."""
-    try:
-        if raw.replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(raw), UTC)
-        text = raw.replace("Z", "+00:00")
-        head, _, tail = text.rpartition(" ")
-        if head and len(tail) == 5 and tail[2] == ":":  # an unescaped "+07:00" became " 07:00"
-            text = f"{head}+{tail}"
-        t = datetime.fromisoformat(text)
-    except (ValueError, OverflowError, OSError):
-        raise BadParameter(name, f"{raw!r} is not ISO 8601 or epoch seconds") from None
-    if t.tzinfo is None:
-        raise BadParameter(name, f"{raw!r} has no time zone; add Z or +07:00")
-    return t.astimezone(UTC)
 
 
 def parse_time_range(

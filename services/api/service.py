@@ -23,8 +23,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -44,6 +43,7 @@ from services.api.status import (
 from services.api.stream import Event, StreamFilter, StreamHub
 from services.common import db
 from services.common.http import HttpServer
+from services.common.lifecycle import ServiceBase
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except p.BadParameter as exc:
-            body = {"error": "bad_parameter", "parameter": exc.name, "detail": exc.detail}
+            body = {"error": "bad_parameter", "parameter": exc.parameter, "detail": exc.detail}
             return _json(body, status=400)
         except db.CONNECTION_ERRORS as exc:
             log.warning(
@@ -102,14 +102,13 @@ def _guarded(handler: Handler) -> Handler:
     return guarded
 
 
-class ApiService:
+class ApiService(ServiceBase):
     """The read API, the live stream and the pages, on `settings.api.http_port`."""
 
     def __init__(self, settings: Settings, city: City | None = None) -> None:
         self.settings = settings
         self.city = city or load_city(settings.city_file)
         self.stop_event = asyncio.Event()
-        self._stack = AsyncExitStack()
         self._pool: asyncpg.Pool | None = None
         self._hub: StreamHub | None = None
         self._rollups = store.Rollups()
@@ -118,31 +117,19 @@ class ApiService:
         self._areas_by_device: dict[str, str | None] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def _open(self, stack: AsyncExitStack) -> None:
         s = self.settings
-        try:
-            self._pool = await self._stack.enter_async_context(
-                db.create_pool(s.database_dsn, max_size=8)
+        self._pool = await stack.enter_async_context(db.create_pool(s.database_dsn, max_size=8))
+        self._hub = await stack.enter_async_context(StreamHub(s, self._event_area))
+        await stack.enter_async_context(
+            HttpServer(
+                service="api",
+                host=s.http_host,
+                port=s.api.http_port,
+                ready_checks=self.ready_checks,
+                routes=self._routes(),
             )
-            self._hub = await self._stack.enter_async_context(StreamHub(s, self._event_area))
-            await self._stack.enter_async_context(
-                HttpServer(
-                    service="api",
-                    host=s.http_host,
-                    port=s.api.http_port,
-                    ready_checks=self.ready_checks,
-                    routes=self._routes(),
-                )
-            )
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stack.aclose()
+        )
 
     def ready_checks(self) -> dict[str, bool]:
         return {

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from schemas import Reading
 from services.common.backoff import Backoff
+from services.common.lifecycle import BackgroundTasks
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,20 +89,17 @@ class StreamHub:
         self._area_of = area_of
         self._subs: set[Subscription] = set()
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self.connected = False
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="api-stream")
+        self._tasks.start(self._run(), name="api-stream")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.aclose()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None

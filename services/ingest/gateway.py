@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from enum import Enum
-from types import TracebackType
-from typing import Self
 
 from aiokafka import AIOKafkaProducer
 
@@ -26,6 +24,7 @@ from schemas.adapters import decode
 from services.common import db, kafka
 from services.common.backoff import Backoff
 from services.common.http import HttpServer
+from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 from services.ingest import metrics as m
 from services.ingest.mqtt_source import Inbound, MqttSource
@@ -49,7 +48,7 @@ def to_records(outcome: list[Reading] | Rejection, settings: Settings) -> list[R
     return [(settings.topics.readings, r.device_id.encode(), r.to_kafka()) for r in outcome]
 
 
-class IngestService:
+class IngestService(ServiceBase):
     """`async with IngestService(settings) as svc: await svc.run()`."""
 
     ack_policy = AckPolicy.AFTER_KAFKA_ACK
@@ -57,7 +56,6 @@ class IngestService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop_event = asyncio.Event()
-        self._stack = AsyncExitStack()
         self._producer: AIOKafkaProducer | None = None
         self._mqtt: MqttSource | None = None
         self._registry: RegistryCache | None = None
@@ -68,50 +66,40 @@ class IngestService:
         self.kafka_ok = False
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        s = self.settings
-        try:
-            await self._stack.enter_async_context(
-                HttpServer(
-                    service="ingest",
-                    host=s.http_host,
-                    port=s.ingest.http_port,
-                    ready_checks=self.ready_checks,
-                )
-            )
-            self._producer = await self._stack.enter_async_context(
-                kafka.producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
-            )
-            self.kafka_ok = True
-            # The registry cache needs the database only to (re)load; see registry_cache.py.
-            pool = await self._stack.enter_async_context(db.create_pool(s.database_dsn, max_size=1))
-            self._registry = await self._stack.enter_async_context(
-                RegistryCache(pool, refresh_s=s.ingest.registry_refresh_s)
-            )
-            username, password = s.mqtt_login("citywatch-ingest")
-            self._mqtt = MqttSource(
-                host=s.mqtt_host,
-                port=s.mqtt_port,
-                client_id=s.ingest.client_id,
-                filters=s.ingest.filters,
-                receive_maximum=s.ingest.receive_maximum,
-                session_expiry_s=s.ingest.session_expiry_s,
-                username=username,
-                password=password,
-            )
-            self._mqtt.start()
-            self._stack.callback(self._mqtt.close)
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        # Reverse order: MQTT disconnects first (unacked messages stay with the broker),
+    async def _open(self, stack: AsyncExitStack) -> None:
+        # Closed in reverse: MQTT disconnects first (unacked messages stay with the broker),
         # then the producer flushes and stops, then the HTTP server goes.
-        await self._stack.aclose()
+        s = self.settings
+        await stack.enter_async_context(
+            HttpServer(
+                service="ingest",
+                host=s.http_host,
+                port=s.ingest.http_port,
+                ready_checks=self.ready_checks,
+            )
+        )
+        self._producer = await stack.enter_async_context(
+            kafka.producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
+        )
+        self.kafka_ok = True
+        # The registry cache needs the database only to (re)load; see registry_cache.py.
+        pool = await stack.enter_async_context(db.create_pool(s.database_dsn, max_size=1))
+        self._registry = await stack.enter_async_context(
+            RegistryCache(pool, refresh_s=s.ingest.registry_refresh_s)
+        )
+        username, password = s.mqtt_login("citywatch-ingest")
+        self._mqtt = MqttSource(
+            host=s.mqtt_host,
+            port=s.mqtt_port,
+            client_id=s.ingest.client_id,
+            filters=s.ingest.filters,
+            receive_maximum=s.ingest.receive_maximum,
+            session_expiry_s=s.ingest.session_expiry_s,
+            username=username,
+            password=password,
+        )
+        self._mqtt.start()
+        stack.callback(self._mqtt.close)
 
     def ready_checks(self) -> dict[str, bool]:
         mqtt_ok = self._mqtt is not None and self._mqtt.connected.is_set()
@@ -124,18 +112,15 @@ class IngestService:
     async def run(self) -> None:
         assert self._mqtt is not None and self._producer is not None
         log.info("ingest running", extra={"ack_policy": self.ack_policy.name})
-        acker = asyncio.create_task(self._ack_in_order(), name="acker")
-        probe = asyncio.create_task(self._probe_kafka(), name="kafka-probe")
-        try:
-            await self._take_messages()
-        finally:
-            # Stage one of shutdown: stop taking messages, let what is in flight finish.
-            await self._drain()
-            for task in (acker, probe):
-                task.cancel()
-            for task in (acker, probe):
-                with suppress(asyncio.CancelledError):
-                    await task
+        async with BackgroundTasks() as tasks:
+            tasks.start(self._ack_in_order(), name="acker")
+            tasks.start(self._probe_kafka(), name="kafka-probe")
+            try:
+                await self._take_messages()
+            finally:
+                # Stage one of shutdown: stop taking messages, let what is in flight finish
+                # (the acker acks it); only then are the acker and the probe cancelled.
+                await self._drain()
 
     async def _take_messages(self) -> None:
         assert self._mqtt is not None

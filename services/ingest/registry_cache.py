@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import suppress
 from types import TracebackType
 from typing import Self
 
@@ -32,6 +31,7 @@ from pydantic import ValidationError
 from schemas.device import DeviceProfile
 from services.common.backoff import Backoff
 from services.common.db import CONNECTION_ERRORS
+from services.common.lifecycle import BackgroundTasks
 from services.registry.store import load_profiles
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class RegistryCache:
         self._pool = pool
         self._refresh_s = refresh_s
         self._profiles: dict[str, DeviceProfile] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self.warm = asyncio.Event()
         self.healthy = False  # the last reload succeeded
 
@@ -86,16 +86,13 @@ class RegistryCache:
         return len(profiles)
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._keep_fresh(), name="registry-refresh")
+        self._tasks.start(self._keep_fresh(), name="registry-refresh")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.aclose()
 
     async def _keep_fresh(self) -> None:
         backoff = Backoff(initial_s=0.5, maximum_s=self._refresh_s)

@@ -26,8 +26,6 @@ from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from datetime import datetime
 from enum import Enum
-from types import TracebackType
-from typing import Self
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -39,6 +37,7 @@ from services.common import db, kafka, maintenance
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
 from services.common.errors import DatabaseUnavailable, StateError
 from services.common.http import HttpServer
+from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 from services.processor import metrics as m
 from services.quality import Flag, QualityEvaluator, load_quality_config
@@ -52,7 +51,7 @@ class CommitPolicy(Enum):
     AFTER_DB_COMMIT = "commit offset+1 of each partition after the batch's transaction commits"
 
 
-class ProcessorService:
+class ProcessorService(ServiceBase):
     """`async with ProcessorService(settings) as svc: await svc.run()`."""
 
     commit_policy = CommitPolicy.AFTER_DB_COMMIT
@@ -60,7 +59,6 @@ class ProcessorService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stop_event = asyncio.Event()
-        self._stack = AsyncExitStack()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pool: asyncpg.Pool | None = None
@@ -71,42 +69,32 @@ class ProcessorService:
         self._rollups_here: bool | None = None  # plain path: this process keeps the rollups
         self._lag_labels: set[TopicPartition] = set()  # partitions with a lag gauge
 
-    async def __aenter__(self) -> Self:
+    async def _open(self, stack: AsyncExitStack) -> None:
         s = self.settings
         client_id = f"citywatch-processor-{s.processor.group_id}"
-        try:
-            await self._stack.enter_async_context(
-                HttpServer(
-                    service="processor",
-                    host=s.http_host,
-                    port=s.processor.http_port,
-                    ready_checks=self.ready_checks,
-                )
+        await stack.enter_async_context(
+            HttpServer(
+                service="processor",
+                host=s.http_host,
+                port=s.processor.http_port,
+                ready_checks=self.ready_checks,
             )
-            self._pool = await self._stack.enter_async_context(db.create_pool(s.database_dsn))
-            # For the rare record that is not a reading: it goes to the rejected topic.
-            self._producer = await self._stack.enter_async_context(
-                kafka.producer(s, client_id=client_id, stop=self.stop_event)
+        )
+        self._pool = await stack.enter_async_context(db.create_pool(s.database_dsn))
+        # For the rare record that is not a reading: it goes to the rejected topic.
+        self._producer = await stack.enter_async_context(
+            kafka.producer(s, client_id=client_id, stop=self.stop_event)
+        )
+        self._consumer = await stack.enter_async_context(
+            kafka.consumer(
+                s,
+                group_id=s.processor.group_id,
+                topics=[s.topics.readings],
+                client_id=client_id,
+                max_poll_records=s.processor.batch_size,
+                stop=self.stop_event,
             )
-            self._consumer = await self._stack.enter_async_context(
-                kafka.consumer(
-                    s,
-                    group_id=s.processor.group_id,
-                    topics=[s.topics.readings],
-                    client_id=client_id,
-                    max_poll_records=s.processor.batch_size,
-                    stop=self.stop_event,
-                )
-            )
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stack.aclose()
+        )
 
     def ready_checks(self) -> dict[str, bool]:
         checks = self.health.checks()
@@ -124,19 +112,11 @@ class ProcessorService:
             stop=self.stop_event,
             health=self.health,
         )
-        background = [
-            asyncio.create_task(probe_upstreams(self.health, self._pool, self._consumer)),
-            asyncio.create_task(self._upkeep()),
-            asyncio.create_task(self._watch()),
-        ]
-        try:
+        async with BackgroundTasks() as background:
+            background.start(probe_upstreams(self.health, self._pool, self._consumer))
+            background.start(self._upkeep())
+            background.start(self._watch())
             await loop.run(self._store, after_commit=self._after_commit)
-        finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with suppress(asyncio.CancelledError):
-                    await task
 
     async def _store(self, batch: Batch) -> None:
         """Write one batch in one transaction. BatchLoop commits the offsets afterwards."""

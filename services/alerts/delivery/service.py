@@ -27,8 +27,6 @@ import random
 import time
 from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 import aiohttp
 import asyncpg
@@ -44,6 +42,7 @@ from services.common import db, kafka
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
 from services.common.errors import DatabaseUnavailable
 from services.common.http import HttpServer
+from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ READY = Gauge("citywatch_delivery_ready", "1 when Kafka, PostgreSQL and MQTT are
 WorkerKey = tuple[str, str | None]  # (channel, subscriber name); MQTT: ("mqtt", None)
 
 
-class DeliveryService:
+class DeliveryService(ServiceBase):
     """`async with DeliveryService(settings) as svc: await svc.run()`."""
 
     def __init__(
@@ -75,7 +74,6 @@ class DeliveryService:
         self.stop_event = asyncio.Event()
         self.health = Upstreams()
         self._http = http
-        self._stack = AsyncExitStack()
         self._pool: asyncpg.Pool | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._mqtt: MqttChannel | None = None
@@ -83,66 +81,56 @@ class DeliveryService:
         self._email: EmailChannel | None = None
         self._wake: dict[WorkerKey, asyncio.Event] = {}
 
-    async def __aenter__(self) -> Self:
+    async def _open(self, stack: AsyncExitStack) -> None:
         s = self.settings
         d = s.delivery
         client_id = f"citywatch-delivery-{d.group_id}"
-        try:
-            if self._http:
-                await self._stack.enter_async_context(
-                    HttpServer(
-                        service="alerts-delivery",
-                        host=s.http_host,
-                        port=d.http_port,
-                        ready_checks=self.ready_checks,
-                    )
-                )
-            # One connection per worker and one for the consumer, so no worker waits on
-            # another's connection.
-            workers = 2 + len(self.subscribers.subscribers)
-            self._pool = await self._stack.enter_async_context(
-                db.create_pool(s.database_dsn, max_size=workers + 2)
-            )
-            username, password = s.mqtt_login("citywatch-alerts")
-            self._mqtt = MqttChannel(
-                host=s.mqtt_host,
-                port=s.mqtt_port,
-                username=username,
-                password=password,
-                client_prefix=client_id,
-            )
-            self._mqtt.start()
-            self._stack.callback(self._mqtt.close)
-            session = await self._stack.enter_async_context(aiohttp.ClientSession())
-            self._webhook = WebhookChannel(session, d.attempt_timeout_s)
-            self._email = EmailChannel(
-                host=d.smtp_host,
-                port=d.smtp_port,
-                sender=d.mail_from,
-                username=d.smtp_username,
-                password=d.smtp_password.get_secret_value() if d.smtp_password else None,
-                starttls=d.smtp_starttls,
-                timeout_s=d.attempt_timeout_s,
-            )
-            self._consumer = await self._stack.enter_async_context(
-                kafka.consumer(
-                    s,
-                    group_id=d.group_id,
-                    topics=[s.topics.alerts],
-                    client_id=client_id,
-                    max_poll_records=500,
-                    stop=self.stop_event,
+        if self._http:
+            await stack.enter_async_context(
+                HttpServer(
+                    service="alerts-delivery",
+                    host=s.http_host,
+                    port=d.http_port,
+                    ready_checks=self.ready_checks,
                 )
             )
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stack.aclose()
+        # One connection per worker and one for the consumer, so no worker waits on
+        # another's connection.
+        workers = 2 + len(self.subscribers.subscribers)
+        self._pool = await stack.enter_async_context(
+            db.create_pool(s.database_dsn, max_size=workers + 2)
+        )
+        username, password = s.mqtt_login("citywatch-alerts")
+        self._mqtt = MqttChannel(
+            host=s.mqtt_host,
+            port=s.mqtt_port,
+            username=username,
+            password=password,
+            client_prefix=client_id,
+        )
+        self._mqtt.start()
+        stack.callback(self._mqtt.close)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        self._webhook = WebhookChannel(session, d.attempt_timeout_s)
+        self._email = EmailChannel(
+            host=d.smtp_host,
+            port=d.smtp_port,
+            sender=d.mail_from,
+            username=d.smtp_username,
+            password=d.smtp_password.get_secret_value() if d.smtp_password else None,
+            starttls=d.smtp_starttls,
+            timeout_s=d.attempt_timeout_s,
+        )
+        self._consumer = await stack.enter_async_context(
+            kafka.consumer(
+                s,
+                group_id=d.group_id,
+                topics=[s.topics.alerts],
+                client_id=client_id,
+                max_poll_records=500,
+                stop=self.stop_event,
+            )
+        )
 
     def ready_checks(self) -> dict[str, bool]:
         checks = {
@@ -168,12 +156,6 @@ class DeliveryService:
                 "group": self.settings.delivery.group_id,
             },
         )
-        tasks = [
-            asyncio.create_task(self._worker(ch, target), name=f"delivery-{ch}-{target}")
-            for ch, target in self._worker_keys()
-        ]
-        tasks.append(asyncio.create_task(self._reminders(), name="delivery-reminders"))
-        tasks.append(asyncio.create_task(probe_upstreams(self.health, self._pool, self._consumer)))
         loop = BatchLoop(
             self._consumer,
             batch_size=500,
@@ -181,22 +163,20 @@ class DeliveryService:
             stop=self.stop_event,
             health=self.health,
         )
-        try:
-            await loop.run(self._handle, after_commit=self._after_commit)
-        finally:
-            self.stop_event.set()
-            for ev in self._wake.values():
-                ev.set()
-            # Workers finish the attempt in hand and exit; the probe is cancelled.
-            tasks[-1].cancel()
-            _done, pending = await asyncio.wait(
-                tasks, timeout=self.settings.delivery.graceful_timeout_s
-            )
-            for t in pending:
-                t.cancel()
-            for t in tasks:
-                with suppress(asyncio.CancelledError):
-                    await t
+        # On the way out the probe is cancelled at once; the workers (and the reminder loop)
+        # finish the attempt in hand and exit, or are cancelled after the graceful timeout.
+        async with BackgroundTasks(grace_s=self.settings.delivery.graceful_timeout_s) as workers:
+            for ch, target in self._worker_keys():
+                workers.start(self._worker(ch, target), name=f"delivery-{ch}-{target}")
+            workers.start(self._reminders(), name="delivery-reminders")
+            async with BackgroundTasks() as probe:
+                probe.start(probe_upstreams(self.health, self._pool, self._consumer))
+                try:
+                    await loop.run(self._handle, after_commit=self._after_commit)
+                finally:
+                    self.stop_event.set()
+                    for ev in self._wake.values():
+                        ev.set()
 
     _pending_wake: frozenset[store.Target] = frozenset()
 
