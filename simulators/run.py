@@ -505,6 +505,7 @@ class ScenarioRun:
             "devices": len(self.devices),
             "fault_rates": self.rates.as_dict(),
             "flood": flood,
+            "air_pm25_above_35_5": self._exceedances("air", "pm25_ugm3", 35.5),
             "air_pm25_above_55_5": self._exceedances("air", "pm25_ugm3", 55.5),
             "water_turbidity_above_50": self._exceedances("water", "turbidity_ntu", 50.0),
             "device_table": self.device_table(),
