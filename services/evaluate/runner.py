@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -51,7 +52,7 @@ from simulators.scenarios import load_scenario
 
 __all__ = ["EvaluateNames", "EvaluateOptions", "Result", "evaluate_one", "run_evaluate"]
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 132)
 SENSOR_METRICS = frozenset(m for ms in METRICS.values() for m in ms)
 
 
