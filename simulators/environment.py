@@ -9,7 +9,8 @@ Deterministic physics plus per-device noise, each behaviour the issue asks for:
   afternoon ozone, ships' SO2 at the port, regional haze and local burning episodes, rain
   washing particles out;
 - flood: water level = datum base + tide + a linear reservoir filled by rain and drained
-  with the area's recession time; flow from a rating curve;
+  with the area's recession time, plus any flash-flood wave (`surge`) from upstream; flow
+  from a rating curve;
 - litter: items accumulate (tourists by day on beaches, runoff at river booms), surge
   after storms, and reset to zero when a crew collects.
 """
@@ -111,6 +112,9 @@ class Environment:
 
     def _integrate(self, area: Area, model: FloodModel) -> FloodSeries:
         storage = self._reservoir(area.id, model.recession_h, model.response_m_per_mm)
+        # A flash-flood wave from upstream: water that arrives, not rain that fell here.
+        for i, s in enumerate(storage):
+            storage[i] = s + sum(e.value(_GRID * i, area.id) for e in self.scenario.surge)
         levels = [
             model.base_m + model.tide_m * self.tide(self.start + _GRID * i) + storage[i]
             for i in range(len(storage))

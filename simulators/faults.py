@@ -7,6 +7,7 @@ What real fleets do wrong, and what CityWatch must do about each (DESIGN.md):
 | `dropout`      | chance per reading          | goes silent for 3-12 intervals            |
 | `stuck`        | chance per reading          | one metric repeats for 6-24 readings      |
 | `spike`        | chance per reading          | one metric jumps once (still possible)    |
+| `out_of_range` | chance per reading          | one metric reads its sensor's range end   |
 | `drift`        | share of devices            | one metric's offset grows steadily        |
 | `low_battery`  | share of devices            | battery falls from ~18 % towards 2 %      |
 | `duplicate`    | chance per message          | the same bytes are published twice        |
@@ -16,7 +17,9 @@ What real fleets do wrong, and what CityWatch must do about each (DESIGN.md):
 | `malformed`    | chance per message          | a payload the gateway must reject         |
 
 Every message carries the faults it was given (`Message.faults`, `Message.fault_metric`)
-so a test can check each one was flagged, de-duplicated or rejected.
+so a test can check each one was flagged, de-duplicated or rejected, and per reading
+(`Message.labels`: reading time, metric, fault) so a scorer can compare each stored flag
+with the truth. A dropout sends nothing: the run lists each silence (`ScenarioRun.silences`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ FAULTS: tuple[str, ...] = (
     "dropout",
     "stuck",
     "spike",
+    "out_of_range",
     "drift",
     "low_battery",
     "duplicate",
@@ -65,6 +69,8 @@ _SPIKE: dict[str, float] = {
     "fill_level_pct": 45.0,
     "litter_kg": 40.0,
 }
+# The faults that change a reported value: what a quality check exists to catch.
+VALUE_FAULTS: tuple[str, ...] = ("spike", "stuck", "drift", "out_of_range")
 # How fast a drifting sensor wanders, per day: fouling, electrolyte loss, a dirty optic.
 _DRIFT_PER_DAY: dict[str, float] = {
     "ph": 0.6,
@@ -94,6 +100,7 @@ class FaultRates:
     dropout: float = 0.0
     stuck: float = 0.0
     spike: float = 0.0
+    out_of_range: float = 0.0
     drift: float = 0.0
     low_battery: float = 0.0
     duplicate: float = 0.0
@@ -206,6 +213,15 @@ class DeviceFaults:
             metrics[m] = self._clip(m, metrics[m] + _SPIKE[m])
             self.onsets["spike"] += 1
             applied.append(("spike", m))
+        if self.rates.out_of_range and self.rng.random() < self.rates.out_of_range:
+            # A shorted or saturated sensor: it reads the end of its range, a value no
+            # environment here produces, yet inside the registry span (the gateway takes it).
+            m = self.rng.choice(self.metrics)
+            spec = metric_spec(self.kind, m)
+            if spec is not None:
+                metrics[m] = round(spec.maximum * 0.99, 3)
+                self.onsets["out_of_range"] += 1
+                applied.append(("out_of_range", m))
         return applied
 
     def battery(self, healthy_pct: float, progress: float) -> float:

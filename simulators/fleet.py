@@ -91,6 +91,9 @@ class Device:
     drift: dict[str, float] = field(default_factory=dict)
 
 
+Label = tuple[datetime, str, str]  # (reading time, metric, fault)
+
+
 @dataclass(frozen=True)
 class Message:
     """One MQTT message a simulated device publishes, and what must become of it.
@@ -100,6 +103,8 @@ class Message:
     message, the first being the one that decides its fate), `fault_metric` the metric a
     value fault (spike, stuck, drift) touched. `row_count` is set by scenario runs: the
     new rows the message must add (0 for a duplicate, whose rows already exist).
+    `labels` (scenario runs) names every fault per reading: (reading time as the device
+    stamps it, metric, fault), the key a stored row has, so each flag can be scored.
     """
 
     topic: str
@@ -114,6 +119,7 @@ class Message:
     sent_at: datetime | None = None  # scenario time at which the device sends it
     readings: int = 1  # instants it carries (more than one for a buffered upload)
     row_count: int | None = None
+    labels: tuple[Label, ...] = ()
 
     @property
     def fault(self) -> str | None:

@@ -24,7 +24,7 @@ from simulators.areas import FLOOD_LEVELS, Area, City, load_city
 from simulators.clock import ScenarioClock
 from simulators.environment import Environment
 from simulators.faults import DeviceFaults, FaultRates
-from simulators.fleet import MALFORMED, Message
+from simulators.fleet import MALFORMED, Label, Message
 from simulators.formats import FORMATS, Format, Identity, Sample, encode, iso
 from simulators.scenarios import Scenario
 
@@ -47,6 +47,8 @@ class _Device:
     seq: int = 0
     buffer: list[tuple[datetime, Sample, list[tuple[str, str]]]] = field(default_factory=list)
     held: Message | None = None
+    silent_since: datetime | None = None  # the first reading lost to the current dropout
+    missed: int = 0
 
 
 @dataclass
@@ -127,6 +129,7 @@ class ScenarioRun:
         if not set(shares) <= set(FORMATS):
             raise ValueError(f"formats must be among {FORMATS}")
         self.stats = RunStats()
+        self.silences: list[dict[str, Any]] = []
         self.devices = self._place(devices, id_prefix, shares)
 
     # -- the fleet ----------------------------------------------------------------------------
@@ -272,6 +275,7 @@ class ScenarioRun:
         samples: list[Sample],
         applied: list[tuple[str, str]],
         late: bool,
+        labels: list[Label],
     ) -> list[Message]:
         """The message(s) carrying `samples`, with their faults and their expected fate."""
         names = [f for f, _ in applied]
@@ -289,6 +293,7 @@ class ScenarioRun:
             future = max(s.time for s in group) > receipt + DEFAULT_FUTURE_TOLERANCE
             # Every metric is a row; for LoRaWAN, rssi_dbm comes back from the rx metadata.
             rows = sum(len(s.metrics) for s in group)
+            times = {s.time for s in group}
             out.append(
                 Message(
                     topic=topic,
@@ -303,6 +308,7 @@ class ScenarioRun:
                     sent_at=sent_at,
                     readings=len(group),
                     row_count=0 if future else rows,
+                    labels=tuple(lb for lb in labels if lb[0] in times),
                 )
             )
         return out
@@ -358,8 +364,32 @@ class ScenarioRun:
             st.faults[f] += 1
         yield msg
 
+    def _flush(self, d: _Device, at: datetime) -> list[Message]:
+        """A buffering device's late upload of everything it holds, sent at `at`."""
+        all_applied = [a for _, _, ap in d.buffer for a in ap]
+        samples = [s for _, s, _ in d.buffer]
+        labels = [lb for _, s, ap in d.buffer for lb in _labels(s, ap)]
+        d.buffer.clear()
+        return self._messages_for(d, at, samples, all_applied, True, labels)
+
+    def _end_silence(self, d: _Device, until: datetime) -> None:
+        assert d.silent_since is not None
+        self.silences.append(
+            {
+                "device_id": d.who.pipeline_id(d.fmt),
+                "area": d.area.id,
+                "from": iso(d.silent_since),
+                "to": iso(until),
+                "missed": d.missed,
+            }
+        )
+        d.silent_since, d.missed = None, 0
+
     def messages(self) -> Iterator[Message]:
-        """Every message of the run, in scenario-time order (ties by device order)."""
+        """Every message of the run, in scenario-time order (ties by device order).
+
+        As it plays, `silences` fills with each dropout: the device, the first reading
+        time it lost and the time of its next reading (or the run's end)."""
         queue: list[tuple[datetime, int]] = []
         for i, d in enumerate(self.devices):
             # Devices report on whole seconds, staggered over their interval.
@@ -378,28 +408,29 @@ class ScenarioRun:
             gate = d.faults.gate()
             if gate == "drop":
                 self.stats.faults["dropout"] += 1
+                if d.silent_since is None:
+                    d.silent_since = t
+                d.missed += 1
                 continue
+            if d.silent_since is not None:
+                self._end_silence(d, t)
             sample, applied = self._sample(d, t)
             if gate == "buffer":
                 d.buffer.append((t, sample, applied))
                 continue
             if gate == "flush" and d.buffer:
                 d.buffer.append((t, sample, applied))
-                all_applied = [a for _, _, ap in d.buffer for a in ap]
-                samples = [s for _, s, _ in d.buffer]
-                d.buffer.clear()
-                yield from self._emit(d, self._messages_for(d, t, samples, all_applied, late=True))
+                yield from self._emit(d, self._flush(d, t))
                 continue
-            yield from self._emit(d, self._messages_for(d, t, [sample], applied, late=False))
+            yield from self._emit(
+                d, self._messages_for(d, t, [sample], applied, False, _labels(sample, applied))
+            )
         # The end: devices that were buffering upload what they hold; held messages go out.
         for d in self.devices:
+            if d.silent_since is not None:
+                self._end_silence(d, self.end)
             if d.buffer:
-                all_applied = [a for _, _, ap in d.buffer for a in ap]
-                samples = [s for _, s, _ in d.buffer]
-                d.buffer.clear()
-                yield from self._emit(
-                    d, self._messages_for(d, self.end, samples, all_applied, late=True)
-                )
+                yield from self._emit(d, self._flush(d, self.end))
             if d.held is not None:
                 # Nothing newer came after it: it is merely the last message, not out of order.
                 held = d.held
@@ -474,6 +505,7 @@ class ScenarioRun:
             "devices": len(self.devices),
             "fault_rates": self.rates.as_dict(),
             "flood": flood,
+            "air_pm25_above_35_5": self._exceedances("air", "pm25_ugm3", 35.5),
             "air_pm25_above_55_5": self._exceedances("air", "pm25_ugm3", 55.5),
             "water_turbidity_above_50": self._exceedances("water", "turbidity_ntu", 50.0),
             "device_table": self.device_table(),
@@ -503,6 +535,11 @@ class ScenarioRun:
         return out
 
 
+def _labels(sample: Sample, applied: list[tuple[str, str]]) -> list[Label]:
+    """Each fault applied to one reading that names a metric, keyed as its row will be."""
+    return [(sample.time, metric, fault) for fault, metric in applied if metric]
+
+
 def _relabel(msg: Message, fault: str | None, rows: int | None = None) -> Message:
     """The message with `fault` put first among its faults (None: `out_of_order` removed)."""
     faults = (fault, *msg.faults) if fault else tuple(f for f in msg.faults if f != "out_of_order")
@@ -519,4 +556,5 @@ def _relabel(msg: Message, fault: str | None, rows: int | None = None) -> Messag
         sent_at=msg.sent_at,
         readings=msg.readings,
         row_count=msg.row_count if rows is None else rows,
+        labels=msg.labels,
     )

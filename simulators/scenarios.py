@@ -1,7 +1,9 @@
 """Scenarios: YAML files in `simulators/scenarios/` that script a city's weather and faults.
 
 A scenario says how long it lasts, how often each kind of device reports, what the
-weather does (rain cells, regional haze, local burning) and at which rates devices fail.
+weather does (rain cells, regional haze, local burning, and `surge`: a flash-flood wave
+from upstream that lifts an area's river by `rise_m` within minutes) and at which rates
+devices fail.
 Everything else (the city, the fleet size, the seed, the format) comes from the run, so
 one scenario rehearses any city.
 
@@ -92,6 +94,7 @@ class Scenario:
     rain: tuple[Episode, ...] = ()
     haze: tuple[Episode, ...] = ()
     burning: tuple[Episode, ...] = ()
+    surge: tuple[Episode, ...] = ()  # metres added to an area's river level
     base_rain_mm_h: float = 0.0
     faults: FaultRates = field(default_factory=FaultRates)
     start_local: time | None = None  # default start: the last such local time that fits
@@ -176,6 +179,7 @@ def parse_scenario(data: Any, source: str = "<data>") -> Scenario:
         rain=_episodes(weather.get("rain"), f"{source}: weather.rain", "peak_mm_h"),
         haze=_episodes(weather.get("haze"), f"{source}: weather.haze", "pm25_ugm3"),
         burning=_episodes(weather.get("burning"), f"{source}: weather.burning", "pm25_ugm3"),
+        surge=_episodes(weather.get("surge"), f"{source}: weather.surge", "rise_m"),
         base_rain_mm_h=float(weather.get("base_rain_mm_h", 0.0)),
         faults=faults,
         start_local=start_local,

@@ -253,3 +253,23 @@ async def test_monsoon_storm_played_fast_stores_rows_for_every_device_and_kind(
     assert rejected > 0
     await ns.read_topic(ns.rejected_topic, rejected)
     assert await ns.end_offsets(ns.rejected_topic) == rejected
+
+
+def test_flash_flood_lifts_a_river_by_more_than_a_metre_within_minutes_past_danger() -> None:
+    run = ScenarioRun(load_scenario("flash-flood"), devices=40, seed=1, now=NOW)
+    levels = run.env.flood["kampong-seila"].levels  # one-minute grid
+    assert max(levels[i + 10] - levels[i] for i in range(len(levels) - 10)) > 1.0
+    by_area = {f["area"]: f for f in run.expectations()["flood"]}
+    assert by_area["kampong-seila"]["highest_level"] == "danger"
+    assert by_area["prek-toek-sap-mouth"]["highest_level"] == "danger"
+    assert by_area["stueng-hav"]["crossings"] == []
+
+
+def test_every_value_fault_is_labelled_per_reading_and_every_silence_listed() -> None:
+    rates = FaultRates(spike=0.02, stuck=0.01, drift=0.3, out_of_range=0.01, dropout=0.01)
+    run = ScenarioRun(load_scenario("normal-day"), devices=24, seed=5, now=NOW, faults=rates)
+    labels = {lb for m in run.messages() for lb in m.labels}
+    faults = {f for _t, _m, f in labels}
+    assert {"spike", "stuck", "drift", "out_of_range"} <= faults
+    assert 0 < len(run.silences) <= run.stats.onsets["dropout"]
+    assert sum(s["missed"] for s in run.silences) == run.stats.faults["dropout"]

@@ -1,0 +1,294 @@
+"""Scoring what CityWatch flagged and raised against the simulator's ground truth. Pure.
+
+Quality: each stored reading (device, metric, time, QARTOD flag) against the faults the
+simulator put into it (`Message.labels`). A flag of 3 (suspect) or 4 (fail) counts as
+"flagged"; 2 (not evaluated) does not. A fault-free reading that is flagged is a false flag.
+This is the evaluate's own minimal scorer: `score_quality` takes plain tuples, so the
+quality track's `services/quality/scoring.py` can replace it behind the same call.
+
+Alerts: each upward transition (`firing`, `escalated`) read from `alert_events`, walked in
+reading-time order per rule and area, is exactly one of
+- matched: it answers an expected alert (same rule, area, severity; device for device
+  alerts) within `tolerance` of the scenario's crossing; the delay is in scenario time. An
+  alert that opens straight at a higher level also answers the lower levels crossed before;
+- duplicate: another alert of the same rule and area is already open at that level or
+  above (two gauges of one area each opening their own alert);
+- flap: the area already had that level earlier and the scenario never fell back below it
+  in between (resolved too early, raised again);
+- false: nothing in the scenario asked for it (counted by severity).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+__all__ = [
+    "SEVERITY_ORDER",
+    "AlertScore",
+    "Expected",
+    "FaultCatch",
+    "MetricFlags",
+    "QualityScore",
+    "Raised",
+    "Row",
+    "hard_rule_breaches",
+    "score_alerts",
+    "score_quality",
+]
+
+SEVERITY_ORDER = ("advisory", "watch", "warning", "danger")
+FLAGGED = (3, 4)  # QARTOD suspect, fail
+Row = tuple[str, str, datetime, int]  # device, metric, reading time, quality flag
+LabelKey = tuple[str, str, datetime]  # device, metric, reading time
+
+
+# -- quality ----------------------------------------------------------------------------------
+@dataclass
+class MetricFlags:
+    readings: int = 0
+    fault_free: int = 0
+    false_flags: int = 0
+
+    @property
+    def false_share(self) -> float:
+        return self.false_flags / self.fault_free if self.fault_free else 0.0
+
+
+@dataclass
+class FaultCatch:
+    labelled: int = 0
+    caught: int = 0
+
+    @property
+    def share(self) -> float:
+        return self.caught / self.labelled if self.labelled else float("nan")
+
+
+@dataclass
+class QualityScore:
+    scored: int = 0  # stored rows scored
+    metrics: dict[str, MetricFlags] = field(default_factory=dict)
+    faults: dict[str, FaultCatch] = field(default_factory=dict)
+
+
+def score_quality(
+    rows: Iterable[Row],
+    labels: Mapping[LabelKey, Collection[str]],
+    *,
+    metrics: Collection[str] | None = None,
+    faults: Collection[str] = ("spike", "stuck", "drift", "out_of_range"),
+) -> QualityScore:
+    """Per metric the false flags among fault-free readings; per fault the share caught.
+
+    `metrics` limits the scoring to sensor metrics (None: every metric in `rows`); only the
+    `faults` that change a value count, a reading carrying none of them is fault-free."""
+    out = QualityScore()
+    for device, metric, at, flag in rows:
+        if metrics is not None and metric not in metrics:
+            continue
+        out.scored += 1
+        m = out.metrics.setdefault(metric, MetricFlags())
+        m.readings += 1
+        got = [f for f in labels.get((device, metric, at), ()) if f in faults]
+        flagged = flag in FLAGGED
+        if not got:
+            m.fault_free += 1
+            m.false_flags += flagged
+        for f in got:
+            c = out.faults.setdefault(f, FaultCatch())
+            c.labelled += 1
+            c.caught += flagged
+    return out
+
+
+# -- alerts -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Expected:
+    """An alert the scenario's truth asks for: rule, area, severity, when (scenario time)."""
+
+    rule: str
+    area: str
+    severity: str
+    at: datetime
+    device: str | None = None  # device alerts (offline): which device
+    below_at: datetime | None = None  # when the truth fell back below this level
+
+
+@dataclass(frozen=True)
+class Raised:
+    """One transition of an alert, as `alert_events` holds it (rule id without run suffix)."""
+
+    alert_id: str
+    rule: str
+    area: str | None
+    device: str | None
+    state: str
+    severity: str
+    at: datetime  # reading time of the transition
+
+
+@dataclass
+class AlertScore:
+    expected: list[Expected] = field(default_factory=list)
+    matched: list[tuple[Expected, Raised]] = field(default_factory=list)
+    false: list[Raised] = field(default_factory=list)
+    duplicates: list[Raised] = field(default_factory=list)
+    flaps: list[Raised] = field(default_factory=list)
+    split: list[tuple[str, str]] = field(default_factory=list)  # (rule, area) not one alert
+
+    @property
+    def missed(self) -> list[Expected]:
+        got = {id(e) for e, _ in self.matched}
+        return [e for e in self.expected if id(e) not in got]
+
+    def delays(self, rule: str | None = None) -> list[timedelta]:
+        return [r.at - e.at for e, r in self.matched if rule is None or e.rule == rule]
+
+    def false_by_severity(self) -> Counter[str]:
+        return Counter(r.severity for r in self.false)
+
+    def per_rule_area(self) -> dict[tuple[str, str], tuple[int, int, list[timedelta]]]:
+        """(rule, area) -> (expected, matched, delays): the table's rows."""
+        out: dict[tuple[str, str], tuple[int, int, list[timedelta]]] = {}
+        for e in self.expected:
+            n, m, d = out.get((e.rule, e.area), (0, 0, []))
+            out[(e.rule, e.area)] = (n + 1, m, d)
+        for e, r in self.matched:
+            n, m, d = out[(e.rule, e.area)]
+            out[(e.rule, e.area)] = (n, m + 1, [*d, r.at - e.at])
+        return out
+
+
+def _rank(severity: str) -> int:
+    return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else 0
+
+
+def score_alerts(
+    expected: Iterable[Expected],
+    events: Iterable[Raised],
+    *,
+    tolerance: timedelta = timedelta(hours=1),
+) -> AlertScore:
+    """Match raised transitions to expected alerts (see the module docstring)."""
+    score = AlertScore(expected=sorted(expected, key=lambda e: e.at))
+    open_at: dict[str, tuple[str, str, int]] = {}  # alert id -> (rule, area, severity rank)
+    reached: dict[tuple[str, str, int], datetime] = {}  # (rule, area, rank) -> last raised
+    taken: set[int] = set()
+    alert_ids: dict[tuple[str, str], set[str]] = {}
+    for ev in sorted(events, key=lambda r: r.at):
+        area = ev.area or ""
+        rank = _rank(ev.severity)
+        if ev.state == "resolved":
+            open_at.pop(ev.alert_id, None)
+            continue
+        if ev.state not in ("firing", "escalated"):
+            if ev.state == "deescalated" and ev.alert_id in open_at:
+                open_at[ev.alert_id] = (ev.rule, area, rank)
+            continue
+        others = [
+            s
+            for a, (rl, ar, s) in open_at.items()
+            if a != ev.alert_id and rl == ev.rule and ar == area
+        ]
+        open_at[ev.alert_id] = (ev.rule, area, rank)
+        if any(s >= rank for s in others):
+            score.duplicates.append(ev)
+            continue
+        hits = [
+            (i, e)
+            for i, e in enumerate(score.expected)
+            if i not in taken
+            and e.rule == ev.rule
+            and e.area == area
+            and (e.device is None or e.device == ev.device)
+            and _rank(e.severity) <= rank
+            and e.at - tolerance <= ev.at <= e.at + tolerance
+        ]
+        exact = [(i, e) for i, e in hits if _rank(e.severity) == rank]
+        if exact:
+            # The same level: the nearest crossing; lower levels already passed come along.
+            best = min(exact, key=lambda ie: abs(ie[1].at - ev.at))
+            chosen = [
+                best,
+                *((i, e) for i, e in hits if _rank(e.severity) < rank and e.at <= ev.at),
+            ]
+            for i, e in chosen:
+                taken.add(i)
+                score.matched.append((e, ev))
+            alert_ids.setdefault((ev.rule, area), set()).add(ev.alert_id)
+        else:
+            last = reached.get((ev.rule, area, rank))
+            fell = last is not None and any(
+                e.rule == ev.rule
+                and e.area == area
+                and _rank(e.severity) == rank
+                and e.below_at is not None
+                and last <= e.below_at <= ev.at
+                for e in score.expected
+            )
+            if last is not None and not fell:
+                score.flaps.append(ev)
+            else:
+                score.false.append(ev)
+        reached[(ev.rule, area, rank)] = ev.at
+    score.split = sorted(k for k, ids in alert_ids.items() if len(ids) > 1)
+    return score
+
+
+# -- hard rules (issue 14, "Targets") -------------------------------------------------------------
+def hard_rule_breaches(
+    scenario: str,
+    quality: QualityScore,
+    alerts: AlertScore,
+    *,
+    interval: timedelta,
+    flood_rule: str = "flood-level",
+) -> list[str]:
+    """What breaks the hard targets, one sentence each (empty: all hold)."""
+    out: list[str] = []
+    if scenario == "normal-day":
+        raised = [*alerts.false, *alerts.duplicates, *alerts.flaps, *(r for _, r in alerts.matched)]
+        high = [r for r in raised if _rank(r.severity) >= _rank("warning")]
+        if high:
+            out.append(f"normal day: {len(high)} alerts at warning or above")
+        unfounded = [r for r in alerts.false if _rank(r.severity) < _rank("warning")]
+        if unfounded:
+            out.append(f"normal day: {len(unfounded)} alerts below warning with no true condition")
+    if scenario in ("monsoon-storm", "flash-flood"):
+        flood = [e for e in alerts.expected if e.rule == flood_rule]
+        missed = [e for e in alerts.missed if e.rule == flood_rule]
+        if missed:
+            out.append(f"{len(missed)} of {len(flood)} expected flood alerts not raised")
+        dup = [r for r in alerts.duplicates if r.rule == flood_rule]
+        if dup:
+            out.append(f"{len(dup)} flood alerts raised twice in one area")
+        late = [d for d in alerts.delays(flood_rule) if abs(d) > interval]
+        if late:
+            worst = max(late, key=abs)
+            out.append(
+                f"{len(late)} flood alerts off their crossing by more than one interval "
+                f"({interval}); worst {_minutes(worst)}"
+            )
+        split = [k for k in alerts.split if k[0] == flood_rule]
+        if split:
+            out.append(f"{len(split)} areas' flood levels came as separate alerts, not one")
+    for metric, m in sorted(quality.metrics.items()):
+        if m.false_share > 0.02:
+            out.append(f"false flags {metric}: {m.false_share:.1%} of fault-free readings (> 2 %)")
+    for fault in ("spike", "stuck"):
+        c = quality.faults.get(fault)
+        if c is not None and c.labelled and c.share < 0.95:
+            out.append(f"{fault} caught {c.share:.0%} of {c.labelled} readings (< 95 %)")
+    return out
+
+
+def _minutes(d: timedelta) -> str:
+    return f"{d.total_seconds() / 60:+.1f} min"
+
+
+def median_minutes(delays: list[timedelta]) -> str:
+    return _minutes(timedelta(seconds=statistics.median(d.total_seconds() for d in delays)))
