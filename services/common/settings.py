@@ -134,6 +134,24 @@ class DeliverySettings(_Section):
     graceful_timeout_s: float = 15.0
 
 
+class CapSettings(_Section):
+    """Who publishes the CAP 1.2 messages and where people read them (services/alerts/cap.py).
+
+    Each deployment names itself: `sender` is CAP's `<sender>` (an address without spaces,
+    commas, `<` or `&`, section 3.2.1), `web_base_url` the public address of the alerts
+    service, under which `<web>` opens the alert's page (`/alerts/{id}.html`) and the CAP
+    files live (`/cap/{id}.xml`); left unset it is `http://{http_host}:{alerts.http_port}`,
+    which only suits a demo on one machine. `contact` is CAP's `<contact>` (a phone number
+    or address people may call about the alert), omitted when unset.
+    """
+
+    sender: str = "citywatch@preahsihanouk.example"
+    sender_name_en: str = "CityWatch operations centre, Preah Sihanouk"
+    sender_name_km: str = "មជ្ឈមណ្ឌលប្រតិបត្តិការ CityWatch ខេត្តព្រះសីហនុ"
+    web_base_url: str | None = None
+    contact: str | None = None
+
+
 class RetentionSettings(_Section):
     """How long data is kept, in one place; `citywatch db maintain` applies it on both paths
     (services/common/maintenance.py). Days are whole UTC days."""
@@ -189,6 +207,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     api: ApiSettings = ApiSettings()
     retention: RetentionSettings = RetentionSettings()
+    cap: CapSettings = CapSettings()
 
     @model_validator(mode="before")
     @classmethod
