@@ -168,8 +168,8 @@ async def fleet(dbcon: asyncpg.Connection) -> Fleet:
     return Fleet(dbcon)
 
 
-async def _serve(api: AlertsApi) -> AsyncIterator[Api]:
-    port = free_port()
+async def _serve(api: AlertsApi, port: int | None = None) -> AsyncIterator[Api]:
+    port = port or free_port()
     async with (
         HttpServer(
             service="alerts-api-test",
@@ -693,17 +693,7 @@ async def test_cap_sent_is_the_issue_time_and_web_opens_the_alerts_page_in_both_
         "SELECT at, recorded_at FROM alert_events WHERE alert_id = $1 ORDER BY event_id", alert
     )
     assert all(r["recorded_at"] - r["at"] > timedelta(hours=2) for r in issued)  # the premise
-    async with (
-        HttpServer(
-            service="alerts-api-test",
-            host="127.0.0.1",
-            port=port,
-            ready_checks=dict,
-            routes=AlertsApi(lambda: pool, settings, areas=_city(fleet)).routes(),
-        ),
-        aiohttp.ClientSession() as session,
-    ):
-        api = Api(f"http://127.0.0.1:{port}", session)
+    async for api in _serve(AlertsApi(lambda: pool, settings, areas=_city(fleet)), port):
         code, body, _ = await api.get(f"/cap/{alert}.xml")
         assert code == 200, body
         doc = _cap(body)
@@ -719,7 +709,7 @@ async def test_cap_sent_is_the_issue_time_and_web_opens_the_alerts_page_in_both_
         assert len(webs) == 1
         web_url = webs.pop() or ""
         assert web_url.startswith(f"http://127.0.0.1:{port}/")
-        async with session.get(web_url) as resp:
+        async with api.session.get(web_url) as resp:
             assert resp.status == 200
             assert resp.content_type == "text/html"
             page = await resp.text()
