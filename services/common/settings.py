@@ -109,6 +109,9 @@ class ApiSettings(_Section):
     stream_queue: int = Field(default=1000, ge=1)
     geojson_file: Path = REPO_ROOT / "services" / "api" / "static" / "geo" / "sihanoukville.geojson"
     open_data_licence: str = "CC-BY-4.0"
+    # This deployment shows simulated data only (`citywatch demo` sets it): every page says
+    # so, whatever the alerts' CAP status, so a screenshot of a demo is never taken as real.
+    simulated_data: bool = False
     graceful_timeout_s: float = 10.0
 
 
