@@ -38,12 +38,17 @@ __all__ = [
     "City",
     "CityError",
     "FloodLevels",
+    "WaterBody",
     "area_key",
     "load_city",
     "parse_city",
 ]
 
 AreaType = Literal["district", "beach", "river_mouth", "coast", "harbour"]
+# What a water-quality sensor in an area measures: the sea at beaches, coasts and harbours,
+# brackish water where a river meets the sea, river water inland. None of it is drinking
+# water; that is only a device registered as a drinking-water point (none is, yet).
+WaterBody = Literal["sea", "estuary", "river"]
 FLOOD_LEVELS: Final[tuple[str, ...]] = ("watch", "warning", "danger")
 DEFAULT_CITY_FILE: Final = (
     Path(__file__).resolve().parent.parent / "deploy" / "city" / ("sihanoukville.yaml")
@@ -92,6 +97,13 @@ class Area:
     def coastal(self) -> bool:
         """Sea water at the sensor: tides on the level, sea-water conductivity."""
         return self.type in ("beach", "coast", "harbour")
+
+    @property
+    def water(self) -> WaterBody:
+        """The water a water-quality sensor here measures (the pages label it so)."""
+        if self.coastal:
+            return "sea"
+        return "estuary" if self.type == "river_mouth" else "river"
 
     def labels(self) -> tuple[str, ...]:
         """Every label that names this area: its id, its name and its aliases."""

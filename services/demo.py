@@ -136,7 +136,8 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
     # Malformed payloads and unknown devices are part of the simulation (its faults): the
     # demo's gateway accepts unregistered devices so that they show up as unprovisioned
     # instead of silently missing. Production rejects them (README, "Devices").
-    env = {"CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept"}
+    # The pages say the data is simulated (issue 14): a demo is never taken for the city.
+    env = {"CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept", "CITYWATCH_API__SIMULATED_DATA": "true"}
     ports = {
         "ingest": settings.ingest.http_port,
         "processor": settings.processor.http_port,

@@ -22,7 +22,7 @@ from schemas.city import load_city, parse_city
 from schemas.registry import Kind, metric_spec
 from services.alerts import texts
 from services.alerts.api import cap_message
-from services.alerts.areas import CityAreas, city_areas, default_areas
+from services.alerts.areas import CityAreas, cap_origin, city_areas, default_areas
 from services.alerts.cap import CAP_NS, build_cap, validate_cap
 from services.alerts.delivery.notice import AlertEvent, Earlier, build_notice
 from services.alerts.model import AlertMessage, Area, CapSource
@@ -61,8 +61,11 @@ def _both_channels(
         # The registry's position of the device: the API has it, the Kafka event does not.
         "device_lat": 10.61, "device_lon": 103.52,
     }  # fmt: skip
+    # Each message is issued a little after its reading (the engine's lag, a backlog).
+    issued = [at + timedelta(minutes=3, seconds=7) for at in times]
     events = [
-        {"state": t, "value": 2.7, "at": at} for t, at in zip(transitions, times, strict=True)
+        {"state": t, "value": 2.7, "at": at, "recorded_at": i}
+        for t, at, i in zip(transitions, times, issued, strict=True)
     ]
     api_xml = build_cap(cap_message(row, events, SOURCE), SOURCE)
     event = AlertEvent.model_validate(
@@ -71,9 +74,13 @@ def _both_channels(
             "value": 2.7, "at": times[-1], "rule_id": "flood-level", "device_id": device,
             "area": area, "kind": "flood", "metric": "water_level_m", "severity": "warning",
             "threshold": 2.5, "title_en": "Flood warning", "title_km": "ការព្រមានទឹកជំនន់",
+            "issued_at": issued[-1], "started_at": T0,
         }
     )  # fmt: skip
-    earlier = [Earlier(i, at) for i, at in enumerate(times[:-1])]
+    earlier = [
+        Earlier(i, at, sent)
+        for i, (at, sent) in enumerate(zip(times[:-1], issued[:-1], strict=True))
+    ]
     notice = build_notice(event, seq=len(times) - 1, earlier=earlier, source=SOURCE)
     return api_xml, notice["cap"].encode()
 
@@ -90,6 +97,40 @@ def test_api_and_delivery_cap_of_one_alert_carry_the_same_area(
         etree.fromstring(delivered_xml).findtext("cap:identifier", namespaces=NS)
     )
     assert _areas_of(api_xml) == _areas_of(delivered_xml)
+
+
+@pytest.mark.parametrize("transitions", [("firing",), ("firing", "escalated", "resolved")])
+def test_api_and_delivery_send_the_identical_cap_message_sent_at_its_issue_time(
+    transitions: tuple[str, ...],
+) -> None:
+    """One identifier, one message: byte for byte the same from the API and from delivery,
+    with `<sent>` the issue time of the last transition and `references` the issue times of
+    the earlier ones, never the readings' times."""
+    api_xml, delivered_xml = _both_channels("stueng-hav", transitions)
+    assert api_xml == delivered_xml
+    doc = etree.fromstring(api_xml)
+    n = len(transitions) - 1
+    issued = T0 + timedelta(minutes=10 * n, seconds=187)
+    assert doc.findtext("cap:sent", namespaces=NS) == issued.astimezone(SOURCE.tz).isoformat()
+    refs = (doc.findtext("cap:references", namespaces=NS) or "").split()
+    assert [datetime.fromisoformat(r.split(",")[2]) for r in refs] == [
+        T0 + timedelta(minutes=10 * i, seconds=187) for i in range(n)
+    ]
+    onsets = {i.findtext("cap:onset", namespaces=NS) for i in doc.findall("cap:info", NS)}
+    assert onsets == {T0.astimezone(SOURCE.tz).isoformat()}
+
+
+def test_cap_settings_name_the_sender_contact_and_the_public_page() -> None:
+    settings = Settings(
+        cap={"sender": "ews@kh.example", "web_base_url": "https://alerts.kh.example/",
+             "contact": "1294"}
+    )  # fmt: skip
+    src = cap_origin(settings).source
+    assert (src.sender, src.contact) == ("ews@kh.example", "1294")
+    assert src.web_url("a1") == "https://alerts.kh.example/alerts/a1.html"
+    assert src.cap_url("a1") == "https://alerts.kh.example/cap/a1.xml"
+    # unset: the alerts service's own address (a demo on one machine)
+    assert cap_origin(Settings()).source.web_url("a1") == "http://127.0.0.1:8103/alerts/a1.html"
 
 
 def test_an_area_alert_of_a_combined_rule_is_delivered_with_the_apis_cap() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -35,7 +36,7 @@ from services.alerts.openapi import document
 from services.alerts.tokens import TOKEN_PREFIX, new_token, token_digest
 from services.common import db
 from services.common.http import HttpServer
-from services.common.settings import Settings
+from services.common.settings import CapSettings, Settings
 from tests.harness import REPO, free_port
 
 pytestmark = pytest.mark.stack
@@ -167,8 +168,8 @@ async def fleet(dbcon: asyncpg.Connection) -> Fleet:
     return Fleet(dbcon)
 
 
-async def _serve(api: AlertsApi) -> AsyncIterator[Api]:
-    port = free_port()
+async def _serve(api: AlertsApi, port: int | None = None) -> AsyncIterator[Api]:
+    port = port or free_port()
     async with (
         HttpServer(
             service="alerts-api-test",
@@ -663,3 +664,56 @@ async def test_openapi_document_matches_the_served_routes(
         async with client.session.request(method, url) as resp:
             assert resp.status not in (404, 405), (method, path, resp.status)
             assert str(resp.status) in doc["paths"][path][method.lower()]["responses"]
+
+
+# -- CAP sender, <sent> and <web> --------------------------------------------------------
+
+
+async def test_cap_sent_is_the_issue_time_and_web_opens_the_alerts_page_in_both_languages(
+    migrated: Settings, pool: asyncpg.Pool, fleet: Fleet, dbcon: asyncpg.Connection
+) -> None:
+    """`<sent>` is when the message was issued (the event's `recorded_at`), not the time of
+    the reading; sender and contact come from the settings; `<web>`, followed as a person
+    would, answers an HTML page naming the alert in English and Khmer."""
+    port = free_port()
+    settings = migrated.model_copy(
+        update={
+            "cap": CapSettings(
+                sender=f"ops-{fleet.suffix}@city.example",
+                web_base_url=f"http://127.0.0.1:{port}",
+                contact="+855 34 000 000",
+            )
+        }
+    )
+    device = await fleet.device("web1", area="mapped")
+    alert = await fleet.alert(
+        device, transitions=("firing", "escalated"), started_at=NOW - timedelta(hours=3)
+    )
+    issued = await dbcon.fetch(
+        "SELECT at, recorded_at FROM alert_events WHERE alert_id = $1 ORDER BY event_id", alert
+    )
+    assert all(r["recorded_at"] - r["at"] > timedelta(hours=2) for r in issued)  # the premise
+    async for api in _serve(AlertsApi(lambda: pool, settings, areas=_city(fleet)), port):
+        code, body, _ = await api.get(f"/cap/{alert}.xml")
+        assert code == 200, body
+        doc = _cap(body)
+        sent = datetime.fromisoformat(doc.findtext("cap:sent", namespaces=NS) or "")
+        assert sent == issued[-1]["recorded_at"].replace(microsecond=0)
+        refs = (doc.findtext("cap:references", namespaces=NS) or "").split(",")
+        assert refs[0] == f"ops-{fleet.suffix}@city.example"
+        assert datetime.fromisoformat(refs[2]) == issued[0]["recorded_at"].replace(microsecond=0)
+        assert doc.findtext("cap:sender", namespaces=NS) == f"ops-{fleet.suffix}@city.example"
+        infos = doc.findall("cap:info", NS)
+        assert [i.findtext("cap:contact", namespaces=NS) for i in infos] == ["+855 34 000 000"] * 2
+        webs = {i.findtext("cap:web", namespaces=NS) for i in infos}
+        assert len(webs) == 1
+        web_url = webs.pop() or ""
+        assert web_url.startswith(f"http://127.0.0.1:{port}/")
+        async with api.session.get(web_url) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/html"
+            page = await resp.text()
+        headlines = [i.findtext("cap:headline", namespaces=NS) or "" for i in infos]
+        assert all(h and html.escape(h) in page for h in headlines), headlines
+        assert "Stueng Hav" in page and "ស្ទឹងហាវ" in page
+        assert str(alert) in page

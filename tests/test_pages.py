@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -157,3 +158,183 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request(
     browser.save_screenshot(str(artifacts / "residents-en.png"))
     for lang in ("km", "en"):
         assert (artifacts / f"residents-{lang}.png").stat().st_size > 5_000
+
+
+def _screens(settings: Settings) -> Path:
+    """Where the page tests leave their screenshots, for a person to look at."""
+    path = settings.state_dir / "test-artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def _open_alert(
+    dbcon: asyncpg.Connection,
+    device: str,
+    *,
+    kind: str,
+    metric: str | None,
+    severity: str,
+    rule_type: str,
+    title_en: str,
+    title_km: str,
+    status: str = "Actual",
+) -> uuid.UUID:
+    """An open alert as the alerts service stores it (what the pages read)."""
+    alert_id = uuid.uuid4()
+    await dbcon.execute(
+        """INSERT INTO alerts (alert_id, rule_id, device_id, kind, metric, severity, state,
+                               value, last_value, threshold, started_at, title_en, title_km,
+                               rule_type, status)
+           VALUES ($1, $2, $3, $4, $5, $6, 'firing', 1, 1, 1, now(), $7, $8, $9, $10)""",
+        alert_id,
+        f"test-{alert_id.hex[:8]}",
+        device,
+        kind,
+        metric,
+        severity,
+        title_en,
+        title_km,
+        rule_type,
+        status,
+    )
+    return alert_id
+
+
+async def _loaded(browser: webdriver.Chrome, base: str, path: str) -> None:
+    browser.get(base + path)
+    await until(
+        browser,
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1",
+        20,
+        "areas loaded",
+    )
+
+
+async def test_residents_area_status_follows_an_active_flood_danger_and_hides_device_health(
+    site, browser, dbcon: asyncpg.Connection, settings: Settings
+):
+    """Under an active "Flood danger" for Mittapheap, Mittapheap's flooding status is danger
+    in both languages although its gauge reads normal; a device-offline alert never reaches
+    residents; an Exercise alert says so in both languages; water is named for what is
+    measured, never drinking water."""
+    tag = uuid.uuid4().hex[:6]
+    flood = 'section[data-area="mittapheap"] dd[data-kind="flood"]'
+    ids = [
+        await _open_alert(
+            dbcon, site["flood2"], kind="flood", metric="water_level_m", severity="danger",
+            rule_type="levels", title_en=f"Flood danger {tag}", title_km=f"គ្រោះថ្នាក់ទឹកជំនន់ {tag}",
+        ),
+        await _open_alert(
+            dbcon, site["probe"], kind="water", metric=None, severity="advisory",
+            rule_type="offline", title_en=f"Device offline {tag}", title_km=f"ឧបករណ៍ដាច់ {tag}",
+        ),
+        await _open_alert(
+            dbcon, site["air2"], kind="air", metric="pm25_ugm3", severity="warning",
+            rule_type="aqi", title_en=f"Unhealthy air {tag}", title_km=f"ខ្យល់មិនល្អ {tag}",
+            status="Exercise",
+        ),
+    ]  # fmt: skip
+    try:
+        browser.set_window_size(412, 1600)
+        await _loaded(browser, site["base"], "/residents")
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "km"
+        for lang in ("km", "en"):
+            if lang == "en":
+                browser.find_element(By.ID, "lang").click()
+                await until(
+                    browser,
+                    lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en",
+                    5,
+                    "English",
+                )
+            assert attr(browser, flood, "data-level") == "danger"
+            assert attr(browser, flood, "data-by-alert") == "1"  # the gauge itself reads normal
+            text = browser.find_element(By.CSS_SELECTOR, flood).text
+            assert ("high ground" if lang == "en" else "ជម្លៀស") in text, text
+            warnings = browser.find_element(By.ID, "warning-list").text
+            assert tag in warnings  # the flood and the exercise alerts are listed
+            assert f"offline {tag}" not in warnings and f"ដាច់ {tag}" not in warnings
+            exercise = browser.find_element(
+                By.XPATH, f'//li[@data-status="Exercise"][contains(., "{tag}")]'
+            ).text
+            assert ("EXERCISE — not a real alert" if lang == "en" else "សមយុទ្ធ") in exercise
+            page = browser.find_element(By.TAG_NAME, "body").text
+            assert "drinking" not in page.lower() and "ទឹកផឹក" not in page
+            browser.save_screenshot(str(_screens(settings) / f"residents-alerts-{lang}.png"))
+        water = 'section[data-area="mittapheap"] dd[data-kind="water"]'
+        label = browser.find_element(By.CSS_SELECTOR, water).find_element(
+            By.XPATH, "preceding-sibling::dt[1]"
+        )
+        assert label.text == "River water"  # Mittapheap is a district: river water
+    finally:
+        await dbcon.execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = now() WHERE alert_id = ANY($1)",
+            ids,
+        )
+
+
+async def test_ops_map_opens_fitted_to_the_devices_and_lists_alerts_by_name(
+    site, browser, dbcon: asyncpg.Connection, settings: Settings
+):
+    """Every device on the city's sheet is inside the map as it opens; the alerts list names
+    the device (its registry name) and never shows "null" (an offline alert has no metric)."""
+    tag = uuid.uuid4().hex[:6]
+    await dbcon.execute(
+        "UPDATE devices SET name = $2 WHERE device_id = $1", site["probe"], f"Probe {tag}"
+    )
+    offline = await _open_alert(
+        dbcon, site["probe"], kind="water", metric=None, severity="advisory",
+        rule_type="offline", title_en=f"Device offline {tag}", title_km=f"ឧបករណ៍ដាច់ {tag}",
+        status="Exercise",
+    )  # fmt: skip
+    try:
+        browser.set_window_size(1280, 900)
+        browser.get(site["base"] + "/ops")
+        await until(
+            browser,
+            lambda d: d.find_element(By.ID, "map").get_attribute("data-fitted"),
+            20,
+            "the map fitted to the devices",
+        )
+        item = await until(
+            browser,
+            lambda d: d.find_elements(By.CSS_SELECTOR, f'#alerts li[data-alert-id="{offline}"]'),
+            20,
+            "the offline alert listed",
+        )
+        text = item[0].text
+        assert f"Probe {tag}" in text and "EXERCISE" in text, text
+        assert "null" not in browser.find_element(By.ID, "alerts").text
+        assert browser.find_element(By.ID, "exercise").is_displayed()
+        # Where each of our devices is drawn, against the map's visible rectangle.
+        outside = browser.execute_script(
+            """const m = document.getElementById('map').getBoundingClientRect();
+               return arguments[0].filter((id) => {
+                 const c = document.querySelector(`circle[data-device-id="${id}"]`);
+                 if (!c) return true;
+                 const r = c.getBoundingClientRect();
+                 const x = r.left + r.width / 2, y = r.top + r.height / 2;
+                 return x < m.left || x > m.right || y < m.top || y > m.bottom;
+               });""",
+            list(site["where"]),
+        )
+        assert outside == []
+        # ... and the view is the devices' extent, not the whole sheet with them in a corner:
+        # the drawn devices span most of the map's width or height.
+        span = browser.execute_script(
+            """const m = document.getElementById('map').getBoundingClientRect();
+               const rs = [...document.querySelectorAll('#devices circle')]
+                 .map((c) => c.getBoundingClientRect())
+                 .filter((r) => r.left >= m.left && r.right <= m.right
+                                && r.top >= m.top && r.bottom <= m.bottom);
+               const xs = rs.map((r) => r.left), ys = rs.map((r) => r.top);
+               return Math.max((Math.max(...xs) - Math.min(...xs)) / m.width,
+                               (Math.max(...ys) - Math.min(...ys)) / m.height);"""
+        )
+        assert span > 0.5, span
+        browser.save_screenshot(str(_screens(settings) / "ops.png"))
+    finally:
+        await dbcon.execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = now() WHERE alert_id = $1",
+            offline,
+        )

@@ -3,6 +3,7 @@
     GET  /alerts                 filter by state, severity, kind, area, device, rule, time;
                                  newest first, keyset-paginated (`limit`, `cursor`)
     GET  /alerts/{id}            one alert with its history (`alert_events`)
+    GET  /alerts/{id}.html       the alert's page for people, English and Khmer (CAP `<web>`)
     POST /alerts/{id}/ack        bearer token; records who (the token's name) and when
     GET  /cap/{id}.xml           the alert's current CAP 1.2 message, schema-checked
     GET  /cap/feed.atom          Atom feed of the active alerts (`lang=en|km`)
@@ -59,6 +60,7 @@ from services.alerts.model import (
     Status,
     message_identifier,
 )
+from services.alerts.page import alert_page
 from services.alerts.tokens import token_digest
 from services.common import db
 from services.common.http_params import BadParameter, parse_time
@@ -196,6 +198,11 @@ def msg_type_for(state: str, status: str, seq: int, transition: str) -> MsgType:
     return "Alert" if seq == 0 and transition == "firing" else "Update"
 
 
+def _issued(event: Mapping[str, Any]) -> datetime:
+    at: datetime = event.get("recorded_at") or event["at"]
+    return at
+
+
 def cap_message(
     alert: Mapping[str, Any],
     events: Sequence[Mapping[str, Any]],
@@ -246,14 +253,16 @@ def cap_message(
         device_id=alert.get("device_id") or f"area:{alert.get('area')}",
         area=(areas or default_areas()).cap_area(alert.get("area")),
         onset=alert["started_at"],
-        sent=last["at"],
+        # CAP `sent` is when the message was issued (the event's `recorded_at`), not the
+        # time of the reading that caused it; rows without it fall back to the reading time.
+        sent=_issued(last),
         seq=seq,
         msg_type=msg_type,
         status=status,
         references=()
         if msg_type == "Alert"
         else tuple(
-            MessageRef(source.sender, message_identifier(alert_id, i), e["at"])
+            MessageRef(source.sender, message_identifier(alert_id, i), _issued(e))
             for i, e in enumerate(history[:-1])
         ),
         title_en=latest("title_en"),
@@ -340,6 +349,8 @@ class AlertsApi:
         """Every route of the API; `openapi.document()` documents exactly these."""
         return [
             web.get("/alerts", self.list_alerts),
+            # Before `/alerts/{alert_id}`, which would otherwise take "<id>.html" as an id.
+            web.get("/alerts/{alert_id}.html", self.page),
             web.get("/alerts/{alert_id}", self.get_alert),
             web.post("/alerts/{alert_id}/ack", self.ack),
             web.get("/cap/feed.atom", self.feed),
@@ -446,6 +457,21 @@ class AlertsApi:
             log.exception("alert has no valid CAP message", extra={"alert_id": str(alert_id)})
             raise _error(web.HTTPInternalServerError, "cap_invalid", str(exc)) from None
         return web.Response(body=xml, content_type=CAP_MIME, charset="utf-8")
+
+    async def page(self, request: web.Request) -> web.Response:
+        """The alert's human-readable page (CAP `<web>`), from the same message as its CAP."""
+        alert_id = self._alert_id(request)
+        alert, events = await self._alert_with_history(alert_id)
+        try:
+            msg = cap_message(alert, events, self.source, self._areas)
+        except CapError as exc:
+            log.exception("alert has no valid CAP message", extra={"alert_id": str(alert_id)})
+            raise _error(web.HTTPInternalServerError, "cap_invalid", str(exc)) from None
+        return web.Response(
+            text=alert_page(alert, events, msg, self.source),
+            content_type="text/html",
+            charset="utf-8",
+        )
 
     async def feed(self, request: web.Request) -> web.Response:
         for name in request.query:

@@ -136,9 +136,17 @@ class CapOrigin:
 
 
 def cap_origin(settings: Settings) -> CapOrigin:
-    """The CAP origin of this deployment: links under the alerts service's address, areas
-    from `settings.city_file`."""
+    """The CAP origin of this deployment: sender, names, contact and public base URL from
+    `settings.cap` (the base URL defaults to the alerts service's own address), areas from
+    `settings.city_file`."""
+    c = settings.cap
     return CapOrigin(
-        source=CapSource(base_url=f"http://{settings.http_host}:{settings.alerts.http_port}"),
+        source=CapSource(
+            sender=c.sender,
+            sender_name_en=c.sender_name_en,
+            sender_name_km=c.sender_name_km,
+            base_url=c.web_base_url or f"http://{settings.http_host}:{settings.alerts.http_port}",
+            contact=c.contact,
+        ),
         areas=city_areas(settings.city_file),
     )

@@ -194,7 +194,8 @@ class CapSource:
         return f"{self.base_url.rstrip('/')}/cap/{alert_id}.xml"
 
     def web_url(self, alert_id: str) -> str:
-        return f"{self.base_url.rstrip('/')}/alerts/{alert_id}"
+        """CAP `<web>`: the alert's human-readable page (English and Khmer), not its JSON."""
+        return f"{self.base_url.rstrip('/')}/alerts/{alert_id}.html"
 
 
 def message_identifier(alert_id: str, seq: int) -> str:

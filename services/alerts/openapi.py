@@ -274,6 +274,27 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/alerts/{alert_id}.html": {
+            "get": {
+                "operationId": "getAlertPage",
+                "summary": "The alert's page for people, in English and Khmer",
+                "description": (
+                    "What CAP `<web>` links to: headlines, descriptions and instructions in "
+                    "both languages, area, severity, CAP status, times, the value that raised "
+                    "the alert and its history."
+                ),
+                "parameters": [_ALERT_ID],
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "400": _BAD,
+                    "404": _NOT_FOUND,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
         "/alerts/{alert_id}/ack": {
             "post": {
                 "operationId": "ackAlert",

@@ -183,6 +183,7 @@ async def unpublished(con: Conn, group_id: str, limit: int = 500) -> list[dict[s
     Kafka, oldest first, with what the message carries."""
     rows = await con.fetch(
         """SELECT e.event_id, e.alert_id, e.state AS transition, e.value, e.at,
+                  e.recorded_at AS issued_at,
                   a.rule_id, a.rule_type, a.device_id, a.area, a.kind, a.metric,
                   coalesce(e.severity, a.severity) AS severity, e.previous_severity,
                   coalesce(e.threshold, a.threshold) AS threshold, a.status,

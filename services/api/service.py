@@ -36,8 +36,10 @@ from services.api.openapi import openapi_document
 from services.api.status import (
     DEVICE_STATES,
     LatestValue,
+    alert_level,
     area_of,
     device_state,
+    is_device_health,
     kind_status,
 )
 from services.api.stream import Event, StreamFilter, StreamHub
@@ -376,26 +378,46 @@ class ApiService(ServiceBase):
             }
         )
 
+    def _alert_area(self, alert: dict[str, Any], device_area: dict[str, str | None]) -> str | None:
+        """The area id of an alert: its own area when the city knows it (area-wide alerts
+        have no device), else its device's."""
+        own = self.city.resolve(alert.get("alert_area"))
+        return own.id if own is not None else device_area.get(alert.get("device_id") or "")
+
     async def _get_alerts(self, _: web.Request) -> web.Response:
+        """Every open alert, for operators: with the device's and the area's names, so the
+        ops list never shows an id (or nothing) where a name exists."""
         async with self._pool_().acquire() as con:
             alerts = await store.active_alerts(con)
-        areas = {d: a for d, a in self._areas_by_device.items()}
+        names = {a.id: a.name for a in self.city.areas}
         for al in alerts:
-            al["area"] = areas.get(al["device_id"])
-        return _json({"alerts": alerts})
+            al["area"] = self._alert_area(al, self._areas_by_device)
+            label = al.pop("alert_area", None)
+            al["area_name"] = names.get(al["area"] or "") or label
+            al["exercise"] = al["status"] != "Actual"
+        return _json({"simulated": self.settings.api.simulated_data, "alerts": alerts})
 
     async def _get_areas(self, _: web.Request) -> web.Response:
+        """Per area and kind, the level residents read. An active alert of the kind raises
+        it (status.alert_level); device-health alerts are left out (operators only)."""
         devices = await self._devices()
         async with self._pool_().acquire() as con:
             alerts = await store.active_alerts(con)
         device_area = {d["device_id"]: d["area"] for d in devices}
+        public = [
+            {**al, "area": self._alert_area(al, device_area)}
+            for al in alerts
+            if not is_device_health(al["rule_type"], al["metric"])
+        ]
         out = []
         for area in self.city.areas:
             mine = [d for d in devices if d["area"] == area.id]
+            here = [al for al in public if al["area"] == area.id]
             kinds: dict[str, Any] = {}
             for kind in KINDS:
                 of_kind = [d for d in mine if d["kind"] == kind]
-                if not of_kind:
+                raised = [al["severity"] for al in here if al["kind"] == kind]
+                if not of_kind and not raised:
                     continue
                 st = kind_status(
                     kind,
@@ -411,18 +433,22 @@ class ApiService(ServiceBase):
                         for d in of_kind
                     ),
                 )
+                st = alert_level(st, kind, raised)
                 kinds[kind] = {
                     "devices": st.devices,
                     "online": st.online,
                     "level": st.level,
                     "value": st.value,
                     "metric": st.metric,
+                    "by_alert": st.by_alert,
                 }
             out.append(
                 {
                     "id": area.id,
                     "name": area.name,
+                    "name_km": area.name_km,
                     "type": area.type,
+                    "water": area.water,
                     "lat": area.lat,
                     "lon": area.lon,
                     "flood_levels": area.flood_levels.as_dict() if area.flood_levels else None,
@@ -434,17 +460,26 @@ class ApiService(ServiceBase):
                             "metric": al["metric"],
                             "severity": al["severity"],
                             "state": al["state"],
+                            "status": al["status"],
                             "device_id": al["device_id"],
                             "started_at": al["started_at"],
                             "title_en": al["title_en"],
                             "title_km": al["title_km"],
                         }
-                        for al in alerts
-                        if device_area.get(al["device_id"]) == area.id
+                        for al in here
                     ],
                 }
             )
-        return _json({"city": self.city.name, "generated_at": datetime.now(UTC), "areas": out})
+        return _json(
+            {
+                "city": self.city.name,
+                "generated_at": datetime.now(UTC),
+                # Every alert a rehearsal (simulated devices raise Exercise): say so.
+                "exercise": bool(public) and all(al["status"] != "Actual" for al in public),
+                "simulated": self.settings.api.simulated_data,
+                "areas": out,
+            }
+        )
 
     async def _city(self, _: web.Request) -> web.StreamResponse:
         """The city's base map (GeoJSON shipped with the project) for the ops page."""

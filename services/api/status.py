@@ -8,9 +8,18 @@ Thresholds and their sources:
 - Air: PM2.5 24-hour breakpoints of the US EPA AQI (2024 revision), which Cambodia's
   Ministry of Environment also reports against: good <= 9, moderate <= 35.4, unhealthy
   for sensitive groups <= 55.4, unhealthy <= 125.4, very unhealthy <= 225.4, then hazardous.
-- Drinking water: WHO Guidelines for Drinking-water Quality (4th ed.): turbidity ideally
-  below 1 NTU and never above 5 NTU at the tap; pH 6.5-8.5 (operational range).
-- Flood: each gauge area's watch / warning / danger levels from the areas file.
+- Water: the sensors measure the sea, an estuary or a river (`schemas.city.Area.water`),
+  never water at a tap, so drinking-water limits (WHO: 1 and 5 NTU) would call every river
+  a warning. Levels follow the shipped water rules instead: turbidity above 25 NTU is an
+  advisory (murky, the rule's all-clear level) and above 50 NTU a warning (the level at
+  which the water-turbidity alert fires); dissolved oxygen below 2 mg/L is hypoxia (US EPA
+  / NOAA), a warning; pH outside 6.5-8.5 in river or estuary water is an advisory.
+- Flood: each gauge area's watch / warning / danger levels from the areas file. A water
+  level flagged suspect still counts: a real fast rise can look like a spike to the checks,
+  and a rise must never be hidden (issue 14). Only `fail` is left out.
+- Alerts: an area's level of a kind is never below what its active alerts of that kind say
+  (`alert_level`), so the page cannot read "Flooding: Normal" under "Flood danger".
+  Device-health alerts (offline, stuck, battery) are for operators (`is_device_health`).
 - Litter: bin or boom fill level, low < 50 %, moderate < 80 %, high from 80 %.
 """
 
@@ -25,13 +34,16 @@ from schemas.city import Area, City
 
 __all__ = [
     "DEVICE_STATES",
+    "HEALTH_RULE_TYPES",
     "AreaKindStatus",
     "DeviceState",
     "LatestValue",
     "air_category",
+    "alert_level",
     "area_of",
     "device_state",
     "flood_level",
+    "is_device_health",
     "kind_status",
     "litter_level",
     "slug",
@@ -42,8 +54,13 @@ DeviceState = Literal["normal", "suspect", "offline", "alert"]
 DEVICE_STATES: tuple[DeviceState, ...] = ("normal", "suspect", "offline", "alert")
 ConnStatus = Literal["online", "offline", "stuck"]
 
-# QARTOD flags (IOOS): 3 suspect, 4 fail. Values flagged so do not speak for an area.
+# QARTOD flags (IOOS): 3 suspect, 4 fail. Values flagged so do not speak for an area,
+# except a suspect water level (see the module docstring).
 _SUSPECT_FLAGS = frozenset({3, 4})
+_FAIL = 4
+# Rule types about the device, not the environment: operators' business, not residents'.
+HEALTH_RULE_TYPES = frozenset({"offline", "stuck"})
+_HEALTH_METRICS = frozenset({"battery_pct", "rssi_dbm"})
 # A device further than this from every area's point belongs to none ("unassigned").
 _MAX_AREA_DISTANCE_M = 15_000.0
 
@@ -71,6 +88,7 @@ class AreaKindStatus:
     level: str  # a code the pages translate, e.g. "moderate", "warning", "no_data"
     value: float | None  # the value the level was read from (worst trusted one)
     metric: str | None
+    by_alert: bool = False  # the level comes from an active alert, not from the values
 
 
 def slug(text: str) -> str:
@@ -143,11 +161,13 @@ def flood_level(level_m: float, area: Area | None) -> str:
 
 
 def water_level(metric: str, value: float) -> str:
-    """ok / advisory / warning for drinking water (WHO)."""
+    """ok / advisory / warning for river, estuary or sea water (module docstring)."""
     if metric == "turbidity_ntu":
-        return "warning" if value > 5.0 else "advisory" if value > 1.0 else "ok"
+        return "warning" if value > 50.0 else "advisory" if value > 25.0 else "ok"
+    if metric == "dissolved_oxygen_mgl":
+        return "warning" if value < 2.0 else "ok"
     if metric == "ph":
-        return "ok" if 6.5 <= value <= 8.5 else "warning"
+        return "ok" if 6.5 <= value <= 8.5 else "advisory"
     return "ok"
 
 
@@ -176,9 +196,9 @@ def _level(kind: str, metric: str, value: float, area: Area | None) -> str | Non
         return air_category(value)
     if kind == "flood" and metric == "water_level_m":
         return flood_level(value, area)
-    if kind == "water" and metric in ("turbidity_ntu", "ph"):
+    if kind == "water" and metric in ("turbidity_ntu", "ph", "dissolved_oxygen_mgl"):
         if area is not None and area.coastal and metric == "ph":
-            return None  # sea water's pH (about 8.1) says nothing about drinking water
+            return None  # sea water's pH is buffered near 8.1: not a signal here
         return water_level(metric, value)
     if kind == "litter" and metric == "fill_level_pct":
         return litter_level(value)
@@ -193,7 +213,8 @@ def kind_status(
     """The worst trusted level among the area's reporting devices of one kind.
 
     Offline devices and values flagged suspect or fail are left out: a broken sensor must
-    not raise or calm a neighbourhood. No trusted value at all gives `no_data`.
+    not raise or calm a neighbourhood. A suspect water level is kept (a real fast rise may
+    look like a spike); a failed one is not. No trusted value at all gives `no_data`.
     """
     order = _ORDER[kind]
     total = online = 0
@@ -204,7 +225,9 @@ def kind_status(
             continue
         online += 1
         for metric, lv in latest.items():
-            if lv.quality in _SUSPECT_FLAGS:
+            if lv.quality in _SUSPECT_FLAGS and not (
+                metric == "water_level_m" and lv.quality != _FAIL
+            ):
                 continue
             level = _level(kind, metric, lv.value, area)
             if level is None:
@@ -215,3 +238,40 @@ def kind_status(
     if worst is None:
         return AreaKindStatus(total, online, "no_data", None, None)
     return AreaKindStatus(total, online, worst[1], worst[2], worst[3])
+
+
+# What an active alert of each severity says about its kind's level in its area.
+_ALERT_LEVEL: dict[str, dict[str, str]] = {
+    "flood": {"advisory": "watch", "watch": "watch", "warning": "warning", "danger": "danger"},
+    "air": {
+        "advisory": "moderate",
+        "watch": "unhealthy_sensitive",
+        "warning": "unhealthy",
+        "danger": "very_unhealthy",
+    },
+    "water": {
+        "advisory": "advisory",
+        "watch": "warning",
+        "warning": "warning",
+        "danger": "warning",
+    },
+    "litter": {"advisory": "moderate", "watch": "high", "warning": "high", "danger": "high"},
+}
+
+
+def is_device_health(rule_type: str | None, metric: str | None) -> bool:
+    """An alert about the device itself (silent, stuck, battery), not the environment."""
+    return rule_type in HEALTH_RULE_TYPES or metric is None or metric in _HEALTH_METRICS
+
+
+def alert_level(status: AreaKindStatus, kind: str, severities: Iterable[str]) -> AreaKindStatus:
+    """`status` raised to at least what the area's active alerts of `kind` say: a page may
+    show the sensors' latest values calmer than an alert only while no alert is open."""
+    order = _ORDER[kind]
+    levels = [_ALERT_LEVEL[kind][s] for s in severities if s in _ALERT_LEVEL[kind]]
+    if not levels:
+        return status
+    worst = max(levels, key=order.index)
+    if status.level != "no_data" and order.index(status.level) >= order.index(worst):
+        return status
+    return AreaKindStatus(status.devices, status.online, worst, status.value, status.metric, True)

@@ -84,9 +84,12 @@ async def devices(
 
 async def active_alerts(con: Conn, limit: int = 500) -> list[dict[str, Any]]:
     rows = await con.fetch(
-        """SELECT alert_id::text, rule_id, device_id, kind, metric, severity, state, value,
-                  last_value, threshold, started_at, updated_at, title_en, title_km
-           FROM alerts WHERE state <> 'resolved' ORDER BY started_at DESC LIMIT $1""",
+        """SELECT a.alert_id::text, a.rule_id, a.device_id, a.kind, a.metric, a.severity,
+                  a.state, a.value, a.last_value, a.threshold, a.started_at, a.updated_at,
+                  a.title_en, a.title_km, a.area AS alert_area, a.rule_type, a.status,
+                  d.name AS device_name
+           FROM alerts a LEFT JOIN devices d USING (device_id)
+           WHERE a.state <> 'resolved' ORDER BY a.started_at DESC LIMIT $1""",
         limit,
     )
     return [dict(r) for r in rows]

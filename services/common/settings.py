@@ -109,6 +109,9 @@ class ApiSettings(_Section):
     stream_queue: int = Field(default=1000, ge=1)
     geojson_file: Path = REPO_ROOT / "services" / "api" / "static" / "geo" / "sihanoukville.geojson"
     open_data_licence: str = "CC-BY-4.0"
+    # This deployment shows simulated data only (`citywatch demo` sets it): every page says
+    # so, whatever the alerts' CAP status, so a screenshot of a demo is never taken as real.
+    simulated_data: bool = False
     graceful_timeout_s: float = 10.0
 
 
@@ -132,6 +135,24 @@ class DeliverySettings(_Section):
     claim_batch: int = Field(default=50, ge=1)
     poll_s: float = Field(default=2.0, gt=0)
     graceful_timeout_s: float = 15.0
+
+
+class CapSettings(_Section):
+    """Who publishes the CAP 1.2 messages and where people read them (services/alerts/cap.py).
+
+    Each deployment names itself: `sender` is CAP's `<sender>` (an address without spaces,
+    commas, `<` or `&`, section 3.2.1), `web_base_url` the public address of the alerts
+    service, under which `<web>` opens the alert's page (`/alerts/{id}.html`) and the CAP
+    files live (`/cap/{id}.xml`); left unset it is `http://{http_host}:{alerts.http_port}`,
+    which only suits a demo on one machine. `contact` is CAP's `<contact>` (a phone number
+    or address people may call about the alert), omitted when unset.
+    """
+
+    sender: str = "citywatch@preahsihanouk.example"
+    sender_name_en: str = "CityWatch operations centre, Preah Sihanouk"
+    sender_name_km: str = "មជ្ឈមណ្ឌលប្រតិបត្តិការ CityWatch ខេត្តព្រះសីហនុ"
+    web_base_url: str | None = None
+    contact: str | None = None
 
 
 class RetentionSettings(_Section):
@@ -189,6 +210,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     api: ApiSettings = ApiSettings()
     retention: RetentionSettings = RetentionSettings()
+    cap: CapSettings = CapSettings()
 
     @model_validator(mode="before")
     @classmethod

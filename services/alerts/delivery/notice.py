@@ -62,6 +62,12 @@ class AlertEvent(BaseModel):
     title_en: str | None = None
     title_km: str | None = None
     status: model.Status = "Actual"
+    # When the transition was recorded, i.e. the message issued (`alert_events.recorded_at`);
+    # `at` is the reading time that caused it. CAP `<sent>` is the issue time. Producers
+    # that predate it leave it out: `sent` then falls back to `at`.
+    issued_at: AwareDatetime | None = None
+    # When the alert's episode began (its first reading over the level): CAP `<onset>`.
+    started_at: AwareDatetime | None = None
 
     @field_validator("event_id", "alert_id", mode="before")
     @classmethod
@@ -77,6 +83,11 @@ class AlertEvent(BaseModel):
     @property
     def state(self) -> model.AlertState:
         return STATE_OF[self.transition]
+
+    @property
+    def sent(self) -> datetime:
+        """CAP `<sent>`: when this message was issued (the reading time for old producers)."""
+        return self.issued_at or self.at
 
     @classmethod
     def parse(cls, raw: bytes) -> AlertEvent:
@@ -111,10 +122,16 @@ def mqtt_topic(template: str, severity: str, area: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Earlier:
-    """An earlier message of the same alert, as CAP `references` needs it."""
+    """An earlier message of the same alert, as CAP `references` needs it: `at` is its
+    reading time, `issued_at` when it was sent (CAP `sent`, which `references` repeats)."""
 
     seq: int
     at: datetime
+    issued_at: datetime | None = None
+
+    @property
+    def sent(self) -> datetime:
+        return self.issued_at or self.at
 
 
 def msg_type_of(ev: AlertEvent, seq: int) -> model.MsgType:
@@ -137,7 +154,7 @@ def alert_message(
     spec = metric_spec(ev.kind, ev.metric)
     msg_type = msg_type or msg_type_of(ev, seq)
     refs = tuple(
-        model.MessageRef(source.sender, model.message_identifier(ev.alert_id, e.seq), e.at)
+        model.MessageRef(source.sender, model.message_identifier(ev.alert_id, e.seq), e.sent)
         for e in earlier
     )
     return model.AlertMessage(
@@ -152,8 +169,8 @@ def alert_message(
         threshold=ev.threshold if ev.threshold is not None else ev.value,
         device_id=ev.device_id or f"area:{ev.area}",  # as the API names an area's alert
         area=(areas or default_areas()).cap_area(ev.area),
-        onset=earlier[0].at if earlier else ev.at,
-        sent=ev.at,
+        onset=ev.started_at or (earlier[0].at if earlier else ev.at),
+        sent=ev.sent,
         seq=seq,
         msg_type=msg_type,
         status=ev.status,

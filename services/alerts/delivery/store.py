@@ -55,10 +55,13 @@ class Recorded:
 
 
 async def _earlier(con: Conn, alert_id: str) -> list[Earlier]:
+    # The issue time of each earlier message is in its stored event (`issued_at`).
     rows = await con.fetch(
-        "SELECT seq, at FROM alert_delivery_events WHERE alert_id = $1 ORDER BY seq", alert_id
+        """SELECT seq, at, (event->>'issued_at')::timestamptz AS issued_at
+           FROM alert_delivery_events WHERE alert_id = $1 ORDER BY seq""",
+        alert_id,
     )
-    return [Earlier(r["seq"], r["at"]) for r in rows]
+    return [Earlier(r["seq"], r["at"], r["issued_at"]) for r in rows]
 
 
 async def _enqueue(

@@ -11,6 +11,7 @@
   let proj = null;
   let view = null; // [x, y, w, h] of the SVG viewBox
   let fullView = null;
+  const areaNames = {}; // area id -> name, from /areas
 
   function el(name, attrs, text) {
     const e = document.createElementNS(SVG, name);
@@ -87,12 +88,22 @@
     cx = cx === undefined ? x + w / 2 : cx; cy = cy === undefined ? y + hh / 2 : cy;
     setView([cx - (cx - x) * f, cy - (cy - y) * f, w * f, hh * f]);
   }
+  // The registered devices' extent, centred, with a margin and a minimum size (one device
+  // alone is not a 1-pixel view). A device placed off the city's sheet (a wrong position in
+  // the registry) is left out of the fit unless no device is on it, so one bad entry cannot
+  // open the map on empty sea.
   function fitDevices() {
-    const pts = [...devices.values()].filter((d) => d.lat != null && d.lon != null).map((d) => proj.xy(d.lon, d.lat));
+    const [bx, by, bw, bh] = fullView;
+    const all = [...devices.values()].filter((d) => d.lat != null && d.lon != null).map((d) => proj.xy(d.lon, d.lat));
+    const onSheet = all.filter((p) => p[0] >= bx && p[0] <= bx + bw && p[1] >= by && p[1] <= by + bh);
+    const pts = onSheet.length ? onSheet : all;
     if (!pts.length) return setView(fullView);
     const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
-    const pad = 30, x0 = Math.min(...xs) - pad, y0 = Math.min(...ys) - pad;
-    setView([x0, y0, Math.max(Math.max(...xs) + pad - x0, 200), Math.max(Math.max(...ys) + pad - y0, 150)]);
+    const pad = 30;
+    const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+    const w = Math.max(x1 - x0 + 2 * pad, 200), hh = Math.max(y1 - y0 + 2 * pad, 150);
+    setView([(x0 + x1) / 2 - w / 2, (y0 + y1) / 2 - hh / 2, w, hh]);
+    $("#map").dataset.fitted = String(pts.length);
   }
   function enablePanZoom() {
     const svg = $("#map");
@@ -134,8 +145,8 @@
     c.setAttribute("class", "dev state-" + d.state + (selected === d.device_id ? " selected" : ""));
     c.dataset.state = d.state;
     c.dataset.lastTime = d.last_reading_at || "";
-    c.setAttribute("aria-label", d.device_id + " (" + d.kind + "): " + d.state);
-    c.firstChild.textContent = d.device_id + " — " + d.kind + " — " + d.state;
+    c.setAttribute("aria-label", (d.name || d.device_id) + " (" + d.kind + "): " + d.state);
+    c.firstChild.textContent = (d.name || d.device_id) + " — " + d.kind + " — " + d.state;
   }
   function summary() {
     const n = { normal: 0, suspect: 0, offline: 0, alert: 0 };
@@ -183,22 +194,35 @@
   }
 
   // -- alerts -----------------------------------------------------------------------------
+  function deviceName(id) {
+    const d = id ? devices.get(id) : null;
+    return (d && d.name) || id || "";
+  }
   async function loadAlerts() {
     const body = await getJSON("/alerts/active");
     const ul = $("#alerts");
     ul.textContent = "";
     for (const a of body.alerts) {
-      const li = h("li", undefined, "sev-" + a.severity);
+      const li = h("li", undefined, "sev-" + a.severity + (a.exercise ? " exercise" : ""));
       li.dataset.alertId = a.alert_id;
-      li.dataset.deviceId = a.device_id;
+      li.dataset.deviceId = a.device_id || "";
+      li.dataset.status = a.status;
       li.tabIndex = 0;
+      if (a.exercise) li.appendChild(h("span", "EXERCISE — not a real alert", "exercise-tag"));
       li.appendChild(h("strong", a.title_en));
-      li.appendChild(h("small", a.severity + " · " + a.state + " · " + a.device_id + " · " + a.metric + " " +
-        fmt(a.last_value) + " (threshold " + fmt(a.threshold) + ") · since " + fmtTime(a.started_at)));
-      li.addEventListener("click", () => select(a.device_id));
+      // Names, not ids; and nothing rather than "null" where an alert has no device,
+      // metric or area (an area's alert has no device, an offline alert no metric).
+      const where = [a.device_id ? a.device_name || deviceName(a.device_id) : null, a.area_name]
+        .filter((x) => x).join(", ");
+      const value = a.metric ? a.metric + " " + fmt(a.last_value) + " (threshold " + fmt(a.threshold) + ")" : null;
+      const parts = [a.severity, a.state, where || null, value, "since " + fmtTime(a.started_at)];
+      li.appendChild(h("small", parts.filter((x) => x).join(" · ")));
+      if (a.device_id) li.addEventListener("click", () => select(a.device_id));
       ul.appendChild(li);
     }
     $("#alert-count").textContent = String(body.alerts.length);
+    const ex = body.alerts.some((a) => a.exercise) || body.simulated;
+    $("#exercise").hidden = !ex;
   }
 
   // -- detail and charts --------------------------------------------------------------------
@@ -217,7 +241,7 @@
     $("#detail-h").textContent = d.name || d.device_id;
     const meta = $("#detail-meta");
     meta.textContent = "";
-    for (const [k, v] of [["id", d.device_id], ["kind", d.kind], ["area", d.area || "—"], ["state", d.state],
+    for (const [k, v] of [["id", d.device_id], ["kind", d.kind], ["area", areaNames[d.area] || d.area || "—"], ["state", d.state],
       ["status", d.status], ["last seen", fmtTime(d.last_seen)], ["newest reading", fmtTime(d.last_reading_at)]]) {
       meta.appendChild(h("dt", k)); meta.appendChild(h("dd", v));
     }
@@ -299,6 +323,11 @@
     es.addEventListener("alert", () => refreshSoon());
   }
 
+  async function loadAreaNames() {
+    const body = await getJSON("/areas");
+    for (const a of body.areas) areaNames[a.id] = a.name;
+  }
+
   async function main() {
     const geo = await getJSON("/city.json");
     proj = makeProjection(geo);
@@ -306,7 +335,7 @@
     drawBase(geo);
     setView(fullView);
     enablePanZoom();
-    await Promise.all([loadDevices(), loadAlerts()]);
+    await Promise.all([loadDevices(), loadAlerts(), loadAreaNames()]);
     fitDevices();
     connect();
     setInterval(refreshSoon, 60000); // offline is the absence of events: re-ask now and then

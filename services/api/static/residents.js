@@ -10,7 +10,12 @@
       warnings: "ការព្រមាន", noWarnings: "គ្មានការព្រមានទេនាពេលនេះ។",
       whatToDo: "អ្វីដែលត្រូវធ្វើ៖ ", updated: "ធ្វើបច្ចុប្បន្នភាព៖ ", error: "មិនអាចទាញយកព័ត៌មានបានទេ។ សូមព្យាយាមម្តងទៀត។",
       openData: "ទិន្នន័យបើកចំហ (CSV)", sensors: "ឧបករណ៍ចាប់សញ្ញា", of: "ក្នុងចំណោម",
-      kinds: { air: "គុណភាពខ្យល់", flood: "ស្ថានភាពទឹកជំនន់", water: "ទឹកផឹក", litter: "សំរាមនៅឆ្នេរ" },
+      kinds: { air: "គុណភាពខ្យល់", flood: "ស្ថានភាពទឹកជំនន់", water: "គុណភាពទឹក", litter: "សំរាមនៅឆ្នេរ" },
+      // What the water sensors measure (the area's type): never drinking water.
+      waters: { sea: "ទឹកសមុទ្រ", estuary: "ទឹកមាត់ទន្លេ (ទឹកប្រៃលាយសាប)", river: "ទឹកទន្លេ និងស្ទឹង" },
+      exercise: "សមយុទ្ធ — មិនមែនជាការព្រមានពិតទេ",
+      exercisePage: "សមយុទ្ធ៖ ទំព័រនេះបង្ហាញទិន្នន័យក្លែងធ្វើ មិនមែនស្ថានភាពពិតទេ។",
+      byAlert: "យោងតាមការព្រមានដែលកំពុងមាន",
       levels: {
         good: ["ល្អ", "ខ្យល់ស្អាត។ អាចធ្វើសកម្មភាពនៅខាងក្រៅបានធម្មតា។"],
         moderate: ["មធ្យម", "អ្នកដែលងាយរងផលប៉ះពាល់ខ្លាំង គួរកាត់បន្ថយការហាត់ប្រាណធ្ងន់ៗនៅខាងក្រៅ។"],
@@ -22,9 +27,9 @@
         watch: ["តាមដាន", "កម្រិតទឹកកំពុងឡើង។ តាមដានព័ត៌មាន និងរៀបចំឯកសារសំខាន់ៗ។"],
         warning_flood: ["ព្រមាន", "ទឹកជំនន់អាចកើតឡើង។ លើកទ្រព្យសម្បត្តិឡើងខ្ពស់ ហើយត្រៀមខ្លួនជម្លៀស។"],
         danger: ["គ្រោះថ្នាក់", "ជម្លៀសទៅកន្លែងខ្ពស់ភ្លាម។ កុំដើរ ឬបើកបរកាត់ទឹកជំនន់។"],
-        ok: ["ល្អ", "គ្មានការព្រមានអំពីទឹកទេ។"],
-        advisory: ["ប្រុងប្រយ័ត្ន", "ទឹកល្អក់បន្តិច។ ដាំទឹកឱ្យពុះមុនពេលផឹក។"],
-        warning_water: ["ព្រមាន", "កុំផឹកទឹកនេះដោយមិនបានដាំឱ្យពុះ។ ប្រើទឹកដប ឬទឹកដាំពុះ។"],
+        ok: ["ល្អ", "គ្មានការព្រមានអំពីទឹកនេះទេ។"],
+        advisory: ["ប្រុងប្រយ័ត្ន", "ទឹកល្អក់។ ជៀសវាងការហែលទឹកនៅទីនេះ ជាពិសេសក្រោយភ្លៀង។"],
+        warning_water: ["ព្រមាន", "ទឹកកខ្វក់ ឬល្អក់ខ្លាំង។ កុំហែលទឹក ឬនេសាទនៅទីនេះ ហើយទុកកុមារឱ្យនៅឆ្ងាយពីទឹក។"],
         low: ["តិច", "ឆ្នេរស្អាត។"],
         moderate_litter: ["មធ្យម", "សំរាមកំពុងកើនឡើង។ សូមយកសំរាមរបស់អ្នកទៅជាមួយ។"],
         high: ["ច្រើន", "សំរាមច្រើន។ ជៀសវាងតំបន់នោះ ហើយកុំប៉ះវត្ថុមុតស្រួច។"],
@@ -33,7 +38,7 @@
       alertAdvice: {
         air: "នៅក្នុងផ្ទះ បិទបង្អួច ហើយពាក់ម៉ាស់ពេលចេញក្រៅ។",
         flood: "ចាកចេញពីតំបន់ទាប ហើយធ្វើតាមការណែនាំរបស់អាជ្ញាធរ។ កុំឆ្លងកាត់ទឹកហូរ។",
-        water: "កុំផឹកទឹកម៉ាស៊ីន ឬទឹកអណ្តូងដោយមិនដាំឱ្យពុះ។",
+        water: "កុំហែលទឹក ឬនេសាទនៅក្នុងទឹកនោះ រហូតដល់មានការជូនដំណឹងថ្មី។",
         litter: "ជៀសវាងឆ្នេរនោះ។ កុំប៉ះសំរាម។",
       },
       areas: { mittapheap: "ខណ្ឌមិត្តភាព", "prey-nob": "ស្រុកព្រៃនប់", "stueng-hav": "ស្រុកស្ទឹងហាវ", "kampong-seila": "ស្រុកកំពង់សីលា" },
@@ -45,7 +50,11 @@
       warnings: "Warnings", noWarnings: "No warnings right now.",
       whatToDo: "What to do: ", updated: "Updated: ", error: "Could not load the information. Please try again.",
       openData: "Open data (CSV)", sensors: "sensors", of: "of",
-      kinds: { air: "Air quality", flood: "Flooding", water: "Drinking water", litter: "Beach litter" },
+      kinds: { air: "Air quality", flood: "Flooding", water: "Water quality", litter: "Beach litter" },
+      waters: { sea: "Sea water", estuary: "Estuary water (river meets sea)", river: "River water" },
+      exercise: "EXERCISE — not a real alert",
+      exercisePage: "EXERCISE: this page shows simulated data, not the real situation.",
+      byAlert: "from an active alert",
       levels: {
         good: ["Good", "The air is clean. Outdoor activity as usual."],
         moderate: ["Moderate", "People who are very sensitive should avoid hard exercise outdoors."],
@@ -57,9 +66,9 @@
         watch: ["Watch", "Water is rising. Follow the news and keep important papers ready."],
         warning_flood: ["Warning", "Flooding is likely. Move belongings up high and be ready to leave."],
         danger: ["Danger", "Go to high ground now. Do not walk or drive through flood water."],
-        ok: ["Good", "No drinking-water warning."],
-        advisory: ["Take care", "The water is a little cloudy. Boil water before drinking."],
-        warning_water: ["Warning", "Do not drink this water unless boiled. Use bottled or boiled water."],
+        ok: ["Good", "No warning for this water."],
+        advisory: ["Take care", "The water is murky. Avoid swimming here, especially after rain."],
+        warning_water: ["Warning", "Polluted or very murky water. Do not swim or fish here; keep children out of the water."],
         low: ["Low", "The beach is clean."],
         moderate_litter: ["Moderate", "Litter is building up. Please take your rubbish with you."],
         high: ["High", "A lot of litter. Avoid the area and do not touch sharp objects."],
@@ -68,7 +77,7 @@
       alertAdvice: {
         air: "Stay indoors, close windows, wear a mask outside.",
         flood: "Leave low-lying places and follow the authorities. Do not cross moving water.",
-        water: "Do not drink tap or well water unless boiled.",
+        water: "Do not swim or fish in that water until further notice.",
         litter: "Avoid that beach. Do not touch the litter.",
       },
       areas: {},
@@ -105,6 +114,9 @@
     $("open-data").textContent = t.openData;
     if (!data) return;
     $("updated").textContent = t.updated + new Date(data.generated_at).toLocaleString(lang === "km" ? "km-KH" : "en-GB");
+    const ex = $("exercise");
+    ex.hidden = !(data.simulated || data.exercise);
+    ex.textContent = t.exercisePage;
     const list = $("warning-list");
     list.textContent = "";
     const areas = data.areas.filter((a) => Object.keys(a.kinds).length);
@@ -117,6 +129,8 @@
         seen.add(al.kind + title);
         const li = h("li");
         li.dataset.kind = al.kind;
+        li.dataset.status = al.status;
+        if (al.status !== "Actual") li.appendChild(h("span", t.exercise, "exercise-tag"));
         li.appendChild(h("strong", title + " — " + areaName(a)));
         li.appendChild(h("span", " " + t.whatToDo + (t.alertAdvice[al.kind] || ""), "advice"));
         list.appendChild(li);
@@ -140,12 +154,13 @@
         const k = a.kinds[kind];
         if (!k) continue;
         const [word, advice] = t.levels[levelKey(kind, k.level)] || [k.level, ""];
-        dl.appendChild(h("dt", t.kinds[kind]));
+        dl.appendChild(h("dt", kind === "water" && t.waters[a.water] ? t.waters[a.water] : t.kinds[kind]));
         const dd = h("dd");
         dd.dataset.kind = kind;
         dd.dataset.level = k.level;
         dd.appendChild(h("span", word, "badge lv-" + k.level));
-        dd.appendChild(h("span", " (" + k.online + " " + t.of + " " + k.devices + " " + t.sensors + ")"));
+        dd.dataset.byAlert = k.by_alert ? "1" : "0";
+        dd.appendChild(h("span", " (" + (k.by_alert ? t.byAlert + "; " : "") + k.online + " " + t.of + " " + k.devices + " " + t.sensors + ")"));
         dd.appendChild(h("span", advice, "advice"));
         dl.appendChild(dd);
       }
@@ -154,7 +169,7 @@
     }
   }
   function areaName(a) {
-    return T[lang].areas[a.id] || a.name;
+    return (lang === "km" && (a.name_km || T.km.areas[a.id])) || a.name;
   }
   async function load() {
     try {

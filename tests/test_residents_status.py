@@ -1,0 +1,99 @@
+"""What the residents' page says per area, as pure functions (services/api/status.py).
+
+No stack: the level codes `/areas` serves are computed here from plain values, so these
+tests pin the rules the page relies on. The page itself is checked in a real browser in
+tests/test_pages.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.city import load_city
+from services.api.status import (
+    AreaKindStatus,
+    LatestValue,
+    alert_level,
+    is_device_health,
+    kind_status,
+)
+
+CITY = load_city()
+MOUTH = CITY.area("prek-toek-sap-mouth")  # danger level 3.0 m
+
+
+def test_a_suspect_fast_rise_still_sets_the_flood_level_a_failed_value_does_not() -> None:
+    # QARTOD 3 (suspect): a real 1 m rise in minutes can look like a spike to the checks.
+    suspect = kind_status("flood", MOUTH, [("online", {"water_level_m": LatestValue(3.4, 3)})])
+    assert suspect.level == "danger"
+    failed = kind_status("flood", MOUTH, [("online", {"water_level_m": LatestValue(3.4, 4)})])
+    assert failed.level == "no_data"
+    # Other metrics' suspect values still do not speak for the area.
+    air = kind_status("air", None, [("online", {"pm25_ugm3": LatestValue(300.0, 3)})])
+    assert air.level == "no_data"
+
+
+@pytest.mark.parametrize(
+    ("kind", "severity", "level"),
+    [
+        ("flood", "danger", "danger"),
+        ("flood", "warning", "warning"),
+        ("flood", "advisory", "watch"),
+        ("air", "warning", "unhealthy"),
+        ("water", "advisory", "advisory"),
+        ("litter", "advisory", "moderate"),
+    ],
+)
+def test_an_active_alert_raises_a_calmer_area_level_to_its_own(
+    kind: str, severity: str, level: str
+) -> None:
+    calm = {"flood": "normal", "air": "good", "water": "ok", "litter": "low"}[kind]
+    st = AreaKindStatus(devices=2, online=2, level=calm, value=0.4, metric="m")
+    raised = alert_level(st, kind, [severity])
+    assert (raised.level, raised.by_alert) == (level, True)
+    # with no sensor value at all, the alert still speaks
+    assert alert_level(AreaKindStatus(0, 0, "no_data", None, None), kind, [severity]).level == level
+
+
+def test_an_alert_never_lowers_what_the_values_say() -> None:
+    st = AreaKindStatus(devices=1, online=1, level="danger", value=3.4, metric="water_level_m")
+    assert alert_level(st, "flood", ["watch"]) == st
+    assert alert_level(st, "flood", []) == st
+
+
+@pytest.mark.parametrize(
+    ("rule_type", "metric", "health"),
+    [
+        ("offline", None, True),
+        ("stuck", "water_level_m", True),
+        ("threshold", "battery_pct", True),
+        ("levels", "water_level_m", False),
+        ("threshold", "turbidity_ntu", False),
+        ("aqi", "pm25_ugm3", False),
+    ],
+)
+def test_device_health_alerts_are_told_apart_from_environmental_ones(
+    rule_type: str, metric: str | None, health: bool
+) -> None:
+    assert is_device_health(rule_type, metric) is health
+
+
+def test_water_is_named_for_what_the_sensors_measure_from_the_area_type() -> None:
+    by_type = {a.type: a.water for a in CITY.areas}
+    assert by_type == {
+        "beach": "sea",
+        "coast": "sea",
+        "harbour": "sea",
+        "river_mouth": "estuary",
+        "district": "river",
+    }
+
+
+def test_ordinary_river_turbidity_is_not_a_warning() -> None:
+    """River water at 6-10 NTU is ordinary (the drinking-water 5 NTU limit does not apply to a
+    river); the page warns where the water-turbidity alert does (50 NTU)."""
+    area = CITY.area("mittapheap")
+    ordinary = kind_status("water", area, [("online", {"turbidity_ntu": LatestValue(8.0, 1)})])
+    assert ordinary.level == "ok"
+    murky = kind_status("water", area, [("online", {"turbidity_ntu": LatestValue(60.0, 1)})])
+    assert murky.level == "warning"
