@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from services.common.settings import Settings
