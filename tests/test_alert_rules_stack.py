@@ -80,8 +80,17 @@ class Rig:
     sent: int = 0  # readings published so far: each becomes one record on the readings topic
 
     async def start(self) -> None:
+        # Rules name areas by the city's ids: this test's area is in its own city file.
+        city = self.rules_path.with_name("city.yaml")
+        city.write_text(
+            f"city: Testville\nareas:\n  - {{id: area-{self.ns.suffix}, lat: 10.6, lon: 103.5}}\n",
+            "utf-8",
+        )
         _ingest, self.alerts = await self.services.start(
-            "ingest", "alerts", CITYWATCH_ALERTS__RULES_FILE=str(self.rules_path)
+            "ingest",
+            "alerts",
+            CITYWATCH_ALERTS__RULES_FILE=str(self.rules_path),
+            CITYWATCH_CITY_FILE=str(city),
         )
 
     async def restart_alerts(self) -> None:

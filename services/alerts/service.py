@@ -66,7 +66,7 @@ from services.alerts.areas import city_areas
 from services.alerts.delivery.service import DeliveryService
 from services.alerts.engine import Key, RuleState, evaluate
 from services.alerts.leadership import Leadership
-from services.alerts.rules import RuleSet, load_rules
+from services.alerts.rules import RuleSet, check_areas, load_rules
 from services.alerts.titles import transition_titles
 from services.common import db, kafka
 from services.common.batches import Batch, BatchLoop, Upstreams, probe_upstreams
@@ -103,9 +103,14 @@ class AlertsService:
         self.settings = settings
         self.rules_path = settings.alerts.rules_file
         self._rules_mtime = self._mtime()
-        self.rules = rules or load_rules(self.rules_path)
-        self.quality = QualityEvaluator(load_quality_config(settings.quality_file))
         self.city = city_areas(settings.city_file)
+        # Areas are the city's ids: rules naming another area are refused at load.
+        self.rules = (
+            check_areas(rules, self.city.city)
+            if rules
+            else load_rules(self.rules_path, self.city.city)
+        )
+        self.quality = QualityEvaluator(load_quality_config(settings.quality_file))
         self.stop_event = asyncio.Event()
         self.state: dict[Key, RuleState] = {}
         self.heads: dict[str, datetime] = {}
@@ -304,7 +309,7 @@ class AlertsService:
     def reload_rules(self) -> bool:
         """Load the rules file; keep the last good rules when it is refused."""
         try:
-            fresh = load_rules(self.rules_path)
+            fresh = load_rules(self.rules_path, self.city.city)
         except ConfigError as exc:
             m.RULES_REFUSED.inc()
             log.error(
@@ -360,6 +365,12 @@ class AlertsService:
                     for key, rows in (await db.recent_values(con, missing, per_series)).items():
                         self.quality.warm(key, rows)
                 judged = self.quality.evaluate(readings)
+                # Earlier readings' final verdicts (the spike test judges a reading when its
+                # successor arrives): rules with `confirm: final` act on those.
+                flags = dict(judged.flags)
+                for device_id, metric, at, flag in judged.reflags:
+                    row = (device_id, metric, at)
+                    flags[row] = max(flag, flags.get(row, flag))
                 ev = evaluate(
                     self.rules,
                     self.state,
@@ -367,7 +378,7 @@ class AlertsService:
                     streams=streams,
                     heads=self.heads,
                     areas=self.areas,
-                    flags=judged.flags,
+                    flags=flags,
                 )
                 titles = [transition_titles(t, self.city) for t in ev.transitions]
                 async with con.transaction():
