@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from schemas import Reading
+from schemas.city import load_city
 from services.alerts.engine import (
     Evaluation,
     Key,
@@ -19,8 +20,9 @@ from services.alerts.engine import (
     aqi,
     evaluate,
     nowcast,
+    rain_mm,
 )
-from services.alerts.rules import RuleSet, load_rules, parse_rules
+from services.alerts.rules import LevelsRule, RuleSet, check_areas, load_rules, parse_rules
 from services.common.errors import ConfigError
 
 SHIPPED_RULES = Path(__file__).resolve().parents[1] / "deploy" / "alerts" / "rules.yaml"
@@ -555,3 +557,60 @@ def test_simulated_devices_raise_exercise_alerts() -> None:
         ("real", "Actual"),
         ("sim", "Exercise"),
     ]
+
+
+# -- rain on accumulation (issue 14) -----------------------------------------------------------
+
+RAIN = rule(
+    "id: wet\ntype: combined\nconditions:\n"
+    "  - {kind: flood, metric: rain_mm_h, accumulated_mm: 30, over: 1h}\n"
+    "  - {kind: flood, metric: water_level_m, rising_per_hour: 0.2}\n"
+    "window: 1h\nhold: 30m\nseverity: warning"
+)
+
+
+def test_rain_accumulation_integrates_intensity_over_reading_time() -> None:
+    def pts(step_s: float, rates: list[float]) -> list[list[Any]]:
+        return [[(T0 + timedelta(seconds=i * step_s)).isoformat(), v] for i, v in enumerate(rates)]
+
+    # an hour of 40 mm/h at 10 s or 5 min cadence: 40 mm either way
+    for step in (10.0, 300.0):
+        n = int(3600 / step)
+        assert (
+            rain_mm(pts(step, [40.0] * (n + 1)), T0 + timedelta(hours=1), timedelta(hours=1)) == 40
+        )
+    # one 180 mm/h spike among dry readings: its own interval only
+    spike = [0.0] * 10 + [180.0] + [0.0] * 10
+    assert rain_mm(pts(10, spike), T0 + timedelta(seconds=200), timedelta(hours=1)) == 0.5
+    assert rain_mm(pts(300, spike), T0 + timedelta(seconds=6000), timedelta(hours=1)) == 15
+    # a gauge silent for an hour is not assumed to have rained all along
+    gap = [[T0.isoformat(), 0.0], [(T0 + timedelta(hours=1)).isoformat(), 60.0]]
+    assert rain_mm(gap, T0 + timedelta(hours=1), timedelta(hours=1)) == 15
+
+
+def test_one_rain_spike_and_a_rise_raise_no_heavy_rain_warning_but_an_hours_rain_does() -> None:
+    areas = {"rain-1": "north", "gauge-1": "north"}
+    eng = Engine(ruleset(RAIN), areas=areas)
+    eng.series("gauge-1", [1.0, 1.05, 1.1, 1.15, 1.2, 1.25], start=0, step=5)  # 0.6 m/h
+    eng.series("rain-1", [0.0, 0.0, 180.0, 0.0, 0.0], start=1, step=5, metric="rain_mm_h")
+    assert eng.log == []  # the demo's false warning: one spike, 15 mm at most
+    eng.series("rain-1", [40.0] * 12, start=26, step=5, metric="rain_mm_h")
+    eng.series("gauge-1", [1.3, 1.35, 1.4], start=85, step=5)
+    [fired] = eng.log
+    assert fired.kind == "firing" and fired.area == "north" and fired.value >= 30
+    assert fired.rule.unit() == "mm"
+
+
+def test_shipped_rules_name_areas_by_the_shipped_citys_ids() -> None:
+    city = load_city()
+    rules = load_rules(SHIPPED_RULES, city)
+    levels = next(r for r in rules.rules if isinstance(r, LevelsRule))
+    assert set(levels.area_levels) <= city.ids()
+    text = SHIPPED_RULES.read_text(encoding="utf-8")
+    named = text.replace("      stueng-hav:", '      "Stueng Hav":')
+    with pytest.raises(
+        ConfigError, match=r"'Stueng Hav' is not an area id .*write its id 'stueng-hav'"
+    ):
+        check_areas(parse_rules(named), city)
+    with pytest.raises(ConfigError, match="'atlantis' is not an area id"):
+        check_areas(parse_rules(text.replace("      mittapheap:", "      atlantis:")), city)

@@ -242,8 +242,9 @@ def cases(ns: Namespace) -> dict[str, Case]:
             "type: levels\n    kind: flood\n    metric: water_level_m\n"
             f"    area_levels: {{{area}: {{watch: 1.2, warning: 1.5, danger: 1.8}}}}\n"
             "    clear_margin: 0.1\n    hold: 10m\n",
-            series(g, "flood", "water_level_m", [1.0, 1.25, 1.55, 1.85], 0, 10),
-            series(g, "flood", "water_level_m", [1.6, 1.6, 1.3, 1.3, 1.0, 1.0], 40, 10),
+            # each stage is entered by two readings (persistence, issue 14)
+            series(g, "flood", "water_level_m", [1.0, 1.25, 1.3, 1.55, 1.6, 1.85, 1.9], 0, 10),
+            series(g, "flood", "water_level_m", [1.6, 1.6, 1.3, 1.3, 1.0, 1.0], 70, 10),
             [
                 ("firing", "watch"),
                 ("escalated", "warning"),
@@ -280,6 +281,7 @@ def cases(ns: Namespace) -> dict[str, Case]:
                 *series(g, "flood", "water_level_m", [1.0, 1.0], 0, 10),
                 (f"{p}rain", "flood", 15, {"rain_mm_h": 45.0}),
                 (g, "flood", 20, {"water_level_m": 1.1}),
+                (g, "flood", 25, {"water_level_m": 1.15}),  # the second reading confirms
             ],
             [
                 *series(f"{p}rain", "flood", "rain_mm_h", [0.0] * 7, 30, 10),

@@ -55,6 +55,7 @@ status `Exercise`, so a demo never pages real staff.
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -86,6 +87,7 @@ __all__ = [
     "aqi_category",
     "evaluate",
     "nowcast",
+    "rain_mm",
     "tick",
 ]
 
@@ -285,6 +287,29 @@ def nowcast(hourly: Sequence[float | None], metric: str) -> float | None:
     num = sum(w**i * c for i, c in enumerate(hours) if c is not None)
     den = sum(w**i for i, c in enumerate(hours) if c is not None)
     return _truncate(metric, num / den)
+
+
+# A rain gauge's intensity stands for the interval since its previous reading, up to this
+# long: a gauge silent for longer is not assumed to have rained at the same rate throughout.
+RAIN_STEP_MAX = timedelta(minutes=15)
+
+
+def rain_mm(points: Sequence[Sequence[Any]], now: datetime, over: timedelta) -> float:
+    """Millimetres of rain in (now - over, now] from `[time iso, mm/h]` points, oldest first.
+
+    Each reading's intensity applies to the interval since the reading before it (at most
+    `RAIN_STEP_MAX`), clipped to the period; the first point only opens the interval. So
+    the accumulation does not depend on the reporting interval: a 180 mm/h spike read
+    once at a 10 s cadence adds 0.5 mm, at a 5-minute cadence 15 mm, never an hour's worth.
+    """
+    total = 0.0
+    start = now - over
+    for before, point in itertools.pairwise(points):
+        t0, t1 = datetime.fromisoformat(before[0]), datetime.fromisoformat(point[0])
+        lo = max(t0, t1 - RAIN_STEP_MAX, start)
+        if t1 > lo:
+            total += float(point[1]) * ((t1 - lo) / timedelta(hours=1))
+    return round(total, 2)
 
 
 def _hour(t: datetime) -> datetime:
@@ -500,13 +525,24 @@ def _evaluate_rule(
     if isinstance(rule, CombinedRule):
         last: dict[str, str] = st.data.setdefault("last", {})
         prev: dict[str, list[Any]] = st.data.setdefault("prev", {})
+        rain: dict[str, list[list[Any]]] = st.data.setdefault("rain", {})
+        sims: dict[str, bool] = st.data.setdefault("sim", {})
         hit_value: float | None = None
         for i, c in enumerate(rule.conditions):
             if c.kind != r.kind or c.metric not in r.metrics or _flag(flags, r, c.metric) >= FAIL:
                 continue
             v = r.metrics[c.metric]
             ok = False
-            if c.above is not None:
+            if c.accumulated_mm is not None and c.over is not None:
+                pkey = f"{r.device_id}|{c.metric}|{i}"
+                fallen = rain.setdefault(pkey, [])
+                if not fallen or t > datetime.fromisoformat(fallen[-1][0]):
+                    fallen.append([t.isoformat(), v])
+                while len(fallen) > 1 and datetime.fromisoformat(fallen[1][0]) <= t - c.over:
+                    fallen.pop(0)  # keep one point at or before the period's start
+                v = rain_mm(fallen, t, c.over)
+                ok = v >= c.accumulated_mm
+            elif c.above is not None:
                 ok = v >= c.above
             elif c.below is not None:
                 ok = v <= c.below
@@ -519,8 +555,12 @@ def _evaluate_rule(
                         (v - before[1]) / hours >= c.level
                     )
                 prev[pkey] = [t.isoformat(), v]
+            if i == 0:
+                # The title's value is the first condition's (its unit is the rule's).
+                st.data["value0"] = v
             if ok:
                 last[str(i)] = t.isoformat()
+                sims[str(i)] = ctx.simulated
                 hit_value = v if hit_value is None else hit_value
         # The area's clock is its newest reading time: devices of one area sit on different
         # partitions, so their readings interleave out of time order.
@@ -532,7 +572,9 @@ def _evaluate_rule(
             str(i) in last and datetime.fromisoformat(last[str(i)]) >= since
             for i in range(len(rule.conditions))
         )
-        value = hit_value if hit_value is not None else next(iter(r.metrics.values()))
+        value = float(st.data.get("value0", hit_value if hit_value is not None else 0.0))
+        # An area's alert is an exercise when a simulated device met one of its conditions.
+        ctx.simulated = any(sims.get(str(i), False) for i in range(len(rule.conditions)))
         _advance(rule, subject, st, 1 if met else 0, ctx, value, rule.conditions[0].level, out)
         return
     # Single-metric rules: a FAIL value is not evaluated.

@@ -349,7 +349,15 @@ class AqiRule(_Rule):
 
 
 class Condition(BaseModel):
-    """One condition of a combined rule: a value above/below a level, or a rise rate."""
+    """One condition of a combined rule: a value above/below a level, a rise rate, or rain
+    accumulated over a period.
+
+    `accumulated_mm` with `over` (rain_mm_h only): the millimetres that fell in the last
+    `over` of reading time, integrated from the intensity readings (engine.py says how),
+    as weather services issue rain warnings (e.g. Hong Kong Observatory's amber rainstorm
+    signal: 30 mm in an hour). One intensity spike between two readings adds only its
+    share of the interval, so it cannot meet the condition alone.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -358,18 +366,29 @@ class Condition(BaseModel):
     above: float | None = None
     below: float | None = None
     rising_per_hour: float | None = Field(default=None, gt=0)
+    accumulated_mm: float | None = Field(default=None, gt=0)
+    over: Duration | None = None
 
     @model_validator(mode="after")
     def _one_test(self) -> Self:
         _check_metric(self.kind, self.metric)
-        given = [x for x in (self.above, self.below, self.rising_per_hour) if x is not None]
-        if len(given) != 1:
-            raise ValueError("a condition has exactly one of above, below, rising_per_hour")
+        tests = (self.above, self.below, self.rising_per_hour, self.accumulated_mm)
+        if len([x for x in tests if x is not None]) != 1:
+            raise ValueError(
+                "a condition has exactly one of above, below, rising_per_hour, accumulated_mm"
+            )
+        if self.accumulated_mm is not None:
+            if self.metric != "rain_mm_h":
+                raise ValueError("accumulated_mm integrates rain_mm_h readings only")
+            if self.over is None or self.over <= timedelta(0):
+                raise ValueError("accumulated_mm needs a positive 'over' (like 1h or 3h)")
+        elif self.over is not None:
+            raise ValueError("'over' goes with accumulated_mm")
         return self
 
     @property
     def level(self) -> float:
-        for x in (self.above, self.below, self.rising_per_hour):
+        for x in (self.above, self.below, self.rising_per_hour, self.accumulated_mm):
             if x is not None:
                 return x
         raise AssertionError
@@ -394,6 +413,8 @@ class CombinedRule(_Rule):
 
     def unit(self) -> str:
         c = self.conditions[0]
+        if c.accumulated_mm is not None:
+            return "mm"
         spec = metric_spec(c.kind, c.metric)
         return spec.unit if spec else ""
 
