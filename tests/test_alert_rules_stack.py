@@ -374,7 +374,8 @@ async def test_a_bad_rules_file_keeps_the_last_good_rules_in_the_running_service
 
     await wait_until(lambda: asyncio.to_thread(refused), timeout=20, what="bad rules refused")
     g = f"{rig.ns.device_prefix}gauge"
-    await rig.publish(series(g, "flood", "water_level_m", [1.0, 2.6], 0, 61))
+    # two readings over: one alone opens nothing (persistence, issue 14)
+    await rig.publish(series(g, "flood", "water_level_m", [1.0, 2.6, 2.7], 0, 61))
     assert [(s, v) for _a, s, v in await rig.transitions(rule_id)] == [("firing", "warning")]
 
 
