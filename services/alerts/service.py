@@ -336,7 +336,13 @@ class AlertsService:
         since = now - self._areas_read_at
         unknown = any(r.device_id not in self.areas for r in readings)
         if since >= AREA_REFRESH_S or (unknown and since >= UNKNOWN_DEVICE_REFRESH_S):
-            self.areas = await store.load_areas(con)
+            # Rules name areas by id; a row registered before ids were enforced may hold a
+            # name or alias, resolved here by the one resolver (City.resolve).
+            city = self.city.city
+            self.areas = {
+                d: (known.id if (known := city.resolve(a)) is not None else a)
+                for d, a in (await store.load_areas(con)).items()
+            }
             self._areas_read_at = now
 
     async def _handle(self, batch: Batch) -> None:
