@@ -23,6 +23,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from schemas.city import DEFAULT_CITY_FILE
 from simulators import Message, Publisher
 from simulators.faults import FaultRates
 from simulators.run import ScenarioRun
@@ -80,12 +81,11 @@ class Rig:
     sent: int = 0  # readings published so far: each becomes one record on the readings topic
 
     async def start(self) -> None:
-        # Rules name areas by the city's ids: this test's area is in its own city file.
+        # Rules name areas by the city's ids: the shipped city plus this test's own area.
+        doc = yaml.safe_load(DEFAULT_CITY_FILE.read_text(encoding="utf-8"))
+        doc["areas"].append({"id": f"area-{self.ns.suffix}", "lat": 10.6, "lon": 103.5})
         city = self.rules_path.with_name("city.yaml")
-        city.write_text(
-            f"city: Testville\nareas:\n  - {{id: area-{self.ns.suffix}, lat: 10.6, lon: 103.5}}\n",
-            "utf-8",
-        )
+        city.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
         _ingest, self.alerts = await self.services.start(
             "ingest",
             "alerts",
@@ -279,9 +279,12 @@ def cases(ns: Namespace) -> dict[str, Case]:
             "    window: 1h\n    severity: warning\n",
             [
                 *series(g, "flood", "water_level_m", [1.0, 1.0], 0, 10),
+                # two readings of each: the area's second reading with both conditions met
+                # confirms, whichever device's partition the alerts service reads first
                 (f"{p}rain", "flood", 15, {"rain_mm_h": 45.0}),
+                (f"{p}rain", "flood", 17, {"rain_mm_h": 45.0}),
                 (g, "flood", 20, {"water_level_m": 1.1}),
-                (g, "flood", 25, {"water_level_m": 1.15}),  # the second reading confirms
+                (g, "flood", 25, {"water_level_m": 1.15}),
             ],
             [
                 *series(f"{p}rain", "flood", "rain_mm_h", [0.0] * 7, 30, 10),
