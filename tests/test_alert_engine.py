@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from schemas import Reading
+from schemas.city import load_city
 from services.alerts.engine import (
     Evaluation,
     Key,
@@ -19,8 +20,9 @@ from services.alerts.engine import (
     aqi,
     evaluate,
     nowcast,
+    rain_mm,
 )
-from services.alerts.rules import RuleSet, load_rules, parse_rules
+from services.alerts.rules import LevelsRule, RuleSet, check_areas, load_rules, parse_rules
 from services.common.errors import ConfigError
 
 SHIPPED_RULES = Path(__file__).resolve().parents[1] / "deploy" / "alerts" / "rules.yaml"
@@ -169,7 +171,8 @@ def test_threshold_value_hovering_at_the_level_does_not_flap() -> None:
             )
         )
     )
-    eng.series("g", [2.49, 2.51, 2.48, 2.52, 2.49, 2.51, 2.3, 2.5] * 3)
+    # two readings over open it (persistence); then hovering neither resolves nor reopens
+    eng.series("g", [2.51, 2.52] + [2.49, 2.51, 2.48, 2.52, 2.49, 2.51, 2.3, 2.5] * 3)
     assert kinds(eng.log) == [("firing", "watch")]
 
 
@@ -211,8 +214,13 @@ LEVELS = rule(
 
 def test_levels_one_alert_escalates_and_deescalates_in_order() -> None:
     eng = Engine(ruleset(LEVELS))
+    # each stage is entered by two readings (persistence: min_readings 2 by default)
     ts = eng.series(
-        "g", [1.5, 2.1, 2.6, 3.1, 3.2, 2.95, 2.92, 2.85, 2.6, 2.4, 2.3, 2.2, 1.8, 1.7, 1.6, 1.5]
+        "g",
+        [
+            *(1.5, 2.1, 2.2, 2.6, 2.7, 3.1, 3.2, 2.95, 2.92, 2.85),
+            *(2.6, 2.4, 2.3, 2.2, 1.8, 1.7, 1.6, 1.5),
+        ],
     )
     assert [(t.kind, t.severity, t.previous_severity) for t in ts] == [
         ("firing", "watch", None),
@@ -224,17 +232,21 @@ def test_levels_one_alert_escalates_and_deescalates_in_order() -> None:
     ]
     assert len({t.alert_id for t in ts}) == 1
     assert [t.threshold for t in ts[:3]] == [2.0, 2.5, 3.0]
+    # the trigger is the reading that crossed the level, not the one that confirmed it
+    assert [t.trigger_value for t in ts[:3]] == [2.1, 2.6, 3.1]
+    assert [t.trigger_at for t in ts[:3]] == [T0 + timedelta(minutes=m) for m in (5, 15, 25)]
+    assert [t.value for t in ts[:3]] == [2.2, 2.7, 3.2]
 
 
 def test_levels_jump_straight_to_danger_and_use_the_areas_own_levels() -> None:
     eng = Engine(ruleset(LEVELS), areas={"town-gauge": "low-town"})
-    assert kinds(eng.series("g", [1.0, 3.3])) == [("firing", "danger")]
-    assert kinds(eng.series("town-gauge", [1.2, 1.7])) == [("firing", "warning")]
+    assert kinds(eng.series("g", [1.0, 3.3, 3.4])) == [("firing", "danger")]
+    assert kinds(eng.series("town-gauge", [1.2, 1.7, 1.75])) == [("firing", "warning")]
 
 
 def test_levels_hovering_at_a_stage_does_not_flap_between_stages() -> None:
     eng = Engine(ruleset(LEVELS))
-    eng.series("g", [2.51, 2.49, 2.52, 2.45, 2.5, 2.47] * 4)
+    eng.series("g", [2.51, 2.52] + [2.51, 2.49, 2.52, 2.45, 2.5, 2.47] * 4)
     assert kinds(eng.log) == [("firing", "warning")]
 
 
@@ -433,7 +445,7 @@ def test_readings_far_behind_the_stream_head_open_nothing_but_fresh_ones_do() ->
     backlog = [reading("buffered", m, water_level_m=3.0) for m in range(0, 60, 5)]
     ev = eng.feed(*backlog)
     assert eng.log == [] and ev.stale == len(backlog)
-    eng.feed(reading("buffered", 121, water_level_m=3.0))
+    eng.feed(*(reading("buffered", m, water_level_m=3.0) for m in (121, 126)))
     assert [(t.kind, t.device_id) for t in eng.log] == [("firing", "buffered")]
 
 
@@ -445,3 +457,160 @@ def test_combined_rule_does_not_reopen_when_an_areas_devices_arrive_out_of_time_
     eng.series("rain-1", [0.0] * 12, start=30, step=10, metric="rain_mm_h")  # resolves at 110
     eng.series("gauge-1", [1.1] * 7, start=31, step=10)  # arrives after, older times
     assert kinds(eng.log) == [("firing", "warning"), ("resolved", "warning")]
+
+
+# -- persistence and final verdicts (issue 14) ------------------------------------------------
+
+
+def test_one_sample_the_checks_passed_opens_nothing_under_persistence() -> None:
+    # The demo's false warnings: one simulated spike, flagged pass, opened an alert.
+    eng = Engine(ruleset(PLAIN + LEVELS))
+    eng.series("g", [1.0, 1.0, 9.0, 1.0, 1.0, 1.0])
+    assert eng.log == []
+    # a jump to danger confirmed by a reading at warning opens at warning, not danger
+    assert kinds(eng.series("h", [1.0, 3.2, 2.6, 2.6])) == [
+        ("firing", "warning"),
+        ("firing", "warning"),
+    ]
+
+
+def test_persistence_and_final_are_validated_with_defaults_per_type() -> None:
+    rs = ruleset(PLAIN + OFFLINE + STUCK + AQI_RULE + COMBINED)
+    assert {r.id: (r.confirm, r.min_readings) for r in rs.rules} == {
+        "p": ("persist", 2),
+        "offline": ("persist", 1),  # persistence is its own `after`
+        "stuck": ("persist", 1),
+        "aqi": ("persist", 2),
+        "storm": ("persist", 2),
+    }
+    with pytest.raises(ConfigError, match="one reading alone must not open"):
+        ruleset(
+            rule(
+                "id: one\nkind: flood\nmetric: water_level_m\nthreshold: 2\nclear: 1\n"
+                "severity: watch\nmin_readings: 1"
+            )
+        )
+    with pytest.raises(ConfigError, match="confirm 'final' is for threshold"):
+        ruleset(rule("id: silent\ntype: offline\nafter: 1m\nseverity: watch\nconfirm: final"))
+    # one reading with a duration is persistence too
+    ruleset(
+        rule(
+            "id: dur\nkind: flood\nmetric: water_level_m\nthreshold: 2\nclear: 1\n"
+            "severity: watch\nmin_readings: 1\nfor: 10m"
+        )
+    )
+
+
+FINAL = rule(
+    "id: fin\nkind: flood\nmetric: water_level_m\nthreshold: 2.5\nclear: 2.2\n"
+    "severity: warning\nconfirm: final\nmin_readings: 1"
+)
+
+
+def test_final_rules_act_on_a_reading_once_its_successor_made_its_verdict_final() -> None:
+    eng = Engine(ruleset(FINAL))
+    spike = reading("g", 5, water_level_m=4.0)
+    after = reading("g", 10, water_level_m=1.0)
+    eng.feed(reading("g", 0, water_level_m=1.0), spike)
+    assert eng.log == []  # the spike waits for its right neighbour
+    # the neighbour's arrival gives the spike its final verdict (a reflag): suspect
+    eng.feed(after, flags={("g", "water_level_m", spike.time): 3})
+    assert eng.log == []
+    # a real rise: the first reading over is judged pass when the next one arrives and
+    # opens the alert at its own time, one reporting interval later in arrival
+    eng.series("g", [3.0, 3.1], start=15)
+    [fired] = eng.log
+    assert fired.kind == "firing" and fired.at == T0 + timedelta(minutes=15)
+    assert fired.trigger_value == 3.0
+
+
+def test_an_alert_never_resolves_before_it_starts_when_a_buffer_is_uploaded() -> None:
+    eng = Engine(ruleset(OFFLINE))
+    eng.feed(reading("quiet", 0, water_level_m=1.0), reading("busy", 0, water_level_m=1.0))
+    eng.series("busy", [1.0] * 8, start=5)  # quiet offline at minute 30
+    [fired] = eng.log
+    # quiet comes back and uploads its buffer: its first reading is from minute 5
+    eng.series("quiet", [1.0] * 8, start=5)
+    resolved = eng.log[-1]
+    assert resolved.kind == "resolved" and resolved.alert_id == fired.alert_id
+    assert resolved.at >= fired.started_at
+    assert kinds(eng.log) == [("firing", "advisory"), ("resolved", "advisory")]  # no refire
+
+
+def test_offline_silence_is_caught_whatever_the_batch_size() -> None:
+    # Played fast, a whole 40-minute silence and the return arrive in one batch.
+    eng = Engine(ruleset(OFFLINE))
+    batch = [reading(d, m, water_level_m=1.0) for m in range(0, 90, 5) for d in ("a", "b")]
+    eng.feed(*[r for r in batch if not (r.device_id == "a" and 20 < r.time.minute < 60)])
+    [fired, resolved] = eng.log
+    assert (fired.kind, fired.device_id, fired.at) == ("firing", "a", T0 + timedelta(minutes=50))
+    assert resolved.kind == "resolved" and resolved.at == T0 + timedelta(minutes=60)
+    assert fired.value == 40.0
+
+
+def test_simulated_devices_raise_exercise_alerts() -> None:
+    eng = Engine(ruleset(PLAIN))
+    eng.series("real", [3.0, 3.0])
+    for r in (reading("sim", m, water_level_m=3.0) for m in (0, 5)):
+        eng.feed(r, simulated={"sim"})
+    assert [(t.device_id, t.status) for t in eng.log] == [
+        ("real", "Actual"),
+        ("sim", "Exercise"),
+    ]
+
+
+# -- rain on accumulation (issue 14) -----------------------------------------------------------
+
+RAIN = rule(
+    "id: wet\ntype: combined\nconditions:\n"
+    "  - {kind: flood, metric: rain_mm_h, accumulated_mm: 30, over: 1h}\n"
+    "  - {kind: flood, metric: water_level_m, rising_per_hour: 0.2}\n"
+    "window: 1h\nhold: 30m\nseverity: warning"
+)
+
+
+def test_rain_accumulation_integrates_intensity_over_reading_time() -> None:
+    def pts(step_s: float, rates: list[float]) -> list[list[Any]]:
+        return [[(T0 + timedelta(seconds=i * step_s)).isoformat(), v] for i, v in enumerate(rates)]
+
+    # an hour of 40 mm/h at 10 s or 5 min cadence: 40 mm either way
+    for step in (10.0, 300.0):
+        n = int(3600 / step)
+        assert (
+            rain_mm(pts(step, [40.0] * (n + 1)), T0 + timedelta(hours=1), timedelta(hours=1)) == 40
+        )
+    # one 180 mm/h spike among dry readings: its own interval only
+    spike = [0.0] * 10 + [180.0] + [0.0] * 10
+    assert rain_mm(pts(10, spike), T0 + timedelta(seconds=200), timedelta(hours=1)) == 0.5
+    assert rain_mm(pts(300, spike), T0 + timedelta(seconds=6000), timedelta(hours=1)) == 15
+    # a gauge silent for an hour is not assumed to have rained all along
+    gap = [[T0.isoformat(), 0.0], [(T0 + timedelta(hours=1)).isoformat(), 60.0]]
+    assert rain_mm(gap, T0 + timedelta(hours=1), timedelta(hours=1)) == 15
+
+
+def test_one_rain_spike_and_a_rise_raise_no_heavy_rain_warning_but_an_hours_rain_does() -> None:
+    areas = {"rain-1": "north", "gauge-1": "north"}
+    eng = Engine(ruleset(RAIN), areas=areas)
+    eng.series("gauge-1", [1.0, 1.05, 1.1, 1.15, 1.2, 1.25], start=0, step=5)  # 0.6 m/h
+    eng.series("rain-1", [0.0, 0.0, 180.0, 0.0, 0.0], start=1, step=5, metric="rain_mm_h")
+    assert eng.log == []  # the demo's false warning: one spike, 15 mm at most
+    eng.series("rain-1", [40.0] * 12, start=26, step=5, metric="rain_mm_h")
+    eng.series("gauge-1", [1.3, 1.35, 1.4], start=85, step=5)
+    [fired] = eng.log
+    assert fired.kind == "firing" and fired.area == "north" and fired.value >= 30
+    assert fired.rule.unit() == "mm"
+
+
+def test_shipped_rules_name_areas_by_the_shipped_citys_ids() -> None:
+    city = load_city()
+    rules = load_rules(SHIPPED_RULES, city)
+    levels = next(r for r in rules.rules if isinstance(r, LevelsRule))
+    assert set(levels.area_levels) <= city.ids()
+    text = SHIPPED_RULES.read_text(encoding="utf-8")
+    named = text.replace("      stueng-hav:", '      "Stueng Hav":')
+    with pytest.raises(
+        ConfigError, match=r"'Stueng Hav' is not an area id .*write its id 'stueng-hav'"
+    ):
+        check_areas(parse_rules(named), city)
+    with pytest.raises(ConfigError, match="'atlantis' is not an area id"):
+        check_areas(parse_rules(text.replace("      mittapheap:", "      atlantis:")), city)

@@ -23,6 +23,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from schemas.city import DEFAULT_CITY_FILE
 from simulators import Message, Publisher
 from simulators.faults import FaultRates
 from simulators.run import ScenarioRun
@@ -80,8 +81,16 @@ class Rig:
     sent: int = 0  # readings published so far: each becomes one record on the readings topic
 
     async def start(self) -> None:
+        # Rules name areas by the city's ids: the shipped city plus this test's own area.
+        doc = yaml.safe_load(DEFAULT_CITY_FILE.read_text(encoding="utf-8"))
+        doc["areas"].append({"id": f"area-{self.ns.suffix}", "lat": 10.6, "lon": 103.5})
+        city = self.rules_path.with_name("city.yaml")
+        city.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
         _ingest, self.alerts = await self.services.start(
-            "ingest", "alerts", CITYWATCH_ALERTS__RULES_FILE=str(self.rules_path)
+            "ingest",
+            "alerts",
+            CITYWATCH_ALERTS__RULES_FILE=str(self.rules_path),
+            CITYWATCH_CITY_FILE=str(city),
         )
 
     async def restart_alerts(self) -> None:
@@ -233,8 +242,9 @@ def cases(ns: Namespace) -> dict[str, Case]:
             "type: levels\n    kind: flood\n    metric: water_level_m\n"
             f"    area_levels: {{{area}: {{watch: 1.2, warning: 1.5, danger: 1.8}}}}\n"
             "    clear_margin: 0.1\n    hold: 10m\n",
-            series(g, "flood", "water_level_m", [1.0, 1.25, 1.55, 1.85], 0, 10),
-            series(g, "flood", "water_level_m", [1.6, 1.6, 1.3, 1.3, 1.0, 1.0], 40, 10),
+            # each stage is entered by two readings (persistence, issue 14)
+            series(g, "flood", "water_level_m", [1.0, 1.25, 1.3, 1.55, 1.6, 1.85, 1.9], 0, 10),
+            series(g, "flood", "water_level_m", [1.6, 1.6, 1.3, 1.3, 1.0, 1.0], 70, 10),
             [
                 ("firing", "watch"),
                 ("escalated", "warning"),
@@ -269,8 +279,12 @@ def cases(ns: Namespace) -> dict[str, Case]:
             "    window: 1h\n    severity: warning\n",
             [
                 *series(g, "flood", "water_level_m", [1.0, 1.0], 0, 10),
+                # two readings of each: the area's second reading with both conditions met
+                # confirms, whichever device's partition the alerts service reads first
                 (f"{p}rain", "flood", 15, {"rain_mm_h": 45.0}),
+                (f"{p}rain", "flood", 17, {"rain_mm_h": 45.0}),
                 (g, "flood", 20, {"water_level_m": 1.1}),
+                (g, "flood", 25, {"water_level_m": 1.15}),
             ],
             [
                 *series(f"{p}rain", "flood", "rain_mm_h", [0.0] * 7, 30, 10),
@@ -363,7 +377,8 @@ async def test_a_bad_rules_file_keeps_the_last_good_rules_in_the_running_service
 
     await wait_until(lambda: asyncio.to_thread(refused), timeout=20, what="bad rules refused")
     g = f"{rig.ns.device_prefix}gauge"
-    await rig.publish(series(g, "flood", "water_level_m", [1.0, 2.6], 0, 61))
+    # two readings over: one alone opens nothing (persistence, issue 14)
+    await rig.publish(series(g, "flood", "water_level_m", [1.0, 2.6, 2.7], 0, 61))
     assert [(s, v) for _a, s, v in await rig.transitions(rule_id)] == [("firing", "warning")]
 
 

@@ -25,10 +25,11 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from schemas.city import load_city
 from services.common.settings import Settings
 from services.ingest.registry_cache import RegistryCache
 from services.registry.errors import ImportFailed
-from services.registry.importer import parse_csv, parse_yaml
+from services.registry.importer import parse_csv, parse_yaml, profile_from_fields
 from services.registry.mosquitto import DeviceLogin, check_password, hash_password, render_acl
 from tests.harness import REPO, free_port, wait_until
 
@@ -98,7 +99,8 @@ async def test_csv_import_registers_every_device_with_every_field(
     rows = await registered(dbcon, p)
     assert set(rows) == {f"{p}buoy-1", f"{p}gauge-1", f"{p}aq-1"}
     buoy, gauge, aq = rows[f"{p}buoy-1"], rows[f"{p}gauge-1"], rows[f"{p}aq-1"]
-    assert (buoy["kind"], buoy["name"], buoy["area"]) == ("water", "Buoy 1", "Mittapheap")
+    # areas are stored as the city's ids (the label resolved by City.resolve)
+    assert (buoy["kind"], buoy["name"], buoy["area"]) == ("water", "Buoy 1", "mittapheap")
     assert (buoy["lat"], buoy["lon"], buoy["install_date"]) == (10.627, 103.522, date(2026, 1, 10))
     assert json.loads(buoy["cal"]) == {"ph": -0.1} and buoy["fm"] is None
     assert gauge["name"] == "Gauge, Prek Tuk Sap" and gauge["payload_format"] == "ttn"
@@ -125,7 +127,7 @@ async def test_yaml_import_registers_devices_with_nested_mapping_and_calibration
         f"  - id: {p}boom-3\n"
         "    kind: litter\n"
         "    name: Ream river boom\n"
-        "    area: Ream\n"
+        "    area: Ream coast\n"
         "    lat: 10.52\n"
         "    lon: 103.63\n"
         "    install_date: 2025-12-01\n"
@@ -145,7 +147,7 @@ async def test_yaml_import_registers_devices_with_nested_mapping_and_calibration
     assert (boom["kind"], boom["name"], boom["area"], boom["status"]) == (
         "litter",
         "Ream river boom",
-        "Ream",
+        "ream-coast",
         "active",
     )
     assert boom["install_date"] == date(2025, 12, 1) and (boom["lat"], boom["lon"]) == (
@@ -205,7 +207,7 @@ async def test_add_refuses_a_registered_id_and_disable_keeps_the_row(
     cli: Cli, dbcon: asyncpg.Connection
 ) -> None:
     device = f"{cli.prefix}aq-9"
-    added = await cli.run("add", device, "--kind", "air", "--area", "Buon", "--lat", "10.6")
+    added = await cli.run("add", device, "--kind", "air", "--area", "Stueng Hav", "--lat", "10.6")
     assert added.returncode == 0, added.stderr
     again = await cli.run("add", device, "--kind", "air")
     assert again.returncode == 2 and "already registered (active)" in again.stderr
@@ -213,7 +215,7 @@ async def test_add_refuses_a_registered_id_and_disable_keeps_the_row(
     disabled = await cli.run("disable", device)
     assert disabled.returncode == 0, disabled.stderr
     row = (await registered(dbcon, cli.prefix))[device]
-    assert (row["status"], row["area"], row["lat"]) == ("disabled", "Buon", 10.6)
+    assert (row["status"], row["area"], row["lat"]) == ("disabled", "stueng-hav", 10.6)
 
     refused = await cli.run("provision", device)
     assert refused.returncode == 2 and "is disabled" in refused.stderr
@@ -320,3 +322,27 @@ async def test_gateway_cache_is_not_warm_until_the_registry_has_loaded_once() ->
             assert not cache.warm.is_set() and not cache.healthy
     finally:
         await pool.close()
+
+
+@pytest.mark.stack
+async def test_add_refuses_an_area_the_city_does_not_have(
+    cli: Cli, dbcon: asyncpg.Connection
+) -> None:
+    device = f"{cli.prefix}gauge-x"
+    refused = await cli.run("add", device, "--kind", "flood", "--area", "Stung Hav")
+    assert refused.returncode == 2
+    assert "area 'Stung Hav' is not an area of" in refused.stderr
+    assert "stueng-hav (Stueng Hav" in refused.stderr  # the known areas, to pick from
+    assert await registered(dbcon, cli.prefix) == {}
+
+
+def test_an_area_label_resolves_to_the_citys_id_or_is_refused() -> None:
+    city = load_city()
+    for label in ("Stueng Hav", "stueng-hav", "Stueng Hav (port and industrial coast)"):
+        profile = profile_from_fields({"id": "g-1", "kind": "flood", "area": label}, city)
+        assert profile.area == "stueng-hav"
+    with pytest.raises(ValueError, match="'Atlantis' is not an area of"):
+        profile_from_fields({"id": "g-1", "kind": "flood", "area": "Atlantis"}, city)
+    bad = "id,kind,area\ng-1,flood,Mittapheap\ng-2,flood,Atlantis\n"
+    with pytest.raises(ImportFailed, match=r"<csv>:3: area 'Atlantis'"):
+        parse_csv(bad, city=city)

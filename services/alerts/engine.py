@@ -33,17 +33,32 @@ thing, and an outage of the pipeline itself does not mark every device offline (
 the pipeline's own monitoring's job). The cost: a partition whose devices all fall silent
 has no head moving, so none of them is reported offline.
 
-Quality. A value the QARTOD tests flag FAIL (4) is not evaluated; a SUSPECT (3) value can
-confirm but never start an opening or an escalation (a single spike opens nothing). The
-`offline` and `stuck` rules look at every reading: a stuck sensor is exactly what the
-flat-line test flags, and a flagged reading still proves the device alive.
+Quality and persistence (issue 14: no alert from one sample the checks cannot yet judge).
+A value the QARTOD tests flag FAIL (4) is not evaluated; a SUSPECT (3) value can confirm but
+never start an opening or an escalation. Beyond that each rule says what an opening rests on
+(`confirm`, rules.py): `persist` needs `min_readings` consecutive readings asking for the
+stage (the stage opened is the lowest they asked for), so one spike that the checks passed
+opens nothing; `final` evaluates a reading only when the series' next reading has made its
+quality verdict final (the centred spike test), one reporting interval late, with the
+transition at the judged reading's time. The `offline` and `stuck` rules look at every
+reading: a stuck sensor is exactly what the flat-line test flags, and a flagged reading
+still proves the device alive.
+
+Trigger. A transition carries the value and time of the reading that crossed the level
+(`trigger_value`, `trigger_at`: the first reading of the run that asked for the stage) as
+well as the confirming reading's (`value`, `at`). An alert never ends before it starts:
+a resolution confirmed by an older reading is dated at the alert's start.
+
+Exercise. Transitions of simulated devices (`simulated`, from the registry) carry CAP
+status `Exercise`, so a demo never pages real staff.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -72,6 +87,7 @@ __all__ = [
     "aqi_category",
     "evaluate",
     "nowcast",
+    "rain_mm",
     "tick",
 ]
 
@@ -108,6 +124,13 @@ class RuleState:
     low_since: datetime | None = None  # desired stage below `stage` since
     low_max: int = 0  # the highest stage asked for during the hold
     data: dict[str, Any] = field(default_factory=dict)  # the rule type's window
+    # The pending run (desired stage above `stage`): how many readings asked, the stages
+    # the last `min_readings` of them asked for, and per stage the first reading of the run
+    # that asked for it (its time and value: the alert's trigger when it opens there).
+    pend_count: int = 0
+    pend_recent: list[int] = field(default_factory=list)
+    pend_trig: dict[str, list[Any]] = field(default_factory=dict)
+    low_value: float | None = None  # the value that started the hold
 
     @property
     def open(self) -> bool:
@@ -122,6 +145,10 @@ class RuleState:
             "low_since": _iso(self.low_since),
             "low_max": self.low_max,
             "data": self.data,
+            "pend_count": self.pend_count,
+            "pend_recent": self.pend_recent,
+            "pend_trig": self.pend_trig,
+            "low_value": self.low_value,
         }
 
     @classmethod
@@ -138,6 +165,10 @@ class RuleState:
             low_since=_dt(raw.get("low_since")),
             low_max=int(raw.get("low_max", 0)),
             data=dict(raw.get("data") or {}),
+            pend_count=int(raw.get("pend_count", 1 if raw.get("pend_since") else 0)),
+            pend_recent=[int(x) for x in raw.get("pend_recent") or []],
+            pend_trig=dict(raw.get("pend_trig") or {}),
+            low_value=raw.get("low_value"),
         )
 
 
@@ -156,6 +187,12 @@ class Transition:
     threshold: float
     started_at: datetime
     category: str = ""
+    # The reading that crossed the level: for firing and escalation the first reading of
+    # the run that asked for the new stage (persistence confirms later, at `at`); for
+    # de-escalation and resolution the first reading below (the hold's start).
+    trigger_value: float | None = None
+    trigger_at: datetime | None = None
+    status: str = "Actual"  # CAP status: the rule's, or Exercise for simulated devices
 
     @property
     def metric(self) -> str | None:
@@ -187,6 +224,8 @@ class _Ctx:
     device_id: str | None
     area: str | None
     device_kind: str
+    simulated: bool = False
+    head: datetime | None = None  # the reading's stream head
 
 
 # -- the US EPA AQI ---------------------------------------------------------------------
@@ -248,6 +287,29 @@ def nowcast(hourly: Sequence[float | None], metric: str) -> float | None:
     num = sum(w**i * c for i, c in enumerate(hours) if c is not None)
     den = sum(w**i for i, c in enumerate(hours) if c is not None)
     return _truncate(metric, num / den)
+
+
+# A rain gauge's intensity stands for the interval since its previous reading, up to this
+# long: a gauge silent for longer is not assumed to have rained at the same rate throughout.
+RAIN_STEP_MAX = timedelta(minutes=15)
+
+
+def rain_mm(points: Sequence[Sequence[Any]], now: datetime, over: timedelta) -> float:
+    """Millimetres of rain in (now - over, now] from `[time iso, mm/h]` points, oldest first.
+
+    Each reading's intensity applies to the interval since the reading before it (at most
+    `RAIN_STEP_MAX`), clipped to the period; the first point only opens the interval. So
+    the accumulation does not depend on the reporting interval: a 180 mm/h spike read
+    once at a 10 s cadence adds 0.5 mm, at a 5-minute cadence 15 mm, never an hour's worth.
+    """
+    total = 0.0
+    start = now - over
+    for before, point in itertools.pairwise(points):
+        t0, t1 = datetime.fromisoformat(before[0]), datetime.fromisoformat(point[0])
+        lo = max(t0, t1 - RAIN_STEP_MAX, start)
+        if t1 > lo:
+            total += float(point[1]) * ((t1 - lo) / timedelta(hours=1))
+    return round(total, 2)
 
 
 def _hour(t: datetime) -> datetime:
@@ -314,8 +376,13 @@ def _advance(
     stages = rule.stages()
     at = ctx.at
 
-    def emit(kind: TransitionKind, new: int, prev: int) -> None:
+    def emit(
+        kind: TransitionKind, new: int, prev: int, trigger: tuple[datetime, float] | None
+    ) -> None:
         assert st.alert_id is not None and st.started_at is not None
+        # An alert never ends before it starts: a resolution confirmed by an older reading
+        # (an area's devices interleave, a device uploads its buffer) ends when it started.
+        when = max(at, st.started_at)
         out.transitions.append(
             Transition(
                 kind=kind,
@@ -325,52 +392,65 @@ def _advance(
                 area=ctx.area,
                 device_kind=ctx.device_kind,
                 value=value,
-                at=at,
+                at=when,
                 severity=stages[(prev if kind == "resolved" else new) - 1],
                 previous_severity=None if kind in ("firing", "resolved") else stages[prev - 1],
                 threshold=threshold,
                 started_at=st.started_at,
                 category=category,
+                trigger_value=None if trigger is None else trigger[1],
+                trigger_at=None if trigger is None else min(trigger[0], when),
+                status="Exercise" if ctx.simulated else rule.status,
             )
         )
 
     if desired > st.stage:
-        st.low_since, st.low_max = None, 0
+        st.low_since, st.low_max, st.low_value = None, 0, None
         if ctx.stale:
             return  # stale readings never open or escalate
         if st.pend_since is None:
-            st.pend_since = at
-            if ctx.suspect:
-                return  # a suspect value may confirm, never start
+            st.pend_since, st.pend_count, st.pend_recent, st.pend_trig = at, 0, [], {}
+        st.pend_count += 1
+        st.pend_recent = [*st.pend_recent, desired][-rule.min_readings :]
+        for k in range(st.stage + 1, desired + 1):
+            st.pend_trig.setdefault(str(k), [at.isoformat(), value])
+        if ctx.suspect and st.pend_count == 1:
+            return  # a suspect value may confirm, never start
+        # Persistence: `min_readings` readings asked for a higher stage (the stage opened
+        # is the lowest of them, so no single reading sets the severity), and `for` of
+        # reading time before an alert opens.
         need = rule.for_ if st.stage == 0 else timedelta(0)
-        if at - st.pend_since < need or (ctx.suspect and st.pend_since == at):
+        if st.pend_count < rule.min_readings or at - st.pend_since < need:
             return
-        prev = st.stage
-        st.stage, st.pend_since = desired, None
+        prev, new = st.stage, min(st.pend_recent)
+        raw = st.pend_trig.get(str(new))
+        trigger = (datetime.fromisoformat(raw[0]), float(raw[1])) if raw else (at, value)
+        st.stage, st.pend_since, st.pend_count, st.pend_recent, st.pend_trig = new, None, 0, [], {}
         if prev == 0:
             st.alert_id = alert_id_for(rule.id, subject, at)
             st.started_at = at
-            emit("firing", desired, 0)
+            emit("firing", new, 0, trigger)
         else:
-            emit("escalated", desired, prev)
+            emit("escalated", new, prev, trigger)
     elif desired < st.stage:
-        st.pend_since = None
+        st.pend_since, st.pend_count, st.pend_recent, st.pend_trig = None, 0, [], {}
         if st.low_since is None:
-            st.low_since, st.low_max = at, desired
+            st.low_since, st.low_max, st.low_value = at, desired, value
         st.low_max = max(st.low_max, desired)
         if at - st.low_since < rule.hold:
             return
         prev, new = st.stage, st.low_max
-        st.low_since, st.low_max = None, 0
+        trigger = (st.low_since, st.low_value if st.low_value is not None else value)
+        st.low_since, st.low_max, st.low_value = None, 0, None
         st.stage = new
         if new == 0:
-            emit("resolved", prev, prev)
+            emit("resolved", prev, prev, trigger)
             st.alert_id, st.started_at = None, None
         else:
-            emit("deescalated", new, prev)
+            emit("deescalated", new, prev, trigger)
     else:
-        st.pend_since = None
-        st.low_since, st.low_max = None, 0
+        st.pend_since, st.pend_count, st.pend_recent, st.pend_trig = None, 0, [], {}
+        st.low_since, st.low_max, st.low_value = None, 0, None
 
 
 # -- evaluation -------------------------------------------------------------------------
@@ -391,8 +471,21 @@ def _evaluate_rule(
 ) -> None:
     t = r.time
     if isinstance(rule, OfflineRule):
-        st.data["last"] = t.isoformat()
-        _advance(rule, subject, st, 0, ctx, 0.0, rule.after / timedelta(minutes=1), out)
+        after_min = rule.after / timedelta(minutes=1)
+        seen = _dt(st.data.get("last"))
+        # Heard from now, in the stream's reading time: a buffered upload (old readings
+        # arriving late) proves the device is back now, not when its readings were taken.
+        heard = max(t, ctx.head or t)
+        if st.stage == 0 and seen is not None and t - seen >= rule.after and not ctx.stale:
+            # A silence in the device's own reading times that no batch-end `tick` saw:
+            # played fast, one batch holds the whole gap. Opened and closed here, so
+            # offline detection does not depend on batch size or playback speed.
+            gap = round((t - seen) / timedelta(minutes=1), 1)
+            ctx.at = seen + rule.after
+            _advance(rule, subject, st, 1, ctx, gap, after_min, out)
+        ctx.at = heard if st.stage > 0 else t
+        st.data["last"] = max(heard, seen or heard).isoformat()
+        _advance(rule, subject, st, 0, ctx, 0.0, after_min, out)
         return
     if isinstance(rule, StuckRule):
         v = r.metrics[rule.metric]
@@ -432,13 +525,24 @@ def _evaluate_rule(
     if isinstance(rule, CombinedRule):
         last: dict[str, str] = st.data.setdefault("last", {})
         prev: dict[str, list[Any]] = st.data.setdefault("prev", {})
+        rain: dict[str, list[list[Any]]] = st.data.setdefault("rain", {})
+        sims: dict[str, bool] = st.data.setdefault("sim", {})
         hit_value: float | None = None
         for i, c in enumerate(rule.conditions):
             if c.kind != r.kind or c.metric not in r.metrics or _flag(flags, r, c.metric) >= FAIL:
                 continue
             v = r.metrics[c.metric]
             ok = False
-            if c.above is not None:
+            if c.accumulated_mm is not None and c.over is not None:
+                pkey = f"{r.device_id}|{c.metric}|{i}"
+                fallen = rain.setdefault(pkey, [])
+                if not fallen or t > datetime.fromisoformat(fallen[-1][0]):
+                    fallen.append([t.isoformat(), v])
+                while len(fallen) > 1 and datetime.fromisoformat(fallen[1][0]) <= t - c.over:
+                    fallen.pop(0)  # keep one point at or before the period's start
+                v = rain_mm(fallen, t, c.over)
+                ok = v >= c.accumulated_mm
+            elif c.above is not None:
                 ok = v >= c.above
             elif c.below is not None:
                 ok = v <= c.below
@@ -451,8 +555,12 @@ def _evaluate_rule(
                         (v - before[1]) / hours >= c.level
                     )
                 prev[pkey] = [t.isoformat(), v]
+            if i == 0:
+                # The title's value is the first condition's (its unit is the rule's).
+                st.data["value0"] = v
             if ok:
                 last[str(i)] = t.isoformat()
+                sims[str(i)] = ctx.simulated
                 hit_value = v if hit_value is None else hit_value
         # The area's clock is its newest reading time: devices of one area sit on different
         # partitions, so their readings interleave out of time order.
@@ -464,7 +572,9 @@ def _evaluate_rule(
             str(i) in last and datetime.fromisoformat(last[str(i)]) >= since
             for i in range(len(rule.conditions))
         )
-        value = hit_value if hit_value is not None else next(iter(r.metrics.values()))
+        value = float(st.data.get("value0", hit_value if hit_value is not None else 0.0))
+        # An area's alert is an exercise when a simulated device met one of its conditions.
+        ctx.simulated = any(sims.get(str(i), False) for i in range(len(rule.conditions)))
         _advance(rule, subject, st, 1 if met else 0, ctx, value, rule.conditions[0].level, out)
         return
     # Single-metric rules: a FAIL value is not evaluated.
@@ -518,6 +628,7 @@ def evaluate(
     heads: dict[str, datetime] | None = None,
     areas: Mapping[str, str | None] | None = None,
     flags: Mapping[tuple[str, str, datetime], int] | None = None,
+    simulated: Collection[str] = frozenset(),
 ) -> Evaluation:
     """Evaluate a batch in order, updating `state` and `heads` in place.
 
@@ -525,7 +636,11 @@ def evaluate(
         streams: per reading, the stream (Kafka partition) it came on; one stream if None.
         heads: the newest reading time per stream, carried between batches.
         areas: device id -> registry area.
-        flags: QARTOD flag per (device, metric, time); a value missing here passes.
+        flags: QARTOD flag per (device, metric, time); a value missing here passes. Give
+            the final verdicts of earlier readings too (the quality evaluator's `reflags`):
+            rules with `confirm: final` act on them.
+        simulated: ids of simulated devices (the registry's `simulated` flag): their
+            transitions carry CAP status `Exercise` whatever the rule says.
     """
     out = Evaluation()
     heads = {} if heads is None else heads
@@ -560,6 +675,22 @@ def evaluate(
                 st.cursor = r.time
             out.changed[key] = st
             worst = max((_flag(flags, r, m) for m in rule.metrics() if m in r.metrics), default=1)
+            at, judged, judged_stale = r.time, r, stale
+            if rule.confirm == "final":
+                # Act on the previous reading of this series, whose verdict the new one has
+                # just made final (the centred spike test needs the right neighbour).
+                held = st.data.get("held")
+                mine = {m: r.metrics[m] for m in rule.metrics() if m in r.metrics}
+                st.data["held"] = [r.time.isoformat(), worst, mine]
+                if held is None:
+                    continue
+                at = datetime.fromisoformat(held[0])
+                judged = r.model_copy(update={"time": at, "metrics": held[2]})
+                worst = max(
+                    [int(held[1])]
+                    + [_flag(flags, judged, m) for m in rule.metrics() if m in judged.metrics]
+                )
+                judged_stale = at < head - rules.stale_after
             if worst >= FAIL and not isinstance(
                 rule, OfflineRule | StuckRule | AqiRule | CombinedRule
             ):
@@ -568,15 +699,17 @@ def evaluate(
             if isinstance(rule, OfflineRule):
                 st.data.update(stream=stream, kind=r.kind)
             ctx = _Ctx(
-                at=r.time,
-                stale=stale,
+                at=at,
+                stale=judged_stale,
                 suspect=worst == SUSPECT and not isinstance(rule, OfflineRule | StuckRule),
                 device_id=None if isinstance(rule, CombinedRule) else r.device_id,
                 area=area,
                 device_kind=r.kind,
+                simulated=r.device_id in simulated,
+                head=head,
             )
-            _evaluate_rule(rule, st, subject, r, ctx, flags, out)
-    out.transitions.extend(tick(rules, state, heads, areas=areas).transitions)
+            _evaluate_rule(rule, st, subject, judged, ctx, flags, out)
+    out.transitions.extend(tick(rules, state, heads, areas=areas, simulated=simulated).transitions)
     for t in out.transitions:
         subject = f"area:{t.area}" if t.device_id is None else t.device_id
         out.changed[(t.rule.id, subject)] = state[(t.rule.id, subject)]
@@ -589,6 +722,7 @@ def tick(
     heads: Mapping[str, datetime],
     *,
     areas: Mapping[str, str | None] | None = None,
+    simulated: Collection[str] = frozenset(),
 ) -> Evaluation:
     """Offline rules: devices whose newest reading is `after` behind their stream's head."""
     out = Evaluation()
@@ -611,6 +745,7 @@ def tick(
             device_id=subject,
             area=areas.get(subject),
             device_kind=st.data.get("kind") or rule.kind or "",
+            simulated=subject in simulated,
         )
         silent = round((head - last) / timedelta(minutes=1), 1)
         _advance(rule, subject, st, 1, ctx, silent, rule.after / timedelta(minutes=1), out)

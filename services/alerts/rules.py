@@ -17,6 +17,22 @@ before an alert opens), `hold` (how long it must stay cleared before the alert d
 resolves), `status` (CAP: Actual, Test, Exercise) and texts in English and Khmer. The rule set
 also names `stale_after`: see engine.py for the staleness rule.
 
+What an alert may rest on (`confirm`, issue 14: no alert from one sample the quality checks
+cannot yet judge). Every rule says which of two it uses:
+
+- `persist`: opening and escalating need the stage asked for by `min_readings` consecutive
+  readings (and, to open, for `for` of reading time). One sample that the checks passed,
+  such as a simulated 180 mm/h rain spike, never opens anything. Default for every type,
+  with `min_readings: 2` (offline and stuck rules persist by their own `after` duration).
+- `final`: the rule acts on a reading only once its quality verdict is final, that is when
+  the series' next reading has arrived and the centred spike test has judged it (QARTOD;
+  services/quality), and a suspect verdict never starts an opening. For single-metric
+  value rules (threshold, levels, rate_of_change); it costs one reporting interval.
+
+Areas are the city's ids (`schemas/city.py`): `areas` and `area_levels` keys are checked
+against the city file when the service loads the rules (`check_areas`), and an unknown id is a
+load error, never a silent fallback to the default levels.
+
 Loading: `yaml.compose` keeps each node's line, so a validation error names the line of the
 offending value, not only its path; `load_rules` raises `ConfigError` with all of them.
 """
@@ -27,7 +43,7 @@ import itertools
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import (
@@ -39,6 +55,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.city import City
 from schemas.registry import Kind, metric_spec
 from services.alerts.model import SEVERITIES, Severity, Status
 from services.common.errors import ConfigError
@@ -56,6 +73,7 @@ __all__ = [
     "Severity",
     "StuckRule",
     "ThresholdRule",
+    "check_areas",
     "load_rules",
     "parse_duration",
     "parse_rules",
@@ -123,8 +141,36 @@ class _Rule(BaseModel):
     # The alert de-escalates or resolves only after the condition has been lower this long.
     hold: Duration = timedelta(0)
     status: Status = "Actual"
+    # What an opening rests on (module docstring): persistence over `min_readings` readings
+    # (and `for`), or only values whose quality verdict is final.
+    confirm: Literal["persist", "final"] = "persist"
+    min_readings: int = Field(default=2, ge=1, le=100)
     title_en: str
     title_km: str
+
+    # Rule types that may act on final verdicts (one metric, one device, one value each).
+    _FINAL_OK: ClassVar[bool] = False
+    # Rule types whose condition is itself a duration (`after`): persistence is built in.
+    _PERSIST_BUILT_IN: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _confirmation(self) -> Self:
+        if self.confirm == "final" and not self._FINAL_OK:
+            raise ValueError(
+                f"confirm 'final' is for threshold, levels and rate_of_change rules; "
+                f"a {self.type} rule needs confirm 'persist'"  # type: ignore[attr-defined]
+            )
+        if (
+            self.confirm == "persist"
+            and not self._PERSIST_BUILT_IN
+            and self.min_readings < 2
+            and self.for_ <= timedelta(0)
+        ):
+            raise ValueError(
+                "confirm 'persist' needs min_readings of 2 or more or a positive 'for': "
+                "one reading alone must not open an alert"
+            )
+        return self
 
     @model_validator(mode="after")
     def _titles(self) -> Self:
@@ -160,6 +206,8 @@ class _Rule(BaseModel):
 class ThresholdRule(_Rule):
     """Open when the value crosses `threshold` (for `for`); resolve past `clear` (for `hold`)."""
 
+    _FINAL_OK: ClassVar[bool] = True
+
     type: Literal["threshold"] = "threshold"
     metric: str
     direction: Literal["above", "below"] = "above"
@@ -185,6 +233,8 @@ class ThresholdRule(_Rule):
 
 class RateRule(_Rule):
     """Rising (falling) faster than `rate_per_hour`, measured over the last `window`."""
+
+    _FINAL_OK: ClassVar[bool] = True
 
     type: Literal["rate_of_change"]
     metric: str
@@ -216,6 +266,8 @@ class LevelsRule(_Rule):
     an area without its own uses `levels`, and when `levels` is left out, is not evaluated.
     A stage is left when the value drops `clear_margin` below its level (hysteresis).
     """
+
+    _FINAL_OK: ClassVar[bool] = True
 
     type: Literal["levels"]
     metric: str
@@ -297,7 +349,15 @@ class AqiRule(_Rule):
 
 
 class Condition(BaseModel):
-    """One condition of a combined rule: a value above/below a level, or a rise rate."""
+    """One condition of a combined rule: a value above/below a level, a rise rate, or rain
+    accumulated over a period.
+
+    `accumulated_mm` with `over` (rain_mm_h only): the millimetres that fell in the last
+    `over` of reading time, integrated from the intensity readings (engine.py says how),
+    as weather services issue rain warnings (e.g. Hong Kong Observatory's amber rainstorm
+    signal: 30 mm in an hour). One intensity spike between two readings adds only its
+    share of the interval, so it cannot meet the condition alone.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -306,18 +366,29 @@ class Condition(BaseModel):
     above: float | None = None
     below: float | None = None
     rising_per_hour: float | None = Field(default=None, gt=0)
+    accumulated_mm: float | None = Field(default=None, gt=0)
+    over: Duration | None = None
 
     @model_validator(mode="after")
     def _one_test(self) -> Self:
         _check_metric(self.kind, self.metric)
-        given = [x for x in (self.above, self.below, self.rising_per_hour) if x is not None]
-        if len(given) != 1:
-            raise ValueError("a condition has exactly one of above, below, rising_per_hour")
+        tests = (self.above, self.below, self.rising_per_hour, self.accumulated_mm)
+        if len([x for x in tests if x is not None]) != 1:
+            raise ValueError(
+                "a condition has exactly one of above, below, rising_per_hour, accumulated_mm"
+            )
+        if self.accumulated_mm is not None:
+            if self.metric != "rain_mm_h":
+                raise ValueError("accumulated_mm integrates rain_mm_h readings only")
+            if self.over is None or self.over <= timedelta(0):
+                raise ValueError("accumulated_mm needs a positive 'over' (like 1h or 3h)")
+        elif self.over is not None:
+            raise ValueError("'over' goes with accumulated_mm")
         return self
 
     @property
     def level(self) -> float:
-        for x in (self.above, self.below, self.rising_per_hour):
+        for x in (self.above, self.below, self.rising_per_hour, self.accumulated_mm):
             if x is not None:
                 return x
         raise AssertionError
@@ -342,6 +413,8 @@ class CombinedRule(_Rule):
 
     def unit(self) -> str:
         c = self.conditions[0]
+        if c.accumulated_mm is not None:
+            return "mm"
         spec = metric_spec(c.kind, c.metric)
         return spec.unit if spec else ""
 
@@ -354,6 +427,9 @@ class CombinedRule(_Rule):
 
 class OfflineRule(_Rule):
     """A device silent for `after` (against its stream's head; see engine.py)."""
+
+    _PERSIST_BUILT_IN: ClassVar[bool] = True
+    min_readings: int = Field(default=1, ge=1, le=100)
 
     type: Literal["offline"]
     after: Duration
@@ -368,6 +444,9 @@ class OfflineRule(_Rule):
 
 class StuckRule(_Rule):
     """A metric whose values stayed within `tolerance` (max - min) for `after`."""
+
+    _PERSIST_BUILT_IN: ClassVar[bool] = True
+    min_readings: int = Field(default=1, ge=1, le=100)
 
     type: Literal["stuck"]
     metric: str
@@ -468,10 +547,41 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         raise ConfigError(f"alert rules {source} are invalid:\n  " + "\n  ".join(problems)) from exc
 
 
-def load_rules(path: Path) -> RuleSet:
-    """Read and validate a rules file; every problem is a `ConfigError` naming file and line."""
+def check_areas(rules: RuleSet, city: City, source: str = "<rules>") -> RuleSet:
+    """Refuse rules naming an area the city does not have: `areas` and `area_levels` are
+    keyed by area id (schemas/city.py). A name or alias is refused too, with its id, so a
+    typo never silently leaves a gauge on the default levels."""
+    problems: list[str] = []
+    ids = city.ids()
+    for rule in rules.rules:
+        named = list(rule.areas or ())
+        if isinstance(rule, LevelsRule):
+            named += list(rule.area_levels)
+        for label in named:
+            if label in ids:
+                continue
+            known = city.resolve(label)
+            hint = (
+                f"write its id {known.id!r}"
+                if known is not None
+                else f"the city's areas are {', '.join(sorted(ids))}"
+            )
+            problems.append(
+                f"rule {rule.id}: area {label!r} is not an area id of {city.name}; {hint}"
+            )
+    if problems:
+        msg = f"alert rules {source} name unknown areas:\n  " + "\n  ".join(problems)
+        raise ConfigError(msg)
+    return rules
+
+
+def load_rules(path: Path, city: City | None = None) -> RuleSet:
+    """Read and validate a rules file; every problem is a `ConfigError` naming file and line.
+
+    With `city`, area ids are checked against it too (`check_areas`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read alert rules {path}: {exc}") from exc
-    return parse_rules(text, str(path))
+    rules = parse_rules(text, str(path))
+    return rules if city is None else check_areas(rules, city, str(path))

@@ -107,7 +107,7 @@ async def apply(
                 title_en,
                 title_km,
                 t.rule.type,
-                t.rule.status,
+                t.status,
                 group_id,
             )
             if status.endswith(" 0"):

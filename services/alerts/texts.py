@@ -75,6 +75,7 @@ PLACES_KM: Final[Mapping[str, str]] = {
 _UNITS: Final[Mapping[str, tuple[str, str, str]]] = {
     "m": ("m", "ម៉ែត្រ", "m"),
     "mm/h": ("mm/h", "មីលីម៉ែត្រក្នុងមួយម៉ោង", "mm/h"),
+    "mm": ("mm", "មីលីម៉ែត្រ", "mm"),  # rain accumulated (combined rules' accumulated_mm)
     "m³/s": ("m³/s", "ម៉ែត្រគូបក្នុងមួយវិនាទី", "m3/s"),
     "µg/m³": ("µg/m³", "មីក្រូក្រាមក្នុងមួយម៉ែត្រគូប", "ug/m3"),
     "NTU": ("NTU", "NTU", "NTU"),

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from schemas.city import load_city
 from schemas.device import DeviceProfile
 from services.common import db
 from services.common.settings import Settings
@@ -87,7 +88,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         "calibration": args.calibration,
     }
     try:
-        profile = profile_from_fields(fields)
+        profile = profile_from_fields(fields, load_city(settings.city_file))
     except ValueError as exc:
         raise RegistryError(f"device {args.id!r} not added: {exc}") from None
     created = _with_db(settings, lambda con: store.add_device(con, profile))
@@ -100,7 +101,8 @@ def cmd_add(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    profiles = parse_file(Path(args.file))  # every row checked before anything is written
+    # every row checked (areas resolved to the city's ids) before anything is written
+    profiles = parse_file(Path(args.file), load_city(settings.city_file))
     result = _with_db(settings, lambda con: store.upsert_devices(con, profiles))
     print(
         f"imported {len(profiles)} devices from {args.file}: "
@@ -238,7 +240,7 @@ def add_parser(sub: Any) -> None:
     add.add_argument("--name")
     add.add_argument("--lat", type=float)
     add.add_argument("--lon", type=float)
-    add.add_argument("--area", help="district")
+    add.add_argument("--area", help="the city's area: its id, name or an alias (stored as the id)")
     add.add_argument("--format", dest="payload_format", help="native, senml, ttn, chirpstack")
     add.add_argument(
         "--mapping", dest="field_mapping", help="JSON, 'field=metric; ...' or a mapping name"

@@ -28,12 +28,20 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from schemas.city import City
 from schemas.device import DeviceProfile
 from schemas.registry import KINDS, metric_spec
 from services.common.settings import SERVICE_ACCOUNTS
 from services.registry.errors import ImportFailed, RowProblem
 
-__all__ = ["FIELDS", "parse_csv", "parse_file", "parse_yaml", "profile_from_fields"]
+__all__ = [
+    "FIELDS",
+    "parse_csv",
+    "parse_file",
+    "parse_yaml",
+    "profile_from_fields",
+    "resolve_area",
+]
 
 # The names a file may use for each field, and the profile field they fill.
 _ALIASES: dict[str, str] = {
@@ -58,23 +66,24 @@ _MAPPING_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _IMPORT_STATUSES = ("active", "disabled")
 
 
-def parse_file(path: Path) -> list[DeviceProfile]:
-    """Parse a CSV (`.csv`) or YAML (`.yaml`, `.yml`) registration file."""
+def parse_file(path: Path, city: City | None = None) -> list[DeviceProfile]:
+    """Parse a CSV (`.csv`) or YAML (`.yaml`, `.yml`) registration file; with `city`, each
+    device's area is resolved to the city's area id (see `resolve_area`)."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM from spreadsheet exports
     except (OSError, UnicodeDecodeError) as exc:
         raise ImportFailed(str(path), [RowProblem(0, f"cannot read the file: {exc}")]) from exc
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return parse_csv(text, source=str(path))
+        return parse_csv(text, source=str(path), city=city)
     if suffix in {".yaml", ".yml"}:
-        return parse_yaml(text, source=str(path))
+        return parse_yaml(text, source=str(path), city=city)
     raise ImportFailed(
         str(path), [RowProblem(0, f"unknown file type {suffix!r}: use .csv, .yaml or .yml")]
     )
 
 
-def parse_csv(text: str, *, source: str = "<csv>") -> list[DeviceProfile]:
+def parse_csv(text: str, *, source: str = "<csv>", city: City | None = None) -> list[DeviceProfile]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = [h.strip().lower() for h in next(reader)]
@@ -102,10 +111,12 @@ def parse_csv(text: str, *, source: str = "<csv>") -> list[DeviceProfile]:
             )
             continue
         rows.append((line, {h: c.strip() for h, c in zip(header, cells, strict=True) if c.strip()}))
-    return _build(rows, problems, source)
+    return _build(rows, problems, source, city)
 
 
-def parse_yaml(text: str, *, source: str = "<yaml>") -> list[DeviceProfile]:
+def parse_yaml(
+    text: str, *, source: str = "<yaml>", city: City | None = None
+) -> list[DeviceProfile]:
     # Compose first (nodes keep their line numbers), then build each device on its own.
     loader = yaml.SafeLoader(text)
     try:
@@ -133,17 +144,20 @@ def parse_yaml(text: str, *, source: str = "<yaml>") -> list[DeviceProfile]:
         raise ImportFailed(source, [RowProblem(line, f"not valid YAML: {exc}")]) from exc
     finally:
         loader.dispose()
-    return _build(rows, problems, source)
+    return _build(rows, problems, source, city)
 
 
 def _build(
-    rows: list[tuple[int, dict[str, Any]]], problems: list[RowProblem], source: str
+    rows: list[tuple[int, dict[str, Any]]],
+    problems: list[RowProblem],
+    source: str,
+    city: City | None,
 ) -> list[DeviceProfile]:
     profiles: list[DeviceProfile] = []
     first_line: dict[str, int] = {}
     for line, fields in rows:
         try:
-            profile = profile_from_fields(fields)
+            profile = profile_from_fields(fields, city)
         except ValueError as exc:
             problems.append(RowProblem(line, str(exc)))
             continue
@@ -164,9 +178,22 @@ def _build(
     return profiles
 
 
-def profile_from_fields(fields: Mapping[str, Any]) -> DeviceProfile:
+def resolve_area(label: str, city: City) -> str:
+    """The city's id for an area label (id, name or alias: `City.resolve`, the one resolver),
+    or ValueError naming the city's areas. Never a silent fallback: a device in an area the
+    city does not know would be judged against other areas' flood levels."""
+    area = city.resolve(label)
+    if area is None:
+        known = ", ".join(f"{a.id} ({a.name})" for a in city.areas)
+        msg = f"area {label!r} is not an area of {city.name}; known areas: {known}"
+        raise ValueError(msg)
+    return area.id
+
+
+def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> DeviceProfile:
     """One device from loosely typed fields (CSV cells, YAML values, CLI flags); raises
-    ValueError with a reason an operator can act on."""
+    ValueError with a reason an operator can act on. With `city`, the area is stored as
+    the city's area id (`resolve_area`)."""
     values: dict[str, Any] = {}
     for key, value in fields.items():
         target = _ALIASES.get(str(key).strip().lower())
@@ -200,6 +227,8 @@ def profile_from_fields(fields: Mapping[str, Any]) -> DeviceProfile:
             values["field_mapping"] = _text_mapping("field_mapping", text)
     if isinstance(values.get("qc_overrides"), str):
         values["qc_overrides"] = _json("qc_overrides", values["qc_overrides"])
+    if city is not None and values.get("area") is not None:
+        values["area"] = resolve_area(str(values["area"]), city)
     status = values.get("status", "active")
     if status not in _IMPORT_STATUSES:
         raise ValueError(f"status {status!r} must be one of {', '.join(_IMPORT_STATUSES)}")
