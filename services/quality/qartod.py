@@ -150,10 +150,16 @@ class GrossRange(_Test):
 
 
 class Spike(_Test):
-    """Thresholds in the metric's unit, for |x(n-1) - (x(n-2) + x(n)) / 2|."""
+    """Thresholds in the metric's unit.
+
+    `method` is `ioos_qc`'s: "average" judges |x(n-1) - (x(n-2) + x(n)) / 2|;
+    "differential" judges min(|x(n-1) - x(n-2)|, |x(n-1) - x(n)|) when the two steps have
+    opposite signs (0 otherwise), so a step change or a steady rise is never a spike.
+    """
 
     suspect: float = Field(gt=0)
     fail: float = Field(gt=0)
+    method: Literal["average", "differential"] = "average"
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -163,18 +169,31 @@ class Spike(_Test):
 
 
 class RateOfChange(_Test):
-    """Thresholds in the metric's unit per hour (ioos_qc takes per second: divide by 3600)."""
+    """Thresholds in the metric's unit per hour (ioos_qc takes per second: divide by 3600).
+
+    A step |x(n) - x(n-1)| over dt seconds is suspect when it exceeds
+    `suspect_per_hour` x dt / 3600 + `noise`: what the quantity can do in dt plus what the
+    sensor's noise alone makes of two readings (see the module docstring). With `noise` 0
+    this is `ioos_qc`'s test exactly.
+    """
 
     suspect_per_hour: float = Field(gt=0)
     fail_per_hour: float | None = Field(default=None, gt=0)
+    noise: float = Field(default=0.0, ge=0)
 
 
 class FlatLine(_Test):
-    """Seconds of reading time within `tolerance` (max - min < tolerance, in the unit)."""
+    """Seconds of reading time within `tolerance` (max - min < tolerance, in the unit).
+
+    `suspect_points`, when set, also makes a value suspect once it and the values before it,
+    that many in all, stayed within `tolerance`, however little time they span: for a sensor
+    whose noise is well above `tolerance`, repeats are a stuck sensor at any interval.
+    """
 
     suspect_s: float = Field(gt=0)
     fail_s: float = Field(gt=0)
     tolerance: float = Field(gt=0)
+    suspect_points: int | None = Field(default=None, ge=3)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -293,9 +312,9 @@ class _Resolved:
     """One series' effective tests, as plain numbers for the hot path."""
 
     gross: tuple[float, float, float, float] | None  # fail_lo, fail_hi, suspect_lo, suspect_hi
-    spike: tuple[float, float] | None  # suspect, fail
-    roc: tuple[float, float] | None  # suspect, fail per second (fail inf when none)
-    flat: tuple[float, float, float] | None  # suspect_s, fail_s, tolerance
+    spike: tuple[float, float, bool] | None  # suspect, fail, differential
+    roc: tuple[float, float, float] | None  # suspect, fail per second (fail inf), noise
+    flat: tuple[float, float, float, float] | None  # suspect_s, fail_s, tolerance, points
 
 
 def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
@@ -312,16 +331,28 @@ def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
     s, r, f = qc.spike, qc.rate_of_change, qc.flat_line
     return _Resolved(
         gross=gross,
-        spike=(s.suspect, s.fail) if s is not None and s.enabled else None,
+        spike=(
+            (s.suspect, s.fail, s.method == "differential") if s is not None and s.enabled else None
+        ),
         roc=(
             (
                 r.suspect_per_hour / 3600,
                 math.inf if r.fail_per_hour is None else r.fail_per_hour / 3600,
+                r.noise,
             )
             if r is not None and r.enabled
             else None
         ),
-        flat=(f.suspect_s, f.fail_s, f.tolerance) if f is not None and f.enabled else None,
+        flat=(
+            (
+                f.suspect_s,
+                f.fail_s,
+                f.tolerance,
+                math.inf if f.suspect_points is None else f.suspect_points,
+            )
+            if f is not None and f.enabled
+            else None
+        ),
     )
 
 
@@ -337,6 +368,7 @@ class _Series:
     run_start: float = 0.0  # flat line: the longest suffix whose range < tolerance
     run_min: float = 0.0
     run_max: float = 0.0
+    run_points: int = 0  # values in the flat run (it may be longer than the window)
 
     def copy(self, maxlen: int) -> _Series:
         return _Series(
@@ -348,6 +380,7 @@ class _Series:
             self.run_start,
             self.run_min,
             self.run_max,
+            self.run_points,
         )
 
     def clear(self) -> None:
@@ -364,6 +397,7 @@ class _Series:
             self.values[-1],
             self.values[-1],
         )
+        self.run_points = 1
         self._extend_back(self.values[-1], len(self.values) - 1)
 
     def _extend_back(self, value: float, upto: int) -> None:
@@ -378,6 +412,7 @@ class _Series:
                 break
             lo, hi = lo2, hi2
             self.run_start = self.times[i]
+            self.run_points += 1
         self.run_min, self.run_max = lo, hi
 
 
@@ -549,33 +584,46 @@ class QualityEvaluator:
         if s.times:
             prev_t, prev_v = s.times[-1], s.values[-1]
             if cfg.roc is not None:
-                rate = abs(value - prev_v) / (ts - prev_t)
+                # The step against what the quantity can do in dt plus the noise allowance.
+                step, dt = abs(value - prev_v), ts - prev_t
+                sus_rate, fail_rate, noise = cfg.roc
                 roc = (
                     Flag.FAIL
-                    if rate > cfg.roc[1]
+                    if step > fail_rate * dt + noise
                     else Flag.SUSPECT
-                    if rate > cfg.roc[0]
+                    if step > sus_rate * dt + noise
                     else Flag.PASS
                 )
             if cfg.spike is not None and len(s.values) >= 2 and s.newest is not None:
                 # The centred test for the previous point, now that it has a right neighbour.
-                diff = abs(prev_v - (s.values[-2] + value) / 2)
-                sus, fail = cfg.spike
+                sus, fail, differential = cfg.spike
+                if differential:
+                    before, after = prev_v - s.values[-2], prev_v - value
+                    diff = min(abs(before), abs(after)) if before * after > 0 else 0.0
+                else:
+                    diff = abs(prev_v - (s.values[-2] + value) / 2)
                 verdict = Flag.FAIL if diff > fail else Flag.SUSPECT if diff > sus else Flag.PASS
                 self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
         if cfg.flat is not None:
             if not s.values:
-                s.run_start, s.run_min, s.run_max = ts, value, value
+                s.run_start, s.run_min, s.run_max, s.run_points = ts, value, value, 1
             else:
                 lo, hi = min(s.run_min, value), max(s.run_max, value)
                 if hi - lo < cfg.flat[2]:
                     s.run_min, s.run_max = lo, hi
+                    s.run_points += 1
                 else:  # the run is broken: the new run is the suffix that still fits
-                    s.run_start = ts
+                    s.run_start, s.run_points = ts, 1
                     s._extend_back(value, len(s.values))
             held = ts - s.run_start
-            suspect_s, fail_s, _ = cfg.flat
-            flat = Flag.FAIL if held >= fail_s else Flag.SUSPECT if held >= suspect_s else Flag.PASS
+            suspect_s, fail_s, _, points = cfg.flat
+            flat = (
+                Flag.FAIL
+                if held >= fail_s
+                else Flag.SUSPECT
+                if held >= suspect_s or s.run_points >= points
+                else Flag.PASS
+            )
         s.times.append(ts)
         s.values.append(value)
         s.newest = at
