@@ -26,14 +26,36 @@ So the four tests are implemented below from the QARTOD manuals' definitions, in
 
 - gross range: FAIL outside the sensor span (the metric registry's range unless a device
   overrides it with a narrower one), SUSPECT outside the operator's suspect span.
-- spike (the "average" method): the point n-1 is judged by |x(n-1) - (x(n-2) + x(n))/2|
-  against the suspect and fail thresholds (strictly greater).
-- rate of change: |x(n) - x(n-1)| / (t(n) - t(n-1)) above the threshold is SUSPECT (the
-  QARTOD manuals flag it suspect only; an optional fail threshold is FAIL).
+- spike: the point n-1 is judged against its two neighbours by one of `ioos_qc`'s methods:
+  "average", |x(n-1) - (x(n-2) + x(n))/2|, or "differential", the smaller of the two steps
+  when they have opposite signs (0 otherwise); strictly greater than the thresholds.
+- rate of change: a step |x(n) - x(n-1)| over dt is SUSPECT above `rate x dt + noise`
+  (an optional fail rate is FAIL); with `noise` 0 this is `ioos_qc`'s |dx|/dt > rate.
 - flat line: a value is SUSPECT (FAIL) when it and the values before it have stayed within
   `tolerance` (max - min < tolerance, as `ioos_qc`) for at least `suspect_s` (`fail_s`)
-  seconds of reading time. For a regular series and thresholds that are whole multiples of
-  the interval this is exactly `ioos_qc`'s point count; for an irregular one it is better.
+  seconds of reading time, or (with `suspect_points`) for that many readings. For a regular
+  series and thresholds that are whole multiples of the interval the time test is exactly
+  `ioos_qc`'s point count; for an irregular one it is better.
+
+The same limit at any reporting interval (issue 14). Played at 10 s, per-hour rates met
+by ordinary noise flagged ~95 % of pH, oxygen and temperature values, and a real rise of
+1.1 m in 2 minutes was a "spike". What two readings dt apart can differ by is what the
+quantity can do in dt (rate x dt) plus what the sensor's noise makes of two readings
+(about 5 x sqrt(2) sigma, independent of dt). The rate test therefore adds that `noise`
+allowance, stated in the defaults file from the sensors' noise: at 10 s the allowance
+dominates (noise is never a rate fault), at 10 minutes the rate does. We chose this over
+judging the rate across a window of time because it needs no more state, keeps the
+per-step verdict and `ioos_qc` conformance, and over a sqrt(dt) allowance because
+measurement noise is white (it does not grow with dt); the process's own variability is
+what `rate` bounds. Spikes use the differential method in the defaults: measurement noise
+is the same at any interval and a step change (a flash flood's rise, a litter boom
+emptied) has one large step, not two opposite ones, so it is never a spike at any
+interval; the average method flags the value before any step of twice the threshold.
+A stuck sensor repeats one value exactly; for a sensor whose noise is well above its
+resolution five equal readings are a stuck sensor whatever time they span, so the flat
+line also counts repeats. Drift is not judged here (see services/quality/scoring.py's
+report of what is caught): over a day, a slow offset on one device's own history looks
+like a tide, a daily cycle or a flood, which must never be hidden.
 
 The spike test is centred: a point is judged by its neighbours on both sides, and the
 newest point has no right neighbour yet. We keep the centred test rather than a one-sided

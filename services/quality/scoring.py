@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -50,6 +50,7 @@ __all__ = [
     "MetricScore",
     "QualityScore",
     "ScoredRow",
+    "flat_metrics",
     "labels_from_messages",
     "play",
     "score",
@@ -105,9 +106,10 @@ class MetricScore:
 class FaultScore:
     fault: str
     unit: str  # what is counted: "values", "episodes", "devices" or "payloads"
-    labelled: int  # scored cases (inert ones left out)
+    labelled: int  # scored cases (inert and unjudged ones left out)
     caught: int
     inert: int = 0
+    unjudged: int = 0  # on metrics with no test for this fault (stuck: no flat line)
 
     @property
     def share(self) -> float:
@@ -131,10 +133,11 @@ class QualityScore:
         lines = [f"{'metric':<28}{'fault-free':>11}{'false flags':>13}"]
         for m in self.metrics:
             lines.append(f"{m.metric:<28}{m.fault_free:>11}{m.share:>12.1%}")
-        lines.append(f"{'fault':<28}{'scored':>11}{'caught':>13}  (inert, unit)")
+        lines.append(f"{'fault':<28}{'scored':>11}{'caught':>13}  (left out, unit)")
         for f in self.faults:
             lines.append(
-                f"{f.fault:<28}{f.labelled:>11}{f.share:>12.1%}  ({f.inert} inert, {f.unit})"
+                f"{f.fault:<28}{f.labelled:>11}{f.share:>12.1%}  "
+                f"({f.inert} inert, {f.unjudged} unjudged, {f.unit})"
             )
         lines.append(f"ambiguous values, not scored: {self.ambiguous}")
         return "\n".join(lines)
@@ -183,8 +186,14 @@ def _flagged(flag: int) -> bool:
     return flag in (Flag.SUSPECT, Flag.FAIL)
 
 
-def score(rows: Iterable[ScoredRow], labels: Labels) -> QualityScore:
-    """Compare stored flags with the labels (see the module docstring for the rules)."""
+def score(
+    rows: Iterable[ScoredRow], labels: Labels, flat_metrics: Collection[str] | None = None
+) -> QualityScore:
+    """Compare stored flags with the labels (see the module docstring for the rules).
+
+    `flat_metrics` ("kind.metric") are those with a flat-line test: a stuck episode on any
+    other metric is counted as unjudged, not missed (None: every metric is judged).
+    """
     fault_free: Counter[str] = Counter()
     false_flags: Counter[str] = Counter()
     series: dict[tuple[str, str], list[ScoredRow]] = defaultdict(list)
@@ -202,9 +211,10 @@ def score(rows: Iterable[ScoredRow], labels: Labels) -> QualityScore:
 
     caught: Counter[tuple[str, str]] = Counter()
     counted: Counter[tuple[str, str]] = Counter()
-    inert = 0
+    inert = unjudged = 0
     drifting: dict[str, bool] = {}
-    for (device, _metric), values in series.items():
+    for (device, metric), values in series.items():
+        judged = flat_metrics is None or f"{values[0].kind}.{metric}" in flat_metrics
         values.sort(key=lambda r: r.time)
         start: int | None = None  # index of the open stuck episode's first value
         ends: list[ScoredRow | None] = [*values, None]  # None closes the last episode
@@ -227,6 +237,8 @@ def score(rows: Iterable[ScoredRow], labels: Labels) -> QualityScore:
                 neighbours.append(cur)
             if neighbours and all(n.value == episode[-1].value for n in neighbours):
                 inert += 1  # the healthy sensor reads the same: nothing false to catch
+            elif not judged:
+                unjudged += 1
             else:
                 counted[("stuck", "episodes")] += 1
                 caught[("stuck", "episodes")] += any(_flagged(r.flag) for r in episode)
@@ -235,7 +247,14 @@ def score(rows: Iterable[ScoredRow], labels: Labels) -> QualityScore:
     caught[("drift", "devices")] = sum(drifting.values())
     reasons = labels.must_reject
     faults_out = [
-        FaultScore(f, unit, counted[(f, unit)], caught[(f, unit)], inert if f == "stuck" else 0)
+        FaultScore(
+            f,
+            unit,
+            counted[(f, unit)],
+            caught[(f, unit)],
+            inert if f == "stuck" else 0,
+            unjudged if f == "stuck" else 0,
+        )
         for f, unit in (
             ("spike", "values"),
             ("stuck", "episodes"),
@@ -344,4 +363,14 @@ def score_scenario(
         scenario, devices=devices, seed=seed, now=OFFLINE_NOW, fault_scale=fault_scale
     )
     rows, labels = play(run, config)
-    return score(rows, labels)
+    return score(rows, labels, flat_metrics(config))
+
+
+def flat_metrics(config: QualityConfig) -> set[str]:
+    """The "kind.metric" names whose default tests include a flat line."""
+    return {
+        f"{kind}.{metric}"
+        for kind, per_metric in config.metrics.items()
+        for metric, qc in per_metric.items()
+        if qc.flat_line is not None and qc.flat_line.enabled
+    }
