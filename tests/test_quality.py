@@ -433,3 +433,11 @@ def test_worst_ranks_not_evaluated_below_pass() -> None:
     assert worst(Flag.PASS, Flag.SUSPECT, Flag.NOT_EVALUATED) is Flag.SUSPECT
     assert worst(Flag.FAIL, Flag.SUSPECT) is Flag.FAIL
     assert worst() is Flag.NOT_EVALUATED
+
+
+def test_repeats_below_points_min_value_are_not_a_stuck_sensor() -> None:
+    flat = {"suspect_s": 3600, "fail_s": 7200, "tolerance": 0.05, "suspect_points": 5}
+    cfg = config(flat_line={**flat, "points_min_value": 5.0})
+    low, high = ph_series([0.9] * 6, step_s=10, device="low"), ph_series([7.0] * 6, device="hi")
+    store = run(cfg, low + high)
+    assert store.series("low") == [P] * 6 and store.series("hi") == [P] * 4 + [S] * 2

@@ -216,6 +216,9 @@ class FlatLine(_Test):
     fail_s: float = Field(gt=0)
     tolerance: float = Field(gt=0)
     suspect_points: int | None = Field(default=None, ge=3)
+    # Repeats count only at or above this value: below it a sensor's noise is under its
+    # resolution (clean air, a dry rain gauge) and equal readings are the truth.
+    points_min_value: float | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -336,7 +339,8 @@ class _Resolved:
     gross: tuple[float, float, float, float] | None  # fail_lo, fail_hi, suspect_lo, suspect_hi
     spike: tuple[float, float, bool] | None  # suspect, fail, differential
     roc: tuple[float, float, float] | None  # suspect, fail per second (fail inf), noise
-    flat: tuple[float, float, float, float] | None  # suspect_s, fail_s, tolerance, points
+    # suspect_s, fail_s, tolerance, points, points_min_value
+    flat: tuple[float, float, float, float, float] | None
 
 
 def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
@@ -371,6 +375,7 @@ def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
                 f.fail_s,
                 f.tolerance,
                 math.inf if f.suspect_points is None else f.suspect_points,
+                -math.inf if f.points_min_value is None else f.points_min_value,
             )
             if f is not None and f.enabled
             else None
@@ -638,12 +643,13 @@ class QualityEvaluator:
                     s.run_start, s.run_points = ts, 1
                     s._extend_back(value, len(s.values))
             held = ts - s.run_start
-            suspect_s, fail_s, _, points = cfg.flat
+            suspect_s, fail_s, _, points, points_from = cfg.flat
+            repeated = s.run_points >= points and value >= points_from
             flat = (
                 Flag.FAIL
                 if held >= fail_s
                 else Flag.SUSPECT
-                if held >= suspect_s or s.run_points >= points
+                if held >= suspect_s or repeated
                 else Flag.PASS
             )
         s.times.append(ts)
