@@ -19,7 +19,9 @@ What counts as caught (the labels come from `simulators` messages, `Message.faul
 - `stuck`: an episode (a device's metric repeating one value for 6-24 readings) is caught
   when any of its values is flagged. An episode whose value is also what the healthy
   sensor reads on both sides of it (a dry rain gauge stuck at 0) is *inert*: there is
-  nothing false in the data to catch, so it is counted apart, not as missed.
+  nothing false in the data to catch, so it is counted apart, not as missed. An episode on
+  a metric with no flat-line test (rain, humidity, litter: their healthy values repeat for
+  hours) is counted as unjudged when `score` is told which metrics have one.
 - `drift`: per value after the onset (the offset grows from zero, so early values are
   indistinguishable by design) and per device (any value of the drifting metric flagged).
 - `low_battery`: the battery value is flagged (a true low value, which QARTOD calls suspect).
