@@ -227,6 +227,37 @@ def test_streaming_flags_equal_ioos_qc_on_the_same_series(batch: int) -> None:
     assert flat.series("d1") == expected.tolist()
     assert {S, F} <= set(flat.series("d1")) and {S, F} <= set(spike.series("d1"))
 
+    cfg = config(spike={"suspect": 0.5, "fail": 1.2, "method": "differential"})
+    differential = run(cfg, readings, batch)
+    expected = qartod.spike_test(
+        arr, suspect_threshold=0.5, fail_threshold=1.2, method="differential"
+    )
+    assert differential.series("d1") == expected.tolist()
+    assert {S, F} <= set(differential.series("d1"))
+
+
+def test_differential_spike_leaves_a_step_alone_where_the_average_method_flags_it() -> None:
+    step = ph_series([7.0, 7.0, 7.0, 8.5, 8.5, 8.5])
+    average = run(config(spike={"suspect": 0.3, "fail": 1.0}), step)
+    differential = run(config(spike={"suspect": 0.3, "fail": 1.0, "method": "differential"}), step)
+    assert average.series("d1") == [NE, P, S, S, P, NE]
+    assert differential.series("d1") == [NE, P, P, P, P, NE]
+
+
+def test_rate_of_change_allows_the_noise_on_top_of_the_rate() -> None:
+    cfg = config(rate_of_change={"suspect_per_hour": 1.0, "noise": 0.2})
+    # 10 s steps: 0.19 is noise (1/h x 10 s + 0.2 = 0.203); 0.25 is not.
+    store = run(cfg, ph_series([7.0, 7.19, 7.0, 7.25], step_s=10))
+    assert store.series("d1") == [NE, P, P, S]
+
+
+def test_flat_line_counts_repeats_whatever_time_they_span() -> None:
+    cfg = config(
+        flat_line={"suspect_s": 3600, "fail_s": 7200, "tolerance": 0.001, "suspect_points": 5}
+    )
+    store = run(cfg, ph_series([7.1, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.2], step_s=10), batch=3)
+    assert store.series("d1") == [P, P, P, P, P, S, S, P]
+
 
 # -- overrides -----------------------------------------------------------------------------
 
@@ -402,3 +433,11 @@ def test_worst_ranks_not_evaluated_below_pass() -> None:
     assert worst(Flag.PASS, Flag.SUSPECT, Flag.NOT_EVALUATED) is Flag.SUSPECT
     assert worst(Flag.FAIL, Flag.SUSPECT) is Flag.FAIL
     assert worst() is Flag.NOT_EVALUATED
+
+
+def test_repeats_below_points_min_value_are_not_a_stuck_sensor() -> None:
+    flat = {"suspect_s": 3600, "fail_s": 7200, "tolerance": 0.05, "suspect_points": 5}
+    cfg = config(flat_line={**flat, "points_min_value": 5.0})
+    low, high = ph_series([0.9] * 6, step_s=10, device="low"), ph_series([7.0] * 6, device="hi")
+    store = run(cfg, low + high)
+    assert store.series("low") == [P] * 6 and store.series("hi") == [P] * 4 + [S] * 2

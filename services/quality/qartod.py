@@ -26,14 +26,36 @@ So the four tests are implemented below from the QARTOD manuals' definitions, in
 
 - gross range: FAIL outside the sensor span (the metric registry's range unless a device
   overrides it with a narrower one), SUSPECT outside the operator's suspect span.
-- spike (the "average" method): the point n-1 is judged by |x(n-1) - (x(n-2) + x(n))/2|
-  against the suspect and fail thresholds (strictly greater).
-- rate of change: |x(n) - x(n-1)| / (t(n) - t(n-1)) above the threshold is SUSPECT (the
-  QARTOD manuals flag it suspect only; an optional fail threshold is FAIL).
+- spike: the point n-1 is judged against its two neighbours by one of `ioos_qc`'s methods:
+  "average", |x(n-1) - (x(n-2) + x(n))/2|, or "differential", the smaller of the two steps
+  when they have opposite signs (0 otherwise); strictly greater than the thresholds.
+- rate of change: a step |x(n) - x(n-1)| over dt is SUSPECT above `rate x dt + noise`
+  (an optional fail rate is FAIL); with `noise` 0 this is `ioos_qc`'s |dx|/dt > rate.
 - flat line: a value is SUSPECT (FAIL) when it and the values before it have stayed within
   `tolerance` (max - min < tolerance, as `ioos_qc`) for at least `suspect_s` (`fail_s`)
-  seconds of reading time. For a regular series and thresholds that are whole multiples of
-  the interval this is exactly `ioos_qc`'s point count; for an irregular one it is better.
+  seconds of reading time, or (with `suspect_points`) for that many readings. For a regular
+  series and thresholds that are whole multiples of the interval the time test is exactly
+  `ioos_qc`'s point count; for an irregular one it is better.
+
+The same limit at any reporting interval (issue 14). Played at 10 s, per-hour rates met
+by ordinary noise flagged ~95 % of pH, oxygen and temperature values, and a real rise of
+1.1 m in 2 minutes was a "spike". What two readings dt apart can differ by is what the
+quantity can do in dt (rate x dt) plus what the sensor's noise makes of two readings
+(about 5 x sqrt(2) sigma, independent of dt). The rate test therefore adds that `noise`
+allowance, stated in the defaults file from the sensors' noise: at 10 s the allowance
+dominates (noise is never a rate fault), at 10 minutes the rate does. We chose this over
+judging the rate across a window of time because it needs no more state, keeps the
+per-step verdict and `ioos_qc` conformance, and over a sqrt(dt) allowance because
+measurement noise is white (it does not grow with dt); the process's own variability is
+what `rate` bounds. Spikes use the differential method in the defaults: measurement noise
+is the same at any interval and a step change (a flash flood's rise, a litter boom
+emptied) has one large step, not two opposite ones, so it is never a spike at any
+interval; the average method flags the value before any step of twice the threshold.
+A stuck sensor repeats one value exactly; for a sensor whose noise is well above its
+resolution five equal readings are a stuck sensor whatever time they span, so the flat
+line also counts repeats. Drift is not judged here (see services/quality/scoring.py's
+report of what is caught): over a day, a slow offset on one device's own history looks
+like a tide, a daily cycle or a flood, which must never be hidden.
 
 The spike test is centred: a point is judged by its neighbours on both sides, and the
 newest point has no right neighbour yet. We keep the centred test rather than a one-sided
@@ -150,10 +172,16 @@ class GrossRange(_Test):
 
 
 class Spike(_Test):
-    """Thresholds in the metric's unit, for |x(n-1) - (x(n-2) + x(n)) / 2|."""
+    """Thresholds in the metric's unit.
+
+    `method` is `ioos_qc`'s: "average" judges |x(n-1) - (x(n-2) + x(n)) / 2|;
+    "differential" judges min(|x(n-1) - x(n-2)|, |x(n-1) - x(n)|) when the two steps have
+    opposite signs (0 otherwise), so a step change or a steady rise is never a spike.
+    """
 
     suspect: float = Field(gt=0)
     fail: float = Field(gt=0)
+    method: Literal["average", "differential"] = "average"
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -163,18 +191,34 @@ class Spike(_Test):
 
 
 class RateOfChange(_Test):
-    """Thresholds in the metric's unit per hour (ioos_qc takes per second: divide by 3600)."""
+    """Thresholds in the metric's unit per hour (ioos_qc takes per second: divide by 3600).
+
+    A step |x(n) - x(n-1)| over dt seconds is suspect when it exceeds
+    `suspect_per_hour` x dt / 3600 + `noise`: what the quantity can do in dt plus what the
+    sensor's noise alone makes of two readings (see the module docstring). With `noise` 0
+    this is `ioos_qc`'s test exactly.
+    """
 
     suspect_per_hour: float = Field(gt=0)
     fail_per_hour: float | None = Field(default=None, gt=0)
+    noise: float = Field(default=0.0, ge=0)
 
 
 class FlatLine(_Test):
-    """Seconds of reading time within `tolerance` (max - min < tolerance, in the unit)."""
+    """Seconds of reading time within `tolerance` (max - min < tolerance, in the unit).
+
+    `suspect_points`, when set, also makes a value suspect once it and the values before it,
+    that many in all, stayed within `tolerance`, however little time they span: for a sensor
+    whose noise is well above `tolerance`, repeats are a stuck sensor at any interval.
+    """
 
     suspect_s: float = Field(gt=0)
     fail_s: float = Field(gt=0)
     tolerance: float = Field(gt=0)
+    suspect_points: int | None = Field(default=None, ge=3)
+    # Repeats count only at or above this value: below it a sensor's noise is under its
+    # resolution (clean air, a dry rain gauge) and equal readings are the truth.
+    points_min_value: float | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -293,9 +337,10 @@ class _Resolved:
     """One series' effective tests, as plain numbers for the hot path."""
 
     gross: tuple[float, float, float, float] | None  # fail_lo, fail_hi, suspect_lo, suspect_hi
-    spike: tuple[float, float] | None  # suspect, fail
-    roc: tuple[float, float] | None  # suspect, fail per second (fail inf when none)
-    flat: tuple[float, float, float] | None  # suspect_s, fail_s, tolerance
+    spike: tuple[float, float, bool] | None  # suspect, fail, differential
+    roc: tuple[float, float, float] | None  # suspect, fail per second (fail inf), noise
+    # suspect_s, fail_s, tolerance, points, points_min_value
+    flat: tuple[float, float, float, float, float] | None
 
 
 def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
@@ -312,16 +357,29 @@ def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
     s, r, f = qc.spike, qc.rate_of_change, qc.flat_line
     return _Resolved(
         gross=gross,
-        spike=(s.suspect, s.fail) if s is not None and s.enabled else None,
+        spike=(
+            (s.suspect, s.fail, s.method == "differential") if s is not None and s.enabled else None
+        ),
         roc=(
             (
                 r.suspect_per_hour / 3600,
                 math.inf if r.fail_per_hour is None else r.fail_per_hour / 3600,
+                r.noise,
             )
             if r is not None and r.enabled
             else None
         ),
-        flat=(f.suspect_s, f.fail_s, f.tolerance) if f is not None and f.enabled else None,
+        flat=(
+            (
+                f.suspect_s,
+                f.fail_s,
+                f.tolerance,
+                math.inf if f.suspect_points is None else f.suspect_points,
+                -math.inf if f.points_min_value is None else f.points_min_value,
+            )
+            if f is not None and f.enabled
+            else None
+        ),
     )
 
 
@@ -337,6 +395,7 @@ class _Series:
     run_start: float = 0.0  # flat line: the longest suffix whose range < tolerance
     run_min: float = 0.0
     run_max: float = 0.0
+    run_points: int = 0  # values in the flat run (it may be longer than the window)
 
     def copy(self, maxlen: int) -> _Series:
         return _Series(
@@ -348,6 +407,7 @@ class _Series:
             self.run_start,
             self.run_min,
             self.run_max,
+            self.run_points,
         )
 
     def clear(self) -> None:
@@ -364,6 +424,7 @@ class _Series:
             self.values[-1],
             self.values[-1],
         )
+        self.run_points = 1
         self._extend_back(self.values[-1], len(self.values) - 1)
 
     def _extend_back(self, value: float, upto: int) -> None:
@@ -378,6 +439,7 @@ class _Series:
                 break
             lo, hi = lo2, hi2
             self.run_start = self.times[i]
+            self.run_points += 1
         self.run_min, self.run_max = lo, hi
 
 
@@ -549,33 +611,47 @@ class QualityEvaluator:
         if s.times:
             prev_t, prev_v = s.times[-1], s.values[-1]
             if cfg.roc is not None:
-                rate = abs(value - prev_v) / (ts - prev_t)
+                # The step against what the quantity can do in dt plus the noise allowance.
+                step, dt = abs(value - prev_v), ts - prev_t
+                sus_rate, fail_rate, noise = cfg.roc
                 roc = (
                     Flag.FAIL
-                    if rate > cfg.roc[1]
+                    if step > fail_rate * dt + noise
                     else Flag.SUSPECT
-                    if rate > cfg.roc[0]
+                    if step > sus_rate * dt + noise
                     else Flag.PASS
                 )
             if cfg.spike is not None and len(s.values) >= 2 and s.newest is not None:
                 # The centred test for the previous point, now that it has a right neighbour.
-                diff = abs(prev_v - (s.values[-2] + value) / 2)
-                sus, fail = cfg.spike
+                sus, fail, differential = cfg.spike
+                if differential:
+                    before, after = prev_v - s.values[-2], prev_v - value
+                    diff = min(abs(before), abs(after)) if before * after > 0 else 0.0
+                else:
+                    diff = abs(prev_v - (s.values[-2] + value) / 2)
                 verdict = Flag.FAIL if diff > fail else Flag.SUSPECT if diff > sus else Flag.PASS
                 self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
         if cfg.flat is not None:
             if not s.values:
-                s.run_start, s.run_min, s.run_max = ts, value, value
+                s.run_start, s.run_min, s.run_max, s.run_points = ts, value, value, 1
             else:
                 lo, hi = min(s.run_min, value), max(s.run_max, value)
                 if hi - lo < cfg.flat[2]:
                     s.run_min, s.run_max = lo, hi
+                    s.run_points += 1
                 else:  # the run is broken: the new run is the suffix that still fits
-                    s.run_start = ts
+                    s.run_start, s.run_points = ts, 1
                     s._extend_back(value, len(s.values))
             held = ts - s.run_start
-            suspect_s, fail_s, _ = cfg.flat
-            flat = Flag.FAIL if held >= fail_s else Flag.SUSPECT if held >= suspect_s else Flag.PASS
+            suspect_s, fail_s, _, points, points_from = cfg.flat
+            repeated = s.run_points >= points and value >= points_from
+            flat = (
+                Flag.FAIL
+                if held >= fail_s
+                else Flag.SUSPECT
+                if held >= suspect_s or repeated
+                else Flag.PASS
+            )
         s.times.append(ts)
         s.values.append(value)
         s.newest = at

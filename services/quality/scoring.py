@@ -1,0 +1,378 @@
+"""Quality flags scored against the simulator's ground truth, offline or on what was stored.
+
+Two halves, both pure:
+
+- `score(rows, labels)` compares each stored flag with the fault labels: per metric, the
+  share of fault-free values flagged suspect or fail (false flags); per fault type, the
+  share caught. `citywatch evaluate` calls it on the rows the real stack stored; the unit
+  tests call it on rows judged here.
+- `play(run)` judges a scenario run without a broker: its messages through the adapters
+  (`schemas.adapters.decode`) and `QualityEvaluator` in batches, with the database's
+  semantics (the first insert of a row wins; a spike verdict only makes a stored flag
+  worse), and returns the rows and their labels. `score_scenario` does both for a named
+  scenario at a reporting interval, as `citywatch demo` plays it.
+
+What counts as caught (the labels come from `simulators` messages, `Message.faults`,
+`Message.fault_metric` and the run's device table):
+
+- `spike`: the spiked value is flagged suspect or fail.
+- `stuck`: an episode (a device's metric repeating one value for 6-24 readings) is caught
+  when any of its values is flagged. An episode whose value is also what the healthy
+  sensor reads on both sides of it (a dry rain gauge stuck at 0) is *inert*: there is
+  nothing false in the data to catch, so it is counted apart, not as missed. An episode on
+  a metric with no flat-line test (rain, humidity, litter: their healthy values repeat for
+  hours) is counted as unjudged when `score` is told which metrics have one.
+- `drift`: per value after the onset (the offset grows from zero, so early values are
+  indistinguishable by design) and per device (any value of the drifting metric flagged).
+- `low_battery`: the battery value is flagged (a true low value, which QARTOD calls suspect).
+- `out_of_range`: the payload is rejected by the adapters (not stored: nothing to flag).
+
+Ambiguity. A message names its faults once, with one `fault_metric`: when a reading
+carries two value faults (a drifting device's spike) or a buffered upload carries several
+readings, which value had which fault is not recoverable, so those values are scored
+neither as fault-free nor as faults (`QualityScore.ambiguous` says how many).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from schemas import Reading
+from schemas.adapters import decode
+from services.quality.qartod import Flag, QualityConfig, QualityEvaluator, worst
+from simulators import Message, ScenarioRun, load_scenario
+
+__all__ = [
+    "FaultScore",
+    "Labels",
+    "MetricScore",
+    "QualityScore",
+    "ScoredRow",
+    "flat_metrics",
+    "labels_from_messages",
+    "play",
+    "score",
+    "score_scenario",
+]
+
+RowKey = tuple[str, str, datetime]  # (device_id, metric, time), the readings table's key
+VALUE_FAULTS = ("spike", "stuck", "drift")
+# A fixed "now" for offline runs: the scenario lies wholly before it, and runs repeat.
+OFFLINE_NOW = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRow:
+    """One stored value and its flag (a row of `readings` plus its device's kind)."""
+
+    device_id: str
+    kind: str
+    metric: str
+    time: datetime
+    value: float
+    flag: int
+
+    @property
+    def key(self) -> RowKey:
+        return (self.device_id, self.metric, self.time)
+
+
+@dataclass
+class Labels:
+    """Ground truth per row: the value faults it carries; rows absent are fault-free."""
+
+    faults: dict[RowKey, frozenset[str]] = field(default_factory=dict)
+    ambiguous: set[RowKey] = field(default_factory=set)
+    # Payloads the gateway must reject, by the reason the simulator gave them, and how many
+    # of each the adapters did reject (filled by `play`; the real stack counts its own).
+    must_reject: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class MetricScore:
+    metric: str  # "kind.metric", e.g. "water.ph"
+    fault_free: int
+    false_flags: int
+
+    @property
+    def share(self) -> float:
+        return self.false_flags / self.fault_free if self.fault_free else 0.0
+
+
+@dataclass(frozen=True)
+class FaultScore:
+    fault: str
+    unit: str  # what is counted: "values", "episodes", "devices" or "payloads"
+    labelled: int  # scored cases (inert and unjudged ones left out)
+    caught: int
+    inert: int = 0
+    unjudged: int = 0  # on metrics with no test for this fault (stuck: no flat line)
+
+    @property
+    def share(self) -> float:
+        return self.caught / self.labelled if self.labelled else 1.0
+
+
+@dataclass(frozen=True)
+class QualityScore:
+    metrics: tuple[MetricScore, ...]
+    faults: tuple[FaultScore, ...]
+    ambiguous: int
+
+    def metric(self, name: str) -> MetricScore:
+        return next(m for m in self.metrics if m.metric == name)
+
+    def fault(self, name: str, unit: str | None = None) -> FaultScore:
+        return next(f for f in self.faults if f.fault == name and unit in (None, f.unit))
+
+    def table(self) -> str:
+        """The report as plain text, one line per metric and per fault."""
+        lines = [f"{'metric':<28}{'fault-free':>11}{'false flags':>13}"]
+        for m in self.metrics:
+            lines.append(f"{m.metric:<28}{m.fault_free:>11}{m.share:>12.1%}")
+        lines.append(f"{'fault':<28}{'scored':>11}{'caught':>13}  (left out, unit)")
+        for f in self.faults:
+            lines.append(
+                f"{f.fault:<28}{f.labelled:>11}{f.share:>12.1%}  "
+                f"({f.inert} inert, {f.unjudged} unjudged, {f.unit})"
+            )
+        lines.append(f"ambiguous values, not scored: {self.ambiguous}")
+        return "\n".join(lines)
+
+
+# -- labels ---------------------------------------------------------------------------------
+
+
+def labels_from_messages(
+    messages: Iterable[tuple[Message, Sequence[Reading]]],
+    drift_metrics: Mapping[str, str | None],
+    low_battery: Iterable[str] = (),
+) -> Labels:
+    """Labels for decoded messages: pairs of a `simulators.Message` and its readings.
+
+    `drift_metrics` maps each device id to the metric it drifts on (the run's device
+    table); `low_battery` names the devices with a failing cell.
+    """
+    labels = Labels()
+    flat = set(low_battery)
+    for msg, readings in messages:
+        faults, fault_metric = msg.faults, msg.fault_metric
+        value_faults = [f for f in VALUE_FAULTS if f in faults]
+        one_off = [f for f in value_faults if f != "drift"]
+        ambiguous = bool(one_off) and (len(value_faults) > 1 or len(readings) > 1)
+        for r in readings:
+            for metric in r.metrics:
+                key = (r.device_id, metric, r.time)
+                if ambiguous:
+                    labels.ambiguous.add(key)
+                    continue
+                found = set(one_off) if one_off and metric == fault_metric else set()
+                if "drift" in faults and drift_metrics.get(r.device_id) == metric:
+                    found.add("drift")
+                if metric == "battery_pct" and r.device_id in flat:
+                    found.add("low_battery")
+                if found:
+                    labels.faults.setdefault(key, frozenset(found))
+    return labels
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+
+def _flagged(flag: int) -> bool:
+    return flag in (Flag.SUSPECT, Flag.FAIL)
+
+
+def score(
+    rows: Iterable[ScoredRow], labels: Labels, flat_metrics: Collection[str] | None = None
+) -> QualityScore:
+    """Compare stored flags with the labels (see the module docstring for the rules).
+
+    `flat_metrics` ("kind.metric") are those with a flat-line test: a stuck episode on any
+    other metric is counted as unjudged, not missed (None: every metric is judged).
+    """
+    fault_free: Counter[str] = Counter()
+    false_flags: Counter[str] = Counter()
+    series: dict[tuple[str, str], list[ScoredRow]] = defaultdict(list)
+    ambiguous = 0
+    for row in rows:
+        key = row.key
+        if key in labels.ambiguous:
+            ambiguous += 1
+            continue
+        series[(row.device_id, row.metric)].append(row)
+        if key not in labels.faults:
+            name = f"{row.kind}.{row.metric}"
+            fault_free[name] += 1
+            false_flags[name] += _flagged(row.flag)
+
+    caught: Counter[tuple[str, str]] = Counter()
+    counted: Counter[tuple[str, str]] = Counter()
+    inert = unjudged = 0
+    drifting: dict[str, bool] = {}
+    for (device, metric), values in series.items():
+        judged = flat_metrics is None or f"{values[0].kind}.{metric}" in flat_metrics
+        values.sort(key=lambda r: r.time)
+        start: int | None = None  # index of the open stuck episode's first value
+        ends: list[ScoredRow | None] = [*values, None]  # None closes the last episode
+        for i, cur in enumerate(ends):
+            faults = labels.faults.get(cur.key, frozenset()) if cur is not None else frozenset()
+            for f in ("spike", "drift", "low_battery"):
+                if cur is not None and f in faults:
+                    counted[(f, "values")] += 1
+                    caught[(f, "values")] += _flagged(cur.flag)
+            if cur is not None and "drift" in faults:
+                drifting[device] = drifting.get(device, False) or _flagged(cur.flag)
+            if "stuck" in faults:
+                start = i if start is None else start
+                continue
+            if start is None:
+                continue
+            episode = values[start:i]
+            neighbours = values[start - 1 : start] if start else []
+            if cur is not None:
+                neighbours.append(cur)
+            if neighbours and all(n.value == episode[-1].value for n in neighbours):
+                inert += 1  # the healthy sensor reads the same: nothing false to catch
+            elif not judged:
+                unjudged += 1
+            else:
+                counted[("stuck", "episodes")] += 1
+                caught[("stuck", "episodes")] += any(_flagged(r.flag) for r in episode)
+            start = None
+    counted[("drift", "devices")] = len(drifting)
+    caught[("drift", "devices")] = sum(drifting.values())
+    reasons = labels.must_reject
+    faults_out = [
+        FaultScore(
+            f,
+            unit,
+            counted[(f, unit)],
+            caught[(f, unit)],
+            inert if f == "stuck" else 0,
+            unjudged if f == "stuck" else 0,
+        )
+        for f, unit in (
+            ("spike", "values"),
+            ("stuck", "episodes"),
+            ("drift", "values"),
+            ("drift", "devices"),
+            ("low_battery", "values"),
+        )
+    ]
+    faults_out.append(
+        FaultScore(
+            "out_of_range", "payloads", reasons["out_of_range"], labels.rejected["out_of_range"]
+        )
+    )
+    return QualityScore(
+        metrics=tuple(
+            MetricScore(name, fault_free[name], false_flags[name]) for name in sorted(fault_free)
+        ),
+        faults=tuple(faults_out),
+        ambiguous=ambiguous,
+    )
+
+
+# -- offline play ---------------------------------------------------------------------------
+
+
+def play(
+    run: ScenarioRun, config: QualityConfig, *, batch: int = 500
+) -> tuple[list[ScoredRow], Labels]:
+    """Judge a `simulators.ScenarioRun`'s readings as the processor would, with no broker.
+
+    Messages are decoded by the gateway's adapters at the scenario time they are sent,
+    judged in batches of `batch` readings, and stored with the readings table's rules.
+    """
+    evaluator = QualityEvaluator(config)
+    stored: dict[RowKey, int] = {}
+    values: dict[RowKey, tuple[str, float]] = {}
+    decoded: list[tuple[Message, Sequence[Reading]]] = []
+    pending: list[Reading] = []
+    must_reject: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+
+    def flush() -> None:
+        ev = evaluator.evaluate(pending)
+        for key, flag in ev.flags.items():
+            stored.setdefault(key, flag)
+        for device, metric, at, flag in ev.reflags:
+            key = (device, metric, at)
+            if key in stored:
+                stored[key] = int(worst(Flag(stored[key]), Flag(flag)))
+        evaluator.commit(ev)
+        pending.clear()
+
+    for msg in run.messages():
+        if msg.expected_reason:
+            must_reject[msg.expected_reason] += 1
+        received = run.clock.wall_at(msg.sent_at) if msg.sent_at is not None else OFFLINE_NOW
+        out = decode(msg.topic, msg.payload, received)
+        if not isinstance(out, list):
+            if msg.expected_reason:
+                rejected[msg.expected_reason] += 1
+            continue
+        decoded.append((msg, out))
+        for r in out:
+            for metric, value in r.metrics.items():
+                values.setdefault((r.device_id, metric, r.time), (r.kind, value))
+        pending.extend(out)
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+
+    table = run.device_table()
+    labels = labels_from_messages(
+        decoded,
+        {d["device_id"]: d["drift_metric"] for d in table},
+        [d["device_id"] for d in table if d["low_battery"]],
+    )
+    labels.must_reject.update(must_reject)
+    labels.rejected.update(rejected)
+    rows = [
+        ScoredRow(device, kind, metric, at, value, stored[(device, metric, at)])
+        for (device, metric, at), (kind, value) in values.items()
+    ]
+    return rows, labels
+
+
+def score_scenario(
+    name: str,
+    interval: timedelta,
+    *,
+    config: QualityConfig,
+    devices: int = 60,
+    seed: int = 1,
+    duration: timedelta | None = None,
+    fault_scale: float = 1.0,
+) -> QualityScore:
+    """Play a named scenario with every device reporting every `interval` (as `citywatch
+    demo` does) for `duration` (the scenario's own by default) and score its flags."""
+    scenario = load_scenario(name)
+    scenario = dataclasses.replace(
+        scenario,
+        intervals=dict.fromkeys(scenario.intervals, interval),
+        duration=duration or scenario.duration,
+    )
+    run = ScenarioRun(
+        scenario, devices=devices, seed=seed, now=OFFLINE_NOW, fault_scale=fault_scale
+    )
+    rows, labels = play(run, config)
+    return score(rows, labels, flat_metrics(config))
+
+
+def flat_metrics(config: QualityConfig) -> set[str]:
+    """The "kind.metric" names whose default tests include a flat line."""
+    return {
+        f"{kind}.{metric}"
+        for kind, per_metric in config.metrics.items()
+        for metric, qc in per_metric.items()
+        if qc.flat_line is not None and qc.flat_line.enabled
+    }
