@@ -171,6 +171,8 @@ def test_scorer_counts_false_flags_on_fault_free_values_and_catches_per_fault() 
         *(row("temperature_c", m, 29.1, 3 if m == 4 else 1) for m in range(1, 5)),
         row("temperature_c", 5, 29.4, 1),
         *(row("turbidity_ntu", m, 0.0, 1) for m in range(6)),
+        row("conductivity_uscm", 0, 420.0, 1),
+        row("conductivity_uscm", 1, 421.5, 1),  # a stuck episode the run's end cut to one value
     ]
     labels = Labels(
         faults={
@@ -178,16 +180,17 @@ def test_scorer_counts_false_flags_on_fault_free_values_and_catches_per_fault() 
             rows[4].key: frozenset({"spike"}),
             **{r.key: frozenset({"stuck"}) for r in rows[5:9]},
             **{r.key: frozenset({"stuck"}) for r in rows[11:14]},
+            rows[-1].key: frozenset({"stuck"}),
         },
     )
     report = score(rows, labels)
     assert (report.metric("water.ph").fault_free, report.metric("water.ph").false_flags) == (3, 1)
     assert (report.fault("spike").labelled, report.fault("spike").caught) == (2, 1)
     stuck = report.fault("stuck")
-    assert (stuck.labelled, stuck.caught, stuck.inert) == (1, 1, 1)
-    assert (report.rows, report.faulty) == (len(rows), 9)
+    assert (stuck.labelled, stuck.caught, stuck.inert) == (1, 1, 2)
+    assert (report.rows, report.faulty) == (len(rows), 10)
     unjudged = score(rows, labels, flat_metrics={"water.ph"}).fault("stuck")
-    assert (unjudged.labelled, unjudged.unjudged, unjudged.inert) == (0, 1, 1)
+    assert (unjudged.labelled, unjudged.unjudged, unjudged.inert) == (0, 1, 2)
 
 
 def test_labels_name_each_faulty_value_even_in_buffered_uploads_and_double_faults(

@@ -20,7 +20,9 @@ row is, so a reading with two faults or a buffered upload of many readings is ex
 - `stuck`: an episode (a device's metric repeating one value for 6-24 readings) is caught
   when any of its values is flagged. An episode whose value is also what the healthy
   sensor reads on both sides of it (a dry rain gauge stuck at 0) is *inert*: there is
-  nothing false in the data to catch, so it is counted apart, not as missed. An episode on
+  nothing false in the data to catch, so it is counted apart, not as missed. So is an
+  episode of one value (cut short by the run's end): a sensor sticks at the value it
+  reads, so its first value is true and a single one holds no repeat. An episode on
   a metric with no flat-line test (rain, humidity, litter: their healthy values repeat for
   hours) is counted as unjudged when `score` is told which metrics have one.
 - `drift`: per value after the onset (the offset grows from zero, so early values are
@@ -227,8 +229,10 @@ def score(
             neighbours = values[start - 1 : start] if start else []
             if cur is not None:
                 neighbours.append(cur)
-            if neighbours and all(n.value == episode[-1].value for n in neighbours):
-                inert += 1  # the healthy sensor reads the same: nothing false to catch
+            if len(episode) == 1 or (
+                neighbours and all(n.value == episode[-1].value for n in neighbours)
+            ):
+                inert += 1  # nothing false to catch: the healthy sensor's own value
             elif not judged:
                 unjudged += 1
             else:
