@@ -10,14 +10,8 @@ import pytest
 
 from services.common.settings import load_settings
 from services.evaluate.runner import EvaluateOptions, evaluate_one
-from services.evaluate.scoring import (
-    Expected,
-    QualityScore,
-    Raised,
-    hard_rule_breaches,
-    score_alerts,
-    score_quality,
-)
+from services.evaluate.scoring import Expected, Raised, hard_rule_breaches, score_alerts
+from services.quality.scoring import FaultScore, MetricScore, QualityScore
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -109,20 +103,16 @@ def test_a_late_or_missing_flood_alert_breaks_the_storm_rules() -> None:
     assert breaches[1].startswith("1 flood alerts off their crossing by more than one interval")
 
 
-def test_flags_score_false_flags_on_fault_free_readings_and_catches_per_fault() -> None:
-    rows = [
-        ("d", "ph", T0, 1),
-        ("d", "ph", T0 + M, 3),  # a false flag
-        ("d", "ph", T0 + 2 * M, 4),  # a spike caught
-        ("d", "ph", T0 + 3 * M, 1),  # stuck, missed
-        ("d", "battery_pct", T0, 3),  # not a sensor metric
+def test_false_flags_over_2_percent_or_spikes_missed_break_the_hard_rules() -> None:
+    quality = QualityScore(
+        metrics=(MetricScore("water.ph", 1000, 21), MetricScore("water.temperature_c", 1000, 20)),
+        faults=(FaultScore("spike", "values", 20, 18), FaultScore("stuck", "episodes", 10, 10)),
+    )
+    breaches = hard_rule_breaches("haze-episode", quality, score_alerts([], []), interval=5 * M)
+    assert breaches == [
+        "false flags water.ph: 2.1% of fault-free readings (> 2 %)",
+        "spike caught 90% of 20 values (< 95 %)",
     ]
-    labels = {("d", "ph", T0 + 2 * M): {"spike"}, ("d", "ph", T0 + 3 * M): {"stuck", "low_battery"}}
-    q = score_quality(rows, labels, metrics={"ph"})
-    assert q.scored == 4
-    assert (q.metrics["ph"].fault_free, q.metrics["ph"].false_flags) == (2, 1)
-    assert (q.faults["spike"].caught, q.faults["stuck"].caught) == (1, 0)
-    assert "low_battery" not in q.faults
 
 
 @pytest.mark.stack
@@ -131,17 +121,13 @@ def test_evaluate_scores_every_stored_reading_of_a_short_seeded_normal_day() -> 
     settings = load_settings()
     opts = EvaluateOptions(duration=timedelta(hours=1), devices=16, seed=4, speed=0)
     result = asyncio.run(evaluate_one(settings, opts, "normal-day", timedelta(minutes=5)))
-    # Every sensor row the run stored was scored, each once, against a label or as fault-free.
+    # Every row the run stored was scored, each once, against a label or as fault-free.
+    q = result.quality
     assert result.rows_stored > 0
-    sensor_rows = sum(m.readings for m in result.quality.metrics.values())
-    assert result.quality.scored == sensor_rows
-    assert (
-        sum(m.fault_free for m in result.quality.metrics.values())
-        + sum(c.labelled for c in result.quality.faults.values())
-        >= result.quality.scored
-    )
-    # 16 devices report 12 times in an hour, 8 or 3 sensor metrics each (minus faults).
-    assert 0.8 * 16 * 12 * 3 < result.quality.scored <= 16 * 12 * 8
+    assert q.rows == result.rows_stored
+    assert sum(m.fault_free for m in q.metrics) + q.faulty == q.rows
+    # 16 devices report 12 times in an hour, 3 to 8 sensor metrics and battery and rssi each.
+    assert 0.8 * 16 * 12 * 5 < q.rows <= 16 * 12 * 10
     # A calm hour: no flood level is expected, and the table names every flood expectation.
     assert not [e for e in result.alerts.expected if e.rule == "flood-level"]
     assert result.messages > 0

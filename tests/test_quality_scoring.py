@@ -9,6 +9,7 @@ least 95 % of the time.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,8 @@ import pytest
 from schemas import Reading
 from services.common.settings import Settings
 from services.quality import Flag, QualityConfig, QualityEvaluator, load_quality_config
-from services.quality.scoring import Labels, ScoredRow, score, score_scenario
+from services.quality.scoring import OFFLINE_NOW, Labels, ScoredRow, play, score, score_scenario
+from simulators import ScenarioRun, load_scenario
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 
@@ -48,7 +50,7 @@ def test_normal_day_meets_the_false_flag_and_catch_targets(
     assert spike.labelled >= 20 and stuck.labelled >= 10, report.table()
     assert spike.share >= 0.95, report.table()
     assert stuck.share >= 0.95, report.table()
-    assert report.fault("out_of_range").share == 1.0
+    assert report.fault("out_of_range", "payloads").share == 1.0
 
 
 def flood_gauge(step_s: float, seed: int = 7) -> list[Reading]:
@@ -165,26 +167,57 @@ def test_scorer_counts_false_flags_on_fault_free_values_and_catches_per_fault() 
         row("ph", 2, 9.9, 4),  # a caught spike
         row("ph", 3, 7.0, 1),
         row("ph", 4, 9.9, 1),  # a missed spike
-        row("ph", 5, 7.0, 3),  # ambiguous: not scored
         # a stuck episode caught on its last value, and one where nothing is false
         *(row("temperature_c", m, 29.1, 3 if m == 4 else 1) for m in range(1, 5)),
         row("temperature_c", 5, 29.4, 1),
         *(row("turbidity_ntu", m, 0.0, 1) for m in range(6)),
+        row("conductivity_uscm", 0, 420.0, 1),
+        row("conductivity_uscm", 1, 421.5, 1),  # a stuck episode the run's end cut to one value
     ]
     labels = Labels(
         faults={
             rows[2].key: frozenset({"spike"}),
             rows[4].key: frozenset({"spike"}),
-            **{r.key: frozenset({"stuck"}) for r in rows[6:10]},
-            **{r.key: frozenset({"stuck"}) for r in rows[12:15]},
+            **{r.key: frozenset({"stuck"}) for r in rows[5:9]},
+            **{r.key: frozenset({"stuck"}) for r in rows[11:14]},
+            rows[-1].key: frozenset({"stuck"}),
         },
-        ambiguous={rows[5].key},
     )
     report = score(rows, labels)
     assert (report.metric("water.ph").fault_free, report.metric("water.ph").false_flags) == (3, 1)
     assert (report.fault("spike").labelled, report.fault("spike").caught) == (2, 1)
     stuck = report.fault("stuck")
-    assert (stuck.labelled, stuck.caught, stuck.inert) == (1, 1, 1)
-    assert report.ambiguous == 1
+    assert (stuck.labelled, stuck.caught, stuck.inert) == (1, 1, 2)
+    assert (report.rows, report.faulty) == (len(rows), 10)
     unjudged = score(rows, labels, flat_metrics={"water.ph"}).fault("stuck")
-    assert (unjudged.labelled, unjudged.unjudged, unjudged.inert) == (0, 1, 1)
+    assert (unjudged.labelled, unjudged.unjudged, unjudged.inert) == (0, 1, 2)
+
+
+def test_labels_name_each_faulty_value_even_in_buffered_uploads_and_double_faults(
+    defaults: QualityConfig,
+) -> None:
+    scenario = load_scenario("normal-day")
+    scenario = dataclasses.replace(
+        scenario, intervals=dict.fromkeys(scenario.intervals, timedelta(minutes=5))
+    )
+
+    def run() -> ScenarioRun:  # the same seeded run each time
+        return ScenarioRun(scenario, devices=60, seed=1, now=OFFLINE_NOW, fault_scale=3)
+
+    rows, labels = play(run(), defaults)
+    stored = {r.key for r in rows}
+    # Every labelled value is a stored row: none is lost, none left unscored as ambiguous.
+    assert labels.faults and set(labels.faults) <= stored
+    # The run holds the cases one label per message could not resolve, and they are exact:
+    # readings with two value faults on different metrics (a drifting device's spike) ...
+    value_faults: dict[tuple[str, datetime], dict[str, frozenset[str]]] = {}
+    for (device, metric, at), f in labels.faults.items():
+        if f & {"spike", "stuck", "drift"}:
+            value_faults.setdefault((device, at), {})[metric] = f
+    assert any(len(per_metric) > 1 for per_metric in value_faults.values())
+    # ... and buffered uploads of several readings, each labelled at its own time.
+    uploads = [m for m in run().messages() if m.valid and m.readings > 1 and m.labels]
+    assert uploads
+    for m in uploads:
+        for at, metric, fault in m.labels:
+            assert fault in labels.faults[(m.device_id, metric, at)]

@@ -5,8 +5,9 @@ prefix, device ids, rule ids; `services/bench/common.py`), the fleet registered 
 registers it, ingest + processor + alerts started as child processes, the scenario played
 over MQTT on a fast clock (`--speed` scenario seconds per second), then, once the processor
 and the alerts service have committed past the last reading, the stored flags
-(`readings.quality`) and the raised alerts (`alert_events`) are scored
-(`services/evaluate/scoring.py`) and the run's rows removed. Exit 1 when a hard target of
+(`readings.quality`) are scored by `services/quality/scoring.py` against the simulator's
+per-reading labels, the raised alerts (`alert_events`) by `services/evaluate/scoring.py`,
+and the run's rows removed. Exit 1 when a hard target of
 issue 14 breaks; the figures are printed either way.
 """
 
@@ -30,20 +31,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from schemas.registry import METRICS
 from services.bench.common import BenchNames, cleanup_devices, prepare_stack, stop_all, wait_ready
 from services.common import db
 from services.common.settings import Settings
 from services.evaluate.scoring import (
     AlertScore,
-    QualityScore,
     Raised,
     hard_rule_breaches,
     median_minutes,
     score_alerts,
-    score_quality,
 )
 from services.evaluate.truth import expected_alerts
+from services.quality import load_quality_config
+from services.quality.scoring import Labels, QualityScore, ScoredRow, flat_metrics, score
 from services.registry.store import upsert_devices
 from services.supervisor import ServiceProcess, wait_until
 from simulators import Message, Publisher
@@ -53,7 +53,6 @@ from simulators.scenarios import load_scenario
 __all__ = ["EvaluateNames", "EvaluateOptions", "Result", "evaluate_one", "run_evaluate"]
 
 console = Console(width=None if sys.stdout.isatty() else 132)
-SENSOR_METRICS = frozenset(m for ms in METRICS.values() for m in ms)
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ async def evaluate_one(
     label = f"{name} @ {cadence_label(cadence)}"
     con = await db.connect(settings.database_dsn)
     procs: list[ServiceProcess] = []
-    labels: dict[tuple[str, str, datetime], set[str]] = {}
+    labels = Labels()
     try:
         await upsert_devices(con, run.device_profiles())
         with tempfile.TemporaryDirectory(prefix="citywatch-evaluate-") as tmp:
@@ -192,11 +191,17 @@ async def evaluate_one(
             )
             sent = await asyncio.to_thread(_publish, settings, run, names, labels, label)
             await _drained(settings, names, procs[0], sent)
+            # The gateway's own count of what it rejected, by the simulator's reasons.
+            counts = await asyncio.to_thread(procs[0].metrics)
+            for reason in labels.must_reject:
+                key = f'citywatch_ingest_rejected_total{{reason="{reason}"}}'
+                labels.rejected[reason] = int(counts.get(key, 0))
             stop_all(procs)
         rows = [
-            (r["device_id"], r["metric"], r["time"], r["quality"])
+            ScoredRow(r["device_id"], r["kind"], r["metric"], r["time"], r["value"], r["quality"])
             for r in await con.fetch(
-                "SELECT device_id, metric, time, quality FROM readings WHERE device_id LIKE $1",
+                "SELECT r.device_id, d.kind, r.metric, r.time, r.value, r.quality"
+                " FROM readings r JOIN devices d USING (device_id) WHERE r.device_id LIKE $1",
                 f"{names.id_prefix}%",
             )
         ]
@@ -222,7 +227,7 @@ async def evaluate_one(
         await _cleanup(con, names)
         await con.close()
         await cleanup_devices(settings, names.id_prefix)
-    quality = score_quality(rows, labels, metrics=SENSOR_METRICS)
+    quality = score(rows, labels, flat_metrics(load_quality_config(settings.quality_file)))
     alerts = score_alerts(expected_alerts(run, run.silences), events)
     result = Result(name, cadence, run.start, run.end, sent, len(rows), quality, alerts)
     # Flood gauges report at the cadence: "within one reporting interval" is one cadence.
@@ -234,7 +239,7 @@ def _publish(
     settings: Settings,
     run: ScenarioRun,
     names: EvaluateNames,
-    labels: dict[tuple[str, str, datetime], set[str]],
+    labels: Labels,
     label: str,
 ) -> int:
     began = time.monotonic()
@@ -244,9 +249,7 @@ def _publish(
         for msg in run.messages():
             if msg.sent_at is not None:
                 run.clock.pace(msg.sent_at, began)
-            if msg.valid:
-                for at, metric, fault in msg.labels:
-                    labels.setdefault((msg.device_id, metric, at), set()).add(fault)
+            labels.add(msg)
             now = time.monotonic()
             if now - last[0] >= 5 and run.stats.scenario_time is not None:
                 last[0] = now
@@ -343,24 +346,22 @@ def _pct(x: float) -> str:
 def print_result(r: Result) -> None:
     title = f"{r.scenario} @ {cadence_label(r.cadence)} ({r.start:%H:%M}Z-{r.end:%H:%M}Z)"
     q = Table(
-        title=f"quality: {title}; {r.quality.scored:,} readings scored of {r.rows_stored:,} stored"
+        title=f"quality: {title}; {r.quality.rows:,} readings scored of {r.rows_stored:,} stored"
     )
-    for col in ("metric", "readings", "fault-free", "false flags", "share"):
+    for col in ("metric", "fault-free", "false flags", "share"):
         q.add_column(col, justify="left" if col == "metric" else "right")
-    for metric, m in sorted(r.quality.metrics.items()):
+    for m in r.quality.metrics:
+        q.add_row(m.metric, f"{m.fault_free:,}", f"{m.false_flags:,}", _pct(m.share))
+    for c in r.quality.faults:
+        if c.fault == "low_battery" or (c.unit == "payloads" and not c.labelled):
+            continue
+        left = ", ".join(f"{n} {w}" for n, w in ((c.inert, "inert"), (c.unjudged, "unjudged")) if n)
         q.add_row(
-            metric,
-            f"{m.readings:,}",
-            f"{m.fault_free:,}",
-            f"{m.false_flags:,}",
-            _pct(m.false_share),
+            f"[italic]{c.fault} caught[/] ({c.unit}{'; ' + left + ' left out' if left else ''})",
+            f"{c.labelled:,}",
+            f"{c.caught:,}",
+            _pct(c.share) if c.labelled else "-",
         )
-    for fault in ("spike", "stuck", "drift", "out_of_range"):
-        c = r.quality.faults.get(fault)
-        if c is not None:
-            q.add_row(
-                f"[italic]{fault} caught[/]", f"{c.labelled:,}", "", f"{c.caught:,}", _pct(c.share)
-            )
     console.print(q)
     a = Table(title=f"alerts: {title}")
     for col in ("rule", "area", "expected", "raised", "median delay", "worst delay"):
@@ -409,7 +410,7 @@ def result_json(r: Result) -> dict[str, Any]:
                 "scenario": r.scenario,
                 "cadence_s": r.cadence.total_seconds(),
                 "rows_stored": r.rows_stored,
-                "scored": r.quality.scored,
+                "scored": r.quality.rows,
                 "breaches": r.breaches,
             }
         )

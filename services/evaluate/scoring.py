@@ -1,10 +1,8 @@
-"""Scoring what CityWatch flagged and raised against the simulator's ground truth. Pure.
+"""Scoring what CityWatch raised against the simulator's ground truth, and the hard rules. Pure.
 
-Quality: each stored reading (device, metric, time, QARTOD flag) against the faults the
-simulator put into it (`Message.labels`). A flag of 3 (suspect) or 4 (fail) counts as
-"flagged"; 2 (not evaluated) does not. A fault-free reading that is flagged is a false flag.
-This is the evaluate's own minimal scorer: `score_quality` takes plain tuples, so the
-quality track's `services/quality/scoring.py` can replace it behind the same call.
+Quality flags are scored by `services.quality.scoring.score` (one scorer for the stored
+flags and for the offline replay); this module scores alerts and checks issue 14's hard
+targets on both.
 
 Alerts: each upward transition (`firing`, `escalated`) read from `alert_events`, walked in
 reading-time order per rule and area, is exactly one of
@@ -22,87 +20,22 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from services.quality.scoring import QualityScore
 
 __all__ = [
     "SEVERITY_ORDER",
     "AlertScore",
     "Expected",
-    "FaultCatch",
-    "MetricFlags",
-    "QualityScore",
     "Raised",
-    "Row",
     "hard_rule_breaches",
     "score_alerts",
-    "score_quality",
 ]
 
 SEVERITY_ORDER = ("advisory", "watch", "warning", "danger")
-FLAGGED = (3, 4)  # QARTOD suspect, fail
-Row = tuple[str, str, datetime, int]  # device, metric, reading time, quality flag
-LabelKey = tuple[str, str, datetime]  # device, metric, reading time
-
-
-# -- quality ----------------------------------------------------------------------------------
-@dataclass
-class MetricFlags:
-    readings: int = 0
-    fault_free: int = 0
-    false_flags: int = 0
-
-    @property
-    def false_share(self) -> float:
-        return self.false_flags / self.fault_free if self.fault_free else 0.0
-
-
-@dataclass
-class FaultCatch:
-    labelled: int = 0
-    caught: int = 0
-
-    @property
-    def share(self) -> float:
-        return self.caught / self.labelled if self.labelled else float("nan")
-
-
-@dataclass
-class QualityScore:
-    scored: int = 0  # stored rows scored
-    metrics: dict[str, MetricFlags] = field(default_factory=dict)
-    faults: dict[str, FaultCatch] = field(default_factory=dict)
-
-
-def score_quality(
-    rows: Iterable[Row],
-    labels: Mapping[LabelKey, Collection[str]],
-    *,
-    metrics: Collection[str] | None = None,
-    faults: Collection[str] = ("spike", "stuck", "drift", "out_of_range"),
-) -> QualityScore:
-    """Per metric the false flags among fault-free readings; per fault the share caught.
-
-    `metrics` limits the scoring to sensor metrics (None: every metric in `rows`); only the
-    `faults` that change a value count, a reading carrying none of them is fault-free."""
-    out = QualityScore()
-    for device, metric, at, flag in rows:
-        if metrics is not None and metric not in metrics:
-            continue
-        out.scored += 1
-        m = out.metrics.setdefault(metric, MetricFlags())
-        m.readings += 1
-        got = [f for f in labels.get((device, metric, at), ()) if f in faults]
-        flagged = flag in FLAGGED
-        if not got:
-            m.fault_free += 1
-            m.false_flags += flagged
-        for f in got:
-            c = out.faults.setdefault(f, FaultCatch())
-            c.labelled += 1
-            c.caught += flagged
-    return out
 
 
 # -- alerts -----------------------------------------------------------------------------------
@@ -276,13 +209,13 @@ def hard_rule_breaches(
         split = [k for k in alerts.split if k[0] == flood_rule]
         if split:
             out.append(f"{len(split)} areas' flood levels came as separate alerts, not one")
-    for metric, m in sorted(quality.metrics.items()):
-        if m.false_share > 0.02:
-            out.append(f"false flags {metric}: {m.false_share:.1%} of fault-free readings (> 2 %)")
-    for fault in ("spike", "stuck"):
-        c = quality.faults.get(fault)
-        if c is not None and c.labelled and c.share < 0.95:
-            out.append(f"{fault} caught {c.share:.0%} of {c.labelled} readings (< 95 %)")
+    for m in quality.metrics:
+        if m.share > 0.02:
+            out.append(f"false flags {m.metric}: {m.share:.1%} of fault-free readings (> 2 %)")
+    for fault, unit in (("spike", "values"), ("stuck", "episodes")):
+        c = quality.fault(fault, unit)
+        if c.labelled and c.share < 0.95:
+            out.append(f"{fault} caught {c.share:.0%} of {c.labelled} {unit} (< 95 %)")
     return out
 
 

@@ -12,32 +12,37 @@ Two halves, both pure:
   worse), and returns the rows and their labels. `score_scenario` does both for a named
   scenario at a reporting interval, as `citywatch demo` plays it.
 
-What counts as caught (the labels come from `simulators` messages, `Message.faults`,
-`Message.fault_metric` and the run's device table):
+What counts as caught (the labels are the simulator's own, per reading: `Message.labels`,
+one (reading time, metric, fault) for each fault it put into a value, keyed as the stored
+row is, so a reading with two faults or a buffered upload of many readings is exact):
 
 - `spike`: the spiked value is flagged suspect or fail.
 - `stuck`: an episode (a device's metric repeating one value for 6-24 readings) is caught
   when any of its values is flagged. An episode whose value is also what the healthy
   sensor reads on both sides of it (a dry rain gauge stuck at 0) is *inert*: there is
-  nothing false in the data to catch, so it is counted apart, not as missed. An episode on
+  nothing false in the data to catch, so it is counted apart, not as missed. So is an
+  episode of one value (cut short by the run's end): a sensor sticks at the value it
+  reads, so its first value is true and a single one holds no repeat. An episode on
   a metric with no flat-line test (rain, humidity, litter: their healthy values repeat for
   hours) is counted as unjudged when `score` is told which metrics have one.
 - `drift`: per value after the onset (the offset grows from zero, so early values are
   indistinguishable by design) and per device (any value of the drifting metric flagged).
+- `out_of_range`: per value, a sensor reading the end of its range (accepted by the
+  gateway, so stored), flagged; and per payload, one the gateway must reject (a value
+  outside the registry's range) that the adapters did reject (offline only: the stack
+  counts its own rejections).
 - `low_battery`: the battery value is flagged (a true low value, which QARTOD calls suspect).
-- `out_of_range`: the payload is rejected by the adapters (not stored: nothing to flag).
 
-Ambiguity. A message names its faults once, with one `fault_metric`: when a reading
-carries two value faults (a drifting device's spike) or a buffered upload carries several
-readings, which value had which fault is not recoverable, so those values are scored
-neither as fault-free nor as faults (`QualityScore.ambiguous` says how many).
+`score` takes every stored row, whatever the metric: `citywatch evaluate` hands it the rows
+it reads back from the `readings` table, `play` the rows it judged offline, so both report
+the same figures by the same rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -60,7 +65,6 @@ __all__ = [
 ]
 
 RowKey = tuple[str, str, datetime]  # (device_id, metric, time), the readings table's key
-VALUE_FAULTS = ("spike", "stuck", "drift")
 # A fixed "now" for offline runs: the scenario lies wholly before it, and runs repeat.
 OFFLINE_NOW = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
 
@@ -86,11 +90,21 @@ class Labels:
     """Ground truth per row: the value faults it carries; rows absent are fault-free."""
 
     faults: dict[RowKey, frozenset[str]] = field(default_factory=dict)
-    ambiguous: set[RowKey] = field(default_factory=set)
     # Payloads the gateway must reject, by the reason the simulator gave them, and how many
     # of each the adapters did reject (filled by `play`; the real stack counts its own).
     must_reject: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+
+    def add(self, msg: Message) -> None:
+        """Take one played message's labels. Only a valid message stores rows (one the
+        gateway must reject stores nothing); `must_reject` counts those by reason."""
+        if msg.expected_reason:
+            self.must_reject[msg.expected_reason] += 1
+        if not msg.valid:
+            return
+        for at, metric, fault in msg.labels:
+            key = (msg.device_id, metric, at)
+            self.faults[key] = self.faults.get(key, frozenset()) | {fault}
 
 
 @dataclass(frozen=True)
@@ -120,15 +134,18 @@ class FaultScore:
 
 @dataclass(frozen=True)
 class QualityScore:
-    metrics: tuple[MetricScore, ...]
-    faults: tuple[FaultScore, ...]
-    ambiguous: int
+    metrics: tuple[MetricScore, ...] = ()
+    faults: tuple[FaultScore, ...] = ()
+    rows: int = 0  # rows scored: every row handed to `score`
+    faulty: int = 0  # of them, rows carrying a fault label (the rest are fault-free)
 
     def metric(self, name: str) -> MetricScore:
         return next(m for m in self.metrics if m.metric == name)
 
     def fault(self, name: str, unit: str | None = None) -> FaultScore:
-        return next(f for f in self.faults if f.fault == name and unit in (None, f.unit))
+        """The first score of fault `name` (in `unit`); none scored: an empty one."""
+        found = (f for f in self.faults if f.fault == name and unit in (None, f.unit))
+        return next(found, FaultScore(name, unit or "", 0, 0))
 
     def table(self) -> str:
         """The report as plain text, one line per metric and per fault."""
@@ -141,43 +158,18 @@ class QualityScore:
                 f"{f.fault:<28}{f.labelled:>11}{f.share:>12.1%}  "
                 f"({f.inert} inert, {f.unjudged} unjudged, {f.unit})"
             )
-        lines.append(f"ambiguous values, not scored: {self.ambiguous}")
+        lines.append(f"rows scored: {self.rows} ({self.faulty} with a fault)")
         return "\n".join(lines)
 
 
 # -- labels ---------------------------------------------------------------------------------
 
 
-def labels_from_messages(
-    messages: Iterable[tuple[Message, Sequence[Reading]]],
-    drift_metrics: Mapping[str, str | None],
-    low_battery: Iterable[str] = (),
-) -> Labels:
-    """Labels for decoded messages: pairs of a `simulators.Message` and its readings.
-
-    `drift_metrics` maps each device id to the metric it drifts on (the run's device
-    table); `low_battery` names the devices with a failing cell.
-    """
+def labels_from_messages(messages: Iterable[Message]) -> Labels:
+    """Labels from the simulator's per-reading `Message.labels` of the messages played."""
     labels = Labels()
-    flat = set(low_battery)
-    for msg, readings in messages:
-        faults, fault_metric = msg.faults, msg.fault_metric
-        value_faults = [f for f in VALUE_FAULTS if f in faults]
-        one_off = [f for f in value_faults if f != "drift"]
-        ambiguous = bool(one_off) and (len(value_faults) > 1 or len(readings) > 1)
-        for r in readings:
-            for metric in r.metrics:
-                key = (r.device_id, metric, r.time)
-                if ambiguous:
-                    labels.ambiguous.add(key)
-                    continue
-                found = set(one_off) if one_off and metric == fault_metric else set()
-                if "drift" in faults and drift_metrics.get(r.device_id) == metric:
-                    found.add("drift")
-                if metric == "battery_pct" and r.device_id in flat:
-                    found.add("low_battery")
-                if found:
-                    labels.faults.setdefault(key, frozenset(found))
+    for msg in messages:
+        labels.add(msg)
     return labels
 
 
@@ -199,14 +191,14 @@ def score(
     fault_free: Counter[str] = Counter()
     false_flags: Counter[str] = Counter()
     series: dict[tuple[str, str], list[ScoredRow]] = defaultdict(list)
-    ambiguous = 0
+    n = faulty = 0
     for row in rows:
         key = row.key
-        if key in labels.ambiguous:
-            ambiguous += 1
-            continue
+        n += 1
         series[(row.device_id, row.metric)].append(row)
-        if key not in labels.faults:
+        if key in labels.faults:
+            faulty += 1
+        else:
             name = f"{row.kind}.{row.metric}"
             fault_free[name] += 1
             false_flags[name] += _flagged(row.flag)
@@ -222,7 +214,7 @@ def score(
         ends: list[ScoredRow | None] = [*values, None]  # None closes the last episode
         for i, cur in enumerate(ends):
             faults = labels.faults.get(cur.key, frozenset()) if cur is not None else frozenset()
-            for f in ("spike", "drift", "low_battery"):
+            for f in ("spike", "drift", "out_of_range", "low_battery"):
                 if cur is not None and f in faults:
                     counted[(f, "values")] += 1
                     caught[(f, "values")] += _flagged(cur.flag)
@@ -237,8 +229,10 @@ def score(
             neighbours = values[start - 1 : start] if start else []
             if cur is not None:
                 neighbours.append(cur)
-            if neighbours and all(n.value == episode[-1].value for n in neighbours):
-                inert += 1  # the healthy sensor reads the same: nothing false to catch
+            if len(episode) == 1 or (
+                neighbours and all(n.value == episode[-1].value for n in neighbours)
+            ):
+                inert += 1  # nothing false to catch: the healthy sensor's own value
             elif not judged:
                 unjudged += 1
             else:
@@ -262,6 +256,7 @@ def score(
             ("stuck", "episodes"),
             ("drift", "values"),
             ("drift", "devices"),
+            ("out_of_range", "values"),
             ("low_battery", "values"),
         )
     ]
@@ -275,7 +270,8 @@ def score(
             MetricScore(name, fault_free[name], false_flags[name]) for name in sorted(fault_free)
         ),
         faults=tuple(faults_out),
-        ambiguous=ambiguous,
+        rows=n,
+        faulty=faulty,
     )
 
 
@@ -293,9 +289,8 @@ def play(
     evaluator = QualityEvaluator(config)
     stored: dict[RowKey, int] = {}
     values: dict[RowKey, tuple[str, float]] = {}
-    decoded: list[tuple[Message, Sequence[Reading]]] = []
+    played: list[Message] = []
     pending: list[Reading] = []
-    must_reject: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
 
     def flush() -> None:
@@ -310,15 +305,13 @@ def play(
         pending.clear()
 
     for msg in run.messages():
-        if msg.expected_reason:
-            must_reject[msg.expected_reason] += 1
+        played.append(msg)
         received = run.clock.wall_at(msg.sent_at) if msg.sent_at is not None else OFFLINE_NOW
         out = decode(msg.topic, msg.payload, received)
         if not isinstance(out, list):
             if msg.expected_reason:
                 rejected[msg.expected_reason] += 1
             continue
-        decoded.append((msg, out))
         for r in out:
             for metric, value in r.metrics.items():
                 values.setdefault((r.device_id, metric, r.time), (r.kind, value))
@@ -328,13 +321,7 @@ def play(
     if pending:
         flush()
 
-    table = run.device_table()
-    labels = labels_from_messages(
-        decoded,
-        {d["device_id"]: d["drift_metric"] for d in table},
-        [d["device_id"] for d in table if d["low_battery"]],
-    )
-    labels.must_reject.update(must_reject)
+    labels = labels_from_messages(played)
     labels.rejected.update(rejected)
     rows = [
         ScoredRow(device, kind, metric, at, value, stored[(device, metric, at)])
