@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.common.settings import load_settings
+from services.evaluate.flags import FaultScore, MetricScore, QualityScore
 from services.evaluate.runner import EvaluateOptions, evaluate_one
 from services.evaluate.scoring import Expected, Raised, hard_rule_breaches, score_alerts
-from services.quality.scoring import FaultScore, MetricScore, QualityScore
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 M = timedelta(minutes=1)

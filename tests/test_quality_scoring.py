@@ -1,7 +1,7 @@
 """Quality flags scored against the simulator's ground truth, and the checks that meet it.
 
 Pure (no stack): scenarios are played through the adapters and `QualityEvaluator` by
-`services.quality.scoring` at the demo's 10 s interval and at a field interval of 5 min,
+`services.evaluate.flags` at the demo's 10 s interval and at a field interval of 5 min,
 with the shipped defaults file, on fixed seeds. Issue 14's targets: false flags at most 2 %
 of fault-free values per metric at both intervals; spikes and stuck sensors caught at
 least 95 % of the time.
@@ -17,8 +17,8 @@ import pytest
 
 from schemas import Reading
 from services.common.settings import Settings
+from services.evaluate.flags import OFFLINE_NOW, Labels, ScoredRow, play, score, score_scenario
 from services.quality import Flag, QualityConfig, QualityEvaluator, load_quality_config
-from services.quality.scoring import OFFLINE_NOW, Labels, ScoredRow, play, score, score_scenario
 from simulators import ScenarioRun, load_scenario
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ prefix, device ids, rule ids; `services/bench/common.py`), the fleet registered 
 registers it, ingest + processor + alerts started as child processes, the scenario played
 over MQTT on a fast clock (`--speed` scenario seconds per second), then, once the processor
 and the alerts service have committed past the last reading, the stored flags
-(`readings.quality`) are scored by `services/quality/scoring.py` against the simulator's
+(`readings.quality`) are scored by `services/evaluate/flags.py` against the simulator's
 per-reading labels, the raised alerts (`alert_events`) by `services/evaluate/scoring.py`,
 and the run's rows removed. Exit 1 when a hard target of
 issue 14 breaks; the figures are printed either way.
@@ -34,6 +34,7 @@ from rich.table import Table
 from services.bench.common import BenchNames, cleanup_devices, prepare_stack, stop_all, wait_ready
 from services.common import db
 from services.common.settings import Settings
+from services.evaluate.flags import Labels, QualityScore, ScoredRow, flat_metrics, score
 from services.evaluate.scoring import (
     AlertScore,
     Raised,
@@ -43,7 +44,6 @@ from services.evaluate.scoring import (
 )
 from services.evaluate.truth import expected_alerts
 from services.quality import load_quality_config
-from services.quality.scoring import Labels, QualityScore, ScoredRow, flat_metrics, score
 from services.registry.store import upsert_devices
 from services.supervisor import ServiceProcess, wait_until
 from simulators import Message, Publisher

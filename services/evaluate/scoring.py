@@ -1,6 +1,6 @@
 """Scoring what CityWatch raised against the simulator's ground truth, and the hard rules. Pure.
 
-Quality flags are scored by `services.quality.scoring.score` (one scorer for the stored
+Quality flags are scored by `services.evaluate.flags.score` (one scorer for the stored
 flags and for the offline replay); this module scores alerts and checks issue 14's hard
 targets on both.
 
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.quality.scoring import QualityScore
+from services.evaluate.flags import QualityScore
 
 __all__ = [
     "SEVERITY_ORDER",

@@ -57,7 +57,7 @@ line also counts repeats.
 
 Drift is not judged here, and not by a quality test elsewhere either (issue 14 asked for
 "a slow offset against the device's own history or its neighbours in the area"); what is
-caught of it is reported by services/quality/scoring.py. Both ways were weighed:
+caught of it is reported by services/evaluate/flags.py. Both ways were weighed:
 
 - Against the neighbours: the offset of a device's level from the median of the other
   devices of its kind in its area, over hours, flagged when it grows beyond a tolerance.
