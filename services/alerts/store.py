@@ -86,13 +86,17 @@ async def apply(
     `titles` are the transitions' (English, Khmer) titles, in order, rendered by the
     caller (services/alerts/titles.py) before the transaction: storage only stores."""
     for t, (title_en, title_km) in zip(ev.transitions, titles, strict=True):
+        # The reading that crossed the level (migration 0009); the confirming one otherwise.
+        trigger_value = t.value if t.trigger_value is None else t.trigger_value
+        trigger_at = t.at if t.trigger_at is None else t.trigger_at
         if t.kind == "firing":
             status = await con.execute(
                 """INSERT INTO alerts (alert_id, rule_id, device_id, area, kind, metric, severity,
                                        state, value, last_value, threshold, started_at, title_en,
-                                       title_km, rule_type, status, origin)
+                                       title_km, rule_type, status, origin, trigger_value,
+                                       trigger_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'firing', $8, $8, $9, $10, $11, $12,
-                           $13, $14, $15)
+                           $13, $14, $15, $16, $17)
                    ON CONFLICT DO NOTHING""",
                 t.alert_id,
                 t.rule.id,
@@ -109,6 +113,8 @@ async def apply(
                 t.rule.type,
                 t.status,
                 group_id,
+                trigger_value,
+                trigger_at,
             )
             if status.endswith(" 0"):
                 continue  # already stored: this transition was recorded before
@@ -127,7 +133,8 @@ async def apply(
             await con.execute(
                 """UPDATE alerts SET severity = $2, threshold = $3, last_value = $4,
                                      title_en = $5, title_km = $6, updated_at = now(),
-                                     state = CASE WHEN $7 THEN 'firing' ELSE state END
+                                     state = CASE WHEN $7 THEN 'firing' ELSE state END,
+                                     trigger_value = $8, trigger_at = $9
                    WHERE alert_id = $1 AND state <> 'resolved'""",
                 t.alert_id,
                 t.severity,
@@ -136,11 +143,14 @@ async def apply(
                 title_en,
                 title_km,
                 t.kind == "escalated",
+                trigger_value,
+                trigger_at,
             )
         await con.execute(
             """INSERT INTO alert_events (alert_id, state, value, at, severity, previous_severity,
-                                         threshold, title_en, title_km)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                                         threshold, title_en, title_km, trigger_value,
+                                         trigger_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
             t.alert_id,
             t.kind,
             t.value,
@@ -150,6 +160,8 @@ async def apply(
             t.threshold,
             title_en,
             title_km,
+            trigger_value,
+            trigger_at,
         )
     if ev.changed:
         keys = sorted(k for k, st in ev.changed.items() if st.cursor is not None)
@@ -183,7 +195,7 @@ async def unpublished(con: Conn, group_id: str, limit: int = 500) -> list[dict[s
     Kafka, oldest first, with what the message carries."""
     rows = await con.fetch(
         """SELECT e.event_id, e.alert_id, e.state AS transition, e.value, e.at,
-                  e.recorded_at AS issued_at,
+                  e.recorded_at AS issued_at, e.trigger_value, e.trigger_at,
                   a.rule_id, a.rule_type, a.device_id, a.area, a.kind, a.metric,
                   coalesce(e.severity, a.severity) AS severity, e.previous_severity,
                   coalesce(e.threshold, a.threshold) AS threshold, a.status,
