@@ -14,8 +14,10 @@ import asyncpg
 import pytest
 from lxml import etree
 
+from schemas.device import DeviceProfile
 from services.alerts import store
 from services.alerts.model import ICT
+from services.registry.store import upsert_devices
 from simulators import Publisher
 from tests.harness import Namespace, Services, wait_until
 from tests.test_alert_rules_stack import events_on_topic
@@ -226,3 +228,58 @@ async def test_an_alerts_deployment_publishes_only_the_transitions_of_its_own_al
             "UPDATE alert_events SET published_at = now() WHERE alert_id = ANY($1::uuid[])",
             list(ids.values()),
         )
+
+
+async def test_a_simulated_devices_alert_is_an_exercise_and_a_real_devices_stays_actual(
+    ns: Namespace,
+    services: Services,
+    publisher: Publisher,
+    dbcon: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a demo can never page real staff. The registry's `simulated` flag makes a
+    device's alerts CAP `Exercise` whatever the rule says, in the `alerts` table and in the
+    CAP message; a device not registered as simulated raises `Actual` under the same rule."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    sim, real = f"{ns.device_prefix}sim-gauge", f"{ns.device_prefix}real-gauge"
+    await upsert_devices(
+        dbcon,
+        [
+            DeviceProfile(device_id=sim, kind="flood", simulated=True),
+            DeviceProfile(device_id=real, kind="flood"),
+        ],
+    )
+    _ingest, alerts = await services.start(
+        "ingest", "alerts", CITYWATCH_ALERTS__RULES_FILE=str(rules)
+    )
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    # Two readings each (the rule persists), in time order: a reading far behind its
+    # partition's newest is stale and opens nothing.
+    for i, metres in enumerate((2.7, 2.9)):
+        at = t0 + timedelta(minutes=61 * i)
+        for device in (sim, real):
+            body = {"time": at.isoformat(), "metrics": {"water_level_m": metres}}
+            info = publisher.publish_raw(
+                f"{ns.prefix}/flood/{device}/up", json.dumps(body).encode()
+            )
+            await asyncio.to_thread(info.wait_for_publish, 10)
+
+    async def both_fired() -> bool:
+        n = await dbcon.fetchval(
+            "SELECT count(*) FROM alerts WHERE device_id = ANY($1::text[])", [sim, real]
+        )
+        return bool(n == 2)
+
+    await wait_until(both_fired, timeout=30, what="both gauges' alerts fired")
+    rows = await dbcon.fetch(
+        "SELECT device_id, alert_id, status FROM alerts WHERE device_id = ANY($1::text[])",
+        [sim, real],
+    )
+    status = {r["device_id"]: r["status"] for r in rows}
+    assert status == {sim: "Exercise", real: "Actual"}
+    for r in rows:
+        cap = await asyncio.to_thread(
+            _get, f"http://127.0.0.1:{alerts.port}/cap/{r['alert_id']}.xml"
+        )
+        assert etree.fromstring(cap).findtext("c:status", namespaces=CAP) == status[r["device_id"]]

@@ -7,8 +7,9 @@ Per batch, in this order:
      with it (both consume the same records in parallel), so the alerts service computes
      the same flags itself;
   2. evaluate the readings against the rules (pure, `engine.evaluate`), with each
-     device's registry area (the `devices` table, reloaded every `AREA_REFRESH_S` and when
-     an unknown device appears) and each record's partition as its stream;
+     device's registry area and whether it is simulated (the `devices` table, reloaded
+     every `AREA_REFRESH_S` and when an unknown device appears; a simulated device's
+     alerts are CAP `Exercise`) and each record's partition as its stream;
   3. store transitions, events, per-rule state and stream heads in one transaction;
   3. commit the Kafka offsets;
   4. publish unpublished events from the `alert_events` outbox to `citywatch.alerts.v1`,
@@ -114,6 +115,7 @@ class AlertsService(ServiceBase):
         self.state: dict[Key, RuleState] = {}
         self.heads: dict[str, datetime] = {}
         self.areas: dict[str, str | None] = {}
+        self.simulated: frozenset[str] = frozenset()  # registered as simulated: Exercise
         self._areas_read_at = -1e9
         self._reload_wanted = asyncio.Event()
         self.state_stale = True
@@ -325,6 +327,7 @@ class AlertsService(ServiceBase):
                 d: (known.id if (known := city.resolve(a)) is not None else a)
                 for d, a in (await store.load_areas(con)).items()
             }
+            self.simulated = await store.load_simulated(con)
             self._areas_read_at = now
 
     async def _handle(self, batch: Batch) -> None:
@@ -367,6 +370,7 @@ class AlertsService(ServiceBase):
                     heads=self.heads,
                     areas=self.areas,
                     flags=flags,
+                    simulated=self.simulated,
                 )
                 titles = [transition_titles(t, self.city) for t in ev.transitions]
                 async with con.transaction():

@@ -24,6 +24,7 @@ __all__ = [
     "event_message",
     "load_areas",
     "load_heads",
+    "load_simulated",
     "load_state",
     "mark_published",
     "unpublished",
@@ -76,6 +77,13 @@ async def load_areas(con: Conn) -> dict[str, str | None]:
     """device id -> registry area, for every device the registry knows."""
     rows = await con.fetch("SELECT device_id, area FROM devices")
     return {r["device_id"]: r["area"] for r in rows}
+
+
+async def load_simulated(con: Conn) -> frozenset[str]:
+    """Ids of the devices registered as simulated (migration 0010): their alerts are CAP
+    `Exercise` (engine.evaluate's `simulated`)."""
+    rows = await con.fetch("SELECT device_id FROM devices WHERE simulated")
+    return frozenset(r["device_id"] for r in rows)
 
 
 async def apply(
