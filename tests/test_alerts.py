@@ -27,6 +27,15 @@ pytestmark = pytest.mark.stack
 CAP = {"c": "urn:oasis:names:tc:emergency:cap:1.2"}
 
 
+async def _publish_level(
+    publisher: Publisher, ns: Namespace, device: str, at: datetime, metres: float
+) -> None:
+    """Publish one native water-level reading of `device` and wait for the broker's ack."""
+    body = {"time": at.isoformat(), "metrics": {"water_level_m": metres}}
+    info = publisher.publish_raw(f"{ns.prefix}/flood/{device}/up", json.dumps(body).encode())
+    await asyncio.to_thread(info.wait_for_publish, 10)
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as r:
         body: bytes = r.read()
@@ -73,9 +82,7 @@ async def test_flood_level_raises_one_alert_per_episode_across_restart_and_repla
         nonlocal step
         at = t0 + timedelta(minutes=61 * step)
         step += 1
-        body = {"time": at.isoformat(), "metrics": {"water_level_m": metres}}
-        info = publisher.publish_raw(f"{ns.prefix}/flood/{device}/up", json.dumps(body).encode())
-        await asyncio.to_thread(info.wait_for_publish, 10)
+        await _publish_level(publisher, ns, device, at, metres)
 
         async def evaluated() -> bool:
             cursor = await dbcon.fetchval(
@@ -259,11 +266,7 @@ async def test_a_simulated_devices_alert_is_an_exercise_and_a_real_devices_stays
     for i, metres in enumerate((2.7, 2.9)):
         at = t0 + timedelta(minutes=61 * i)
         for device in (sim, real):
-            body = {"time": at.isoformat(), "metrics": {"water_level_m": metres}}
-            info = publisher.publish_raw(
-                f"{ns.prefix}/flood/{device}/up", json.dumps(body).encode()
-            )
-            await asyncio.to_thread(info.wait_for_publish, 10)
+            await _publish_level(publisher, ns, device, at, metres)
 
     async def both_fired() -> bool:
         n = await dbcon.fetchval(
@@ -283,3 +286,46 @@ async def test_a_simulated_devices_alert_is_an_exercise_and_a_real_devices_stays
             _get, f"http://127.0.0.1:{alerts.port}/cap/{r['alert_id']}.xml"
         )
         assert etree.fromstring(cap).findtext("c:status", namespaces=CAP) == status[r["device_id"]]
+
+
+async def test_devices_of_a_live_partition_that_falls_silent_are_reported_offline_by_the_clock(
+    ns: Namespace,
+    services: Services,
+    publisher: Publisher,
+    dbcon: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    """Issue 14: for live data the wall clock advances the offline check. Every device of
+    the test's readings topic falls silent after one reading, so no partition head moves;
+    the alerts service's periodic check still reports each of them, `after` past its last
+    reading in the wall clock's terms (head = max(reading head, wall clock - live_lag))."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "live_lag: 2s\nrules:\n  - id: silent\n    type: offline\n    after: 5s\n"
+        "    severity: advisory\n    title_en: 'Device {device} offline'\n"
+        "    title_km: 'ឧបករណ៍ {device} ផ្តាច់'\n",
+        encoding="utf-8",
+    )
+    await services.start("ingest", "alerts", CITYWATCH_ALERTS__RULES_FILE=str(rules))
+    devices = [f"{ns.device_prefix}gauge-{i}" for i in range(3)]
+    sent = datetime.now(UTC).replace(microsecond=0)
+    for device in devices:
+        await _publish_level(publisher, ns, device, sent, 1.0)
+
+    async def all_offline() -> bool:
+        n = await dbcon.fetchval(
+            "SELECT count(*) FROM alerts WHERE rule_id = 'silent' AND device_id = ANY($1)",
+            devices,
+        )
+        return bool(n == len(devices))
+
+    await wait_until(all_offline, timeout=60, what="every silent device reported offline")
+    rows = await dbcon.fetch(
+        "SELECT device_id, state, started_at, value FROM alerts "
+        "WHERE rule_id = 'silent' AND device_id = ANY($1)",
+        devices,
+    )
+    for r in rows:
+        assert r["state"] == "firing"
+        assert r["started_at"] - sent >= timedelta(seconds=5), r
+        assert r["value"] >= 5 / 60  # minutes silent

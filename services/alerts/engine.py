@@ -27,11 +27,16 @@ updates windows and cursors and may de-escalate or resolve, but it never opens o
 escalates an alert, so old readings do not raise stale alarms as new. Per partition, not
 global, because a consumer may read one partition ahead of another.
 
-Offline is measured against the same head (the device's partition), not the wall clock:
-evaluation is deterministic and replay-safe, a scenario played fast behaves like the real
-thing, and an outage of the pipeline itself does not mark every device offline (that is
-the pipeline's own monitoring's job). The cost: a partition whose devices all fall silent
-has no head moving, so none of them is reported offline.
+Offline is measured in reading time against the same head (the device's partition):
+evaluation is deterministic and replay-safe, and a scenario played at any speed raises the
+same offline alerts at the same reading times. For live data the wall clock advances it
+too (`live_heads`): a stream is live when its newest reading was at most `live_lag` behind
+the wall clock when it arrived, and a live stream's offline clock is max(head, wall clock -
+`live_lag`), so a partition whose devices all fall silent still reports them; the alerts
+service runs `tick` on these clocks periodically. Replayed history (readings far behind
+the wall clock when they arrive) is never live, so its offline alerts stay in reading time
+whatever the playback speed. The lag also keeps a short stall of the pipeline itself from
+marking every device offline (that is the pipeline's own monitoring's job).
 
 Quality and persistence (issue 14: no alert from one sample the checks cannot yet judge).
 A value the QARTOD tests flag FAIL (4) is not evaluated; a SUSPECT (3) value can confirm but
@@ -86,6 +91,7 @@ __all__ = [
     "aqi",
     "aqi_category",
     "evaluate",
+    "live_heads",
     "nowcast",
     "rain_mm",
     "tick",
@@ -716,6 +722,29 @@ def evaluate(
     return out
 
 
+def live_heads(
+    heads: Mapping[str, datetime],
+    seen: Mapping[str, datetime],
+    now: datetime,
+    lag: timedelta,
+) -> dict[str, datetime]:
+    """The offline clock per stream: its head, advanced by the wall clock when live.
+
+    Args:
+        heads: the newest reading time per stream.
+        seen: per stream, the wall-clock time its head last advanced (unknown: not live).
+        now: the wall clock.
+        lag: a stream is live when its head was at most `lag` behind the wall clock when
+            it advanced; a live stream's clock is then max(head, now - lag).
+    """
+    out: dict[str, datetime] = {}
+    for stream, head in heads.items():
+        arrived = seen.get(stream)
+        live = arrived is not None and arrived - head <= lag
+        out[stream] = max(head, now - lag) if live else head
+    return out
+
+
 def tick(
     rules: RuleSet,
     state: dict[Key, RuleState],
@@ -724,7 +753,11 @@ def tick(
     areas: Mapping[str, str | None] | None = None,
     simulated: Collection[str] = frozenset(),
 ) -> Evaluation:
-    """Offline rules: devices whose newest reading is `after` behind their stream's head."""
+    """Offline rules: devices whose newest reading is `after` behind their stream's head.
+
+    `heads` are the streams' reading-time heads (what `evaluate` runs it with) or, for the
+    periodic wall-clock check of live data, `live_heads`. An offline alert opens at the
+    head it was found at, `after` or more past the device's last reading."""
     out = Evaluation()
     areas = areas or {}
     offline = {r.id: r for r in rules.rules if isinstance(r, OfflineRule)}

@@ -480,6 +480,11 @@ class RuleSet(BaseModel):
 
     # A reading more than this behind its stream's head opens and escalates nothing.
     stale_after: Duration = timedelta(minutes=30)
+    # Live data: a stream whose newest reading was at most this far behind the wall clock
+    # when it arrived is live, and its offline clock is max(head, wall clock - live_lag),
+    # so a partition whose devices all fall silent still reports them (engine.live_heads).
+    # The lag allows for the pipeline's own delay. Replayed history is never live.
+    live_lag: Duration = timedelta(minutes=2)
     rules: tuple[Annotated[Rule, BeforeValidator(_default_type)], ...]
 
     @model_validator(mode="after")

@@ -66,11 +66,13 @@ async def load_state(con: Conn, rules: RuleSet) -> dict[Key, RuleState]:
     return state
 
 
-async def load_heads(con: Conn, group_id: str) -> dict[str, datetime]:
+async def load_heads(con: Conn, group_id: str) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Per stream: its head (newest reading time) and when that head last advanced (the
+    database's wall clock, migration 0011; engine.live_heads)."""
     rows = await con.fetch(
-        "SELECT stream, head FROM alert_stream_heads WHERE group_id = $1", group_id
+        "SELECT stream, head, seen_at FROM alert_stream_heads WHERE group_id = $1", group_id
     )
-    return {r["stream"]: r["head"] for r in rows}
+    return {r["stream"]: r["head"] for r in rows}, {r["stream"]: r["seen_at"] for r in rows}
 
 
 async def load_areas(con: Conn) -> dict[str, str | None]:
@@ -191,7 +193,9 @@ async def apply(
             """INSERT INTO alert_stream_heads (group_id, stream, head)
                SELECT $1, s, h FROM unnest($2::text[], $3::timestamptz[]) AS u(s, h)
                ON CONFLICT (group_id, stream) DO UPDATE
-               SET head = GREATEST(alert_stream_heads.head, EXCLUDED.head)""",
+               SET head = GREATEST(alert_stream_heads.head, EXCLUDED.head),
+                   seen_at = CASE WHEN EXCLUDED.head > alert_stream_heads.head THEN now()
+                                  ELSE alert_stream_heads.seen_at END""",
             group_id,
             streams,
             [ev.heads[s] for s in streams],
