@@ -214,6 +214,49 @@ LEVELS = rule(
 )
 
 
+CORROBORATED = rule(
+    "id: stages\ntype: levels\nkind: flood\nmetric: water_level_m\n"
+    "levels: {watch: 2.0, warning: 2.5, danger: 3.0}\n"
+    "corroborate: {window: 30m, tolerance: 0.5}\nhold: 10m"
+)
+NORTH = {"drifty": "north", "g2": "north", "g3": "north", "lone": "south"}
+
+
+def rounds(eng: Engine, start: float, **levels: list[float]) -> None:
+    """Feed the gauges' readings round by round, 5 minutes apart, in time order."""
+    for i in range(max(len(v) for v in levels.values())):
+        eng.feed(*(reading(d, start + 5 * i, water_level_m=v[i]) for d, v in levels.items()))
+
+
+def test_a_drifting_gauge_alone_raises_no_flood_warning_its_areas_other_gauges_contradict() -> None:
+    eng = Engine(ruleset(CORROBORATED), areas=NORTH)
+    # the drifting gauge reads warning levels; its two neighbours read 1.0 m: contradicted
+    rounds(eng, 0, drifty=[2.6, 2.7, 2.8, 2.9], g2=[1.0] * 4, g3=[1.0] * 4)
+    assert eng.log == []
+    # a real flood: every gauge of the area rises; the drifting one's warning now stands
+    # (its danger does not: its neighbours read well below the danger level)
+    rounds(eng, 20, drifty=[2.9, 3.0, 3.0], g2=[2.2, 2.3, 2.4], g3=[2.1, 2.2, 2.3])
+    assert [(t.kind, t.device_id, t.severity) for t in eng.log if t.device_id == "drifty"] == [
+        ("firing", "drifty", "warning")
+    ]
+    # a gauge with no other reporting gauge in its area is judged alone
+    lone = Engine(ruleset(CORROBORATED), areas=NORTH)
+    lone.series("lone", [2.6, 2.7])
+    assert kinds(lone.log) == [("firing", "warning")]
+    # without corroboration the same drift opens a warning: the option is what stops it
+    plain = Engine(ruleset(LEVELS), areas=NORTH)
+    rounds(plain, 0, drifty=[2.6, 2.7], g2=[1.0] * 2, g3=[1.0] * 2)
+    assert [(t.device_id, t.severity) for t in plain.log] == [("drifty", "warning")]
+
+
+def test_corroboration_forgets_neighbours_silent_longer_than_its_window() -> None:
+    eng = Engine(ruleset(CORROBORATED), areas=NORTH)
+    rounds(eng, 0, drifty=[1.0], g2=[1.0])
+    # g2 falls silent; an hour later the drifting gauge has no recent neighbour: alone
+    rounds(eng, 60, drifty=[2.6, 2.7])
+    assert [(t.kind, t.device_id) for t in eng.log] == [("firing", "drifty")]
+
+
 def test_levels_one_alert_escalates_and_deescalates_in_order() -> None:
     eng = Engine(ruleset(LEVELS))
     # each stage is entered by two readings (persistence: min_readings 2 by default)

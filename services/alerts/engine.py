@@ -232,6 +232,8 @@ class _Ctx:
     device_kind: str
     simulated: bool = False
     head: datetime | None = None  # the reading's stream head
+    # corroborated levels rules: the area's devices' latest [time, value] (LevelsRule)
+    peers: dict[str, list[Any]] | None = None
 
 
 # -- the US EPA AQI ---------------------------------------------------------------------
@@ -594,6 +596,8 @@ def _evaluate_rule(
         if table is None:
             return
         desired = _staged(v, table, st.stage, rule.clear_margin)
+        if rule.corroborate is not None and desired > st.stage and ctx.peers is not None:
+            desired = _corroborated(rule, table, st.stage, desired, ctx, t)
         lvl = max(desired, st.stage, 1)
         _advance(rule, subject, st, desired, ctx, v, table[lvl - 1], out)
     elif isinstance(rule, RateRule):
@@ -615,6 +619,28 @@ def _evaluate_rule(
         rate = round(rate, 4)
         on = rate >= rule.rate_per_hour if st.stage == 0 else rate >= rule.clear_rate
         _advance(rule, subject, st, int(on), ctx, rate, rule.rate_per_hour, out)
+
+
+def _corroborated(
+    rule: LevelsRule, table: Sequence[float], stage: int, desired: int, ctx: _Ctx, t: datetime
+) -> int:
+    """The highest stage up to `desired` that the area's other recent devices do not
+    contradict (LevelsRule.corroborate); `stage` when they contradict every step up."""
+    assert rule.corroborate is not None and ctx.peers is not None
+    since = t - rule.corroborate.window
+    others = [
+        float(v)
+        for device, (at, v) in ctx.peers.items()
+        if device != ctx.device_id and since <= datetime.fromisoformat(at) <= t
+    ]
+    if not others:
+        return desired  # nobody else reports: the gauge is judged alone
+    best = max(others)
+    allowed = stage
+    for k in range(stage + 1, desired + 1):
+        if best >= table[k - 1] - rule.corroborate.tolerance:
+            allowed = k
+    return allowed
 
 
 def _relevant(rule: Rule, r: Reading) -> bool:
@@ -704,6 +730,18 @@ def evaluate(
                 continue
             if isinstance(rule, OfflineRule):
                 st.data.update(stream=stream, kind=r.kind)
+            peers = None
+            if isinstance(rule, LevelsRule) and rule.corroborate is not None and area:
+                # The area's devices' latest values, shared state under `area:<id>`.
+                shared = state.setdefault((rule.id, f"area:{area}"), RuleState())
+                peers = shared.data.setdefault("peers", {})
+                metric = rule.metrics()[0]
+                if _flag(flags, judged, metric) < SUSPECT:
+                    seen = peers.get(r.device_id)
+                    if seen is None or datetime.fromisoformat(seen[0]) <= at:
+                        peers[r.device_id] = [at.isoformat(), judged.metrics[metric]]
+                shared.cursor = max(shared.cursor or at, at)
+                out.changed[(rule.id, f"area:{area}")] = shared
             ctx = _Ctx(
                 at=at,
                 stale=judged_stale,
@@ -713,6 +751,7 @@ def evaluate(
                 device_kind=r.kind,
                 simulated=r.device_id in simulated,
                 head=head,
+                peers=peers,
             )
             _evaluate_rule(rule, st, subject, judged, ctx, flags, out)
     out.transitions.extend(tick(rules, state, heads, areas=areas, simulated=simulated).transitions)
