@@ -42,6 +42,9 @@ class DeviceProfile(BaseModel):
     # Per-device QARTOD overrides: {metric: {test: {parameter: value}}}.
     qc_overrides: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
     status: DeviceStatus = "active"
+    # A simulated device (the demo's or the simulator's fleet): its alerts are CAP
+    # `Exercise`, never `Actual` (issue 14), so a demo cannot page real staff.
+    simulated: bool = False
 
 
 # How the pure decoding functions ask about a device: None when it is not registered.

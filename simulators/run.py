@@ -213,7 +213,8 @@ class ScenarioRun:
 
     def device_profiles(self) -> list[DeviceProfile]:
         """The fleet as the device registry would hold it (kind, area, place, format): what
-        an engineer registers when plugging the devices in (`citywatch demo` does)."""
+        an engineer registers when plugging the devices in (`citywatch demo` and
+        `citywatch evaluate` do). Every one is `simulated`: its alerts are CAP `Exercise`."""
         return [
             DeviceProfile(
                 device_id=d["device_id"],
@@ -223,6 +224,7 @@ class ScenarioRun:
                 lat=d["lat"],
                 lon=d["lon"],
                 payload_format=d["format"],
+                simulated=True,
             )
             for d in self.device_table()
         ]

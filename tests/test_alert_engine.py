@@ -19,8 +19,10 @@ from services.alerts.engine import (
     Transition,
     aqi,
     evaluate,
+    live_heads,
     nowcast,
     rain_mm,
+    tick,
 )
 from services.alerts.rules import LevelsRule, RuleSet, check_areas, load_rules, parse_rules
 from services.common.errors import ConfigError
@@ -210,6 +212,49 @@ LEVELS = rule(
     "area_levels: {low-town: {watch: 1.3, warning: 1.6, danger: 1.9}}\n"
     "clear_margin: 0.1\nhold: 10m"
 )
+
+
+CORROBORATED = rule(
+    "id: stages\ntype: levels\nkind: flood\nmetric: water_level_m\n"
+    "levels: {watch: 2.0, warning: 2.5, danger: 3.0}\n"
+    "corroborate: {window: 30m, tolerance: 0.5}\nhold: 10m"
+)
+NORTH = {"drifty": "north", "g2": "north", "g3": "north", "lone": "south"}
+
+
+def rounds(eng: Engine, start: float, **levels: list[float]) -> None:
+    """Feed the gauges' readings round by round, 5 minutes apart, in time order."""
+    for i in range(max(len(v) for v in levels.values())):
+        eng.feed(*(reading(d, start + 5 * i, water_level_m=v[i]) for d, v in levels.items()))
+
+
+def test_a_drifting_gauge_alone_raises_no_flood_warning_its_areas_other_gauges_contradict() -> None:
+    eng = Engine(ruleset(CORROBORATED), areas=NORTH)
+    # the drifting gauge reads warning levels; its two neighbours read 1.0 m: contradicted
+    rounds(eng, 0, drifty=[2.6, 2.7, 2.8, 2.9], g2=[1.0] * 4, g3=[1.0] * 4)
+    assert eng.log == []
+    # a real flood: every gauge of the area rises; the drifting one's warning now stands
+    # (its danger does not: its neighbours read well below the danger level)
+    rounds(eng, 20, drifty=[2.9, 3.0, 3.0], g2=[2.2, 2.3, 2.4], g3=[2.1, 2.2, 2.3])
+    assert [(t.kind, t.device_id, t.severity) for t in eng.log if t.device_id == "drifty"] == [
+        ("firing", "drifty", "warning")
+    ]
+    # a gauge with no other reporting gauge in its area is judged alone
+    lone = Engine(ruleset(CORROBORATED), areas=NORTH)
+    lone.series("lone", [2.6, 2.7])
+    assert kinds(lone.log) == [("firing", "warning")]
+    # without corroboration the same drift opens a warning: the option is what stops it
+    plain = Engine(ruleset(LEVELS), areas=NORTH)
+    rounds(plain, 0, drifty=[2.6, 2.7], g2=[1.0] * 2, g3=[1.0] * 2)
+    assert [(t.device_id, t.severity) for t in plain.log] == [("drifty", "warning")]
+
+
+def test_corroboration_forgets_neighbours_silent_longer_than_its_window() -> None:
+    eng = Engine(ruleset(CORROBORATED), areas=NORTH)
+    rounds(eng, 0, drifty=[1.0], g2=[1.0])
+    # g2 falls silent; an hour later the drifting gauge has no recent neighbour: alone
+    rounds(eng, 60, drifty=[2.6, 2.7])
+    assert [(t.kind, t.device_id) for t in eng.log] == [("firing", "drifty")]
 
 
 def test_levels_one_alert_escalates_and_deescalates_in_order() -> None:
@@ -546,6 +591,53 @@ def test_offline_silence_is_caught_whatever_the_batch_size() -> None:
     assert (fired.kind, fired.device_id, fired.at) == ("firing", "a", T0 + timedelta(minutes=50))
     assert resolved.kind == "resolved" and resolved.at == T0 + timedelta(minutes=60)
     assert fired.value == 40.0
+
+
+def test_a_live_partition_whose_devices_all_fall_silent_is_reported_by_the_wall_clock() -> None:
+    # Both devices of one partition stop at minute 10; the head stays there. In reading
+    # time alone nothing is offline; the stream was live (its head arrived 5 s behind the
+    # wall clock), so the wall clock minus the allowed lag (2 min) advances the check.
+    eng = Engine(ruleset(OFFLINE))
+    eng.feed(reading("a", 10, water_level_m=1.0), reading("b", 10, water_level_m=1.0))
+    seen = {"0": T0 + timedelta(minutes=10, seconds=5)}
+    head = eng.heads["0"]
+    assert tick(eng.rules, eng.state, eng.heads).transitions == []
+    early = live_heads(eng.heads, seen, T0 + timedelta(minutes=41), timedelta(minutes=2))
+    assert early == {"0": T0 + timedelta(minutes=39)}
+    assert tick(eng.rules, eng.state, early).transitions == []  # 29 min: not yet
+    now = T0 + timedelta(minutes=45)
+    clock = live_heads(eng.heads, seen, now, timedelta(minutes=2))
+    fired = tick(eng.rules, eng.state, clock).transitions
+    assert [(t.kind, t.device_id, t.at) for t in fired] == [
+        ("firing", "a", T0 + timedelta(minutes=43)),
+        ("firing", "b", T0 + timedelta(minutes=43)),
+    ]
+    assert eng.heads["0"] == head  # the reading-time head itself never moves by the clock
+    # a device comes back: resolved at its reading time, never before it started
+    eng.log = []
+    eng.feed(reading("a", 44, water_level_m=1.0))
+    [back] = eng.log
+    assert back.kind == "resolved" and back.at >= fired[0].started_at
+
+
+def test_replayed_history_is_never_live_so_playback_speed_changes_no_offline_alert() -> None:
+    # A day-old stream arriving now (a replay, a scenario played from the past): the wall
+    # clock does not advance it, whatever the time between ticks.
+    old = {"0": T0}
+    seen = {"0": T0 + timedelta(days=1)}
+    for now in (T0 + timedelta(days=1), T0 + timedelta(days=2)):
+        assert live_heads(old, seen, now, timedelta(minutes=2)) == old
+    assert live_heads(old, {}, T0 + timedelta(days=1), timedelta(minutes=2)) == old
+    # and the same silence is found at the same reading time played in 1 or 18 batches
+    found = []
+    for size in (1, 36):
+        eng = Engine(ruleset(OFFLINE))
+        rs = [reading(d, m, water_level_m=1.0) for m in range(0, 90, 5) for d in ("a", "b")]
+        rs = [r for r in rs if not (r.device_id == "a" and 20 < r.time.minute < 60)]
+        for i in range(0, len(rs), size):
+            eng.feed(*rs[i : i + size])
+        found.append([(t.kind, t.device_id, t.at) for t in eng.log])
+    assert found[0] == found[1] and found[0][0][0] == "firing"
 
 
 def test_simulated_devices_raise_exercise_alerts() -> None:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -148,13 +148,14 @@ async def test_ops_page_shows_a_running_demo_its_live_readings_and_a_new_alert(
     )
 
     # A river gauge at a dangerous level: the demo's alerts service (shipped rules) raises
-    # the flood alert, and the page lists it and colours the gauge, without a reload.
-    body = {
-        "time": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        "metrics": {"water_level_m": DANGER_M},
-    }
-    info = publisher.publish_raw(f"{ns.prefix}/flood/{gauge}/up", json.dumps(body).encode())
-    info.wait_for_publish(10)
+    # the flood alert, and the page lists it and colours the gauge, without a reload. Two
+    # readings one interval apart: the shipped rules persist (min_readings 2), so one
+    # reading opens nothing (issue 14).
+    now = datetime.now(UTC).replace(microsecond=0)
+    for at in (now - timedelta(seconds=DEMO_INTERVAL_S), now):
+        body = {"time": at.isoformat(), "metrics": {"water_level_m": DANGER_M}}
+        info = publisher.publish_raw(f"{ns.prefix}/flood/{gauge}/up", json.dumps(body).encode())
+        info.wait_for_publish(10)
 
     async def alert_stored() -> bool:
         return bool(

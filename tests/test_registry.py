@@ -223,6 +223,37 @@ async def test_add_refuses_a_registered_id_and_disable_keeps_the_row(
     assert missing.returncode == 2 and "is not registered" in missing.stderr
 
 
+@pytest.mark.stack
+async def test_simulated_devices_are_registered_as_such_by_add_and_by_csv_import(
+    cli: Cli, dbcon: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Issue 14: the registry says which devices are simulated (their alerts are CAP
+    Exercise); a device is real unless registered as simulated."""
+    p = cli.prefix
+    added = await cli.run("add", f"{p}sim-1", "--kind", "flood", "--simulated")
+    assert added.returncode == 0, added.stderr
+    plain = await cli.run("add", f"{p}real-1", "--kind", "flood")
+    assert plain.returncode == 0, plain.stderr
+    file = tmp_path / "devices.csv"
+    file.write_text(f"id,kind,simulated\n{p}sim-2,air,yes\n{p}real-2,air,false\n{p}real-3,air,\n")
+    done = await cli.run("import", str(file))
+    assert done.returncode == 0, done.stderr
+    rows = await dbcon.fetch(
+        "SELECT device_id, simulated FROM devices WHERE device_id LIKE $1", f"{p}%"
+    )
+    assert {r["device_id"]: r["simulated"] for r in rows} == {
+        f"{p}sim-1": True,
+        f"{p}real-1": False,
+        f"{p}sim-2": True,
+        f"{p}real-2": False,
+        f"{p}real-3": False,
+    }
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"id,kind,simulated\n{p}x,air,perhaps\n")
+    refused = await cli.run("import", str(bad))
+    assert refused.returncode == 2 and "simulated 'perhaps' must be one of" in refused.stderr
+
+
 # -- pure: no stack ---------------------------------------------------------------------------
 
 

@@ -246,7 +246,9 @@ def cap_message(
         metric=metric,
         severity=severity,
         state=alert["state"],
-        value=float(last["value"]),
+        # The reading that crossed the level (migration 0009), else the event's own.
+        value=float(last["value"] if last.get("trigger_value") is None else last["trigger_value"]),
+        observed_at=last.get("trigger_at"),
         unit=spec.unit if spec is not None else "",
         threshold=float(latest("threshold")),
         # An area-wide alert has no device; its subject is named as the engine names it.

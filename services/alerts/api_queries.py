@@ -6,6 +6,12 @@ no SQL is ever assembled from request input.
 An alert's area: its own `area` (set by the engine since migration 0004: the device's
 registry area when it fired, or the area of an area-wide alert), else the device's current
 registry area (alerts written before 0004).
+
+An alert's value: `trigger_value` / `trigger_at` are the reading that crossed its current
+level (migration 0009; for older rows the opening value and time), `value` the reading
+that confirmed the opening, `last_value` the value at its latest transition, and
+`latest_value` / `latest_at` what the device reads now (`device_latest`, which the processor
+keeps; `last_value` for an area's alert or before the processor has stored it).
 """
 
 from __future__ import annotations
@@ -36,18 +42,26 @@ _ALERT_COLUMNS = """
     a.alert_id, a.rule_id, a.device_id, a.kind, a.metric, a.severity, a.state, a.value,
     a.last_value, a.threshold, a.started_at, a.resolved_at, a.updated_at, a.title_en,
     a.title_km, a.status, a.rule_type, a.acknowledged_by, a.acknowledged_at,
+    COALESCE(a.trigger_value, a.value) AS trigger_value,
+    COALESCE(a.trigger_at, a.started_at) AS trigger_at,
+    COALESCE(l.value, a.last_value) AS latest_value, l.time AS latest_at,
     COALESCE(a.area, d.area) AS area,
     d.name AS device_name, d.lat AS device_lat, d.lon AS device_lon
 """
 
-_FROM = """
-    FROM alerts a
+_JOINS = """
     LEFT JOIN devices d ON d.device_id = a.device_id
+    LEFT JOIN device_latest l ON l.device_id = a.device_id AND l.metric = a.metric
+"""
+
+_FROM = f"""
+    FROM alerts a
+    {_JOINS}
 """
 
 _LIST = f"""
 SELECT {_ALERT_COLUMNS}
-FROM alerts a LEFT JOIN devices d ON d.device_id = a.device_id
+FROM alerts a {_JOINS}
 WHERE ($1::text[] IS NULL OR a.state = ANY($1::text[]))
   AND ($2::text[] IS NULL OR a.severity = ANY($2::text[]))
   AND ($3::text[] IS NULL OR a.kind = ANY($3::text[]))
@@ -128,7 +142,8 @@ async def events_of(
     """Each alert's history (`alert_events`), oldest first; every asked id is in the answer."""
     rows = await con.fetch(
         """SELECT event_id, alert_id, state, value, at, recorded_at,
-                  severity, previous_severity, threshold, title_en, title_km
+                  severity, previous_severity, threshold, title_en, title_km,
+                  trigger_value, trigger_at
            FROM alert_events WHERE alert_id = ANY($1::uuid[]) ORDER BY event_id""",
         list(alert_ids),
     )
@@ -174,8 +189,10 @@ async def ack_alert(
                 who,
             )
             await con.execute(
-                """INSERT INTO alert_events (alert_id, state, value, at)
-                   SELECT alert_id, 'acknowledged', last_value, acknowledged_at
+                """INSERT INTO alert_events (alert_id, state, value, at, trigger_value,
+                                             trigger_at)
+                   SELECT alert_id, 'acknowledged', last_value, acknowledged_at,
+                          trigger_value, trigger_at
                    FROM alerts WHERE alert_id = $1""",
                 alert_id,
             )

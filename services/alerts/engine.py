@@ -27,11 +27,16 @@ updates windows and cursors and may de-escalate or resolve, but it never opens o
 escalates an alert, so old readings do not raise stale alarms as new. Per partition, not
 global, because a consumer may read one partition ahead of another.
 
-Offline is measured against the same head (the device's partition), not the wall clock:
-evaluation is deterministic and replay-safe, a scenario played fast behaves like the real
-thing, and an outage of the pipeline itself does not mark every device offline (that is
-the pipeline's own monitoring's job). The cost: a partition whose devices all fall silent
-has no head moving, so none of them is reported offline.
+Offline is measured in reading time against the same head (the device's partition):
+evaluation is deterministic and replay-safe, and a scenario played at any speed raises the
+same offline alerts at the same reading times. For live data the wall clock advances it
+too (`live_heads`): a stream is live when its newest reading was at most `live_lag` behind
+the wall clock when it arrived, and a live stream's offline clock is max(head, wall clock -
+`live_lag`), so a partition whose devices all fall silent still reports them; the alerts
+service runs `tick` on these clocks periodically. Replayed history (readings far behind
+the wall clock when they arrive) is never live, so its offline alerts stay in reading time
+whatever the playback speed. The lag also keeps a short stall of the pipeline itself from
+marking every device offline (that is the pipeline's own monitoring's job).
 
 Quality and persistence (issue 14: no alert from one sample the checks cannot yet judge).
 A value the QARTOD tests flag FAIL (4) is not evaluated; a SUSPECT (3) value can confirm but
@@ -86,6 +91,7 @@ __all__ = [
     "aqi",
     "aqi_category",
     "evaluate",
+    "live_heads",
     "nowcast",
     "rain_mm",
     "tick",
@@ -226,6 +232,8 @@ class _Ctx:
     device_kind: str
     simulated: bool = False
     head: datetime | None = None  # the reading's stream head
+    # corroborated levels rules: the area's devices' latest [time, value] (LevelsRule)
+    peers: dict[str, list[Any]] | None = None
 
 
 # -- the US EPA AQI ---------------------------------------------------------------------
@@ -588,6 +596,8 @@ def _evaluate_rule(
         if table is None:
             return
         desired = _staged(v, table, st.stage, rule.clear_margin)
+        if rule.corroborate is not None and desired > st.stage and ctx.peers is not None:
+            desired = _corroborated(rule, table, st.stage, desired, ctx, t)
         lvl = max(desired, st.stage, 1)
         _advance(rule, subject, st, desired, ctx, v, table[lvl - 1], out)
     elif isinstance(rule, RateRule):
@@ -609,6 +619,28 @@ def _evaluate_rule(
         rate = round(rate, 4)
         on = rate >= rule.rate_per_hour if st.stage == 0 else rate >= rule.clear_rate
         _advance(rule, subject, st, int(on), ctx, rate, rule.rate_per_hour, out)
+
+
+def _corroborated(
+    rule: LevelsRule, table: Sequence[float], stage: int, desired: int, ctx: _Ctx, t: datetime
+) -> int:
+    """The highest stage up to `desired` that the area's other recent devices do not
+    contradict (LevelsRule.corroborate); `stage` when they contradict every step up."""
+    assert rule.corroborate is not None and ctx.peers is not None
+    since = t - rule.corroborate.window
+    others = [
+        float(v)
+        for device, (at, v) in ctx.peers.items()
+        if device != ctx.device_id and since <= datetime.fromisoformat(at) <= t
+    ]
+    if not others:
+        return desired  # nobody else reports: the gauge is judged alone
+    best = max(others)
+    allowed = stage
+    for k in range(stage + 1, desired + 1):
+        if best >= table[k - 1] - rule.corroborate.tolerance:
+            allowed = k
+    return allowed
 
 
 def _relevant(rule: Rule, r: Reading) -> bool:
@@ -698,6 +730,18 @@ def evaluate(
                 continue
             if isinstance(rule, OfflineRule):
                 st.data.update(stream=stream, kind=r.kind)
+            peers = None
+            if isinstance(rule, LevelsRule) and rule.corroborate is not None and area:
+                # The area's devices' latest values, shared state under `area:<id>`.
+                shared = state.setdefault((rule.id, f"area:{area}"), RuleState())
+                peers = shared.data.setdefault("peers", {})
+                metric = rule.metrics()[0]
+                if _flag(flags, judged, metric) < SUSPECT:
+                    seen = peers.get(r.device_id)
+                    if seen is None or datetime.fromisoformat(seen[0]) <= at:
+                        peers[r.device_id] = [at.isoformat(), judged.metrics[metric]]
+                shared.cursor = max(shared.cursor or at, at)
+                out.changed[(rule.id, f"area:{area}")] = shared
             ctx = _Ctx(
                 at=at,
                 stale=judged_stale,
@@ -707,12 +751,36 @@ def evaluate(
                 device_kind=r.kind,
                 simulated=r.device_id in simulated,
                 head=head,
+                peers=peers,
             )
             _evaluate_rule(rule, st, subject, judged, ctx, flags, out)
     out.transitions.extend(tick(rules, state, heads, areas=areas, simulated=simulated).transitions)
     for t in out.transitions:
         subject = f"area:{t.area}" if t.device_id is None else t.device_id
         out.changed[(t.rule.id, subject)] = state[(t.rule.id, subject)]
+    return out
+
+
+def live_heads(
+    heads: Mapping[str, datetime],
+    seen: Mapping[str, datetime],
+    now: datetime,
+    lag: timedelta,
+) -> dict[str, datetime]:
+    """The offline clock per stream: its head, advanced by the wall clock when live.
+
+    Args:
+        heads: the newest reading time per stream.
+        seen: per stream, the wall-clock time its head last advanced (unknown: not live).
+        now: the wall clock.
+        lag: a stream is live when its head was at most `lag` behind the wall clock when
+            it advanced; a live stream's clock is then max(head, now - lag).
+    """
+    out: dict[str, datetime] = {}
+    for stream, head in heads.items():
+        arrived = seen.get(stream)
+        live = arrived is not None and arrived - head <= lag
+        out[stream] = max(head, now - lag) if live else head
     return out
 
 
@@ -724,7 +792,11 @@ def tick(
     areas: Mapping[str, str | None] | None = None,
     simulated: Collection[str] = frozenset(),
 ) -> Evaluation:
-    """Offline rules: devices whose newest reading is `after` behind their stream's head."""
+    """Offline rules: devices whose newest reading is `after` behind their stream's head.
+
+    `heads` are the streams' reading-time heads (what `evaluate` runs it with) or, for the
+    periodic wall-clock check of live data, `live_heads`. An offline alert opens at the
+    head it was found at, `after` or more past the device's last reading."""
     out = Evaluation()
     areas = areas or {}
     offline = {r.id: r for r in rules.rules if isinstance(r, OfflineRule)}

@@ -127,6 +127,9 @@ class AlertMessage:
     them, oldest first). `sent` is when this transition happened, `onset` when the episode
     began (both timezone-aware). `title_en` / `title_km`, when the rule has them, become
     the headline. `template` names a texts template instead of the metric's default.
+    `value` is the value of the reading that crossed the level and `observed_at` its
+    reading time (the texts' "At {time}"; `sent` when unknown): a message states what
+    raised it, not what the device reads when the message goes out.
     """
 
     alert_id: str
@@ -153,9 +156,10 @@ class AlertMessage:
     title_km: str | None = None
     template: str | None = None
     parameters: tuple[tuple[str, str], ...] = field(default=())
+    observed_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        for name in ("onset", "sent", "expires"):
+        for name in ("onset", "sent", "expires", "observed_at"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
                 raise CapError(f"alert {self.alert_id}: {name} must be timezone-aware")

@@ -85,6 +85,9 @@ def _schemas() -> dict[str, Any]:
                 "status",
                 "value",
                 "last_value",
+                "latest_value",
+                "trigger_value",
+                "trigger_at",
                 "threshold",
                 "started_at",
                 "updated_at",
@@ -113,8 +116,34 @@ def _schemas() -> dict[str, Any]:
                     "enum": ["Actual", "Test", "Exercise"],
                     "description": "CAP status: Test and Exercise alerts are rehearsals.",
                 },
-                "value": {"type": "number", "description": "The value that opened the alert."},
-                "last_value": {"type": "number"},
+                "value": {
+                    "type": "number",
+                    "description": "The value of the reading that confirmed the opening "
+                    "(persistence may confirm a reporting interval or more after the crossing).",
+                },
+                "last_value": {
+                    "type": "number",
+                    "description": "The value at the alert's latest transition.",
+                },
+                "latest_value": {
+                    "type": "number",
+                    "description": "What the device reads now (its newest stored reading of "
+                    "the metric); last_value for an area's alert.",
+                },
+                "latest_at": {
+                    **nullable_time,
+                    "description": "Reading time of latest_value; null when it is last_value.",
+                },
+                "trigger_value": {
+                    "type": "number",
+                    "description": "The value of the reading that crossed the alert's current "
+                    "level: what its titles and CAP message state.",
+                },
+                "trigger_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "Reading time of the reading that crossed the level.",
+                },
                 "threshold": {"type": "number"},
                 "started_at": {
                     "type": "string",
@@ -159,6 +188,12 @@ def _schemas() -> dict[str, Any]:
                     "enum": ["firing", "escalated", "deescalated", "acknowledged", "resolved"],
                 },
                 "value": {"type": "number"},
+                "trigger_value": {
+                    "type": ["number", "null"],
+                    "description": "The reading that crossed the level (for a resolution, the "
+                    "first back below it); null in events recorded before it was kept.",
+                },
+                "trigger_at": nullable_time,
                 "severity": {
                     "type": ["string", "null"],
                     "description": "Severity after the transition, where it was recorded.",

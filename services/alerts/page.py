@@ -48,6 +48,12 @@ def _t(at: datetime | None, source: CapSource) -> str:
     return cap_time(at, source.tz) if at is not None else "—"
 
 
+def _either(row: Mapping[str, Any], name: str, fallback: str) -> Any:
+    """`row[name]`, else `row[fallback]` (rows recorded before `name` was kept)."""
+    value = row.get(name)
+    return row.get(fallback) if value is None else value
+
+
 def _num(value: Any) -> str:
     return "—" if value is None else texts.format_number(float(value), "en")
 
@@ -99,8 +105,12 @@ def alert_page(
         ("Ended / បញ្ចប់", escape(_t(alert.get("resolved_at"), source))),
         (
             "Value that raised it / តម្លៃដែលបង្កការព្រមាន",
-            f"{_num(alert.get('value'))} {unit} "
+            f"{_num(_either(alert, 'trigger_value', 'value'))} {unit} "
             f"({escape(texts.metric_name(msg.metric, 'en')) if msg.metric else ''})",
+        ),
+        (
+            "Read at / អានម៉ោង",
+            escape(_t(alert.get("trigger_at") or alert.get("started_at"), source)),
         ),
         ("Level / កម្រិតកំណត់", f"{_num(alert.get('threshold'))} {unit}"),
         ("Latest value / តម្លៃចុងក្រោយ", f"{_num(alert.get('last_value'))} {unit}"),
@@ -117,7 +127,7 @@ def alert_page(
             f"<tr><td>{escape(_t(e.get('at'), source))}</td>"
             f"<td>{escape(_t(e.get('recorded_at'), source))}</td>"
             f"<td>{escape(word)}</td><td>{escape(str(e.get('severity') or ''))}</td>"
-            f"<td>{_num(e.get('value'))} {unit}</td></tr>"
+            f"<td>{_num(_either(e, 'trigger_value', 'value'))} {unit}</td></tr>"
         )
     parts.append(f"</tbody></table><p>{escape(source.sender_name_en)}")
     if source.contact:

@@ -65,6 +65,7 @@ __all__ = [
     "AqiRule",
     "CombinedRule",
     "Condition",
+    "Corroboration",
     "LevelsRule",
     "OfflineRule",
     "RateRule",
@@ -259,12 +260,28 @@ class RateRule(_Rule):
         return self.rate_per_hour / 2 if self.clear_per_hour is None else self.clear_per_hour
 
 
+class Corroboration(BaseModel):
+    """A levels rule's check against the other devices of the area (`LevelsRule`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: Duration = timedelta(minutes=30)
+    tolerance: float = Field(default=0.5, ge=0)
+
+
 class LevelsRule(_Rule):
     """Stages on one metric, rising: `levels` maps severity to the level that enters it.
 
     `area_levels` gives an area its own levels (flood stages differ per gauge); a device in
     an area without its own uses `levels`, and when `levels` is left out, is not evaluated.
     A stage is left when the value drops `clear_margin` below its level (hysteresis).
+
+    `corroborate` (issue 14: a drifting gauge alone does not raise a flood warning its
+    area's other gauges contradict): a device may open or escalate to a stage only when,
+    among the other devices of its area that reported within `corroborate.window` (of
+    reading time, unflagged values), none is left or one reads at least the stage's level
+    minus `corroborate.tolerance`. An area with one reporting gauge is judged on it alone;
+    a real flood raises every gauge of the area, a drifting one only itself.
     """
 
     _FINAL_OK: ClassVar[bool] = True
@@ -274,6 +291,7 @@ class LevelsRule(_Rule):
     levels: dict[Severity, float] | None = None
     area_levels: dict[str, dict[Severity, float]] = Field(default_factory=dict)
     clear_margin: float = Field(default=0.0, ge=0)
+    corroborate: Corroboration | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -480,6 +498,11 @@ class RuleSet(BaseModel):
 
     # A reading more than this behind its stream's head opens and escalates nothing.
     stale_after: Duration = timedelta(minutes=30)
+    # Live data: a stream whose newest reading was at most this far behind the wall clock
+    # when it arrived is live, and its offline clock is max(head, wall clock - live_lag),
+    # so a partition whose devices all fall silent still reports them (engine.live_heads).
+    # The lag allows for the pipeline's own delay. Replayed history is never live.
+    live_lag: Duration = timedelta(minutes=2)
     rules: tuple[Annotated[Rule, BeforeValidator(_default_type)], ...]
 
     @model_validator(mode="after")

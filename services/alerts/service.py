@@ -7,8 +7,9 @@ Per batch, in this order:
      with it (both consume the same records in parallel), so the alerts service computes
      the same flags itself;
   2. evaluate the readings against the rules (pure, `engine.evaluate`), with each
-     device's registry area (the `devices` table, reloaded every `AREA_REFRESH_S` and when
-     an unknown device appears) and each record's partition as its stream;
+     device's registry area and whether it is simulated (the `devices` table, reloaded
+     every `AREA_REFRESH_S` and when an unknown device appears; a simulated device's
+     alerts are CAP `Exercise`) and each record's partition as its stream;
   3. store transitions, events, per-rule state and stream heads in one transaction;
   3. commit the Kafka offsets;
   4. publish unpublished events from the `alert_events` outbox to `citywatch.alerts.v1`,
@@ -50,7 +51,7 @@ import logging
 import signal
 import time
 from contextlib import AsyncExitStack, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -62,7 +63,7 @@ from services.alerts import api, store
 from services.alerts import metrics as m
 from services.alerts.areas import city_areas
 from services.alerts.delivery.service import DeliveryService
-from services.alerts.engine import Key, RuleState, evaluate
+from services.alerts.engine import Key, RuleState, evaluate, live_heads, tick
 from services.alerts.leadership import Leadership
 from services.alerts.rules import RuleSet, check_areas, load_rules
 from services.alerts.titles import transition_titles
@@ -79,6 +80,9 @@ log = logging.getLogger(__name__)
 AREA_REFRESH_S = 30.0  # the device -> area map is reloaded this often
 UNKNOWN_DEVICE_REFRESH_S = 2.0  # ... and at most this often when a device is not in it
 RULES_POLL_S = 2.0  # the rules file's mtime is checked this often
+# A write the offline tick leaves to its next period (the batch loop reports the outage).
+_DEFERRED: tuple[type[BaseException], ...] = (DatabaseUnavailable, *db.CONNECTION_ERRORS)
+OFFLINE_TICK_S = 5.0  # live streams' offline check follows the wall clock this often
 
 
 class _ReloadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -113,7 +117,12 @@ class AlertsService(ServiceBase):
         self.stop_event = asyncio.Event()
         self.state: dict[Key, RuleState] = {}
         self.heads: dict[str, datetime] = {}
+        # When each head last advanced, by the wall clock: a live stream's offline clock.
+        self.heads_seen: dict[str, datetime] = {}
+        # One evaluation at a time: a batch and the wall-clock offline tick share the state.
+        self._eval_lock = asyncio.Lock()
         self.areas: dict[str, str | None] = {}
+        self.simulated: frozenset[str] = frozenset()  # registered as simulated: Exercise
         self._areas_read_at = -1e9
         self._reload_wanted = asyncio.Event()
         self.state_stale = True
@@ -235,6 +244,7 @@ class AlertsService(ServiceBase):
         async with BackgroundTasks() as background:
             background.start(probe_upstreams(self.health, self._pool, consumer))
             background.start(self._pump_outbox())
+            background.start(self._offline_clock())
             await self._publish_outbox()  # events a crash (or a lost term) left unpublished
             await loop.run(self._handle, after_commit=self._after_commit)
             if not self._leadership.lost.is_set():
@@ -263,7 +273,7 @@ class AlertsService(ServiceBase):
     def _drop_state(self) -> None:
         """Forget what a term learnt: the next term rebuilds it from the database, because
         another instance may have advanced it meanwhile."""
-        self.state, self.heads = {}, {}
+        self.state, self.heads, self.heads_seen = {}, {}, {}
         self.quality.forget()
         self.state_stale = True
         self._areas_read_at = -1e9
@@ -325,9 +335,14 @@ class AlertsService(ServiceBase):
                 d: (known.id if (known := city.resolve(a)) is not None else a)
                 for d, a in (await store.load_areas(con)).items()
             }
+            self.simulated = await store.load_simulated(con)
             self._areas_read_at = now
 
     async def _handle(self, batch: Batch) -> None:
+        async with self._eval_lock:
+            await self._handle_locked(batch)
+
+    async def _handle_locked(self, batch: Batch) -> None:
         readings: list[Reading] = []
         streams: list[str] = []
         for rec in batch.records:
@@ -343,7 +358,7 @@ class AlertsService(ServiceBase):
             async with self._leadership.connection() as con:
                 if self.state_stale:
                     self.state = await store.load_state(con, self.rules)
-                    self.heads = await store.load_heads(con, group)
+                    self.heads, self.heads_seen = await store.load_heads(con, group)
                     self.quality.forget()
                     self.state_stale = False
                 await self._refresh_areas(con, readings)
@@ -367,7 +382,11 @@ class AlertsService(ServiceBase):
                     heads=self.heads,
                     areas=self.areas,
                     flags=flags,
+                    simulated=self.simulated,
                 )
+                arrived = datetime.now(UTC)
+                for stream in ev.heads:
+                    self.heads_seen[stream] = arrived
                 titles = [transition_titles(t, self.city) for t in ev.transitions]
                 async with con.transaction():
                     await store.apply(con, ev, group, titles)
@@ -399,6 +418,40 @@ class AlertsService(ServiceBase):
             )
         m.ACTIVE.set(sum(1 for st in self.state.values() if st.open))
         self._outbox_dirty = self._outbox_dirty or bool(ev.transitions)
+
+    async def _offline_clock(self) -> None:
+        """Every `OFFLINE_TICK_S`, the offline rules against the live streams' wall-clock
+        heads (engine.live_heads): devices of a partition that has fallen silent as a whole
+        are reported too. Replayed history is not live, so this adds nothing to it."""
+        while True:
+            await asyncio.sleep(OFFLINE_TICK_S)  # the check's period
+            async with self._eval_lock:
+                if self.state_stale or not self.heads:
+                    continue  # the next batch rebuilds the state first
+                clock = live_heads(
+                    self.heads, self.heads_seen, datetime.now(UTC), self.rules.live_lag
+                )
+                ev = tick(self.rules, self.state, clock, areas=self.areas, simulated=self.simulated)
+                if not ev.transitions:
+                    continue
+                titles = [transition_titles(t, self.city) for t in ev.transitions]
+                try:
+                    async with self._leadership.connection() as con, con.transaction():
+                        await store.apply(con, ev, self.settings.alerts.group_id, titles)
+                except _DEFERRED as exc:
+                    self.state_stale = True  # memory is ahead of the database: rebuild
+                    log.warning("offline check deferred", extra={"error": repr(exc)})
+                    continue
+            for t in ev.transitions:
+                m.TRANSITIONS.labels(t.kind, t.severity).inc()
+                log.info(
+                    "alert transition (wall clock)",
+                    extra={"transition": t.kind, "alert_id": str(t.alert_id),
+                           "rule": t.rule.id, "device_id": t.device_id,
+                           "at": t.at.isoformat()},
+                )  # fmt: skip
+            self._outbox_dirty = True
+            await self._publish_outbox()
 
     async def _after_commit(self, _batch: Batch) -> None:
         if self._outbox_dirty:

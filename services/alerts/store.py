@@ -24,6 +24,7 @@ __all__ = [
     "event_message",
     "load_areas",
     "load_heads",
+    "load_simulated",
     "load_state",
     "mark_published",
     "unpublished",
@@ -65,17 +66,26 @@ async def load_state(con: Conn, rules: RuleSet) -> dict[Key, RuleState]:
     return state
 
 
-async def load_heads(con: Conn, group_id: str) -> dict[str, datetime]:
+async def load_heads(con: Conn, group_id: str) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Per stream: its head (newest reading time) and when that head last advanced (the
+    database's wall clock, migration 0011; engine.live_heads)."""
     rows = await con.fetch(
-        "SELECT stream, head FROM alert_stream_heads WHERE group_id = $1", group_id
+        "SELECT stream, head, seen_at FROM alert_stream_heads WHERE group_id = $1", group_id
     )
-    return {r["stream"]: r["head"] for r in rows}
+    return {r["stream"]: r["head"] for r in rows}, {r["stream"]: r["seen_at"] for r in rows}
 
 
 async def load_areas(con: Conn) -> dict[str, str | None]:
     """device id -> registry area, for every device the registry knows."""
     rows = await con.fetch("SELECT device_id, area FROM devices")
     return {r["device_id"]: r["area"] for r in rows}
+
+
+async def load_simulated(con: Conn) -> frozenset[str]:
+    """Ids of the devices registered as simulated (migration 0010): their alerts are CAP
+    `Exercise` (engine.evaluate's `simulated`)."""
+    rows = await con.fetch("SELECT device_id FROM devices WHERE simulated")
+    return frozenset(r["device_id"] for r in rows)
 
 
 async def apply(
@@ -86,13 +96,17 @@ async def apply(
     `titles` are the transitions' (English, Khmer) titles, in order, rendered by the
     caller (services/alerts/titles.py) before the transaction: storage only stores."""
     for t, (title_en, title_km) in zip(ev.transitions, titles, strict=True):
+        # The reading that crossed the level (migration 0009); the confirming one otherwise.
+        trigger_value = t.value if t.trigger_value is None else t.trigger_value
+        trigger_at = t.at if t.trigger_at is None else t.trigger_at
         if t.kind == "firing":
             status = await con.execute(
                 """INSERT INTO alerts (alert_id, rule_id, device_id, area, kind, metric, severity,
                                        state, value, last_value, threshold, started_at, title_en,
-                                       title_km, rule_type, status, origin)
+                                       title_km, rule_type, status, origin, trigger_value,
+                                       trigger_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'firing', $8, $8, $9, $10, $11, $12,
-                           $13, $14, $15)
+                           $13, $14, $15, $16, $17)
                    ON CONFLICT DO NOTHING""",
                 t.alert_id,
                 t.rule.id,
@@ -109,6 +123,8 @@ async def apply(
                 t.rule.type,
                 t.status,
                 group_id,
+                trigger_value,
+                trigger_at,
             )
             if status.endswith(" 0"):
                 continue  # already stored: this transition was recorded before
@@ -127,7 +143,8 @@ async def apply(
             await con.execute(
                 """UPDATE alerts SET severity = $2, threshold = $3, last_value = $4,
                                      title_en = $5, title_km = $6, updated_at = now(),
-                                     state = CASE WHEN $7 THEN 'firing' ELSE state END
+                                     state = CASE WHEN $7 THEN 'firing' ELSE state END,
+                                     trigger_value = $8, trigger_at = $9
                    WHERE alert_id = $1 AND state <> 'resolved'""",
                 t.alert_id,
                 t.severity,
@@ -136,11 +153,14 @@ async def apply(
                 title_en,
                 title_km,
                 t.kind == "escalated",
+                trigger_value,
+                trigger_at,
             )
         await con.execute(
             """INSERT INTO alert_events (alert_id, state, value, at, severity, previous_severity,
-                                         threshold, title_en, title_km)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                                         threshold, title_en, title_km, trigger_value,
+                                         trigger_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
             t.alert_id,
             t.kind,
             t.value,
@@ -150,6 +170,8 @@ async def apply(
             t.threshold,
             title_en,
             title_km,
+            trigger_value,
+            trigger_at,
         )
     if ev.changed:
         keys = sorted(k for k, st in ev.changed.items() if st.cursor is not None)
@@ -171,7 +193,9 @@ async def apply(
             """INSERT INTO alert_stream_heads (group_id, stream, head)
                SELECT $1, s, h FROM unnest($2::text[], $3::timestamptz[]) AS u(s, h)
                ON CONFLICT (group_id, stream) DO UPDATE
-               SET head = GREATEST(alert_stream_heads.head, EXCLUDED.head)""",
+               SET head = GREATEST(alert_stream_heads.head, EXCLUDED.head),
+                   seen_at = CASE WHEN EXCLUDED.head > alert_stream_heads.head THEN now()
+                                  ELSE alert_stream_heads.seen_at END""",
             group_id,
             streams,
             [ev.heads[s] for s in streams],
@@ -183,7 +207,7 @@ async def unpublished(con: Conn, group_id: str, limit: int = 500) -> list[dict[s
     Kafka, oldest first, with what the message carries."""
     rows = await con.fetch(
         """SELECT e.event_id, e.alert_id, e.state AS transition, e.value, e.at,
-                  e.recorded_at AS issued_at,
+                  e.recorded_at AS issued_at, e.trigger_value, e.trigger_at,
                   a.rule_id, a.rule_type, a.device_id, a.area, a.kind, a.metric,
                   coalesce(e.severity, a.severity) AS severity, e.previous_severity,
                   coalesce(e.threshold, a.threshold) AS threshold, a.status,

@@ -730,7 +730,8 @@ def _fields(msg: AlertMessage, language: Language, tz: tzinfo, *, sms: bool) -> 
     place = place_name(msg.area.name, language, msg.area.name_km)
     if language == "km" and place and not ("\u1780" <= place[0] <= "\u17ff"):
         place = " " + place  # "នៅ{place}" joins Khmer words; a Latin name needs a space
-    full, short = format_time(msg.sent, language, tz)
+    # The reading's time: the value below is the reading that crossed the level.
+    full, short = format_time(msg.observed_at or msg.sent, language, tz)
     ascii_units = sms and language == "en"
     fields = {
         "value": format_number(msg.value, language),

@@ -43,11 +43,13 @@ def rule_titles(
 
 
 def transition_titles(t: Transition, areas: CityAreas) -> tuple[str, str]:
-    """The titles an alert carries after transition `t`."""
+    """The titles an alert carries after transition `t`: with the value that crossed the
+    level (`trigger_value`), not the confirming reading's, which persistence may have read
+    a reporting interval or more later."""
     return rule_titles(
         t.rule,
         areas,
-        value=t.value,
+        value=t.value if t.trigger_value is None else t.trigger_value,
         device=t.device_id,
         area=t.area,
         severity=t.severity,

@@ -86,6 +86,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         "field_mapping": args.field_mapping,
         "install_date": args.install_date,
         "calibration": args.calibration,
+        "simulated": args.simulated,
     }
     try:
         profile = profile_from_fields(fields, load_city(settings.city_file))
@@ -152,6 +153,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         ("install date", p.install_date),
         ("calibration", p.calibration or None),
         ("qc overrides", p.qc_overrides or None),
+        ("simulated", "yes: its alerts are CAP Exercise" if p.simulated else "no"),
         ("mqtt login", "provisioned" if entry.has_credentials else "none"),
         ("publishes to", f"citywatch/{p.kind}/{p.device_id}/up"),
         ("first seen", entry.first_seen),
@@ -247,6 +249,11 @@ def add_parser(sub: Any) -> None:
     )
     add.add_argument("--install-date", help="YYYY-MM-DD")
     add.add_argument("--calibration", help="JSON or 'metric=offset; ...'")
+    add.add_argument(
+        "--simulated",
+        action="store_true",
+        help="a simulated device: its alerts are CAP Exercise, never Actual",
+    )
 
     imp = actions.add_parser("import", help="register or update devices from a CSV/YAML file")
     imp.add_argument("file")

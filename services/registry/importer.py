@@ -6,7 +6,8 @@ operator fixes a whole file in one round instead of one error per attempt.
 
 CSV: a header row, then one device per row. Columns (any order; only `id` and `kind` are
 required): `id`, `kind`, `name`, `lat`, `lon`, `area`, `payload_format`, `field_mapping`,
-`install_date` (YYYY-MM-DD), `calibration`, `status` (`active` or `disabled`).
+`install_date` (YYYY-MM-DD), `calibration`, `status` (`active` or `disabled`), `simulated`
+(`true`/`false`, `yes`/`no`, `1`/`0`: a simulated device's alerts are CAP `Exercise`).
 `field_mapping` and `calibration` take JSON (`{"ph": -0.1}`) or `key=value` pairs separated
 by `;` (`ph=-0.1; temperature_c=0.3`); `field_mapping` may also name a shipped mapping
 (`fiware-air-quality`).
@@ -60,6 +61,7 @@ _ALIASES: dict[str, str] = {
     "calibration": "calibration",
     "qc_overrides": "qc_overrides",
     "status": "status",
+    "simulated": "simulated",
 }
 FIELDS: tuple[str, ...] = tuple(dict.fromkeys(_ALIASES.values()))
 _MAPPING_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -178,6 +180,16 @@ def _build(
     return profiles
 
 
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def _flag(name: str, text: str) -> bool:
+    word = text.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ValueError(f"{name} {text!r} must be one of {', '.join(_TRUE + _FALSE)}")
+    return word in _TRUE
+
+
 def resolve_area(label: str, city: City) -> str:
     """The city's id for an area label (id, name or alias: `City.resolve`, the one resolver),
     or ValueError naming the city's areas. Never a silent fallback: a device in an area the
@@ -225,6 +237,8 @@ def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> 
                 )
         else:
             values["field_mapping"] = _text_mapping("field_mapping", text)
+    if isinstance(values.get("simulated"), str | int) and not isinstance(values["simulated"], bool):
+        values["simulated"] = _flag("simulated", str(values["simulated"]))
     if isinstance(values.get("qc_overrides"), str):
         values["qc_overrides"] = _json("qc_overrides", values["qc_overrides"])
     if city is not None and values.get("area") is not None:

@@ -68,6 +68,10 @@ class AlertEvent(BaseModel):
     issued_at: AwareDatetime | None = None
     # When the alert's episode began (its first reading over the level): CAP `<onset>`.
     started_at: AwareDatetime | None = None
+    # The reading that crossed the level (for a resolution, the first back below it): what
+    # the CAP message states. Producers that predate it leave it out: `value`, `sent`.
+    trigger_value: float | None = None
+    trigger_at: AwareDatetime | None = None
 
     @field_validator("event_id", "alert_id", mode="before")
     @classmethod
@@ -164,7 +168,8 @@ def alert_message(
         metric=ev.metric,
         severity=ev.severity,
         state=ev.state,
-        value=ev.value,
+        value=ev.value if ev.trigger_value is None else ev.trigger_value,
+        observed_at=ev.trigger_at,
         unit=spec.unit if spec else "",
         threshold=ev.threshold if ev.threshold is not None else ev.value,
         device_id=ev.device_id or f"area:{ev.area}",  # as the API names an area's alert
