@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.city import DEFAULT_CITY_FILE
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
 from services.supervisor import ServiceProcess, free_port, wait_until
@@ -201,3 +203,16 @@ class Services:
         self.started += procs
         await asyncio.gather(*(p.wait_ready() for p in procs))
         return procs
+
+
+def city_file_with(folder: Path, *area_ids: str) -> Path:
+    """A city file in `folder`: the shipped city plus areas of the test's own (by id).
+
+    Rules and the registry name areas by the city's ids, and the alerts service refuses
+    rules about areas its city lacks, so a test that invents an area writes it here and
+    starts the service with `CITYWATCH_CITY_FILE` pointing at the file."""
+    doc = yaml.safe_load(DEFAULT_CITY_FILE.read_text(encoding="utf-8"))
+    doc["areas"] += [{"id": area, "lat": 10.6, "lon": 103.5} for area in area_ids]
+    path = folder / "city.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    return path

@@ -23,12 +23,11 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from schemas.city import DEFAULT_CITY_FILE
 from simulators import Message, Publisher
 from simulators.faults import FaultRates
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
-from tests.harness import Namespace, ServiceProcess, Services, wait_until
+from tests.harness import Namespace, ServiceProcess, Services, city_file_with, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -81,11 +80,7 @@ class Rig:
     sent: int = 0  # readings published so far: each becomes one record on the readings topic
 
     async def start(self) -> None:
-        # Rules name areas by the city's ids: the shipped city plus this test's own area.
-        doc = yaml.safe_load(DEFAULT_CITY_FILE.read_text(encoding="utf-8"))
-        doc["areas"].append({"id": f"area-{self.ns.suffix}", "lat": 10.6, "lon": 103.5})
-        city = self.rules_path.with_name("city.yaml")
-        city.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+        city = city_file_with(self.rules_path.parent, f"area-{self.ns.suffix}")
         _ingest, self.alerts = await self.services.start(
             "ingest",
             "alerts",

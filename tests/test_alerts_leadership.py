@@ -24,7 +24,7 @@ from aiokafka.partitioner import murmur2
 from services.alerts.leadership import Leadership, lock_ids, lock_key
 from services.common.errors import DatabaseUnavailable
 from simulators import Publisher
-from tests.harness import Namespace, ServiceProcess, Services, wait_until
+from tests.harness import Namespace, ServiceProcess, Services, city_file_with, wait_until
 from tests.test_alert_rules_stack import events_on_topic
 
 PARTITIONS = 4  # Namespace.create_topics' default for the readings topic
@@ -182,8 +182,12 @@ class Pair:
         return [
             (g, start, {"water_level_m": 1.0}),
             (g, start + 10, {"water_level_m": 1.0}),
+            # Two readings of each condition: persistence (rules.py `confirm`) opens on the
+            # area's second reading with both met, whichever partition is read first.
             (r, start + 15, {"rain_mm_h": 45.0}),
+            (r, start + 17, {"rain_mm_h": 45.0}),
             (g, start + 20, {"water_level_m": 1.1}),
+            (g, start + 25, {"water_level_m": 1.15}),
         ]
 
     def calm(self, start: float) -> list[tuple[str, float, dict[str, float]]]:
@@ -238,7 +242,12 @@ async def pair(
     )
     await services.start("ingest")
     # Both alerts processes at once, with the same group id: neither is "first" by design.
-    env = {**ns.env(CITYWATCH_ALERTS__RULES_FILE=str(rules)), "CITYWATCH_LOG_FORMAT": "text"}
+    # Rules name areas by the city's ids: the test's area joins the shipped city.
+    city = city_file_with(tmp_path, area)
+    env = {
+        **ns.env(CITYWATCH_ALERTS__RULES_FILE=str(rules), CITYWATCH_CITY_FILE=str(city)),
+        "CITYWATCH_LOG_FORMAT": "text",
+    }
     procs = [
         ServiceProcess("alerts", log_dir=services.log_dir, tag=ns.suffix, env=env).start()
         for _ in range(2)

@@ -93,14 +93,16 @@ async def test_spike_and_flat_line_in_a_stream_are_flagged_and_normal_values_pas
 
     await wait_until(all_committed, timeout=30, what="every record committed")
 
-    # pH: the spike fails; its two neighbours are suspect (the centred test sees the spike in
-    # their reference; the value after it also fails the rate of change as suspect); every
-    # other value passes, the first and last included (gross range and the rest ran).
+    # pH: the spike fails; the value after it is suspect (the steep way back fails the rate
+    # of change); the value before it passes: the differential spike test (deploy/quality)
+    # implicates only a value that jumps away from both neighbours, never an ordinary
+    # neighbour. Every other value passes, the first and last included.
     expected_ph = [P] * n
-    expected_ph[spike_at - 1 : spike_at + 2] = [S, F, S]
+    expected_ph[spike_at : spike_at + 2] = [F, S]
     assert await flags(dbcon, device, "ph") == expected_ph
-    # Temperature: flat within 0.005 C for 3 h is suspect, for 6 h fail (defaults file).
-    assert await flags(dbcon, device, "temperature_c") == [P] * 18 + [S] * 18 + [F] * 4
+    # Temperature: five equal readings are suspect (suspect_points), and flat within
+    # 0.005 C for 6 h is fail (defaults file).
+    assert await flags(dbcon, device, "temperature_c") == [P] * 4 + [S] * 32 + [F] * 4
     # The override: 7.2 and 7.24 are above this device's suspect span, 7.16 is within it.
     assert [ph_at(i) for i in range(3)] == [7.16, 7.2, 7.24]
     assert await flags(dbcon, strict, "ph") == [P, S, S]
@@ -110,6 +112,6 @@ async def test_spike_and_flat_line_in_a_stream_are_flagged_and_normal_values_pas
         return processor.metric(name, f'flag="{flag}",metric="{metric}"')
 
     assert counted("citywatch_processor_quality_flags_total", "temperature_c", "fail") == 4
-    assert counted("citywatch_processor_quality_flags_total", "temperature_c", "suspect") == 18
+    assert counted("citywatch_processor_quality_flags_total", "temperature_c", "suspect") == 32
     assert counted("citywatch_processor_quality_reflagged_total", "ph", "fail") == 1
     assert ingest.alive() and processor.alive()
