@@ -11,7 +11,8 @@ clear level). One lifecycle turns desired stages into transitions, for every rul
 - one alert per episode: the id derives from (rule, subject, opening reading time), and
   escalation and de-escalation update that alert.
 
-State per (rule, subject) — subject is the device, or `area:<id>` for combined rules — is
+State per (rule, subject) — subject is the device, or `area:<id>` for combined rules and
+levels and rate rules with `per: area` — is
 a cursor (the newest reading time evaluated), the open alert and stage, the pending
 timers and the rule type's window data, all JSON-able so the service stores it in the
 database with each batch: a restart resumes exactly where it stopped.
@@ -48,6 +49,16 @@ quality verdict final (the centred spike test), one reporting interval late, wit
 transition at the judged reading's time. The `offline` and `stuck` rules look at every
 reading: a stuck sensor is exactly what the flat-line test flags, and a flagged reading
 still proves the device alive.
+
+Per-area rules (`per: area`, issue 14: an area's flood is one alert). The area's stage is
+the highest stage one of its devices supports (`_area_stage`): a device supports a stage
+after `min_readings` consecutive readings of its own at it, or, with `corroborate`, on its
+first reading there when another device of the area, read within the window and projected
+by its own rise (`_level_at`), reads at least the level minus the tolerance. With
+`corroborate` a device whose recent neighbours all read lower never supports the stage
+(drift). Confirmation done per device, the area's lifecycle opens, escalates, de-escalates
+and resolves one alert on the area's clock (its newest reading time) with the supporting
+device's crossing as the trigger. Devices without an area keep per-device alerts.
 
 Trigger. A transition carries the value and time of the reading that crossed the level
 (`trigger_value`, `trigger_at`: the first reading of the run that asked for the stage) as
