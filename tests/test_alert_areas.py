@@ -244,7 +244,9 @@ def test_khmer_titles_and_texts_of_every_shipped_rule_have_no_english(rule: Any)
                     assert texts.severity_name(severity, "km") in km
                 if area_ is not None and "{area}" in rule.title_km:
                     assert area_.name_km in km
-                    assert area in en
+                    # English names the area by name, never by its id (issue 14)
+                    assert area_.name.split(" (")[0] in en
+                    assert area not in en
                 for state in ("firing", "resolved"):
                     msg = AlertMessage(
                         alert_id="a-1", rule_id=rule.id, kind=kind, metric=metric,
@@ -271,8 +273,12 @@ def _titles(
 
 def test_khmer_titles_say_the_severity_and_aqi_category_in_khmer() -> None:
     by_id = {r.id: r for r in RULES.rules}
-    _, km = _titles(by_id["flood-level"], 3.2, "g1", "stueng-hav", "danger")
-    assert km == "ទឹកជំនន់កម្រិតគ្រោះថ្នាក់៖ កម្ពស់ទឹកទន្លេ ៣,២ ម៉ែត្រ នៅស្ថានីយ៍ g1 (ស្ទឹងហាវ)"
+    # flood-level is one alert per area (per: area): its title names the area, no gauge
+    en, km = _titles(by_id["flood-level"], 3.2, "g1", "stueng-hav", "danger")
+    assert en == "Flood danger in Stueng Hav: river level 3.2 m"
+    assert km == "ទឹកជំនន់កម្រិតគ្រោះថ្នាក់ នៅ ស្ទឹងហាវ៖ កម្ពស់ទឹកទន្លេ ៣,២ ម៉ែត្រ"
+    en, _ = _titles(by_id["litter-boom-full"], 800, "boom-11", "stueng-hav-estuary", "advisory")
+    assert en == "Litter boom needs collection: 800 items at boom-11 (Stueng Hav estuary)"
     en, km = _titles(by_id["air-aqi"], 160, "a1", "Stueng Hav", "watch", "unhealthy")
     assert en == "Air quality unhealthy: AQI 160 at a1 (Stueng Hav)"
     assert km.startswith("គុណភាពខ្យល់មិនល្អសម្រាប់សុខភាព៖ សន្ទស្សន៍គុណភាពខ្យល់ ១៦០")

@@ -257,6 +257,97 @@ def test_corroboration_forgets_neighbours_silent_longer_than_its_window() -> Non
     assert [(t.kind, t.device_id) for t in eng.log] == [("firing", "drifty")]
 
 
+PER_AREA = rule(
+    "id: stages\ntype: levels\nkind: flood\nmetric: water_level_m\nper: area\n"
+    "levels: {watch: 2.0, warning: 2.5, danger: 3.0}\n"
+    "corroborate: {window: 30m, tolerance: 0.3}\nclear_margin: 0.1\nhold: 10m"
+)
+
+
+def area_log(eng: Engine) -> list[tuple[str, str, str | None, str | None]]:
+    return [(t.kind, t.severity, t.device_id, t.area) for t in eng.log]
+
+
+def test_an_areas_gauges_raise_one_alert_that_escalates_and_deescalates_as_one() -> None:
+    eng = Engine(ruleset(PER_AREA), areas=NORTH)
+    rounds(
+        eng,
+        0,
+        g2=[1.0, 2.1, 2.6, 3.1, 3.2, 2.7, 2.6, 2.6, 2.6, 1.5, 1.4, 1.4, 1.4],
+        g3=[1.0, 2.0, 2.5, 2.9, 3.0, 2.6, 2.5, 2.5, 2.5, 1.4, 1.3, 1.3, 1.3],
+    )
+    assert area_log(eng) == [
+        ("firing", "watch", None, "north"),
+        ("escalated", "warning", None, "north"),
+        ("escalated", "danger", None, "north"),
+        ("deescalated", "warning", None, "north"),  # below 2.9 on both gauges for 10 min
+        ("resolved", "warning", None, "north"),
+    ]
+    assert len({t.alert_id for t in eng.log}) == 1
+    # each stage opened on the round that crossed it (corroborated by the other gauge)
+    assert [t.trigger_at for t in eng.log[:3]] == [T0 + timedelta(minutes=m) for m in (5, 10, 15)]
+    assert [t.trigger_value for t in eng.log[:3]] == [2.1, 2.6, 3.1]
+    # a device without an area keeps its own alert
+    eng.series("nowhere", [2.6, 2.7], start=100)
+    assert [(t.device_id, t.area) for t in eng.log[5:]] == [("nowhere", None)]
+
+
+def test_an_areas_stage_opens_on_the_first_reading_another_gauge_corroborates() -> None:
+    eng = Engine(ruleset(PER_AREA), areas=NORTH)
+    rounds(eng, 0, g2=[1.0], g3=[1.0])
+    # g2 crosses warning; g3, read in the same round, is 0.2 m below: two samples agree
+    eng.feed(reading("g3", 5, water_level_m=2.3), reading("g2", 5, water_level_m=2.6))
+    assert area_log(eng) == [("firing", "warning", None, "north")]
+    assert eng.log[0].trigger_at == T0 + timedelta(minutes=5)
+    # the same crossing with the neighbour still at 1.0 m: contradicted, nothing opens
+    slow = Engine(ruleset(PER_AREA), areas=NORTH)
+    rounds(slow, 0, g2=[1.0, 2.6], g3=[1.0, 1.0])
+    assert slow.log == []
+
+
+def test_a_neighbour_read_minutes_earlier_in_a_fast_rise_corroborates_by_its_own_rise() -> None:
+    eng = Engine(ruleset(PER_AREA), areas=NORTH)
+    # g3 reads at :00 and :05, rising 0.18 m/min; g2 at :04 and :09 crosses warning (2.5).
+    # g3's 1.9 m, read 4 minutes before, is below 2.5 - 0.3, but its own rise carries it
+    # to 2.62 m by :09: the area's warning opens on g2's crossing reading.
+    eng.feed(reading("g3", 0, water_level_m=1.0), reading("g2", 4, water_level_m=1.2))
+    eng.feed(reading("g3", 5, water_level_m=1.9), reading("g2", 9, water_level_m=2.6))
+    assert area_log(eng) == [("firing", "warning", None, "north")]
+    assert eng.log[0].trigger_at == T0 + timedelta(minutes=9)
+    # control: a neighbour flat at 1.9 m supports watch (2.0 - 0.3) but contradicts warning
+    flat = Engine(ruleset(PER_AREA), areas=NORTH)
+    flat.feed(reading("g3", 0, water_level_m=1.9), reading("g2", 4, water_level_m=1.2))
+    flat.feed(reading("g3", 5, water_level_m=1.9), reading("g2", 9, water_level_m=2.6))
+    assert area_log(flat) == [("firing", "watch", None, "north")]
+
+
+def test_a_lone_drifting_gauge_its_areas_gauges_contradict_never_opens_the_areas_alert() -> None:
+    eng = Engine(ruleset(PER_AREA), areas=NORTH)
+    # persisting for an hour does not help: its neighbours read 1.0 m every round
+    rounds(eng, 0, drifty=[2.6 + 0.02 * i for i in range(12)], g2=[1.0] * 12, g3=[1.0] * 12)
+    assert eng.log == []
+    # control: the same rule without corroboration opens the area's alert on the drift
+    plain = Engine(
+        ruleset(PER_AREA.replace("corroborate: {window: 30m, tolerance: 0.3}\n    ", "")),
+        areas=NORTH,
+    )
+    rounds(plain, 0, drifty=[2.6, 2.7], g2=[1.0] * 2, g3=[1.0] * 2)
+    assert area_log(plain) == [("firing", "warning", None, "north")]
+
+
+def test_an_areas_only_reporting_gauge_needs_two_readings_at_the_stage() -> None:
+    eng = Engine(ruleset(PER_AREA), areas=NORTH)
+    rounds(eng, 0, lone=[1.0, 2.6])
+    assert eng.log == []  # one sample, nobody to corroborate it
+    rounds(eng, 10, lone=[2.7])
+    assert area_log(eng) == [("firing", "warning", None, "south")]
+    assert (eng.log[0].trigger_at, eng.log[0].trigger_value) == (T0 + timedelta(minutes=5), 2.6)
+    # a one-reading spike of the lone gauge opens nothing
+    spike = Engine(ruleset(PER_AREA), areas=NORTH)
+    rounds(spike, 0, lone=[1.0, 3.4, 1.0, 1.0])
+    assert spike.log == []
+
+
 def test_levels_one_alert_escalates_and_deescalates_in_order() -> None:
     eng = Engine(ruleset(LEVELS))
     # each stage is entered by two readings (persistence: min_readings 2 by default)

@@ -179,14 +179,16 @@ async def _open_alert(
     title_en: str,
     title_km: str,
     status: str = "Actual",
+    audience: str = "public",
 ) -> uuid.UUID:
-    """An open alert as the alerts service stores it (what the pages read)."""
+    """An open alert as the alerts service stores it (what the pages read), with its rule's
+    audience (offline and stuck rules default to `operators`)."""
     alert_id = uuid.uuid4()
     await dbcon.execute(
         """INSERT INTO alerts (alert_id, rule_id, device_id, kind, metric, severity, state,
                                value, last_value, threshold, started_at, title_en, title_km,
-                               rule_type, status)
-           VALUES ($1, $2, $3, $4, $5, $6, 'firing', 1, 1, 1, now(), $7, $8, $9, $10)""",
+                               rule_type, status, audience)
+           VALUES ($1, $2, $3, $4, $5, $6, 'firing', 1, 1, 1, now(), $7, $8, $9, $10, $11)""",
         alert_id,
         f"test-{alert_id.hex[:8]}",
         device,
@@ -197,6 +199,7 @@ async def _open_alert(
         title_km,
         rule_type,
         status,
+        audience,
     )
     return alert_id
 
@@ -215,9 +218,9 @@ async def test_residents_area_status_follows_an_active_flood_danger_and_hides_de
     site, browser, dbcon: asyncpg.Connection, settings: Settings
 ):
     """Under an active "Flood danger" for Mittapheap, Mittapheap's flooding status is danger
-    in both languages although its gauge reads normal; a device-offline alert never reaches
-    residents; an Exercise alert says so in both languages; water is named for what is
-    measured, never drinking water."""
+    in both languages although its gauge reads normal; a device-offline alert and an
+    operators-audience alert (a crew's task) never reach residents; an Exercise alert says
+    so in both languages; water is named for what is measured, never drinking water."""
     tag = uuid.uuid4().hex[:6]
     flood = 'section[data-area="mittapheap"] dd[data-kind="flood"]'
     ids = [
@@ -228,11 +231,18 @@ async def test_residents_area_status_follows_an_active_flood_danger_and_hides_de
         await _open_alert(
             dbcon, site["probe"], kind="water", metric=None, severity="advisory",
             rule_type="offline", title_en=f"Device offline {tag}", title_km=f"ឧបករណ៍ដាច់ {tag}",
+            audience="operators",
         ),
         await _open_alert(
             dbcon, site["air2"], kind="air", metric="pm25_ugm3", severity="warning",
             rule_type="aqi", title_en=f"Unhealthy air {tag}", title_km=f"ខ្យល់មិនល្អ {tag}",
             status="Exercise",
+        ),
+        # an environmental metric whose rule is for operators (a crew's task): not shown
+        await _open_alert(
+            dbcon, site["probe"], kind="water", metric="turbidity_ntu", severity="advisory",
+            rule_type="threshold", title_en=f"Crew task {tag}", title_km=f"ការងារក្រុម {tag}",
+            audience="operators",
         ),
     ]  # fmt: skip
     try:
@@ -255,6 +265,7 @@ async def test_residents_area_status_follows_an_active_flood_danger_and_hides_de
             warnings = browser.find_element(By.ID, "warning-list").text
             assert tag in warnings  # the flood and the exercise alerts are listed
             assert f"offline {tag}" not in warnings and f"ដាច់ {tag}" not in warnings
+            assert f"task {tag}" not in warnings and f"ក្រុម {tag}" not in warnings
             exercise = browser.find_element(
                 By.XPATH, f'//li[@data-status="Exercise"][contains(., "{tag}")]'
             ).text
@@ -286,7 +297,7 @@ async def test_ops_map_opens_fitted_to_the_devices_and_lists_alerts_by_name(
     offline = await _open_alert(
         dbcon, site["probe"], kind="water", metric=None, severity="advisory",
         rule_type="offline", title_en=f"Device offline {tag}", title_km=f"ឧបករណ៍ដាច់ {tag}",
-        status="Exercise",
+        status="Exercise", audience="operators",
     )  # fmt: skip
     try:
         browser.set_window_size(1280, 900)

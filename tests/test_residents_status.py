@@ -14,7 +14,7 @@ from services.api.status import (
     AreaKindStatus,
     LatestValue,
     alert_level,
-    is_device_health,
+    for_residents,
     kind_status,
 )
 
@@ -62,20 +62,14 @@ def test_an_alert_never_lowers_what_the_values_say() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rule_type", "metric", "health"),
-    [
-        ("offline", None, True),
-        ("stuck", "water_level_m", True),
-        ("threshold", "battery_pct", True),
-        ("levels", "water_level_m", False),
-        ("threshold", "turbidity_ntu", False),
-        ("aqi", "pm25_ugm3", False),
-    ],
+    ("audience", "shown"), [("public", True), ("operators", False), (None, False)]
 )
-def test_device_health_alerts_are_told_apart_from_environmental_ones(
-    rule_type: str, metric: str | None, health: bool
+def test_only_alerts_whose_rule_names_the_public_as_audience_reach_residents(
+    audience: str | None, shown: bool
 ) -> None:
-    assert is_device_health(rule_type, metric) is health
+    # The rule's audience decides (offline, stuck and litter-boom-full are `operators`),
+    # not a guess from the rule type or metric as before issue 14's audience field.
+    assert for_residents(audience) is shown
 
 
 def test_water_is_named_for_what_the_sensors_measure_from_the_area_type() -> None:

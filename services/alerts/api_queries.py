@@ -41,7 +41,7 @@ __all__ = [
 _ALERT_COLUMNS = """
     a.alert_id, a.rule_id, a.device_id, a.kind, a.metric, a.severity, a.state, a.value,
     a.last_value, a.threshold, a.started_at, a.resolved_at, a.updated_at, a.title_en,
-    a.title_km, a.status, a.rule_type, a.acknowledged_by, a.acknowledged_at,
+    a.title_km, a.status, a.rule_type, a.audience, a.acknowledged_by, a.acknowledged_at,
     COALESCE(a.trigger_value, a.value) AS trigger_value,
     COALESCE(a.trigger_at, a.started_at) AS trigger_at,
     COALESCE(l.value, a.last_value) AS latest_value, l.time AS latest_at,

@@ -78,6 +78,15 @@ class CityAreas:
             geocodes=self.city.geocodes,
         )
 
+    def name_en(self, area: str | None) -> str | None:
+        """The English name of a known area (by id or name) for a title, without the
+        parenthesised remark (`Stueng Hav (port and industrial coast)` -> `Stueng Hav`);
+        an unknown label as given, None as None."""
+        a = self.city.resolve(area)
+        if a is None:
+            return area
+        return re.sub(r"\s*\([^)]*\)\s*$", "", a.name).strip() or a.name
+
     def name_km(self, area: str | None) -> str | None:
         """The Khmer name of a known area (by id or name), else None."""
         a = self.city.resolve(area)

@@ -11,7 +11,8 @@ clear level). One lifecycle turns desired stages into transitions, for every rul
 - one alert per episode: the id derives from (rule, subject, opening reading time), and
   escalation and de-escalation update that alert.
 
-State per (rule, subject) — subject is the device, or `area:<id>` for combined rules — is
+State per (rule, subject) — subject is the device, or `area:<id>` for combined rules and
+levels and rate rules with `per: area` — is
 a cursor (the newest reading time evaluated), the open alert and stage, the pending
 timers and the rule type's window data, all JSON-able so the service stores it in the
 database with each batch: a restart resumes exactly where it stopped.
@@ -48,6 +49,16 @@ quality verdict final (the centred spike test), one reporting interval late, wit
 transition at the judged reading's time. The `offline` and `stuck` rules look at every
 reading: a stuck sensor is exactly what the flat-line test flags, and a flagged reading
 still proves the device alive.
+
+Per-area rules (`per: area`, issue 14: an area's flood is one alert). The area's stage is
+the highest stage one of its devices supports (`_area_stage`): a device supports a stage
+after `min_readings` consecutive readings of its own at it, or, with `corroborate`, on its
+first reading there when another device of the area, read within the window and projected
+by its own rise (`_level_at`), reads at least the level minus the tolerance. With
+`corroborate` a device whose recent neighbours all read lower never supports the stage
+(drift). Confirmation done per device, the area's lifecycle opens, escalates, de-escalates
+and resolves one alert on the area's clock (its newest reading time) with the supporting
+device's crossing as the trigger. Devices without an area keep per-device alerts.
 
 Trigger. A transition carries the value and time of the reading that crossed the level
 (`trigger_value`, `trigger_at`: the first reading of the run that asked for the stage) as
@@ -379,10 +390,17 @@ def _advance(
     threshold: float,
     out: Evaluation,
     category: str = "",
+    *,
+    min_readings: int | None = None,
+    trigger: tuple[datetime, float] | None = None,
 ) -> None:
-    """Turn a desired stage into at most one transition (see the module docstring)."""
+    """Turn a desired stage into at most one transition (see the module docstring).
+
+    Per-area rules confirm a stage per device before they ask for it (`_area_stage`), so
+    they pass `min_readings=1` and the `trigger` (the supporting device's crossing)."""
     stages = rule.stages()
     at = ctx.at
+    need_readings = rule.min_readings if min_readings is None else min_readings
 
     def emit(
         kind: TransitionKind, new: int, prev: int, trigger: tuple[datetime, float] | None
@@ -419,16 +437,17 @@ def _advance(
         if st.pend_since is None:
             st.pend_since, st.pend_count, st.pend_recent, st.pend_trig = at, 0, [], {}
         st.pend_count += 1
-        st.pend_recent = [*st.pend_recent, desired][-rule.min_readings :]
+        st.pend_recent = [*st.pend_recent, desired][-need_readings:]
+        crossed = (at, value) if trigger is None else trigger
         for k in range(st.stage + 1, desired + 1):
-            st.pend_trig.setdefault(str(k), [at.isoformat(), value])
+            st.pend_trig.setdefault(str(k), [crossed[0].isoformat(), crossed[1]])
         if ctx.suspect and st.pend_count == 1:
             return  # a suspect value may confirm, never start
         # Persistence: `min_readings` readings asked for a higher stage (the stage opened
         # is the lowest of them, so no single reading sets the severity), and `for` of
         # reading time before an alert opens.
         need = rule.for_ if st.stage == 0 else timedelta(0)
-        if st.pend_count < rule.min_readings or at - st.pend_since < need:
+        if st.pend_count < need_readings or at - st.pend_since < need:
             return
         prev, new = st.stage, min(st.pend_recent)
         raw = st.pend_trig.get(str(new))
@@ -588,6 +607,9 @@ def _evaluate_rule(
     # Single-metric rules: a FAIL value is not evaluated.
     metric = rule.metrics()[0]
     v = r.metrics[metric]
+    if ctx.device_id is None and isinstance(rule, LevelsRule | RateRule):
+        _area_stage(rule, st, subject, r, v, ctx, out)
+        return
     if isinstance(rule, ThresholdRule):
         on = rule.breached(v) if st.stage == 0 else not rule.cleared(v)
         _advance(rule, subject, st, int(on), ctx, v, rule.threshold, out)
@@ -601,22 +623,7 @@ def _evaluate_rule(
         lvl = max(desired, st.stage, 1)
         _advance(rule, subject, st, desired, ctx, v, table[lvl - 1], out)
     elif isinstance(rule, RateRule):
-        pts: list[list[Any]] = st.data.setdefault("pts", [])
-        pts.append([t.isoformat(), v])
-        cutoff = t - rule.window
-        while len(pts) > 2 and datetime.fromisoformat(pts[1][0]) <= cutoff:
-            pts.pop(0)  # keep one point at or before the window's start
-        t0, v0 = datetime.fromisoformat(pts[0][0]), float(pts[0][1])
-        span = t - t0
-        if span < rule.window / 2 or span > rule.window * 2:
-            if span > rule.window * 2:
-                del pts[:-1]  # a gap: start the window again
-            rate = 0.0
-        else:
-            rate = (v - v0) / (span / timedelta(hours=1))
-            if rule.direction == "falling":
-                rate = -rate
-        rate = round(rate, 4)
+        rate = _rate(rule, st.data.setdefault("pts", []), t, v)
         on = rate >= rule.rate_per_hour if st.stage == 0 else rate >= rule.clear_rate
         _advance(rule, subject, st, int(on), ctx, rate, rule.rate_per_hour, out)
 
@@ -641,6 +648,148 @@ def _corroborated(
         if best >= table[k - 1] - rule.corroborate.tolerance:
             allowed = k
     return allowed
+
+
+def _per_area(rule: Rule, area: str | None) -> bool:
+    """Whether `rule` keeps one alert per area (subject `area:<id>`) for this device."""
+    if isinstance(rule, CombinedRule):
+        return True
+    return isinstance(rule, LevelsRule | RateRule) and rule.per == "area" and area is not None
+
+
+def _rate(rule: RateRule, pts: list[list[Any]], t: datetime, v: float) -> float:
+    """The rate of `rule`'s metric over its window, from one device's `[time, value]` points
+    (updated in place); 0 until half a window is covered, and after a gap of two."""
+    pts.append([t.isoformat(), v])
+    cutoff = t - rule.window
+    while len(pts) > 2 and datetime.fromisoformat(pts[1][0]) <= cutoff:
+        pts.pop(0)  # keep one point at or before the window's start
+    t0, v0 = datetime.fromisoformat(pts[0][0]), float(pts[0][1])
+    span = t - t0
+    if span < rule.window / 2 or span > rule.window * 2:
+        if span > rule.window * 2:
+            del pts[:-1]  # a gap: start the window again
+        return 0.0
+    rate = (v - v0) / (span / timedelta(hours=1))
+    return round(-rate if rule.direction == "falling" else rate, 4)
+
+
+# A per-area rule without `corroborate` counts the devices that reported this recently.
+AREA_RECENT = timedelta(minutes=30)
+
+
+def _area_stage(
+    rule: LevelsRule | RateRule,
+    st: RuleState,
+    subject: str,
+    r: Reading,
+    v: float,
+    ctx: _Ctx,
+    out: Evaluation,
+) -> None:
+    """One reading of a per-area rule (`per: area`): the area's stage is the highest stage
+    one of its devices supports (rules.LevelsRule says when a device does).
+
+    `st.data["dev"]` holds per device its latest reading (time, value: the level, or for a
+    rate rule the rate), whether that was suspect, the stages its last `min_readings`
+    readings asked for (with their suspect flags) and per stage the first reading of its
+    current run at or above the stage (the trigger when the area opens or escalates there).
+    """
+    t, device = r.time, r.device_id
+    table: tuple[float, ...] | None = None
+    if isinstance(rule, LevelsRule):
+        table = rule.table(ctx.area)
+        if table is None:
+            return
+        value = v
+    else:
+        pts: list[list[Any]] = st.data.setdefault("pts", {}).setdefault(device, [])
+        value = _rate(rule, pts, t, v)
+
+    def stage_of(x: float, cur: int) -> int:
+        if table is not None:
+            return _staged(x, table, cur, rule.clear_margin)  # type: ignore[union-attr]
+        assert isinstance(rule, RateRule)
+        return int(x >= rule.rate_per_hour if cur == 0 else x >= rule.clear_rate)
+
+    devs: dict[str, dict[str, Any]] = st.data.setdefault("dev", {})
+    me = devs.setdefault(device, {"asks": [], "trig": {}})
+    asked = stage_of(value, 0)  # what this reading reaches, without hysteresis
+    if "at" in me and not me["sus"]:
+        me["prev"] = [me["at"], me["v"]]
+    me.update(at=t.isoformat(), v=value, sus=ctx.suspect)
+    me["asks"] = [*me["asks"], [asked, ctx.suspect]][-rule.min_readings :]
+    trig: dict[str, list[Any]] = me["trig"]
+    for broken in [k for k in trig if int(k) > asked]:
+        del trig[broken]  # the run at or above that stage is broken
+    for k in range(1, asked + 1):
+        trig.setdefault(str(k), [t.isoformat(), value])
+    # The area's clock is its newest reading time (its devices' readings interleave).
+    now = max(t, _dt(st.data.get("now")) or t)
+    st.data["now"] = now.isoformat()
+    ctx.at = now
+    corro = rule.corroborate if isinstance(rule, LevelsRule) else None
+    since = now - (corro.window if corro is not None else AREA_RECENT)
+    if isinstance(rule, RateRule):
+        since = now - rule.window
+    recent = {d: x for d, x in devs.items() if datetime.fromisoformat(x["at"]) >= since}
+    for d in [d for d in devs if d not in recent]:
+        del devs[d]  # silent past the window: its old readings speak for nothing now
+
+    def support(d: str) -> int:
+        x = recent[d]
+        asks = x["asks"]
+        persisted = (
+            min(a[0] for a in asks) if len(asks) >= rule.min_readings and not asks[0][1] else 0
+        )
+        if corro is None or table is None:
+            return persisted
+        mine_at = datetime.fromisoformat(x["at"])
+        others = [_level_at(o, mine_at) for e, o in recent.items() if e != d and not o["sus"]]
+        if not others:
+            return persisted  # nobody else reports: the device is judged alone
+        best = max(others)
+        allowed = sum(1 for lv in table if best >= lv - corro.tolerance)
+        fast = 0 if x["sus"] else stage_of(float(x["v"]), 0)
+        return min(max(persisted, fast), allowed)
+
+    supports = {d: support(d) for d in recent}
+    up = max(supports.values(), default=0)
+    trigger: tuple[datetime, float] | None = None
+    if up > st.stage:
+        desired = up
+        # the supporting device whose run crossed the new stage first
+        firsts = [recent[d]["trig"][str(up)] for d, s in supports.items() if s >= up]
+        first = min(firsts, key=lambda p: str(p[0]))
+        trigger = (datetime.fromisoformat(first[0]), float(first[1]))
+    else:
+        held = max((stage_of(float(x["v"]), st.stage) for x in recent.values()), default=0)
+        desired = min(held, st.stage)
+    lvl = max(desired, st.stage, 1)
+    threshold = table[lvl - 1] if table is not None else rule.rate_per_hour  # type: ignore[union-attr]
+    ctx.suspect = False  # judged per device above: a suspect reading may confirm, never start
+    _advance(
+        rule, subject, st, desired, ctx, value, threshold, out,
+        min_readings=1, trigger=trigger,
+    )  # fmt: skip
+
+
+def _level_at(dev: Mapping[str, Any], when: datetime) -> float:
+    """A device's level as its own readings project it to `when`: its latest value, or,
+    when it was rising and `when` is later, that rise carried on for at most one of its
+    own reporting intervals. Gauges of one area read a few minutes apart: in a flash flood
+    (1.6 m in 15 minutes) a neighbour read 4 minutes earlier is 0.4 m lower and still
+    rising, and it then corroborates rather than contradicts; a flat neighbour (a drifting
+    or spiking gauge's) projects flat."""
+    at, v = datetime.fromisoformat(dev["at"]), float(dev["v"])
+    prev = dev.get("prev")
+    if prev is None or when <= at:
+        return v
+    p_at, p_v = datetime.fromisoformat(prev[0]), float(prev[1])
+    step = at - p_at
+    if step <= timedelta(0) or v <= p_v:
+        return v
+    return v + (v - p_v) * (min(when - at, step) / step)
 
 
 def _relevant(rule: Rule, r: Reading) -> bool:
@@ -690,10 +839,11 @@ def evaluate(
         for rule in rules.rules:
             if not rule.in_scope(r.device_id, r.kind, area) or not _relevant(rule, r):
                 continue
-            subject = f"area:{area}" if isinstance(rule, CombinedRule) else r.device_id
+            per_area = _per_area(rule, area)
+            subject = f"area:{area}" if per_area else r.device_id
             key = (rule.id, subject)
             st = state.setdefault(key, RuleState())
-            if isinstance(rule, CombinedRule):
+            if per_area:
                 # Per device cursors: an area hears from many devices.
                 cursors: dict[str, str] = st.data.setdefault("cursors", {})
                 seen = cursors.get(r.device_id)
@@ -711,9 +861,11 @@ def evaluate(
             if rule.confirm == "final":
                 # Act on the previous reading of this series, whose verdict the new one has
                 # just made final (the centred spike test needs the right neighbour).
-                held = st.data.get("held")
+                # (an area's alert holds one reading per device)
+                held_key = f"held:{r.device_id}" if per_area else "held"
+                held = st.data.get(held_key)
                 mine = {m: r.metrics[m] for m in rule.metrics() if m in r.metrics}
-                st.data["held"] = [r.time.isoformat(), worst, mine]
+                st.data[held_key] = [r.time.isoformat(), worst, mine]
                 if held is None:
                     continue
                 at = datetime.fromisoformat(held[0])
@@ -731,7 +883,12 @@ def evaluate(
             if isinstance(rule, OfflineRule):
                 st.data.update(stream=stream, kind=r.kind)
             peers = None
-            if isinstance(rule, LevelsRule) and rule.corroborate is not None and area:
+            if (
+                isinstance(rule, LevelsRule)
+                and rule.corroborate is not None
+                and area
+                and not per_area
+            ):
                 # The area's devices' latest values, shared state under `area:<id>`.
                 shared = state.setdefault((rule.id, f"area:{area}"), RuleState())
                 peers = shared.data.setdefault("peers", {})
@@ -746,7 +903,7 @@ def evaluate(
                 at=at,
                 stale=judged_stale,
                 suspect=worst == SUSPECT and not isinstance(rule, OfflineRule | StuckRule),
-                device_id=None if isinstance(rule, CombinedRule) else r.device_id,
+                device_id=None if per_area else r.device_id,
                 area=area,
                 device_kind=r.kind,
                 simulated=r.device_id in simulated,

@@ -99,6 +99,12 @@ def _schemas() -> dict[str, Any]:
                 "alert_id": {"type": "string", "format": "uuid"},
                 "rule_id": {"type": "string"},
                 "rule_type": {"type": "string", "examples": ["threshold", "levels", "combined"]},
+                "audience": {
+                    "type": "string",
+                    "enum": ["public", "operators"],
+                    "description": "Who the alert is for (the rule's audience): the "
+                    "residents' page shows public alerts only.",
+                },
                 "device_id": {
                     "type": ["string", "null"],
                     "description": "Null for an area-wide alert (a combined rule).",

@@ -24,10 +24,17 @@ cannot yet judge). Every rule says which of two it uses:
   readings (and, to open, for `for` of reading time). One sample that the checks passed,
   such as a simulated 180 mm/h rain spike, never opens anything. Default for every type,
   with `min_readings: 2` (offline and stuck rules persist by their own `after` duration).
+  Per-area levels rules with `corroborate` may instead open on one reading that another
+  device of the area confirms (two independent samples; LevelsRule says how).
 - `final`: the rule acts on a reading only once its quality verdict is final, that is when
   the series' next reading has arrived and the centred spike test has judged it (QARTOD;
   services/quality), and a suspect verdict never starts an opening. For single-metric
   value rules (threshold, levels, rate_of_change); it costs one reporting interval.
+
+Audience (`audience`): `public` (the default) or `operators`. Offline and stuck rules
+default to `operators` (a device's own health), and so is any rule whose alert is a task
+for a crew rather than advice to residents (the shipped `litter-boom-full`). The alert
+stores it (`alerts.audience`) and the residents' page shows only `public` alerts.
 
 Areas are the city's ids (`schemas/city.py`): `areas` and `area_levels` keys are checked
 against the city file when the service loads the rules (`check_areas`), and an unknown id is a
@@ -63,11 +70,13 @@ from services.common.errors import ConfigError
 __all__ = [
     "AQI_CATEGORIES",
     "AqiRule",
+    "Audience",
     "CombinedRule",
     "Condition",
     "Corroboration",
     "LevelsRule",
     "OfflineRule",
+    "Per",
     "RateRule",
     "Rule",
     "RuleSet",
@@ -92,6 +101,12 @@ AQI_CATEGORIES: tuple[AqiCategory, ...] = (
     "very_unhealthy",
     "hazardous",
 )
+
+# Who an alert is for: `public` alerts reach the residents' page; `operators` alerts (a
+# device's own health, a crew's task) reach the ops page and the alerts API only.
+Audience = Literal["public", "operators"]
+# One alert per device, or one per (rule, area) for the area's devices together.
+Per = Literal["device", "area"]
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -146,6 +161,8 @@ class _Rule(BaseModel):
     # (and `for`), or only values whose quality verdict is final.
     confirm: Literal["persist", "final"] = "persist"
     min_readings: int = Field(default=2, ge=1, le=100)
+    # Who the alert is for (module docstring): the residents' page shows `public` alerts only.
+    audience: Audience = "public"
     title_en: str
     title_km: str
 
@@ -245,6 +262,9 @@ class RateRule(_Rule):
     clear_per_hour: float | None = Field(default=None, ge=0)
     window: Duration
     severity: Severity
+    # `area`: one alert per area, raised when a device of it rises fast (per device, with
+    # its own persistence), as levels rules' `per` (LevelsRule).
+    per: Per = "device"
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -282,6 +302,19 @@ class LevelsRule(_Rule):
     reading time, unflagged values), none is left or one reads at least the stage's level
     minus `corroborate.tolerance`. An area with one reporting gauge is judged on it alone;
     a real flood raises every gauge of the area, a drifting one only itself.
+
+    `per: area` (issue 14: an area's flood is one alert, escalating as one CAP message
+    thread): one alert per (rule, area) for the devices of that area, whose stage is the
+    highest stage one of its devices supports; devices without an area keep their own
+    alerts. A device supports a stage when its readings ask for it under the rule's
+    confirmation: `min_readings` consecutive readings of that same device (persistence),
+    or, with `corroborate`, its first reading at the stage when another device of the area
+    that reported within the window reads at least the level minus the tolerance: two
+    independent samples, so the alert opens on the crossing reading itself. With
+    `corroborate`, a device whose recently reporting neighbours all read below that never
+    supports the stage, however long it persists (the drift case). The area leaves a stage
+    (after `hold`) when none of its devices that reported within the window still reads
+    above the stage's level minus `clear_margin`.
     """
 
     _FINAL_OK: ClassVar[bool] = True
@@ -292,6 +325,7 @@ class LevelsRule(_Rule):
     area_levels: dict[str, dict[Severity, float]] = Field(default_factory=dict)
     clear_margin: float = Field(default=0.0, ge=0)
     corroborate: Corroboration | None = None
+    per: Per = "device"
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -448,6 +482,7 @@ class OfflineRule(_Rule):
 
     _PERSIST_BUILT_IN: ClassVar[bool] = True
     min_readings: int = Field(default=1, ge=1, le=100)
+    audience: Audience = "operators"  # a device's own health
 
     type: Literal["offline"]
     after: Duration
@@ -465,6 +500,7 @@ class StuckRule(_Rule):
 
     _PERSIST_BUILT_IN: ClassVar[bool] = True
     min_readings: int = Field(default=1, ge=1, le=100)
+    audience: Audience = "operators"  # a device's own health
 
     type: Literal["stuck"]
     metric: str

@@ -104,9 +104,9 @@ async def apply(
                 """INSERT INTO alerts (alert_id, rule_id, device_id, area, kind, metric, severity,
                                        state, value, last_value, threshold, started_at, title_en,
                                        title_km, rule_type, status, origin, trigger_value,
-                                       trigger_at)
+                                       trigger_at, audience)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'firing', $8, $8, $9, $10, $11, $12,
-                           $13, $14, $15, $16, $17)
+                           $13, $14, $15, $16, $17, $18)
                    ON CONFLICT DO NOTHING""",
                 t.alert_id,
                 t.rule.id,
@@ -125,6 +125,7 @@ async def apply(
                 group_id,
                 trigger_value,
                 trigger_at,
+                t.rule.audience,  # migration 0012: who the alert is for
             )
             if status.endswith(" 0"):
                 continue  # already stored: this transition was recorded before

@@ -2,8 +2,11 @@
 
 A rule's `title_en` / `title_km` (rules.yaml) are templates; an alert's titles are those
 templates filled with the transition's value, unit, device, area and severity
-(`texts.fill_titles`). The area's Khmer name comes from the city this deployment runs
-(`settings.city_file`, via `CityAreas`), never from the shipped one. The alerts service
+(`texts.fill_titles`). The area's names come from the city this deployment runs
+(`settings.city_file`, via `CityAreas`), never from the shipped one: the English title
+names the area by its English name without the parenthesised remark (`Stueng Hav`, not
+the id `stueng-hav` nor `Stueng Hav (port and industrial coast)`), the Khmer one by its
+Khmer name. The alerts service
 renders the titles of a batch's transitions before it opens the storage transaction, so
 storage only stores.
 """
@@ -35,7 +38,7 @@ def rule_titles(
         value=value,
         unit=rule.unit(),
         device=device,
-        area=area,
+        area=areas.name_en(area),
         severity=severity,
         category=category,
         area_km=areas.name_km(area),

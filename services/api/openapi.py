@@ -124,7 +124,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 }
             },
             "/alerts/active": {
-                "get": {"summary": "Alerts firing or acknowledged", "responses": {"200": ok_json}}
+                "get": {
+                    "summary": "Alerts firing or acknowledged, for operators: each with its "
+                    "audience (public, or operators only: the residents' page leaves those out)",
+                    "responses": {"200": ok_json},
+                }
             },
             "/stream": {
                 "get": {

@@ -39,7 +39,7 @@ from services.api.status import (
     alert_level,
     area_of,
     device_state,
-    is_device_health,
+    for_residents,
     kind_status,
 )
 from services.api.stream import Event, StreamFilter, StreamHub
@@ -399,7 +399,8 @@ class ApiService(ServiceBase):
 
     async def _get_areas(self, _: web.Request) -> web.Response:
         """Per area and kind, the level residents read. An active alert of the kind raises
-        it (status.alert_level); device-health alerts are left out (operators only)."""
+        it (status.alert_level); only `public` alerts count (status.for_residents): device
+        health and crews' tasks are for operators."""
         devices = await self._devices()
         async with self._pool_().acquire() as con:
             alerts = await store.active_alerts(con)
@@ -407,7 +408,7 @@ class ApiService(ServiceBase):
         public = [
             {**al, "area": self._alert_area(al, device_area)}
             for al in alerts
-            if not is_device_health(al["rule_type"], al["metric"])
+            if for_residents(al["audience"])
         ]
         out = []
         for area in self.city.areas:

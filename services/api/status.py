@@ -19,7 +19,9 @@ Thresholds and their sources:
   and a rise must never be hidden (issue 14). Only `fail` is left out.
 - Alerts: an area's level of a kind is never below what its active alerts of that kind say
   (`alert_level`), so the page cannot read "Flooding: Normal" under "Flood danger".
-  Device-health alerts (offline, stuck, battery) are for operators (`is_device_health`).
+  Only alerts whose rule's audience is `public` speak to residents (`for_residents`):
+  device health (offline, stuck) and crews' tasks (a full litter boom) are `operators`
+  alerts (services/alerts/rules.py, stored in `alerts.audience`).
 - Litter: bin or boom fill level, low < 50 %, moderate < 80 %, high from 80 %.
 """
 
@@ -34,7 +36,6 @@ from schemas.city import Area, City
 
 __all__ = [
     "DEVICE_STATES",
-    "HEALTH_RULE_TYPES",
     "AreaKindStatus",
     "DeviceState",
     "LatestValue",
@@ -43,7 +44,7 @@ __all__ = [
     "area_of",
     "device_state",
     "flood_level",
-    "is_device_health",
+    "for_residents",
     "kind_status",
     "litter_level",
     "slug",
@@ -59,8 +60,6 @@ ConnStatus = Literal["online", "offline", "stuck"]
 _SUSPECT_FLAGS = frozenset({3, 4})
 _FAIL = 4
 # Rule types about the device, not the environment: operators' business, not residents'.
-HEALTH_RULE_TYPES = frozenset({"offline", "stuck"})
-_HEALTH_METRICS = frozenset({"battery_pct", "rssi_dbm"})
 # A device further than this from every area's point belongs to none ("unassigned").
 _MAX_AREA_DISTANCE_M = 15_000.0
 
@@ -259,9 +258,10 @@ _ALERT_LEVEL: dict[str, dict[str, str]] = {
 }
 
 
-def is_device_health(rule_type: str | None, metric: str | None) -> bool:
-    """An alert about the device itself (silent, stuck, battery), not the environment."""
-    return rule_type in HEALTH_RULE_TYPES or metric is None or metric in _HEALTH_METRICS
+def for_residents(audience: str | None) -> bool:
+    """Whether an alert of `audience` (its rule's, `alerts.audience`) reaches residents:
+    only `public` ones; the rule says so, no guess from its type or metric."""
+    return audience == "public"
 
 
 def alert_level(status: AreaKindStatus, kind: str, severities: Iterable[str]) -> AreaKindStatus:

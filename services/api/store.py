@@ -87,6 +87,7 @@ async def active_alerts(con: Conn, limit: int = 500) -> list[dict[str, Any]]:
         """SELECT a.alert_id::text, a.rule_id, a.device_id, a.kind, a.metric, a.severity,
                   a.state, a.value, a.last_value, a.threshold, a.started_at, a.updated_at,
                   a.title_en, a.title_km, a.area AS alert_area, a.rule_type, a.status,
+                  a.audience,
                   d.name AS device_name
            FROM alerts a LEFT JOIN devices d USING (device_id)
            WHERE a.state <> 'resolved' ORDER BY a.started_at DESC LIMIT $1""",
