@@ -130,6 +130,9 @@ class ScenarioRun:
             raise ValueError(f"formats must be among {FORMATS}")
         self.stats = RunStats()
         self.silences: list[dict[str, Any]] = []
+        # Each litter station's true item count at every reading it took (before faults):
+        # the ground truth of litter rules (services/evaluate/truth.py).
+        self.litter_truth: dict[str, list[tuple[datetime, float]]] = {}
         self.devices = self._place(devices, id_prefix, shares)
 
     # -- the fleet ----------------------------------------------------------------------------
@@ -255,6 +258,10 @@ class ScenarioRun:
 
     def _sample(self, d: _Device, t: datetime) -> tuple[Sample, list[tuple[str, str]]]:
         metrics = self._healthy(d, t)
+        if d.who.kind == "litter":
+            self.litter_truth.setdefault(d.who.pipeline_id(d.fmt), []).append(
+                (t, metrics["litter_items"])
+            )
         elapsed_h = (t - self.start) / timedelta(hours=1)
         applied = d.faults.distort(metrics, elapsed_h)
         progress = elapsed_h / max(self.scenario.duration / timedelta(hours=1), 1e-9)

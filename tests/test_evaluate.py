@@ -4,14 +4,20 @@ run through the real stack whose counts are checked at the source."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.alerts.rules import RuleSet, ThresholdRule, load_rules, parse_rules
 from services.common.settings import load_settings
 from services.evaluate.flags import FaultScore, MetricScore, QualityScore
 from services.evaluate.runner import EvaluateOptions, evaluate_one
 from services.evaluate.scoring import Expected, Raised, hard_rule_breaches, score_alerts
+from services.evaluate.truth import Heard, expected_alerts, litter_expected, rain_accumulated
+from simulators.fleet import Message
+from simulators.run import ScenarioRun
+from simulators.scenarios import load_scenario
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -131,3 +137,111 @@ def test_evaluate_scores_every_stored_reading_of_a_short_seeded_normal_day() -> 
     # A calm hour: no flood level is expected, and the table names every flood expectation.
     assert not [e for e in result.alerts.expected if e.rule == "flood-level"]
     assert result.messages > 0
+
+
+# -- truth from the rules and the simulator's models ------------------------------------------
+def _rules(text: str) -> RuleSet:
+    return parse_rules(text)
+
+
+LITTER = """
+rules:
+  - id: litter-boom-full
+    kind: litter
+    metric: litter_items
+    threshold: 800
+    clear: 100
+    severity: advisory
+    title_en: "{value}"
+    title_km: "{value}"
+"""
+
+
+def test_a_boom_filling_past_the_threshold_is_expected_until_the_crew_empties_it() -> None:
+    rule = _rules(LITTER).rules[0]
+    assert isinstance(rule, ThresholdRule)
+    counts = [300, 650, 799, 805, 900, 40, 120, 500, 810]  # fills, collected at 5, fills again
+    series = [(T0 + 15 * M * i, float(c)) for i, c in enumerate(counts)]
+    got = litter_expected(rule, "otres", "boom-1", series)
+    assert got == [
+        Expected("litter-boom-full", "otres", "advisory", T0 + 45 * M, "boom-1", T0 + 75 * M),
+        Expected("litter-boom-full", "otres", "advisory", T0 + 120 * M, "boom-1", None),
+    ]
+
+
+def test_rain_is_accumulated_over_the_rules_period_so_one_spike_adds_only_its_minute() -> None:
+    steady = rain_accumulated([60.0] * 121, timedelta(hours=1))
+    assert steady[30] == pytest.approx(30.0) and steady[60] == pytest.approx(60.0)
+    assert steady[120] == pytest.approx(60.0)  # an hour's window, not the whole run
+    spike = rain_accumulated([0.0] * 10 + [180.0] + [0.0] * 100, timedelta(hours=1))
+    assert max(spike) == pytest.approx(3.0)
+    assert spike[71] == pytest.approx(0.0)  # out of the window an hour later
+
+
+def _flash_flood(cadence: timedelta) -> ScenarioRun:
+    sc = load_scenario("flash-flood")
+    sc = dataclasses.replace(
+        sc, intervals=dict.fromkeys(sc.intervals, cadence), duration=timedelta(hours=3)
+    )
+    return ScenarioRun(sc, devices=40, seed=1, now=datetime(2026, 12, 3, 20, 0, tzinfo=UTC))
+
+
+def test_the_rain_and_rise_truth_follows_the_accumulation_the_rules_file_asks_for() -> None:
+    shipped = load_rules(load_settings().alerts.rules_file)
+    run = _flash_flood(timedelta(minutes=5))
+    rain = [e for e in expected_alerts(run, shipped) if e.rule == "flood-rain-and-rise"]
+    # The cloudburst over Kampong Seila (120 mm/h peak for half an hour) passes 30 mm in an hour.
+    assert [e.area for e in rain] == ["kampong-seila"]
+    assert run.start + 40 * M < rain[0].at < run.start + 90 * M
+    text = settings_rules_text().replace("accumulated_mm: 30", "accumulated_mm: 80")
+    assert not [e for e in expected_alerts(run, _rules(text)) if e.rule == "flood-rain-and-rise"]
+
+
+def settings_rules_text() -> str:
+    return load_settings().alerts.rules_file.read_text(encoding="utf-8")
+
+
+def _msg(device: str, minute: float, valid: bool = True) -> Message:
+    return Message(topic="t", payload=b"", valid=valid, device_id=device, sent_at=T0 + M * minute)
+
+
+def test_offline_truth_is_every_silence_the_gateway_hears_including_refused_messages() -> None:
+    heard = Heard()
+    for m in (0, 5, 10, 45, 50):  # 35 minutes between 10 and 45
+        heard.add(_msg("a", m))
+    for m in (0, 5):
+        heard.add(_msg("b", m))
+    for m in range(10, 55, 5):  # b's messages are all refused (a clock 7 h ahead)
+        heard.add(_msg("b", m, valid=False))
+    heard.add(_msg("c", 25))  # silent 25 minutes at the end: not yet offline
+    gaps = heard.gaps(timedelta(minutes=30))
+    assert gaps == {"a": [(T0 + 10 * M, T0 + 45 * M)], "b": [(T0 + 5 * M, None)]}
+
+
+def off(alert: str, device: str, state: str, minute: float) -> Raised:
+    return Raised(alert, "device-offline", "a", device, state, "advisory", T0 + M * minute)
+
+
+def test_two_devices_offline_in_one_area_at_once_are_two_alerts_not_a_duplicate() -> None:
+    expected = [
+        Expected("device-offline", "a", "advisory", T0 + 30 * M, "d1", T0 + 50 * M),
+        Expected("device-offline", "a", "advisory", T0 + 32 * M, "d2", T0 + 60 * M),
+    ]
+    events = [off("1", "d1", "firing", 30), off("2", "d2", "firing", 32)]
+    per_device = score_alerts(expected, events, device_rules={"device-offline"})
+    assert len(per_device.matched) == 2 and not per_device.duplicates and not per_device.missed
+    per_area = score_alerts(expected, events)
+    assert len(per_area.duplicates) == 1  # what scoring by (rule, area) got wrong
+
+
+def test_a_device_alert_raised_again_while_its_device_stayed_silent_is_that_devices_flap() -> None:
+    expected = [Expected("device-offline", "a", "advisory", T0 + 30 * M, "d1", T0 + 90 * M)]
+    events = [
+        off("1", "d1", "firing", 30),
+        off("1", "d1", "resolved", 40),
+        off("2", "d1", "firing", 50),
+        off("3", "d2", "firing", 55),  # another device: nothing asked for it
+    ]
+    score = score_alerts(expected, events, device_rules={"device-offline"})
+    assert [r.alert_id for r in score.flaps] == ["2"]
+    assert [r.alert_id for r in score.false] == ["3"]

@@ -31,18 +31,20 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from services.alerts.rules import RuleSet, load_rules
 from services.bench.common import BenchNames, cleanup_devices, prepare_stack, stop_all, wait_ready
 from services.common import db
 from services.common.settings import Settings
 from services.evaluate.flags import Labels, QualityScore, ScoredRow, flat_metrics, score
 from services.evaluate.scoring import (
     AlertScore,
+    Expected,
     Raised,
     hard_rule_breaches,
     median_minutes,
     score_alerts,
 )
-from services.evaluate.truth import expected_alerts
+from services.evaluate.truth import Heard, device_rules, expected_alerts, no_truth
 from services.quality import load_quality_config
 from services.registry.store import upsert_devices
 from services.supervisor import ServiceProcess, wait_until
@@ -106,6 +108,11 @@ class Result:
     quality: QualityScore
     alerts: AlertScore
     breaches: list[str] = field(default_factory=list)
+    no_truth: list[str] = field(default_factory=list)  # rules whose alerts are all unfounded
+    # For the investigation of extra alerts: the simulator's silences and, per device, the
+    # scenario times the gateway heard it (first and last of each silence).
+    silences: list[dict[str, Any]] = field(default_factory=list)
+    heard: Heard | None = None
 
 
 def cadence_label(c: timedelta) -> str:
@@ -168,6 +175,8 @@ async def evaluate_one(
     con = await db.connect(settings.database_dsn)
     procs: list[ServiceProcess] = []
     labels = Labels()
+    heard = Heard()
+    rules = load_rules(settings.alerts.rules_file)
     try:
         await upsert_devices(con, run.device_profiles())
         with tempfile.TemporaryDirectory(prefix="citywatch-evaluate-") as tmp:
@@ -189,7 +198,7 @@ async def evaluate_one(
                 f"[bold]{label}[/]: {len(run.devices)} devices, {run.scenario.duration} "
                 f"from {run.start:%Y-%m-%d %H:%M}Z, speed {opts.speed or 'max'}, seed {opts.seed}"
             )
-            sent = await asyncio.to_thread(_publish, settings, run, names, labels, label)
+            sent = await asyncio.to_thread(_publish, settings, run, names, labels, heard, label)
             await _drained(settings, names, procs[0], sent)
             # The gateway's own count of what it rejected, by the simulator's reasons.
             counts = await asyncio.to_thread(procs[0].metrics)
@@ -228,11 +237,21 @@ async def evaluate_one(
         await con.close()
         await cleanup_devices(settings, names.id_prefix)
     quality = score(rows, labels, flat_metrics(load_quality_config(settings.quality_file)))
-    alerts = score_alerts(expected_alerts(run, run.silences), events)
+    alerts = score_alerts(
+        _expected(run, rules, heard, labels), events, device_rules=device_rules(rules)
+    )
     result = Result(name, cadence, run.start, run.end, sent, len(rows), quality, alerts)
+    result.no_truth = no_truth(rules)
+    result.silences, result.heard = list(run.silences), heard
     # Flood gauges report at the cadence: "within one reporting interval" is one cadence.
     result.breaches = hard_rule_breaches(name, quality, alerts, interval=cadence)
     return result
+
+
+def _expected(run: ScenarioRun, rules: RuleSet, heard: Heard, labels: Labels) -> list[Expected]:
+    """The truth under the rules the alerts service ran with (the same file, ids unsuffixed)."""
+    stuck = [(dev, metric, at) for (dev, metric, at), f in labels.faults.items() if "stuck" in f]
+    return expected_alerts(run, rules, heard, stuck=stuck)
 
 
 def _publish(
@@ -240,6 +259,7 @@ def _publish(
     run: ScenarioRun,
     names: EvaluateNames,
     labels: Labels,
+    heard: Heard,
     label: str,
 ) -> int:
     began = time.monotonic()
@@ -250,6 +270,7 @@ def _publish(
             if msg.sent_at is not None:
                 run.clock.pace(msg.sent_at, began)
             labels.add(msg)
+            heard.add(msg)
             now = time.monotonic()
             if now - last[0] >= 5 and run.stats.scenario_time is not None:
                 last[0] = now
@@ -339,6 +360,9 @@ async def _cleanup(con: Any, names: EvaluateNames) -> None:
         )
 
 
+HOUR, GAP = timedelta(hours=1), timedelta(minutes=10)
+
+
 def _pct(x: float) -> str:
     return "-" if x != x else f"{x:.1%}"
 
@@ -396,6 +420,24 @@ def print_result(r: Result) -> None:
         f"{len(r.alerts.duplicates)}; flaps {len(r.alerts.flaps)}; missed "
         f"{len(r.alerts.missed)}; areas not escalated as one alert {len(r.alerts.split)}"
     )
+    for x in sorted((*r.alerts.false, *r.alerts.flaps, *r.alerts.duplicates), key=lambda x: x.at)[
+        :12
+    ]:
+        # Each unfounded alert with what the gateway heard of its device around it.
+        spans = r.heard.silences.get(x.device or "", []) if r.heard else []
+        near = [
+            f"{a:%H:%M:%S}-{b:%H:%M:%S}"
+            for a, b in spans
+            if b - a >= GAP and a - HOUR <= x.at <= b + HOUR
+        ]
+        console.print(
+            f"  extra {x.rule} {x.severity} {x.state} at {x.at:%H:%M:%S}Z: {x.device} ({x.area})"
+            + (f"; silences heard near it {', '.join(near)}" if near else "")
+        )
+    if r.no_truth:
+        console.print(
+            f"rules without modelled truth (their alerts count unfounded): {', '.join(r.no_truth)}"
+        )
     if r.breaches:
         console.print("[red]hard rules FAIL[/]:\n  " + "\n  ".join(r.breaches))
     else:

@@ -11,6 +11,10 @@ reading-time order per rule and area, is exactly one of
   alert that opens straight at a higher level also answers the lower levels crossed before;
 - duplicate: another alert of the same rule and area is already open at that level or
   above (two gauges of one area each opening their own alert);
+
+Device alerts (`device_rules`: offline, stuck, litter) are about one device, not an area:
+for them "the same" means the same rule and device, so two devices of one area offline at
+once are two matched alerts, never a duplicate, and a flap is that device's alert again.
 - flap: the area already had that level earlier and the scenario never fell back below it
   in between (resolved too early, raised again);
 - false: nothing in the scenario asked for it (counted by severity).
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -105,29 +109,35 @@ def score_alerts(
     events: Iterable[Raised],
     *,
     tolerance: timedelta = timedelta(hours=1),
+    device_rules: Collection[str] = frozenset(),
 ) -> AlertScore:
-    """Match raised transitions to expected alerts (see the module docstring)."""
+    """Match raised transitions to expected alerts (see the module docstring); alerts of
+    `device_rules` are scored per device."""
     score = AlertScore(expected=sorted(expected, key=lambda e: e.at))
-    open_at: dict[str, tuple[str, str, int]] = {}  # alert id -> (rule, area, severity rank)
-    reached: dict[tuple[str, str, int], datetime] = {}  # (rule, area, rank) -> last raised
+    # alert id -> (rule, subject, severity rank); the subject is the area, or for device
+    # rules the area and device
+    open_at: dict[str, tuple[str, str, int]] = {}
+    reached: dict[tuple[str, str, int], datetime] = {}  # (rule, subject, rank) -> last raised
     taken: set[int] = set()
     alert_ids: dict[tuple[str, str], set[str]] = {}
     for ev in sorted(events, key=lambda r: r.at):
         area = ev.area or ""
+        per_device = ev.rule in device_rules
+        subject = f"{area}|{ev.device or ''}" if per_device else area
         rank = _rank(ev.severity)
         if ev.state == "resolved":
             open_at.pop(ev.alert_id, None)
             continue
         if ev.state not in ("firing", "escalated"):
             if ev.state == "deescalated" and ev.alert_id in open_at:
-                open_at[ev.alert_id] = (ev.rule, area, rank)
+                open_at[ev.alert_id] = (ev.rule, subject, rank)
             continue
         others = [
             s
-            for a, (rl, ar, s) in open_at.items()
-            if a != ev.alert_id and rl == ev.rule and ar == area
+            for a, (rl, sj, s) in open_at.items()
+            if a != ev.alert_id and rl == ev.rule and sj == subject
         ]
-        open_at[ev.alert_id] = (ev.rule, area, rank)
+        open_at[ev.alert_id] = (ev.rule, subject, rank)
         if any(s >= rank for s in others):
             score.duplicates.append(ev)
             continue
@@ -138,6 +148,7 @@ def score_alerts(
             and e.rule == ev.rule
             and e.area == area
             and (e.device is None or e.device == ev.device)
+            and (not per_device or e.device == ev.device)
             and _rank(e.severity) <= rank
             and e.at - tolerance <= ev.at <= e.at + tolerance
         ]
@@ -152,12 +163,14 @@ def score_alerts(
             for i, e in chosen:
                 taken.add(i)
                 score.matched.append((e, ev))
-            alert_ids.setdefault((ev.rule, area), set()).add(ev.alert_id)
+            if not per_device:
+                alert_ids.setdefault((ev.rule, area), set()).add(ev.alert_id)
         else:
-            last = reached.get((ev.rule, area, rank))
+            last = reached.get((ev.rule, subject, rank))
             fell = last is not None and any(
                 e.rule == ev.rule
                 and e.area == area
+                and (not per_device or e.device == ev.device)
                 and _rank(e.severity) == rank
                 and e.below_at is not None
                 and last <= e.below_at <= ev.at
@@ -167,7 +180,7 @@ def score_alerts(
                 score.flaps.append(ev)
             else:
                 score.false.append(ev)
-        reached[(ev.rule, area, rank)] = ev.at
+        reached[(ev.rule, subject, rank)] = ev.at
     score.split = sorted(k for k, ids in alert_ids.items() if len(ids) > 1)
     return score
 
