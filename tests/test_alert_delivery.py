@@ -332,6 +332,28 @@ async def test_redelivered_event_is_delivered_once(rig_factory: Any) -> None:
     assert stored == 1
 
 
+async def test_offline_alert_event_without_a_metric_is_delivered(rig_factory: Any) -> None:
+    # An offline alert concerns the device, not a value: the alerts service publishes its
+    # event with `metric: null`, and delivery must deliver it, not skip it as malformed.
+    rig: Rig = await rig_factory(["ok"])
+    ev = rig.event(
+        str(uuid.uuid4()), "firing",
+        rule_id="device-offline", rule_type="offline", metric=None, severity="advisory",
+        value=31.0, threshold=30.0, title_en="Device offline: gauge-1 silent for 31.0 min",
+    )  # fmt: skip
+    await rig.send(ev)
+    await wait_until(
+        lambda: rig.delivered(ev["event_id"], "webhook", "ok"),
+        timeout=30,
+        what="the offline alert's event delivered to the webhook",
+    )
+    [got] = rig.hooks.got["ok"]
+    _verify(got)
+    body = got.json
+    assert body["event"]["event_id"] == ev["event_id"] and body["event"]["metric"] is None
+    assert body["msg_type"] == "Alert" and "Device offline" in body["cap"]
+
+
 # -- MQTT -------------------------------------------------------------------------------------
 
 

@@ -55,7 +55,9 @@ class AlertEvent(BaseModel):
     device_id: str | None = None  # None for an area's alert (a combined rule)
     area: str | None = None
     kind: Kind
-    metric: str
+    # None for an alert about the device rather than a value (offline), as the engine's
+    # Transition.metric and the `alerts.metric` column allow.
+    metric: str | None = None
     severity: Severity
     previous_severity: Severity | None = None
     threshold: float | None = None
@@ -155,7 +157,8 @@ def alert_message(
 ) -> model.AlertMessage:
     """The CAP message of one event; its `<area>` from `areas` (the city's areas file,
     Sihanoukville when None), by the same rule as the API's (services/alerts/areas.py)."""
-    spec = metric_spec(ev.kind, ev.metric)
+    metric = ev.metric or ""  # offline alerts concern no metric (as the API says)
+    spec = metric_spec(ev.kind, metric) if metric else None
     msg_type = msg_type or msg_type_of(ev, seq)
     refs = tuple(
         model.MessageRef(source.sender, model.message_identifier(ev.alert_id, e.seq), e.sent)
@@ -165,7 +168,7 @@ def alert_message(
         alert_id=ev.alert_id,
         rule_id=ev.rule_id,
         kind=ev.kind,
-        metric=ev.metric,
+        metric=metric,
         severity=ev.severity,
         state=ev.state,
         value=ev.value if ev.trigger_value is None else ev.trigger_value,
