@@ -54,13 +54,15 @@ class Engine:
         self.rules = rules
         self.state: dict[Key, RuleState] = {}
         self.heads: dict[str, datetime] = {}
+        self.ahead: dict[str, dict[str, datetime]] = {}
         self.areas = dict(areas or {})
         self.log: list[Transition] = []
 
     def feed(self, *readings: Reading, **kw: Any) -> Evaluation:
         ev = evaluate(
-            self.rules, self.state, list(readings), heads=self.heads, areas=self.areas, **kw
-        )
+            self.rules, self.state, list(readings), heads=self.heads, areas=self.areas,
+            ahead=self.ahead, **kw,
+        )  # fmt: skip
         self.log += ev.transitions
         return ev
 
@@ -527,6 +529,53 @@ def test_offline_is_measured_against_the_streams_newest_reading_time() -> None:
     assert len(eng.log) == 1  # still offline: no second alert
     eng.feed(reading("quiet", 50, water_level_m=1.0))
     assert [(t.kind, t.device_id) for t in eng.log][-1] == ("resolved", "quiet")
+
+
+def test_one_device_stamping_hours_ahead_moves_no_streams_clock() -> None:
+    # "skewed" stamps its readings 7 h ahead (seed 1's ochheuteal-beach-water-0007); the
+    # others report every 5 min. Its readings must not make them look silent or stale.
+    eng = Engine(ruleset(OFFLINE + PLAIN))
+    held = 0
+    for m in range(0, 65, 5):
+        ev = eng.feed(
+            reading("a", m, water_level_m=1.0 if m < 50 else 2.6),
+            reading("skewed", m + 7 * 60, water_level_m=1.0),
+            reading("b", m, water_level_m=1.0),
+        )
+        held += ev.skewed
+        assert ev.stale == 0  # b's readings, after the skewed one, are not stale
+    assert eng.heads["0"] == T0 + timedelta(minutes=60)
+    assert held == 13  # every skewed reading held and counted
+    # no offline alert for a or b (nor the skewed device, heard at the stream's time);
+    # a's threshold alert opened on its own readings, not held back as stale
+    assert [(t.kind, t.rule.id, t.device_id) for t in eng.log] == [("firing", "p", "a")]
+
+
+def test_a_skewed_device_first_in_a_streams_first_batch_does_not_set_its_clock() -> None:
+    eng = Engine(ruleset(OFFLINE))
+    eng.feed(reading("skewed", 7 * 60, water_level_m=1.0), reading("a", 0, water_level_m=1.0))
+    assert eng.heads["0"] == T0
+    eng.series("a", [1.0] * 4, start=5)
+    assert eng.log == [] and eng.heads["0"] == T0 + timedelta(minutes=20)
+
+
+def test_a_whole_streams_jump_moves_its_clock_once_two_devices_confirm_it() -> None:
+    # The gateway was down for 2 h (no buffer): both devices come back far ahead. The
+    # first is held, the second confirms: the clock jumps and offline is not delayed.
+    eng = Engine(ruleset(OFFLINE))
+    eng.feed(reading("a", 0, water_level_m=1.0), reading("b", 0, water_level_m=1.0),
+             reading("c", 0, water_level_m=1.0))  # fmt: skip
+    first = eng.feed(reading("a", 120, water_level_m=1.0))
+    assert first.skewed == 1 and eng.heads["0"] == T0
+    eng.feed(reading("b", 120, water_level_m=1.0))
+    assert eng.heads["0"] == T0 + timedelta(minutes=120)
+    # c stays silent: offline at the stream's new clock (it was silent all along)
+    assert ("firing", "c") in [(t.kind, t.device_id) for t in eng.log]
+    # a lone device on its own stream after a silence moves its stream's clock by itself
+    lone = Engine(ruleset(OFFLINE))
+    lone.feed(reading("solo", 0, water_level_m=1.0), streams=["p9"])
+    ev = lone.feed(reading("solo", 90, water_level_m=1.0), streams=["p9"])
+    assert ev.skewed == 0 and lone.heads["p9"] == T0 + timedelta(minutes=90)
 
 
 def test_offline_heads_are_per_stream() -> None:

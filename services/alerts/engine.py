@@ -28,6 +28,22 @@ updates windows and cursors and may de-escalate or resolve, but it never opens o
 escalates an alert, so old readings do not raise stale alarms as new. Per partition, not
 global, because a consumer may read one partition ahead of another.
 
+Clock skew. One device's clock must not move its stream's "now": a device stamping its
+readings hours ahead would make every other device on the partition look silent (offline
+alerts in bursts) and their readings stale. A reading at most `clock_skew` (rules.yaml,
+15 min) ahead of the head advances it; one further ahead is *held as clock-skewed* while
+another device of the stream has reported within `clock_skew` of the head: it does not
+advance the head, is counted (`Evaluation.skewed`, the metric
+`citywatch_alerts_clock_skewed_readings_total`), proves its device alive at the head's
+time, opens and escalates nothing, and per-area rules skip it (it would move the area's
+clock too). The head jumps only when a second device confirms it (two devices held ahead:
+the head moves to the older of their newest times; a whole stream back from a gap) or no
+other device of the stream reports (a lone device after a silence). A stream's first head
+is the oldest of its first batch's reading times, so a skewed device among them does not
+set it either (one alone in a stream's very first batch still would). The held devices
+are memory only (`ahead`): after a restart a jump needs its two devices again, which errs
+on the side of not moving.
+
 Offline is measured in reading time against the same head (the device's partition):
 evaluation is deterministic and replay-safe, and a scenario played at any speed raises the
 same offline alerts at the same reading times. For live data the wall clock advances it
@@ -228,6 +244,7 @@ class Evaluation:
     changed: dict[Key, RuleState] = field(default_factory=dict)
     heads: dict[str, datetime] = field(default_factory=dict)
     stale: int = 0  # readings too far behind their head to open anything
+    skewed: int = 0  # readings held as clock-skewed (too far ahead of their head)
     skipped_quality: int = 0  # rule evaluations skipped for a FAIL flag
 
 
@@ -243,6 +260,7 @@ class _Ctx:
     device_kind: str
     simulated: bool = False
     head: datetime | None = None  # the reading's stream head
+    skewed: bool = False  # held as clock-skewed: far ahead of its stream's head
     # corroborated levels rules: the area's devices' latest [time, value] (LevelsRule)
     peers: dict[str, list[Any]] | None = None
 
@@ -502,8 +520,15 @@ def _evaluate_rule(
         seen = _dt(st.data.get("last"))
         # Heard from now, in the stream's reading time: a buffered upload (old readings
         # arriving late) proves the device is back now, not when its readings were taken.
-        heard = max(t, ctx.head or t)
-        if st.stage == 0 and seen is not None and t - seen >= rule.after and not ctx.stale:
+        # A reading held as clock-skewed proves the device alive at the stream's time.
+        heard = ctx.head or t if ctx.skewed else max(t, ctx.head or t)
+        if (
+            st.stage == 0
+            and seen is not None
+            and t - seen >= rule.after
+            and not ctx.stale
+            and not ctx.skewed
+        ):
             # A silence in the device's own reading times that no batch-end `tick` saw:
             # played fast, one batch holds the whole gap. Opened and closed here, so
             # offline detection does not depend on batch size or playback speed.
@@ -810,12 +835,16 @@ def evaluate(
     areas: Mapping[str, str | None] | None = None,
     flags: Mapping[tuple[str, str, datetime], int] | None = None,
     simulated: Collection[str] = frozenset(),
+    ahead: dict[str, dict[str, datetime]] | None = None,
 ) -> Evaluation:
-    """Evaluate a batch in order, updating `state` and `heads` in place.
+    """Evaluate a batch in order, updating `state`, `heads` and `ahead` in place.
 
     Args:
         streams: per reading, the stream (Kafka partition) it came on; one stream if None.
-        heads: the newest reading time per stream, carried between batches.
+        heads: the newest reading time per stream, carried between batches (a reading
+            held as clock-skewed does not advance it).
+        ahead: per stream, the devices held as clock-skewed and their newest reading
+            time, carried between batches (memory only; see "Clock skew" above).
         areas: device id -> registry area.
         flags: QARTOD flag per (device, metric, time); a value missing here passes. Give
             the final verdicts of earlier readings too (the quality evaluator's `reflags`):
@@ -825,14 +854,33 @@ def evaluate(
     """
     out = Evaluation()
     heads = {} if heads is None else heads
+    ahead = {} if ahead is None else ahead
     areas = areas or {}
     flags = flags or {}
+    stream_of = [streams[i] if streams is not None else "0" for i in range(len(readings))]
+    for stream in set(stream_of) - set(heads):
+        # A new stream's first head: the oldest of this batch's reading times on it (the
+        # readings then advance it), so one skewed device among them does not set it.
+        first = min(r.time for r, s in zip(readings, stream_of, strict=True) if s == stream)
+        heads[stream] = out.heads[stream] = first
     for i, r in enumerate(readings):
-        stream = streams[i] if streams is not None else "0"
-        head = heads.get(stream)
-        if head is None or r.time > head:
-            heads[stream] = head = r.time
-            out.heads[stream] = head
+        stream = stream_of[i]
+        head = heads[stream]
+        skewed = False
+        if r.time > head:
+            new_head: datetime | None = r.time
+            if r.time - head > rules.clock_skew:
+                batch = [(x.device_id, x.time) for x, s in zip(readings, stream_of, strict=True)
+                         if s == stream]  # fmt: skip
+                new_head = _skewed_head(state, ahead.setdefault(stream, {}), stream, r, head,
+                                        rules.clock_skew, batch)  # fmt: skip
+                skewed = new_head is None or r.time - new_head > rules.clock_skew
+            if new_head is not None and new_head > head:
+                heads[stream] = out.heads[stream] = head = new_head
+                waiting = ahead.get(stream, {})
+                for d in [d for d, t in waiting.items() if t <= head]:
+                    del waiting[d]
+        out.skewed += skewed
         stale = r.time < head - rules.stale_after
         out.stale += stale
         area = areas.get(r.device_id)
@@ -840,6 +888,8 @@ def evaluate(
             if not rule.in_scope(r.device_id, r.kind, area) or not _relevant(rule, r):
                 continue
             per_area = _per_area(rule, area)
+            if skewed and (per_area or isinstance(rule, CombinedRule)):
+                continue  # its time would move the area's clock
             subject = f"area:{area}" if per_area else r.device_id
             key = (rule.id, subject)
             st = state.setdefault(key, RuleState())
@@ -901,13 +951,14 @@ def evaluate(
                 out.changed[(rule.id, f"area:{area}")] = shared
             ctx = _Ctx(
                 at=at,
-                stale=judged_stale,
+                stale=judged_stale or skewed,
                 suspect=worst == SUSPECT and not isinstance(rule, OfflineRule | StuckRule),
                 device_id=None if per_area else r.device_id,
                 area=area,
                 device_kind=r.kind,
                 simulated=r.device_id in simulated,
                 head=head,
+                skewed=skewed,
                 peers=peers,
             )
             _evaluate_rule(rule, st, subject, judged, ctx, flags, out)
@@ -916,6 +967,36 @@ def evaluate(
         subject = f"area:{t.area}" if t.device_id is None else t.device_id
         out.changed[(t.rule.id, subject)] = state[(t.rule.id, subject)]
     return out
+
+
+def _skewed_head(
+    state: Mapping[Key, RuleState],
+    held: dict[str, datetime],
+    stream: str,
+    r: Reading,
+    head: datetime,
+    skew: timedelta,
+    batch: Sequence[tuple[str, datetime]] = (),
+) -> datetime | None:
+    """Where a reading more than `skew` ahead of its stream's head moves the head: None
+    (held as clock-skewed) while another device of the stream reported within `skew` of
+    the head (per the offline rules' state: when each device was last heard, on which
+    stream, or this batch's readings on it) and no second device is held ahead; else the
+    older of the two newest held devices' times, or the reading's own when no other device
+    reports."""
+    held[r.device_id] = max(r.time, held.get(r.device_id, r.time))
+    others = [t for d, t in held.items() if d != r.device_id]
+    if others:
+        return min(r.time, max(others))  # a second device confirms the jump
+    if any(d != r.device_id and abs(t - head) <= skew for d, t in batch):
+        return None  # another device of the stream reads near the head in this very batch
+    for (_rule, subject), st in state.items():
+        data = st.data
+        if subject == r.device_id or data.get("stream") != stream or "last" not in data:
+            continue
+        if datetime.fromisoformat(data["last"]) >= head - skew:
+            return None  # the stream's other devices report: this one's clock is off
+    return r.time  # nobody else on the stream reports: its own time is the stream's
 
 
 def live_heads(

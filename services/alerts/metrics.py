@@ -18,6 +18,10 @@ RULES_REFUSED = Counter(
     "citywatch_alerts_rules_reload_failures_total", "Rules files refused (last good rules kept)"
 )
 STALE = Counter("citywatch_alerts_stale_readings_total", "Readings too old to open an alert")
+SKEWED = Counter(
+    "citywatch_alerts_clock_skewed_readings_total",
+    "Readings held as clock-skewed: too far ahead of their stream's head to move it",
+)
 QUALITY_SKIPPED = Counter(
     "citywatch_alerts_quality_skipped_total", "Rule evaluations skipped for a QARTOD fail flag"
 )

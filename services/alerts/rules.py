@@ -539,6 +539,10 @@ class RuleSet(BaseModel):
     # so a partition whose devices all fall silent still reports them (engine.live_heads).
     # The lag allows for the pipeline's own delay. Replayed history is never live.
     live_lag: Duration = timedelta(minutes=2)
+    # A reading more than this ahead of its stream's head, while other devices of the
+    # stream keep reporting, is held as clock-skewed: one device's clock never moves the
+    # stream's "now" (engine.evaluate, "Clock skew").
+    clock_skew: Duration = timedelta(minutes=15)
     rules: tuple[Annotated[Rule, BeforeValidator(_default_type)], ...]
 
     @model_validator(mode="after")

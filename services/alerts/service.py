@@ -119,6 +119,8 @@ class AlertsService(ServiceBase):
         self.heads: dict[str, datetime] = {}
         # When each head last advanced, by the wall clock: a live stream's offline clock.
         self.heads_seen: dict[str, datetime] = {}
+        # Devices held as clock-skewed per stream (engine.evaluate `ahead`; memory only).
+        self.ahead: dict[str, dict[str, datetime]] = {}
         # One evaluation at a time: a batch and the wall-clock offline tick share the state.
         self._eval_lock = asyncio.Lock()
         self.areas: dict[str, str | None] = {}
@@ -359,6 +361,7 @@ class AlertsService(ServiceBase):
                 if self.state_stale:
                     self.state = await store.load_state(con, self.rules)
                     self.heads, self.heads_seen = await store.load_heads(con, group)
+                    self.ahead = {}
                     self.quality.forget()
                     self.state_stale = False
                 await self._refresh_areas(con, readings)
@@ -383,6 +386,7 @@ class AlertsService(ServiceBase):
                     areas=self.areas,
                     flags=flags,
                     simulated=self.simulated,
+                    ahead=self.ahead,
                 )
                 arrived = datetime.now(UTC)
                 for stream in ev.heads:
@@ -399,6 +403,7 @@ class AlertsService(ServiceBase):
         self.quality.commit(judged)
         m.READINGS.inc(len(readings))
         m.STALE.inc(ev.stale)
+        m.SKEWED.inc(ev.skewed)
         m.QUALITY_SKIPPED.inc(ev.skipped_quality)
         for t in ev.transitions:
             m.TRANSITIONS.labels(t.kind, t.severity).inc()
