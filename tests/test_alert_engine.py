@@ -323,6 +323,29 @@ def test_a_neighbour_read_minutes_earlier_in_a_fast_rise_corroborates_by_its_own
     assert area_log(flat) == [("firing", "watch", None, "north")]
 
 
+def test_a_lone_gauges_smooth_rise_opens_on_the_crossing_a_spike_from_far_below_waits() -> None:
+    # "lone" is its area's only gauge. Its previous reading, 2.3 m, was within the 0.3 m
+    # tolerance of warning (2.5) and the rise passed the quality checks: the crossing
+    # reading itself opens warning (watch's run began at 2.3 m already, a reading earlier).
+    eng = Engine(ruleset(PER_AREA), areas=NORTH)
+    eng.series("lone", [1.0, 1.9, 2.3, 2.6])
+    assert area_log(eng)[-1] == ("escalated", "warning", None, "south")
+    assert eng.log[-1].trigger_at == T0 + timedelta(minutes=15)
+    # a spike from far below (1.0 -> 2.6 m): its previous reading corroborates nothing, the
+    # next reading must confirm it
+    spike = Engine(ruleset(PER_AREA), areas=NORTH)
+    spike.series("lone", [1.0, 1.0, 2.6])
+    assert spike.log == []
+    spike.series("lone", [2.6], start=15)
+    assert area_log(spike) == [("firing", "warning", None, "south")]
+    # a suspect rise (the rate-of-change test) is no smooth rise: it waits as well
+    sus = Engine(ruleset(PER_AREA), areas=NORTH)
+    sus.series("lone", [1.0, 2.3])
+    crossing = reading("lone", 10, water_level_m=2.6)
+    sus.feed(crossing, flags={("lone", "water_level_m", crossing.time): 3})
+    assert [t.severity for t in sus.log] == ["watch"]
+
+
 def test_a_lone_drifting_gauge_its_areas_gauges_contradict_never_opens_the_areas_alert() -> None:
     eng = Engine(ruleset(PER_AREA), areas=NORTH)
     # persisting for an hour does not help: its neighbours read 1.0 m every round

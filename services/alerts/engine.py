@@ -772,7 +772,16 @@ def _area_stage(
         mine_at = datetime.fromisoformat(x["at"])
         others = [_level_at(o, mine_at) for e, o in recent.items() if e != d and not o["sus"]]
         if not others:
-            return persisted  # nobody else reports: the device is judged alone
+            # Nobody else reports: the device is judged alone, and its own previous
+            # reading corroborates the crossing when it already read within the tolerance
+            # of the level and the rise between them passed the quality checks (the
+            # rate-of-change test: a smooth rise, not a spike). A spike from far below
+            # still waits for the next reading (`min_readings`).
+            prev = x.get("prev")
+            if x["sus"] or prev is None or mine_at - datetime.fromisoformat(prev[0]) > corro.window:
+                return persisted
+            own = sum(1 for lv in table if float(prev[1]) >= lv - corro.tolerance)
+            return max(persisted, min(stage_of(float(x["v"]), 0), own))
         best = max(others)
         allowed = sum(1 for lv in table if best >= lv - corro.tolerance)
         fast = 0 if x["sus"] else stage_of(float(x["v"]), 0)
