@@ -27,6 +27,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from schemas.city import load_city
 from schemas.device import DeviceProfile
 from services.registry.store import upsert_devices
 from simulators import Publisher
@@ -39,7 +40,6 @@ DEMO_DEVICES = 12
 DEMO_INTERVAL_S = 3  # each device reports this often, so the page has news every few seconds
 # A gauge of the test's own at the Prek Toek Sap river mouth, whose shipped danger level
 # (deploy/alerts/rules.yaml, area_levels) is 3.0 m.
-MOUTH = (10.5880, 103.6650)
 DANGER_M = 3.4
 
 
@@ -107,13 +107,23 @@ async def test_ops_page_shows_a_running_demo_its_live_readings_and_a_new_alert(
         )
     ]
     assert len(fleet) == DEMO_DEVICES, "the demo registers its fleet with areas"
-    # The gauge is registered by the test before the page loads, as an engineer would.
-    gauge = f"{ns.device_prefix}mouth-gauge"
+    # The gauge is registered by the test before the page loads, as an engineer would, in a
+    # flood area where the demo's own fleet has no gauge: flood alerts are per area and a
+    # gauge its area's other gauges contradict opens nothing (issue 14, corroboration).
+    with_gauges = {
+        r["area"]
+        for r in await dbcon.fetch(
+            "SELECT DISTINCT area FROM devices WHERE device_id LIKE $1 AND kind = 'flood'",
+            f"{ns.device_prefix}%",
+        )
+    }
+    city = load_city()
+    area = next(a for a in city.areas if a.flood_levels is not None and a.id not in with_gauges)
+    gauge = f"{ns.device_prefix}area-gauge"
     await upsert_devices(
         dbcon,
-        [DeviceProfile(device_id=gauge, kind="flood", area="prek-toek-sap-mouth", lat=MOUTH[0],
-                       lon=MOUTH[1])],
-    )  # fmt: skip
+        [DeviceProfile(device_id=gauge, kind="flood", area=area.id, lat=area.lat, lon=area.lon)],
+    )
 
     async def backfill_stored() -> bool:
         return await ns.rows(dbcon) > DEMO_DEVICES * 30 * 60 // DEMO_INTERVAL_S
@@ -157,15 +167,17 @@ async def test_ops_page_shows_a_running_demo_its_live_readings_and_a_new_alert(
         info = publisher.publish_raw(f"{ns.prefix}/flood/{gauge}/up", json.dumps(body).encode())
         info.wait_for_publish(10)
 
-    async def alert_stored() -> bool:
-        return bool(
-            await dbcon.fetchval(
-                "SELECT count(*) FROM alerts WHERE device_id = $1 AND state = 'firing'", gauge
-            )
-        )
+    area_alert = (
+        "SELECT alert_id FROM alerts WHERE rule_id = 'flood-level' AND area = $1"
+        " AND device_id IS NULL AND state = 'firing' AND origin = $2"
+    )
+    group = f"alerts-{ns.suffix}"
 
-    await wait_until(alert_stored, timeout=60, what=f"the flood alert of {gauge} stored")
-    alert_id = str(await dbcon.fetchval("SELECT alert_id FROM alerts WHERE device_id = $1", gauge))
+    async def alert_stored() -> bool:
+        return bool(await dbcon.fetchval(area_alert, area.id, group))
+
+    await wait_until(alert_stored, timeout=60, what=f"the flood alert of {area.id} stored")
+    alert_id = str(await dbcon.fetchval(area_alert, area.id, group))
     await until(
         browser,
         lambda d: d.find_elements(By.CSS_SELECTOR, f'#alerts li[data-alert-id="{alert_id}"]'),

@@ -45,8 +45,13 @@ SELECT d.device_id, d.kind, d.name, d.area, d.lat, d.lon, d.status AS registry_s
             WHEN COALESCE(l.newest, d.last_reading_at) < now() - make_interval(secs => $4)
                 THEN 'stuck'
             ELSE 'online' END AS conn,
+       -- A device's own alert, or its area's alert of its kind (flood levels and combined
+       -- rules raise one alert per area, with no device): the area's gauges are in alert.
        EXISTS (SELECT 1 FROM alerts a
-               WHERE a.device_id = d.device_id AND a.state <> 'resolved') AS in_alert,
+               WHERE a.state <> 'resolved'
+                 AND (a.device_id = d.device_id
+                      OR (a.device_id IS NULL AND a.area = d.area AND a.kind = d.kind))
+              ) AS in_alert,
        COALESCE(l.latest, '{}') AS latest
 FROM devices d
 LEFT JOIN LATERAL (
