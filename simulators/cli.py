@@ -79,7 +79,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
-    from services.common.errors import ConfigError
+    from schemas.errors import ConfigError
     from simulators import Message, PublishStats
     from simulators.areas import load_city
     from simulators.formats import FORMATS, Format
