@@ -66,6 +66,9 @@ class EvaluateOptions:
     seed: int = 1
     speed: float = 720.0  # scenario seconds per wall second (0: as fast as possible)
     faults: float = 1.0
+    # The scenario's first reading time; None: the scenario's own default before now. A fixed
+    # start makes a run repeatable (the tide and the day of the week follow the date).
+    start: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ def _scenario_run(
         devices=opts.devices,
         seed=opts.seed,
         speed=opts.speed,
+        start=opts.start,
         prefix=names.prefix,
         id_prefix=names.id_prefix,
         fault_scale=opts.faults,
