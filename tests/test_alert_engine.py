@@ -26,6 +26,8 @@ from services.alerts.engine import (
 )
 from services.alerts.rules import LevelsRule, RuleSet, check_areas, load_rules, parse_rules
 from services.common.errors import ConfigError
+from services.common.settings import Settings
+from services.quality import QualityEvaluator, load_quality_config
 
 SHIPPED_RULES = Path(__file__).resolve().parents[1] / "deploy" / "alerts" / "rules.yaml"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -854,6 +856,34 @@ def test_one_rain_spike_and_a_rise_raise_no_heavy_rain_warning_but_an_hours_rain
     [fired] = eng.log
     assert fired.kind == "firing" and fired.area == "north" and fired.value >= 30
     assert fired.rule.unit() == "mm"
+
+
+def test_a_rain_spike_failed_by_the_next_reading_leaves_the_hours_accumulation() -> None:
+    """20 mm/h of real rain (20 mm in the hour) and one 180 mm/h spike read at a 5-minute
+    cadence (+13 mm) would pass 30 mm; the shipped quality checks fail the spike when the
+    next reading arrives, as the service hands the verdicts over (flags and reflags)."""
+    qc = QualityEvaluator(load_quality_config(Settings().quality_file))
+    eng = Engine(ruleset(RAIN), areas={"rain-1": "north", "gauge-1": "north"})
+
+    def feed(device: str, minute: float, **metrics: float) -> None:
+        r = reading(device, minute, **metrics)
+        judged = qc.evaluate([r])
+        qc.commit(judged)
+        flags = dict(judged.flags)
+        for device_id, metric, at, flag in judged.reflags:
+            flags[(device_id, metric, at)] = max(flag, flags.get((device_id, metric, at), flag))
+        eng.feed(r, flags=flags)
+
+    for i in range(13):  # an hour of rain at 5 minutes, the spike at minute 35
+        feed("rain-1", 5 * i, rain_mm_h=180.0 if i == 7 else 20.0)
+        feed("gauge-1", 5 * i + 1, water_level_m=1.0 + 0.05 * i)  # 0.6 m/h, rising
+    assert eng.log == []
+    # The control: without the spike's verdict the same readings open the warning.
+    control = Engine(ruleset(RAIN), areas={"rain-1": "north", "gauge-1": "north"})
+    for i in range(13):
+        control.feed(reading("rain-1", 5 * i, rain_mm_h=180.0 if i == 7 else 20.0))
+        control.feed(reading("gauge-1", 5 * i + 1, water_level_m=1.0 + 0.05 * i))
+    assert [t.kind for t in control.log] == ["firing"]
 
 
 def test_shipped_rules_name_areas_by_the_shipped_citys_ids() -> None:

@@ -588,6 +588,18 @@ def _evaluate_rule(
             if c.accumulated_mm is not None and c.over is not None:
                 pkey = f"{r.device_id}|{c.metric}|{i}"
                 fallen = rain.setdefault(pkey, [])
+                # A reading the quality checks failed since it was counted (a spike's verdict
+                # comes with the next reading: the evaluator's reflags are in `flags`) did not
+                # rain: it leaves the accumulation, and the condition it alone met is unmet.
+                failed = {
+                    p[0]
+                    for p in fallen
+                    if flags.get((r.device_id, c.metric, datetime.fromisoformat(p[0])), 1) >= FAIL
+                }
+                if failed:
+                    fallen[:] = [p for p in fallen if p[0] not in failed]
+                    if last.get(str(i)) in failed:
+                        del last[str(i)]
                 if not fallen or t > datetime.fromisoformat(fallen[-1][0]):
                     fallen.append([t.isoformat(), v])
                 while len(fallen) > 1 and datetime.fromisoformat(fallen[1][0]) <= t - c.over:
