@@ -121,6 +121,7 @@ __all__ = [
     "live_heads",
     "nowcast",
     "rain_mm",
+    "staged",
     "tick",
 ]
 
@@ -356,7 +357,7 @@ def _hour(t: datetime) -> datetime:
 # -- desired stages per rule type -------------------------------------------------------
 
 
-def _staged(value: float, levels: Sequence[float], cur: int, margin: float) -> int:
+def staged(value: float, levels: Sequence[float], cur: int, margin: float) -> int:
     """Stage for `value` against ascending entry `levels`, leaving a stage only `margin`
     below its level (hysteresis)."""
     up = sum(1 for lv in levels if value >= lv)
@@ -371,7 +372,7 @@ def _staged(value: float, levels: Sequence[float], cur: int, margin: float) -> i
 def _aqi_stage(rule: AqiRule, index: int, cur: int) -> int:
     first = AQI_CATEGORIES.index(rule.alert_from)
     lows = [float(_AQI_BANDS[first + i][0]) for i in range(len(rule.categories()))]
-    return _staged(float(index), lows, cur, rule.clear_margin_aqi)
+    return staged(float(index), lows, cur, rule.clear_margin_aqi)
 
 
 def _aqi_value(rule: AqiRule, data: dict[str, Any], now_hour: datetime) -> int | None:
@@ -654,7 +655,7 @@ def _evaluate_rule(
         table = rule.table(ctx.area)
         if table is None:
             return
-        desired = _staged(v, table, st.stage, rule.clear_margin)
+        desired = staged(v, table, st.stage, rule.clear_margin)
         if rule.corroborate is not None and desired > st.stage and ctx.peers is not None:
             desired = _corroborated(rule, table, st.stage, desired, ctx, t)
         lvl = max(desired, st.stage, 1)
@@ -745,7 +746,7 @@ def _area_stage(
 
     def stage_of(x: float, cur: int) -> int:
         if table is not None:
-            return _staged(x, table, cur, rule.clear_margin)  # type: ignore[union-attr]
+            return staged(x, table, cur, rule.clear_margin)  # type: ignore[union-attr]
         assert isinstance(rule, RateRule)
         return int(x >= rule.rate_per_hour if cur == 0 else x >= rule.clear_rate)
 

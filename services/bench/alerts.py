@@ -41,6 +41,7 @@ from services.alerts.delivery.notice import mqtt_topic
 from services.alerts.rules import Severity
 from services.bench.common import (
     BenchNames,
+    cleanup_alerts,
     cleanup_devices,
     percentile,
     prepare_stack,
@@ -398,26 +399,8 @@ def _ms(seconds: float) -> str:
 
 
 async def _cleanup_alerts(settings: Settings, rule_id: str, group_id: str) -> None:
-    """Remove the run's alerts, their events, delivery rows and evaluation state."""
     con = await asyncpg.connect(settings.database_dsn)
     try:
-        async with con.transaction():
-            ids = [
-                r["alert_id"]
-                for r in await con.fetch("SELECT alert_id FROM alerts WHERE rule_id = $1", rule_id)
-            ]
-            text_ids = [str(i) for i in ids]
-            await con.execute(
-                "DELETE FROM alert_delivery_attempts WHERE delivery_id IN"
-                " (SELECT delivery_id FROM alert_deliveries WHERE alert_id = ANY($1::text[]))",
-                text_ids,
-            )
-            for table in ("alert_deliveries", "alert_delivery_events"):
-                await con.execute(f"DELETE FROM {table} WHERE alert_id = ANY($1::text[])", text_ids)
-            await con.execute("DELETE FROM alert_delivery_alerts WHERE rule_id = $1", rule_id)
-            await con.execute("DELETE FROM alert_events WHERE alert_id = ANY($1::uuid[])", ids)
-            await con.execute("DELETE FROM alerts WHERE rule_id = $1", rule_id)
-            await con.execute("DELETE FROM alert_cursors WHERE rule_id = $1", rule_id)
-            await con.execute("DELETE FROM alert_stream_heads WHERE group_id = $1", group_id)
+        await cleanup_alerts(con, rule_id, group_id)
     finally:
         await con.close()

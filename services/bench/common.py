@@ -108,6 +108,31 @@ async def cleanup_devices(settings: Settings, id_prefix: str) -> None:
         await con.close()
 
 
+async def cleanup_alerts(con: db.Conn, rule_ids: str, group_id: str) -> None:
+    """Remove a run's alerts, their events, delivery rows and evaluation state.
+
+    `rule_ids` is a LIKE pattern (rule ids never hold `%` or `_`, so an exact id matches
+    only itself): the alerts bench cleans up its one rule, `evaluate` its suffixed rules."""
+    async with con.transaction():
+        ids = [
+            r["alert_id"]
+            for r in await con.fetch("SELECT alert_id FROM alerts WHERE rule_id LIKE $1", rule_ids)
+        ]
+        text_ids = [str(i) for i in ids]
+        await con.execute(
+            "DELETE FROM alert_delivery_attempts WHERE delivery_id IN"
+            " (SELECT delivery_id FROM alert_deliveries WHERE alert_id = ANY($1::text[]))",
+            text_ids,
+        )
+        for table in ("alert_deliveries", "alert_delivery_events"):
+            await con.execute(f"DELETE FROM {table} WHERE alert_id = ANY($1::text[])", text_ids)
+        await con.execute("DELETE FROM alert_delivery_alerts WHERE rule_id LIKE $1", rule_ids)
+        await con.execute("DELETE FROM alert_events WHERE alert_id = ANY($1::uuid[])", ids)
+        await con.execute("DELETE FROM alerts WHERE rule_id LIKE $1", rule_ids)
+        await con.execute("DELETE FROM alert_cursors WHERE rule_id LIKE $1", rule_ids)
+        await con.execute("DELETE FROM alert_stream_heads WHERE group_id = $1", group_id)
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     """The `q` quantile (0..1) of `samples`, interpolated linearly between closest ranks
     (numpy's default); NaN for no samples, so an empty run never shows a made-up 0."""

@@ -32,7 +32,14 @@ from rich.console import Console
 from rich.table import Table
 
 from services.alerts.rules import RuleSet, load_rules
-from services.bench.common import BenchNames, cleanup_devices, prepare_stack, stop_all, wait_ready
+from services.bench.common import (
+    BenchNames,
+    cleanup_alerts,
+    cleanup_devices,
+    prepare_stack,
+    stop_all,
+    wait_ready,
+)
 from services.common import db
 from services.common.settings import Settings
 from services.evaluate.flags import Labels, QualityScore, ScoredRow, flat_metrics, score
@@ -237,7 +244,7 @@ async def evaluate_one(
         ]
     finally:
         stop_all(procs)
-        await _cleanup(con, names)
+        await cleanup_alerts(con, f"%{names.rule_suffix}", f"evaluate-alerts-{names.suffix}")
         await con.close()
         await cleanup_devices(settings, names.id_prefix)
     quality = score(rows, labels, flat_metrics(load_quality_config(settings.quality_file)))
@@ -336,31 +343,6 @@ async def _drained(
 
         await wait_until(
             caught_up, timeout=600, what=f"{groups[g]} committed every reading", every=1
-        )
-
-
-async def _cleanup(con: Any, names: EvaluateNames) -> None:
-    """Remove the run's alerts, their events and evaluation state."""
-    like = f"%{names.rule_suffix}"
-    async with con.transaction():
-        ids = [
-            r["alert_id"]
-            for r in await con.fetch("SELECT alert_id FROM alerts WHERE rule_id LIKE $1", like)
-        ]
-        text_ids = [str(i) for i in ids]
-        await con.execute(
-            "DELETE FROM alert_delivery_attempts WHERE delivery_id IN"
-            " (SELECT delivery_id FROM alert_deliveries WHERE alert_id = ANY($1::text[]))",
-            text_ids,
-        )
-        for table in ("alert_deliveries", "alert_delivery_events"):
-            await con.execute(f"DELETE FROM {table} WHERE alert_id = ANY($1::text[])", text_ids)
-        await con.execute("DELETE FROM alert_delivery_alerts WHERE rule_id LIKE $1", like)
-        await con.execute("DELETE FROM alert_events WHERE alert_id = ANY($1::uuid[])", ids)
-        await con.execute("DELETE FROM alerts WHERE rule_id LIKE $1", like)
-        await con.execute("DELETE FROM alert_cursors WHERE rule_id LIKE $1", like)
-        await con.execute(
-            "DELETE FROM alert_stream_heads WHERE group_id = $1", f"evaluate-alerts-{names.suffix}"
         )
 
 

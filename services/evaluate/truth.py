@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from services.alerts.engine import aqi, nowcast
+from services.alerts.engine import aqi, nowcast, staged
 from services.alerts.rules import (
     AQI_CATEGORIES,
     AqiRule,
@@ -216,16 +216,6 @@ def litter_expected(
     return [Expected(rule.id, area, rule.severity, s, device, e) for s, e in eps]
 
 
-def _staged(value: float, lows: Sequence[float], cur: int, margin: float) -> int:
-    up = sum(1 for lv in lows if value >= lv)
-    if up >= cur:
-        return up
-    d = cur
-    while d > 0 and value < lows[d - 1] - margin:
-        d -= 1
-    return max(d, up)
-
-
 def _stage_expected(
     rule_id: str,
     area: str,
@@ -314,7 +304,7 @@ def expected_alerts(
                 lv = [p["water_level_m"] for p in model(area, "flood", 0.0)]
                 stages, cur = [], 0
                 for v in lv:
-                    cur = _staged(v, table, cur, rule.clear_margin)
+                    cur = staged(v, table, cur, rule.clear_margin)
                     stages.append(cur)
                 out += _stage_expected(rule.id, area, rule.stages(), grid, stages)
         elif isinstance(rule, RateRule) and rule.metric == "water_level_m":
@@ -472,7 +462,7 @@ def _aqi_expected(
                     x = aqi(m, conc)
                     index = x if index is None else max(index, x)
             if index is not None:
-                cur = _staged(float(index), lows, cur, rule.clear_margin_aqi)
+                cur = staged(float(index), lows, cur, rule.clear_margin_aqi)
             best[i] = max(best[i], cur)
     return _stage_expected(rule.id, area, rule.stages(), grid, best)
 
