@@ -161,6 +161,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from services.common.http_params import parse_time
     from services.evaluate import EvaluateOptions, run_evaluate
     from simulators.scenarios import parse_duration
 
@@ -175,6 +176,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         seed=args.seed,
         speed=args.speed,
         faults=args.faults,
+        start=parse_time("--start", args.start) if args.start else None,
     )
     return run_evaluate(settings, opts)
 
@@ -302,6 +304,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=1)
     ev.add_argument("--speed", type=float, default=720.0, help="scenario s per s (0 = max)")
     ev.add_argument("--faults", type=float, default=1.0, help="scale of the fault rates")
+    ev.add_argument(
+        "--start",
+        default="",
+        help="first reading time (ISO 8601, e.g. 2026-11-21T00:00Z): a repeatable run; "
+        "default: the scenario's own, before now",
+    )
     ev.set_defaults(fn=cmd_evaluate)
 
     from services.registry.cli import add_parser as add_devices_parser

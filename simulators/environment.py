@@ -181,13 +181,19 @@ class Environment:
             "humidity_pct": round(min(100.0, max(5.0, humidity + rng.gauss(0, 1.5))), 1),
         }
 
+    def gauge_rain(self, area_id: str, t: datetime, phase: float) -> float:
+        """The rain intensity (mm/h) where one gauge of the area stands: the area's rain,
+        a few per cent more or less (showers are patchy; `phase` places the gauge). The
+        evaluation's truth uses the same, so a gauge is judged on the rain that fell on it."""
+        return self.rain(area_id, t) * (1 + 0.08 * math.sin(phase))
+
     def flood_values(
         self, area: Area, t: datetime, rng: random.Random, phase: float
     ) -> dict[str, float]:
         series = self.flood.get(area.id)
         level = series.level(t) if series is not None else 0.5
         stored = series.stored(t) if series is not None else 0.0
-        rain = self.rain(area.id, t) * (1 + 0.08 * math.sin(phase))  # gauges differ a little
+        rain = self.gauge_rain(area.id, t, phase)
         flow = 6.0 * (0.3 + max(0.0, stored)) ** 1.6 + 2.0  # a rating curve, Q ~ a (h - h0)^b
         return {
             "water_level_m": round(level + rng.gauss(0, 0.008), 3),

@@ -529,14 +529,28 @@ def test_combined_rule_raises_one_alert_per_area_when_all_conditions_meet() -> N
     assert eng.log == []
     eng.series("rain-1", [45.0], start=10, metric="rain_mm_h")
     assert eng.log == []  # rain alone
-    eng.series("gauge-1", [1.05, 1.1], start=15)  # rising 0.6 m/h within the hour
-    eng.series("gauge-2", [2.0, 2.1], start=16)  # a second gauge in the same area
+    # rising 0.3 m/h and more over 30 minutes (the condition's default span)
+    eng.series("gauge-1", [1.05, 1.1, 1.15, 1.2], start=15)
+    eng.series("gauge-2", [2.0, 2.1], start=36)  # a second gauge in the same area
     [fired] = eng.log
     assert fired.kind == "firing" and fired.device_id is None and fired.area == "north"
     # the rain stops; an hour later the area's conditions no longer meet: resolved after hold
     eng.series("rain-1", [0.0] * 20, start=30, metric="rain_mm_h")
     eng.series("gauge-1", [1.1] * 20, start=31)
     assert kinds(eng.log) == [("firing", "warning"), ("resolved", "warning")]
+
+
+def test_gauge_noise_between_two_readings_is_not_a_rising_river() -> None:
+    # A gauge's 1-2 cm noise between readings 5 minutes apart is 0.24 m/h: on a normal
+    # day it met "rising 0.2 m/h" several times, and one heavy-rain reading then made a
+    # warning. The rise is judged over at least 30 minutes: noise averages out there.
+    areas = {"rain-1": "north", "gauge-1": "north"}
+    eng = Engine(ruleset(COMBINED), areas=areas)
+    noise = [0.70, 0.72, 0.70, 0.72, 0.70, 0.72, 0.70, 0.72, 0.70, 0.72, 0.70, 0.72]
+    eng.series("gauge-1", noise, start=0)
+    eng.series("rain-1", [45.0, 45.0], start=50, metric="rain_mm_h")
+    eng.series("gauge-1", [0.70, 0.72], start=60)
+    assert eng.log == []
 
 
 # -- silence -------------------------------------------------------------------------------------
@@ -662,10 +676,10 @@ def test_readings_far_behind_the_stream_head_open_nothing_but_fresh_ones_do() ->
 def test_combined_rule_does_not_reopen_when_an_areas_devices_arrive_out_of_time_order() -> None:
     # One device's readings may come (another partition) after a later one's of the area.
     eng = Engine(ruleset(COMBINED), areas={"rain-1": "north", "gauge-1": "north"})
-    eng.series("gauge-1", [1.0, 1.0], start=0, step=10)
-    eng.feed(reading("rain-1", 15, rain_mm_h=45.0), reading("gauge-1", 20, water_level_m=1.1))
-    eng.series("rain-1", [0.0] * 12, start=30, step=10, metric="rain_mm_h")  # resolves at 110
-    eng.series("gauge-1", [1.1] * 7, start=31, step=10)  # arrives after, older times
+    eng.series("gauge-1", [1.0, 1.0, 1.0], start=0, step=10)
+    eng.feed(reading("rain-1", 25, rain_mm_h=45.0), reading("gauge-1", 30, water_level_m=1.1))
+    eng.series("rain-1", [0.0] * 12, start=40, step=10, metric="rain_mm_h")  # resolves at 120
+    eng.series("gauge-1", [1.1] * 7, start=41, step=10)  # arrives after, older times
     assert kinds(eng.log) == [("firing", "warning"), ("resolved", "warning")]
 
 
@@ -852,7 +866,7 @@ def test_one_rain_spike_and_a_rise_raise_no_heavy_rain_warning_but_an_hours_rain
     eng.series("rain-1", [0.0, 0.0, 180.0, 0.0, 0.0], start=1, step=5, metric="rain_mm_h")
     assert eng.log == []  # the demo's false warning: one spike, 15 mm at most
     eng.series("rain-1", [40.0] * 12, start=26, step=5, metric="rain_mm_h")
-    eng.series("gauge-1", [1.3, 1.35, 1.4], start=85, step=5)
+    eng.series("gauge-1", [1.3 + 0.05 * i for i in range(14)], start=30, step=5)
     [fired] = eng.log
     assert fired.kind == "firing" and fired.area == "north" and fired.value >= 30
     assert fired.rule.unit() == "mm"

@@ -577,25 +577,33 @@ def _evaluate_rule(
         return
     if isinstance(rule, CombinedRule):
         last: dict[str, str] = st.data.setdefault("last", {})
-        prev: dict[str, list[Any]] = st.data.setdefault("prev", {})
+        prev: dict[str, list[list[Any]]] = st.data.setdefault("rise", {})
         rain: dict[str, list[list[Any]]] = st.data.setdefault("rain", {})
         sims: dict[str, bool] = st.data.setdefault("sim", {})
         hit_value: float | None = None
         for i, c in enumerate(rule.conditions):
-            if c.kind != r.kind or c.metric not in r.metrics or _flag(flags, r, c.metric) >= FAIL:
+            # Rain accumulates only readings the checks pass: a suspect intensity (a gauge
+            # at the end of its range reads 495 mm/h: 41 mm in one 5-minute interval) is
+            # left out and the next good reading stands for the interval (rain_mm). Other
+            # conditions skip only failed values: a fast real rise may be flagged suspect.
+            doubt = SUSPECT if c.accumulated_mm is not None else FAIL
+            if c.kind != r.kind or c.metric not in r.metrics:
+                continue
+            if _flag(flags, r, c.metric) >= doubt:
                 continue
             v = r.metrics[c.metric]
             ok = False
             if c.accumulated_mm is not None and c.over is not None:
                 pkey = f"{r.device_id}|{c.metric}|{i}"
                 fallen = rain.setdefault(pkey, [])
-                # A reading the quality checks failed since it was counted (a spike's verdict
+                # A reading the quality checks doubted since it was counted (a spike's verdict
                 # comes with the next reading: the evaluator's reflags are in `flags`) did not
                 # rain: it leaves the accumulation, and the condition it alone met is unmet.
                 failed = {
                     p[0]
                     for p in fallen
-                    if flags.get((r.device_id, c.metric, datetime.fromisoformat(p[0])), 1) >= FAIL
+                    if flags.get((r.device_id, c.metric, datetime.fromisoformat(p[0])), 1)
+                    >= SUSPECT
                 }
                 if failed:
                     fallen[:] = [p for p in fallen if p[0] not in failed]
@@ -612,14 +620,13 @@ def _evaluate_rule(
             elif c.below is not None:
                 ok = v <= c.below
             else:
-                pkey = f"{r.device_id}|{c.metric}"
-                before = prev.get(pkey)
-                if before is not None:
-                    hours = (t - datetime.fromisoformat(before[0])) / timedelta(hours=1)
-                    ok = 0 < hours <= rule.window / timedelta(hours=1) and (
-                        (v - before[1]) / hours >= c.level
-                    )
-                prev[pkey] = [t.isoformat(), v]
+                # The rise over at least `rise_over` (rules.Condition says why): from the
+                # newest of this device's points at or before t - rise_over.
+                pts = prev.setdefault(f"{r.device_id}|{c.metric}", [])
+                if pts and t <= datetime.fromisoformat(pts[-1][0]):
+                    continue  # a replayed or older reading: already counted
+                rise = _rise_per_hour(pts, t, v, c.rise_over, c.rise_over)
+                ok = rise is not None and rise >= c.level
             if i == 0:
                 # The title's value is the first condition's (its unit is the rule's).
                 st.data["value0"] = v
@@ -695,21 +702,32 @@ def _per_area(rule: Rule, area: str | None) -> bool:
     return isinstance(rule, LevelsRule | RateRule) and rule.per == "area" and area is not None
 
 
-def _rate(rule: RateRule, pts: list[list[Any]], t: datetime, v: float) -> float:
-    """The rate of `rule`'s metric over its window, from one device's `[time, value]` points
-    (updated in place); 0 until half a window is covered, and after a gap of two."""
+def _rise_per_hour(
+    pts: list[list[Any]], t: datetime, v: float, window: timedelta, min_span: timedelta
+) -> float | None:
+    """One device's rise per hour over `window`, from its `[time, value]` points (updated
+    in place: one point at or before the window's start is kept); None until `min_span`
+    is covered, and after a gap of two windows (measured afresh from there)."""
     pts.append([t.isoformat(), v])
-    cutoff = t - rule.window
+    cutoff = t - window
     while len(pts) > 2 and datetime.fromisoformat(pts[1][0]) <= cutoff:
-        pts.pop(0)  # keep one point at or before the window's start
+        pts.pop(0)
     t0, v0 = datetime.fromisoformat(pts[0][0]), float(pts[0][1])
     span = t - t0
-    if span < rule.window / 2 or span > rule.window * 2:
-        if span > rule.window * 2:
-            del pts[:-1]  # a gap: start the window again
+    if span > window * 2:
+        del pts[:-1]  # a gap: start the window again
+        return None
+    if span < min_span:
+        return None
+    return (v - v0) / (span / timedelta(hours=1))
+
+
+def _rate(rule: RateRule, pts: list[list[Any]], t: datetime, v: float) -> float:
+    """The rate of `rule`'s metric over its window; 0 until half a window is covered."""
+    rise = _rise_per_hour(pts, t, v, rule.window, rule.window / 2)
+    if rise is None:
         return 0.0
-    rate = (v - v0) / (span / timedelta(hours=1))
-    return round(-rate if rule.direction == "falling" else rate, 4)
+    return round(-rise if rule.direction == "falling" else rise, 4)
 
 
 # A per-area rule without `corroborate` counts the devices that reported this recently.
@@ -754,6 +772,10 @@ def _area_stage(
     me = devs.setdefault(device, {"asks": [], "trig": {}})
     asked = stage_of(value, 0)  # what this reading reaches, without hysteresis
     if "at" in me and not me["sus"]:
+        if table is None:
+            me["prev_rate"] = me["v"]
+        if "prev" in me:
+            me["prev2"] = me["prev"]  # projects `prev` forward (_level_at) for a lone gauge
         me["prev"] = [me["at"], me["v"]]
     me.update(at=t.isoformat(), v=value, sus=ctx.suspect)
     me["asks"] = [*me["asks"], [asked, ctx.suspect]][-rule.min_readings :]
@@ -780,20 +802,35 @@ def _area_stage(
         persisted = (
             min(a[0] for a in asks) if len(asks) >= rule.min_readings and not asks[0][1] else 0
         )
-        if corro is None or table is None:
+        if table is None:
+            # A rate: the device's previous reading already had the river rising (at the
+            # rule's clear rate or more) and this one passed the quality checks: the rise
+            # goes on, it is not one sample; the alert opens without waiting another
+            # reporting interval (5 minutes at field cadence). From a still river it waits.
+            assert isinstance(rule, RateRule)
+            before = x.get("prev_rate")
+            if x["sus"] or before is None or float(before) < rule.clear_rate:
+                return persisted
+            return max(persisted, stage_of(float(x["v"]), 0))
+        if corro is None:
             return persisted
         mine_at = datetime.fromisoformat(x["at"])
         others = [_level_at(o, mine_at) for e, o in recent.items() if e != d and not o["sus"]]
         if not others:
             # Nobody else reports: the device is judged alone, and its own previous
-            # reading corroborates the crossing when it already read within the tolerance
-            # of the level and the rise between them passed the quality checks (the
-            # rate-of-change test: a smooth rise, not a spike). A spike from far below
-            # still waits for the next reading (`min_readings`).
+            # reading corroborates the crossing as a neighbour's would: when it, carried
+            # forward by the rise it was already on (_level_at, from the reading before
+            # it), comes within the tolerance of the level, and the step to this reading
+            # passed the quality checks (the rate-of-change test: a smooth rise, not a
+            # spike). At a 5-minute cadence a flash flood climbs 0.8 m between readings;
+            # a gauge already rising 0.35 m a step corroborates it, a flat one (a spike
+            # from far below) waits for the next reading (`min_readings`).
             prev = x.get("prev")
             if x["sus"] or prev is None or mine_at - datetime.fromisoformat(prev[0]) > corro.window:
                 return persisted
-            own = sum(1 for lv in table if float(prev[1]) >= lv - corro.tolerance)
+            own_before = {"at": prev[0], "v": prev[1], "prev": x.get("prev2")}
+            projected = _level_at(own_before, mine_at)
+            own = sum(1 for lv in table if projected >= lv - corro.tolerance)
             return max(persisted, min(stage_of(float(x["v"]), 0), own))
         best = max(others)
         allowed = sum(1 for lv in table if best >= lv - corro.tolerance)

@@ -279,7 +279,7 @@ def expected_alerts(
                         "water_level_m": run.env.flood[area].level(t)
                         if area in run.env.flood
                         else 0.5,
-                        "rain_mm_h": run.env.rain(area, t),
+                        "rain_mm_h": run.env.gauge_rain(area, t, phase),
                     }
                     for t in grid
                 ]
@@ -326,11 +326,20 @@ def expected_alerts(
                     out.append(Expected(rule.id, area, rule.severity, s, None, e))
         elif isinstance(rule, CombinedRule):
             for area in sorted(areas):
-                met = _combined(
-                    rule, [model(area, c.kind, 0.0) for c in rule.conditions], flood_step
-                )
                 needs = {c.kind for c in rule.conditions}
-                if met is None or not needs <= set(areas[area]):
+                if not needs <= set(areas[area]):
+                    continue
+                # Each condition as any of the area's devices of its kind sees it (each
+                # rain gauge on the rain that fell where it stands).
+                met = _combined(
+                    rule,
+                    [
+                        [model(area, c.kind, ph) for ph in areas[area][c.kind]]
+                        for c in rule.conditions
+                    ],
+                    flood_step,
+                )
+                if met is None:
                     continue
                 if rule.areas is not None and area not in rule.areas:
                     continue
@@ -348,7 +357,7 @@ def expected_alerts(
                 per_device = [
                     threshold_episodes(
                         grid,
-                        [p[rule.metric] for p in model(area, kind, ph if kind != "flood" else 0.0)],
+                        [p[rule.metric] for p in model(area, kind, ph)],
                         rule.breached,
                         rule.cleared,
                         rule.for_,
@@ -391,16 +400,17 @@ def _union(
 
 
 def _combined(
-    rule: CombinedRule, series: list[list[dict[str, float]]], step: int
+    rule: CombinedRule, series: list[list[list[dict[str, float]]]], step: int
 ) -> list[bool] | None:
     """Per minute, whether every condition was met within the rule's window (None: a
-    condition on a quantity no model gives)."""
+    condition on a quantity no model gives). `series` holds per condition one model
+    series per device of its kind: a condition is met when any of them meets it."""
     hits: list[list[bool]] = []
-    for c, points in zip(rule.conditions, series, strict=True):
-        h = _condition(c, points, step)
-        if h is None:
+    for c, per_device in zip(rule.conditions, series, strict=True):
+        each = [_condition(c, points, step) for points in per_device]
+        if not each or any(h is None for h in each):
             return None
-        hits.append(h)
+        hits.append([any(col) for col in zip(*(h for h in each if h is not None), strict=True)])
     w = max(1, round(rule.window / _MINUTE))
     last: list[int | None] = [None] * len(hits)
     out = []
@@ -423,8 +433,11 @@ def _condition(c: Condition, points: list[dict[str, float]], step: int) -> list[
     if c.below is not None:
         return [x <= c.below for x in v]
     assert c.rising_per_hour is not None
+    # The rise over the condition's span (as the engine measures it), at least one
+    # reporting interval.
+    span = max(step, round(c.rise_over / _MINUTE))
     return [
-        i >= step and (x - v[i - step]) * 60 / step >= c.rising_per_hour for i, x in enumerate(v)
+        i >= span and (x - v[i - span]) * 60 / span >= c.rising_per_hour for i, x in enumerate(v)
     ]
 
 
