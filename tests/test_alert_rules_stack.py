@@ -274,17 +274,18 @@ def cases(ns: Namespace) -> dict[str, Case]:
             "      - {kind: flood, metric: water_level_m, rising_per_hour: 0.2}\n"
             "    window: 1h\n    severity: warning\n",
             [
-                *series(g, "flood", "water_level_m", [1.0, 1.0], 0, 10),
+                *series(g, "flood", "water_level_m", [1.0, 1.0, 1.0], 0, 10),
                 # two readings of each: the area's second reading with both conditions met
-                # confirms, whichever device's partition the alerts service reads first
-                (f"{p}rain", "flood", 15, {"rain_mm_h": 45.0}),
-                (f"{p}rain", "flood", 17, {"rain_mm_h": 45.0}),
-                (g, "flood", 20, {"water_level_m": 1.1}),
-                (g, "flood", 25, {"water_level_m": 1.15}),
+                # confirms, whichever device's partition the alerts service reads first;
+                # the rise is measured over 30 minutes (rules.Condition)
+                (f"{p}rain", "flood", 25, {"rain_mm_h": 45.0}),
+                (f"{p}rain", "flood", 27, {"rain_mm_h": 45.0}),
+                (g, "flood", 30, {"water_level_m": 1.1}),
+                (g, "flood", 35, {"water_level_m": 1.15}),
             ],
             [
-                *series(f"{p}rain", "flood", "rain_mm_h", [0.0] * 7, 30, 10),
-                *series(g, "flood", "water_level_m", [1.1] * 7, 31, 10),
+                *series(f"{p}rain", "flood", "rain_mm_h", [0.0] * 7, 40, 10),
+                *series(g, "flood", "water_level_m", [1.15] * 7, 41, 10),
             ],
             [("firing", "warning"), ("resolved", "warning")],
             {g: f"flood@{area}", f"{p}rain": f"flood@{area}"},
