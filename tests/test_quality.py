@@ -8,6 +8,7 @@ The conformance tests run `ioos_qc`'s own QARTOD functions on the same series.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from schemas import Reading
 from services.common.errors import ConfigError
 from services.common.settings import Settings
 from services.quality import Flag, QualityConfig, QualityEvaluator, worst
+from services.quality.qartod import repeats_needed
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 P, NE, S, F = 1, 2, 3, 4
@@ -349,20 +351,25 @@ def test_window_keeps_at_most_window_points_values() -> None:
 # -- late, out of order, duplicates, gaps, retries -----------------------------------------
 
 
-def test_late_reading_is_judged_by_gross_range_alone_and_leaves_the_window_alone() -> None:
+def test_late_reading_is_judged_by_gross_range_and_spike_and_leaves_the_window_alone() -> None:
     cfg = config(
         gross_range={"suspect_min": 6, "suspect_max": 9},
-        spike={"suspect": 0.3, "fail": 1.0},
+        spike={"suspect": 0.3, "fail": 1.0, "method": "differential"},
         rate_of_change={"suspect_per_hour": 1},
     )
     ev = QualityEvaluator(cfg)
     store = Store(ev)
-    store.batch(ph_series([7.0, 7.0, 7.0]))  # t = 0, 60, 120
-    late = reading("d1", 90, ph=8.5)  # would be a spike and a steep rate in order
-    store.batch([late, reading("d1", 180, ph=7.0)])
-    assert store.flags[("d1", "ph", late.time)] == P
-    assert store.series("d1") == [P, P, P, P, P]  # in-order neighbours unaffected
-    evaluated = ev.evaluate([reading("d1", 30, ph=9.5)])
+    store.batch(ph_series([7.0, 7.0, 7.0, 7.0]))  # t = 0, 60, 120, 180
+    # Held back and sent after the next one (out of order): a spike between its neighbours
+    # in the window is still a spike; the rate of change (steep in order) does not run.
+    spiked = reading("d1", 90, ph=8.5)
+    calm = reading("d1", 150, ph=7.2)
+    store.batch([spiked, calm, reading("d1", 240, ph=7.0)])
+    assert store.flags[("d1", "ph", spiked.time)] == F
+    assert store.flags[("d1", "ph", calm.time)] == P
+    assert store.series("d1") == [P, P, F, P, P, P, P]  # in-order neighbours unaffected
+    # Before the window's oldest value: no left neighbour, gross range alone.
+    evaluated = ev.evaluate([reading("d1", -30, ph=9.5)])
     assert evaluated.late == 1 and list(evaluated.flags.values()) == [S]
 
 
@@ -433,6 +440,28 @@ def test_worst_ranks_not_evaluated_below_pass() -> None:
     assert worst(Flag.PASS, Flag.SUSPECT, Flag.NOT_EVALUATED) is Flag.SUSPECT
     assert worst(Flag.FAIL, Flag.SUSPECT) is Flag.FAIL
     assert worst() is Flag.NOT_EVALUATED
+
+
+def test_repeats_needed_grow_where_the_noise_falls_under_the_resolution() -> None:
+    # pH electrode, 0.03 of noise, 0.005 tolerance: a handful of equal values is a stuck sensor.
+    assert repeats_needed(7.0, 0.03, 0.0, 0.005, 1e-3, 3) == 4
+    # A low-cost PM sensor, 6 % noise and 0.1 resolution: at 40 ug/m3 a few repeats are
+    # rare, at 1.5 ug/m3 the noise is under the resolution and equal readings are common.
+    assert repeats_needed(40.0, 0.0, 0.06, 0.1, 1e-3, 3) == 3
+    assert repeats_needed(1.5, 0.0, 0.06, 0.1, 1e-3, 3) == 9
+    assert repeats_needed(0.0, 0.0, 0.06, 0.1, 1e-3, 3) == math.inf
+
+
+def test_flat_line_with_a_noise_model_flags_long_repeats_at_low_values_only() -> None:
+    flat = {"suspect_s": 3600, "fail_s": 7200, "tolerance": 0.05}
+    cfg = config(flat_line={**flat, "noise_rel": 0.06, "resolution": 0.1})
+    low = ph_series([1.5] * 12, step_s=10, device="low")
+    zero = ph_series([0.0] * 12, step_s=10, device="zero")
+    high = ph_series([40.0] * 5, step_s=300, device="hi")
+    store = run(cfg, low + zero + high)
+    assert store.series("low") == [P] * 8 + [S] * 4
+    assert store.series("zero") == [P] * 12
+    assert store.series("hi") == [P] * 2 + [S] * 3  # the same count at 5 min as at 10 s
 
 
 def test_repeats_below_points_min_value_are_not_a_stuck_sensor() -> None:

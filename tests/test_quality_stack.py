@@ -100,9 +100,10 @@ async def test_spike_and_flat_line_in_a_stream_are_flagged_and_normal_values_pas
     expected_ph = [P] * n
     expected_ph[spike_at : spike_at + 2] = [F, S]
     assert await flags(dbcon, device, "ph") == expected_ph
-    # Temperature: five equal readings are suspect (suspect_points), and flat within
+    # Temperature: four equal readings are suspect (the repeat count its noise model gives,
+    # 0.1 C of noise at 0.01 C resolution: deploy/quality), and flat within
     # 0.005 C for 6 h is fail (defaults file).
-    assert await flags(dbcon, device, "temperature_c") == [P] * 4 + [S] * 32 + [F] * 4
+    assert await flags(dbcon, device, "temperature_c") == [P] * 3 + [S] * 33 + [F] * 4
     # The override: 7.2 and 7.24 are above this device's suspect span, 7.16 is within it.
     assert [ph_at(i) for i in range(3)] == [7.16, 7.2, 7.24]
     assert await flags(dbcon, strict, "ph") == [P, S, S]
@@ -112,6 +113,6 @@ async def test_spike_and_flat_line_in_a_stream_are_flagged_and_normal_values_pas
         return processor.metric(name, f'flag="{flag}",metric="{metric}"')
 
     assert counted("citywatch_processor_quality_flags_total", "temperature_c", "fail") == 4
-    assert counted("citywatch_processor_quality_flags_total", "temperature_c", "suspect") == 32
+    assert counted("citywatch_processor_quality_flags_total", "temperature_c", "suspect") == 33
     assert counted("citywatch_processor_quality_reflagged_total", "ph", "fail") == 1
     assert ingest.alive() and processor.alive()

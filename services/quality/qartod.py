@@ -119,6 +119,7 @@ overrides and hands them in.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -230,24 +231,52 @@ class RateOfChange(_Test):
 class FlatLine(_Test):
     """Seconds of reading time within `tolerance` (max - min < tolerance, in the unit).
 
-    `suspect_points`, when set, also makes a value suspect once it and the values before it,
-    that many in all, stayed within `tolerance`, however little time they span: for a sensor
-    whose noise is well above `tolerance`, repeats are a stuck sensor at any interval.
+    Repeats are also judged by count, however little time they span. With the sensor's noise
+    (`noise`, 1-sigma in the unit, plus `noise_rel` x |value|) and `resolution` given, a value
+    is suspect once it and the values before it, n in all, stayed within `tolerance`, where n
+    is the smallest count that noise alone repeats with a chance under `repeat_chance`
+    (see `repeats_needed`): few at 7 pH, many at 1 ug/m3, where the noise is under the
+    resolution and equal readings are common. `suspect_points` is a fixed count instead
+    (with the noise model: the least n). Below `points_min_value` repeats never count.
     """
 
     suspect_s: float = Field(gt=0)
     fail_s: float = Field(gt=0)
     tolerance: float = Field(gt=0)
     suspect_points: int | None = Field(default=None, ge=3)
-    # Repeats count only at or above this value: below it a sensor's noise is under its
-    # resolution (clean air, a dry rain gauge) and equal readings are the truth.
     points_min_value: float | None = None
+    noise: float = Field(default=0.0, ge=0)
+    noise_rel: float = Field(default=0.0, ge=0)
+    resolution: float = Field(default=0.0, ge=0)
+    repeat_chance: float = Field(default=1e-3, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.fail_s < self.suspect_s:
             raise ValueError("flat_line.fail_s must be >= flat_line.suspect_s")
         return self
+
+
+def repeats_needed(
+    value: float, noise: float, noise_rel: float, width: float, chance: float, least: float
+) -> float:
+    """How many values within `width` of each other make a stuck sensor at `value`.
+
+    A healthy reading lands in the bin of width `width` around the previous ones with a
+    chance of at most p = erf(width / (2 sqrt(2) sigma)) (the bin centred on the mean, the
+    worst case), sigma = noise + noise_rel x |value|; n values in a row then have a chance
+    under p^(n-1). The count is the smallest n with p^(n-1) < `chance`, at least `least`;
+    infinite where sigma is 0 (a sensor at zero, whose noise is all under its resolution).
+    Measurement noise is white, so the count means the same at any reporting interval; the
+    quantity's own change between readings only makes honest repeats rarer.
+    """
+    sigma = noise + noise_rel * abs(value)
+    p = math.erf(width / (2 * math.sqrt(2) * sigma)) if sigma > 0 else 1.0
+    if p >= 1:
+        return math.inf
+    if p <= 0:
+        return least
+    return max(least, 1 + math.ceil(math.log(chance) / math.log(p)))
 
 
 TestName = Literal["gross_range", "spike", "rate_of_change", "flat_line"]
@@ -362,8 +391,8 @@ class _Resolved:
     gross: tuple[float, float, float, float] | None  # fail_lo, fail_hi, suspect_lo, suspect_hi
     spike: tuple[float, float, bool] | None  # suspect, fail, differential
     roc: tuple[float, float, float] | None  # suspect, fail per second (fail inf), noise
-    # suspect_s, fail_s, tolerance, points, points_min_value
-    flat: tuple[float, float, float, float, float] | None
+    # suspect_s, fail_s, tolerance, points, points_min_value, noise, noise_rel, bin, chance
+    flat: tuple[float, float, float, float, float, float, float, float, float] | None
 
 
 def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
@@ -397,13 +426,30 @@ def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
                 f.suspect_s,
                 f.fail_s,
                 f.tolerance,
-                math.inf if f.suspect_points is None else f.suspect_points,
+                (3 if f.noise or f.noise_rel else math.inf)
+                if f.suspect_points is None
+                else f.suspect_points,
                 -math.inf if f.points_min_value is None else f.points_min_value,
+                f.noise,
+                f.noise_rel,
+                max(f.tolerance, f.resolution),
+                f.repeat_chance,
             )
             if f is not None and f.enabled
             else None
         ),
     )
+
+
+def _spike(test: tuple[float, float, bool], left: float, mid: float, right: float) -> Flag:
+    """The spike verdict of `mid` between its neighbours (see the module docstring)."""
+    sus, fail, differential = test
+    if differential:
+        before, after = mid - left, mid - right
+        diff = min(abs(before), abs(after)) if before * after > 0 else 0.0
+    else:
+        diff = abs(mid - (left + right) / 2)
+    return Flag.FAIL if diff > fail else Flag.SUSPECT if diff > sus else Flag.PASS
 
 
 @dataclass(slots=True)
@@ -624,8 +670,8 @@ class QualityEvaluator:
             else:
                 gross = Flag.PASS
         if s.times and ts <= s.times[-1]:
-            ev.late += 1  # late, out of order or a duplicate: gross range alone
-            return gross
+            ev.late += 1  # late, out of order or a duplicate: gross range and spike alone
+            return worst(gross, self._late_spike(s, cfg, ts, value))
         if s.times and ts - s.times[-1] > self.config.limits.max_gap_s:
             s.clear()  # too far apart to be neighbours: the window starts again
 
@@ -646,13 +692,7 @@ class QualityEvaluator:
                 )
             if cfg.spike is not None and len(s.values) >= 2 and s.newest is not None:
                 # The centred test for the previous point, now that it has a right neighbour.
-                sus, fail, differential = cfg.spike
-                if differential:
-                    before, after = prev_v - s.values[-2], prev_v - value
-                    diff = min(abs(before), abs(after)) if before * after > 0 else 0.0
-                else:
-                    diff = abs(prev_v - (s.values[-2] + value) / 2)
-                verdict = Flag.FAIL if diff > fail else Flag.SUSPECT if diff > sus else Flag.PASS
+                verdict = _spike(cfg.spike, s.values[-2], prev_v, value)
                 self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
         if cfg.flat is not None:
             if not s.values:
@@ -666,8 +706,15 @@ class QualityEvaluator:
                     s.run_start, s.run_points = ts, 1
                     s._extend_back(value, len(s.values))
             held = ts - s.run_start
-            suspect_s, fail_s, _, points, points_from = cfg.flat
-            repeated = s.run_points >= points and value >= points_from
+            suspect_s, fail_s, _, points, points_from, noise, rel, width, chance = cfg.flat
+            repeated = (
+                value >= points_from
+                and s.run_points >= points
+                and (
+                    not (noise or rel)
+                    or s.run_points >= repeats_needed(value, noise, rel, width, chance, points)
+                )
+            )
             flat = (
                 Flag.FAIL
                 if held >= fail_s
@@ -680,6 +727,23 @@ class QualityEvaluator:
         s.newest = at
         ev._fresh.add((device_id, metric, at))
         return worst(gross, roc, flat)
+
+    def _late_spike(self, s: _Series, cfg: _Resolved, ts: float, value: float) -> Flag:
+        """The spike verdict of a late value between two values of the window (not
+        evaluated for a duplicate, or with no neighbour on one side within `max_gap_s`).
+        Its neighbours keep their verdicts and the window is not changed."""
+        if cfg.spike is None:
+            return Flag.NOT_EVALUATED
+        i = bisect_left(s.times, ts)
+        gap = self.config.limits.max_gap_s
+        if (
+            i == 0
+            or s.times[i] == ts  # i < len(s.times): ts <= the newest
+            or ts - s.times[i - 1] > gap
+            or s.times[i] - ts > gap
+        ):
+            return Flag.NOT_EVALUATED
+        return _spike(cfg.spike, s.values[i - 1], value, s.values[i])
 
     @staticmethod
     def _fold_spike(ev: Evaluation, row: RowKey, verdict: Flag, no_gross: bool) -> None:
