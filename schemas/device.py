@@ -45,6 +45,10 @@ class DeviceProfile(BaseModel):
     # A simulated device (the demo's or the simulator's fleet): its alerts are CAP
     # `Exercise`, never `Actual` (issue 14), so a demo cannot page real staff.
     simulated: bool = False
+    # A drinking-water point (a tap, a treatment plant's outlet): only its water readings are
+    # called "drinking water" and carry boil-water advice on the residents' page (issue 14);
+    # other water devices are labelled for the water body they measure (sea, estuary, river).
+    drinking_water: bool = False
 
 
 # How the pure decoding functions ask about a device: None when it is not registered.

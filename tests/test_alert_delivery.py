@@ -168,6 +168,9 @@ def _subscribers(
             "secret": SECRET,
         },
         "mail": {"channel": "email", "address": "duty@example.org"},
+        # a channel that speaks to the public (a residents' SMS gateway): public alerts only
+        "public": {"channel": "webhook", "url": hooks.url("public"), "secret": SECRET,
+                   "audience": "public"},
         "primary": {"channel": "webhook", "url": hooks.url("primary"), "secret": SECRET,
                     "filters": {"severity": ["danger"]}},
         "second": {"channel": "webhook", "url": hooks.url("second"), "secret": SECRET,
@@ -422,6 +425,59 @@ async def test_mqtt_retained_state_per_area_appears_and_is_cleared_on_resolve(
     assert json.loads(seen[sentinel_topic])["alerts"][0]["alert_id"] == other
 
 
+async def test_operators_alert_never_reaches_the_public_mqtt_topic_or_a_public_subscriber(
+    rig_factory: Any,
+) -> None:
+    """Issue 14: device health (audience `operators`) goes to operator channels only. The
+    street displays' retained topic, which the alert shares with a public alert of the same
+    severity and area, lists the public alert alone; the public subscriber gets only the
+    public alert; the operators' webhook (the default audience) gets both."""
+    rig: Rig = await rig_factory(["ok", "public"])
+    topic = f"citywatch/alerts/warning/{topic_area(rig.area)}"
+    ops_alert, public_alert = str(uuid.uuid4()), str(uuid.uuid4())
+    offline = rig.event(
+        ops_alert, "firing",
+        rule_id="device-offline", rule_type="offline", metric=None, value=31.0,
+        threshold=30.0, title_en="Device offline: gauge-1 silent for 31.0 min",
+        audience="operators",
+    )  # fmt: skip
+    # an event from a producer that predates `audience`: its rule type decides (stuck)
+    stuck = rig.event(
+        str(uuid.uuid4()), "firing", rule_id="device-stuck", rule_type="stuck", value=2.0
+    )
+    flood = rig.event(public_alert, "firing", audience="public")
+    await rig.send(offline, stuck, flood)
+    await wait_until(
+        lambda: rig.delivered(flood["event_id"], "mqtt", topic), timeout=30, what="retained"
+    )
+    for ev in (offline, stuck, flood):
+        await wait_until(
+            lambda ev=ev: rig.delivered(ev["event_id"], "webhook", "ok"),
+            timeout=30,
+            what="every alert at the operators' webhook",
+        )
+    await wait_until(
+        lambda: rig.delivered(flood["event_id"], "webhook", "public"),
+        timeout=30,
+        what="the public alert at the public webhook",
+    )
+    rows = await rig.db.fetch(
+        "SELECT event_id, channel, target FROM alert_deliveries WHERE event_id = ANY($1)",
+        [offline["event_id"], stuck["event_id"], flood["event_id"]],
+    )
+    queued = {(r["event_id"], r["channel"], r["target"]) for r in rows}
+    assert queued == {
+        (offline["event_id"], "webhook", "ok"),
+        (stuck["event_id"], "webhook", "ok"),
+        (flood["event_id"], "webhook", "ok"),
+        (flood["event_id"], "webhook", "public"),
+        (flood["event_id"], "mqtt", topic),
+    }
+    seen = await asyncio.to_thread(_retained, rig.settings, [topic])
+    assert [a["alert_id"] for a in json.loads(seen[topic])["alerts"]] == [public_alert]
+    assert [r.json["event"]["alert_id"] for r in rig.hooks.got["public"]] == [public_alert]
+
+
 # -- e-mail -----------------------------------------------------------------------------------
 
 
@@ -574,3 +630,29 @@ def test_recipients_follow_filters_rule_contacts_and_test_status() -> None:
     assert names(rule_id="r1", severity="watch") == ["duty"]  # the rule's contact list
     assert names(status="Test", kind="litter") == ["floods", "air", "duty"]  # every pipe
     assert [s.name for s in subs.reminder_recipients("r1", escalated=False)] == ["duty"]
+
+
+def test_a_public_channel_hears_public_alerts_only_an_operators_channel_hears_all() -> None:
+    """Issue 14: every channel declares its audience; subscribers default to operators."""
+    subs = SubscribersFile.model_validate(
+        {
+            "subscribers": [
+                {"name": "sms", "channel": "webhook", "url": "https://sms.example/",
+                 "secret": "x", "audience": "public"},
+                {"name": "duty", "channel": "email", "address": "d@example.org"},
+            ],
+            "contact_lists": {"rota": ["sms", "duty"]},
+            "rules": {"r1": {"remind_every": "30m", "escalate_after": "1h",
+                             "contacts": ["rota"], "escalation_contacts": ["rota"]}},
+        }
+    )  # fmt: skip
+    assert subs.subscribers[1].audience == "operators"
+    base = {"rule_id": "r1", "severity": "warning", "kind": "flood", "area": None}
+    for status in ("Actual", "Test"):
+        ops = subs.recipients(**base, status=status, audience="operators")
+        assert [s.name for s in ops] == ["duty"]
+        public = subs.recipients(**base, status=status, audience="public")
+        assert [s.name for s in public] == ["sms", "duty"]
+    reminded = subs.reminder_recipients("r1", escalated=True, audience="operators")
+    assert [s.name for s in reminded] == ["duty"]
+    assert [s.name for s in subs.escalation_recipients("r1", "operators")] == ["duty"]

@@ -269,6 +269,42 @@ async def test_areas_say_each_kinds_level_in_codes_the_pages_translate(api):
     }
 
 
+async def test_only_a_registered_drinking_water_point_is_the_areas_drinking_water(
+    api, mod_dbcon: asyncpg.Connection
+):
+    """Issue 14: a water device registered as a drinking-water point (migration 0013) is its
+    area's `drinking_water` section, judged as drinking water (8 NTU: a warning, boil
+    before drinking), and /devices says so; the same reading from an unregistered buoy
+    beside it stays in the area's `water` section."""
+    ns = api["ns"]
+    tap, buoy = f"{ns.device_prefix}tap", f"{ns.device_prefix}buoy"
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    await produce(
+        ns,
+        ns.readings_topic,
+        [reading(d, "water", at, MOUTH, turbidity_ntu=8.0).to_kafka() for d in (tap, buoy)],
+    )
+
+    async def both_stored() -> bool:
+        n = await mod_dbcon.fetchval(
+            "SELECT count(*) FROM device_latest WHERE device_id = ANY($1)", [tap, buoy]
+        )
+        return bool(n == 2)
+
+    await wait_until(both_stored, timeout=60, what="the tap's and the buoy's readings")
+    await mod_dbcon.execute("UPDATE devices SET drinking_water = true WHERE device_id = $1", tap)
+    st, body, _ = await get(f"{api['base']}/areas")
+    assert st == 200
+    mouth = {a["id"]: a for a in body["areas"]}["prek-toek-sap-mouth"]
+    drinking = mouth["kinds"]["drinking_water"]
+    assert drinking["level"] == "warning" and drinking["metric"] == "turbidity_ntu"
+    # 8 NTU in estuary water is ordinary: the buoy's section is not raised by it
+    assert mouth["kinds"]["water"]["devices"] >= 1
+    st, devices, _ = await get(f"{api['base']}/devices")
+    flags = {d["device_id"]: d["drinking_water"] for d in devices["devices"]}
+    assert flags[tap] is True and flags[buoy] is False
+
+
 def test_area_levels_leave_out_offline_devices_and_flagged_values():
     assert air_category(9.0) == "good" and air_category(35.5) == "unhealthy_sensitive"
     st = kind_status(

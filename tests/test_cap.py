@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 import pytest
 from lxml import etree
 
+from services.alerts.api import cap_message
 from services.alerts.cap import CAP_NS, build_cap, validate_cap
+from services.alerts.delivery.notice import AlertEvent, build_notice
 from services.alerts.feed import ATOM_NS, build_feed
 from services.alerts.model import (
     AlertMessage,
@@ -256,3 +259,60 @@ def test_empty_feed_is_still_a_valid_atom_document_with_updated() -> None:
     assert root.findall("atom:entry", NS) == []
     assert root.findtext("atom:updated", namespaces=NS) == cap_time(now, SOURCE.tz)
     assert root.get("{http://www.w3.org/XML/1998/namespace}lang") == "km-KH"
+
+
+def _scope(xml: bytes) -> tuple[str | None, str | None]:
+    root = parse(xml)
+    return (
+        root.findtext("cap:scope", namespaces=NS),
+        root.findtext("cap:restriction", namespaces=NS),
+    )
+
+
+def test_an_operators_alert_is_cap_scope_restricted_with_a_restriction_and_validates() -> None:
+    """Issue 14: device health (offline, stuck, battery) is for operators; its CAP says so
+    with scope Restricted, which CAP 1.2 allows only with a <restriction>."""
+    public = build_cap(message(), SOURCE)
+    validate_cap(public)
+    assert _scope(public) == ("Public", None)
+    ops = build_cap(replace(message(), audience="operators"), SOURCE)
+    validate_cap(ops)
+    scope, restriction = _scope(ops)
+    assert scope == "Restricted" and restriction and "operators only" in restriction
+    # the schema's order: restriction right after scope
+    tags = [etree.QName(e).localname for e in parse(ops)]
+    assert tags[tags.index("scope") + 1] == "restriction"
+
+
+def test_the_api_and_delivery_cap_of_an_operators_alert_are_both_restricted() -> None:
+    """The API's CAP (from the alerts row) and delivery's (from the Kafka event) share the
+    builder; both read the alert's audience, and an event or row that predates the field
+    falls back to its rule type (offline is for operators)."""
+    row = {
+        "alert_id": "0b7d6c7e-7a43-4c1e-9d55-5f6a1c2b3d4e", "rule_id": "device-offline",
+        "kind": "water", "metric": None, "state": "firing", "status": "Actual",
+        "severity": "advisory", "value": 0.0, "threshold": 0.0, "started_at": T0,
+        "device_id": "buoy-1", "area": None, "rule_type": "offline",
+    }  # fmt: skip
+    for audience, scope in (
+        ("operators", "Restricted"),
+        ("public", "Public"),
+        (None, "Restricted"),
+    ):
+        api_xml = build_cap(cap_message({**row, "audience": audience}, [], SOURCE), SOURCE)
+        validate_cap(api_xml)
+        assert _scope(api_xml)[0] == scope
+        event = AlertEvent.model_validate(
+            {**row, "event_id": "1", "transition": "firing", "at": T0, "audience": audience}
+        )
+        notice = build_notice(event, seq=0, earlier=[], source=SOURCE)
+        validate_cap(notice["cap"].encode())
+        assert _scope(notice["cap"].encode())[0] == scope
+
+
+def test_the_public_atom_feed_lists_public_alerts_only() -> None:
+    public = message()
+    ops = replace(message(kind="water"), alert_id="d-4", audience="operators")
+    root = parse(build_feed([public, ops], SOURCE, now=T0 + timedelta(minutes=5)))
+    ids = [e.findtext("atom:id", namespaces=NS) for e in root.findall("atom:entry", NS)]
+    assert ids == ["https://alerts.example/cap/a-1.xml"]

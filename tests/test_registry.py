@@ -254,6 +254,55 @@ async def test_simulated_devices_are_registered_as_such_by_add_and_by_csv_import
     assert refused.returncode == 2 and "simulated 'perhaps' must be one of" in refused.stderr
 
 
+@pytest.mark.stack
+async def test_drinking_water_points_are_registered_by_add_csv_and_yaml_and_shown(
+    cli: Cli, dbcon: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Issue 14: only a device registered as a drinking-water point is one (the residents'
+    page calls its water "drinking water"); every door an engineer uses can say so, and
+    `show` and `list` tell which devices are."""
+    p = cli.prefix
+    added = await cli.run("add", f"{p}tap-1", "--kind", "water", "--drinking-water")
+    assert added.returncode == 0, added.stderr
+    plain = await cli.run("add", f"{p}buoy-1", "--kind", "water")
+    assert plain.returncode == 0, plain.stderr
+    csv_file = tmp_path / "devices.csv"
+    csv_file.write_text(f"id,kind,drinking_water\n{p}tap-2,water,yes\n{p}buoy-2,water,\n")
+    yaml_file = tmp_path / "devices.yaml"
+    yaml_file.write_text(
+        f"- id: {p}tap-3\n  kind: water\n  drinking_water: true\n"
+        f"- id: {p}buoy-3\n  kind: water\n  drinking_water: false\n"
+    )
+    for file in (csv_file, yaml_file):
+        done = await cli.run("import", str(file))
+        assert done.returncode == 0, done.stderr
+    rows = await dbcon.fetch(
+        "SELECT device_id, drinking_water FROM devices WHERE device_id LIKE $1", f"{p}%"
+    )
+    assert {r["device_id"]: r["drinking_water"] for r in rows} == {
+        f"{p}tap-1": True,
+        f"{p}buoy-1": False,
+        f"{p}tap-2": True,
+        f"{p}buoy-2": False,
+        f"{p}tap-3": True,
+        f"{p}buoy-3": False,
+    }
+    shown = await cli.run("show", f"{p}tap-1")
+    assert shown.returncode == 0, shown.stderr
+    assert "drinking water:  yes" in shown.stdout
+    other = await cli.run("show", f"{p}buoy-1")
+    assert "drinking water:  no" in other.stdout
+    listed = await cli.run("list")
+    lines = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line}
+    assert "drinking water" in listed.stdout.splitlines()[0]
+    # columns: id kind status format area drinking-water login last-seen
+    assert lines[f"{p}tap-2"][5] == "yes" and lines[f"{p}buoy-2"][5] == "no"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"id,kind,drinking_water\n{p}x,water,perhaps\n")
+    refused = await cli.run("import", str(bad))
+    assert refused.returncode == 2 and "drinking_water 'perhaps' must be one of" in refused.stderr
+
+
 # -- pure: no stack ---------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from services.api.status import (
     alert_level,
     for_residents,
     kind_status,
+    section_of,
 )
 
 CITY = load_city()
@@ -91,3 +92,23 @@ def test_ordinary_river_turbidity_is_not_a_warning() -> None:
     assert ordinary.level == "ok"
     murky = kind_status("water", area, [("online", {"turbidity_ntu": LatestValue(60.0, 1)})])
     assert murky.level == "warning"
+
+
+def test_only_a_registered_drinking_water_point_is_judged_and_named_as_drinking_water() -> None:
+    """Issue 14: water from a device registered as a drinking-water point is its own section,
+    judged against the WHO drinking-water guideline (8 NTU: boil before drinking); the same
+    value from a river or estuary sensor stays ordinary river water."""
+    assert section_of("water", True) == "drinking_water"
+    assert section_of("water", False) == "water"
+    assert section_of("flood", True) == "flood"  # the flag means nothing for other kinds
+    area = CITY.area("mittapheap")
+    tap = kind_status("drinking_water", area, [("online", {"turbidity_ntu": LatestValue(8.0, 1)})])
+    assert tap.level == "warning"
+    cloudy = kind_status(
+        "drinking_water", area, [("online", {"turbidity_ntu": LatestValue(2.0, 1)})]
+    )
+    assert cloudy.level == "advisory"
+    # an active water alert from a drinking-water point raises the drinking-water section
+    calm = kind_status("drinking_water", area, [("online", {"turbidity_ntu": LatestValue(0.5, 1)})])
+    assert calm.level == "ok"
+    assert alert_level(calm, "drinking_water", ["warning"]).level == "warning"

@@ -58,6 +58,7 @@ from services.alerts.model import (
     MsgType,
     Severity,
     Status,
+    audience_of,
     message_identifier,
 )
 from services.alerts.page import alert_page
@@ -269,6 +270,8 @@ def cap_message(
         ),
         title_en=latest("title_en"),
         title_km=latest("title_km"),
+        # operators-only alerts are CAP scope Restricted and left out of the public feed
+        audience=audience_of(alert.get("audience"), alert.get("rule_type")),
     )
 
 

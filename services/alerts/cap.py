@@ -68,6 +68,12 @@ URGENCY: Final[dict[Severity, Urgency]] = {
 CATEGORY: Final[dict[Kind, str]] = {"flood": "Met", "air": "Env", "water": "Env", "litter": "Env"}
 
 
+# The `<restriction>` of an operators-only message (scope Restricted).
+RESTRICTION: Final = (
+    "CityWatch operators only: device health, not for public warning channels or residents."
+)
+
+
 def expires_at(msg: AlertMessage, source: CapSource) -> datetime:
     """When a message stops applying: its own `expires`, else `sent` + the default lifetime."""
     return msg.expires if msg.expires is not None else msg.sent + source.default_lifetime
@@ -127,7 +133,13 @@ def build_cap(msg: AlertMessage, source: CapSource | None = None) -> bytes:
     _sub(root, "sent", cap_time(msg.sent, tz))
     _sub(root, "status", msg.status)
     _sub(root, "msgType", msg.msg_type)
-    _sub(root, "scope", "Public")
+    if msg.audience == "public":
+        _sub(root, "scope", "Public")
+    else:
+        # CAP 1.2 section 3.2.1: scope Restricted requires <restriction>, the rule for
+        # who may see it. Device health (offline, stuck, battery) is for operators only.
+        _sub(root, "scope", "Restricted")
+        _sub(root, "restriction", RESTRICTION)
     if msg.status != "Actual":
         _sub(root, "note", f"CityWatch {msg.status.lower()} message: no action is required.")
     if msg.references:

@@ -27,7 +27,16 @@ _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
 def is_active(msg: AlertMessage, now: datetime, source: CapSource | None = None) -> bool:
-    """Whether an alert belongs in the feed: not resolved, cancelled or expired at `now`."""
+    """Whether an alert belongs in the feed: public, and not resolved, cancelled or expired
+    at `now`.
+
+    The feed is public: alert hubs and anyone may poll it and re-broadcast what it lists.
+    An `operators` alert (a device's own health) is scope Restricted in its CAP and means
+    nothing to the public, so it is not listed; operators see it in the alerts API and on
+    the ops page, and fetch its CAP by its URL.
+    """
+    if msg.audience != "public":
+        return False
     if msg.state == "resolved" or msg.msg_type == "Cancel":
         return False
     return expires_at(msg, source or CapSource()) > now

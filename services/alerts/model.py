@@ -48,6 +48,23 @@ AlertState = Literal["firing", "acknowledged", "resolved"]
 MsgType = Literal["Alert", "Update", "Cancel"]
 Status = Literal["Actual", "Test", "Exercise"]
 Certainty = Literal["Observed", "Likely", "Possible"]
+# Who an alert is for (issue 14; the rule's `audience`, stored in `alerts.audience`):
+# `public` alerts reach residents and public channels (CAP scope Public); `operators`
+# alerts (a device's own health: offline, stuck, low battery) reach operator channels only
+# and their CAP says scope Restricted.
+Audience = Literal["public", "operators"]
+# Rule types about a device's own health: an event or row that does not say its audience
+# (written before migration 0012 / before the producer sent it) is for operators.
+DEVICE_HEALTH_RULES: Final = frozenset({"offline", "stuck", "battery"})
+
+
+def audience_of(audience: str | None, rule_type: str | None) -> Audience:
+    """An alert's audience as stated, else the default for its rule type (see above)."""
+    if audience in ("public", "operators"):
+        return audience  # type: ignore[return-value]
+    return "operators" if rule_type in DEVICE_HEALTH_RULES else "public"
+
+
 CapSeverity = Literal["Minor", "Moderate", "Severe", "Extreme"]
 Urgency = Literal["Immediate", "Expected", "Future", "Past"]
 
@@ -157,6 +174,7 @@ class AlertMessage:
     template: str | None = None
     parameters: tuple[tuple[str, str], ...] = field(default=())
     observed_at: datetime | None = None
+    audience: Audience = "public"
 
     def __post_init__(self) -> None:
         for name in ("onset", "sent", "expires", "observed_at"):

@@ -41,6 +41,7 @@ from services.api.status import (
     device_state,
     for_residents,
     kind_status,
+    section_of,
 )
 from services.api.stream import Event, StreamFilter, StreamHub
 from services.common import db
@@ -220,6 +221,7 @@ class ApiService(ServiceBase):
                     "lat": r["lat"],
                     "lon": r["lon"],
                     "registry_status": r["registry_status"],
+                    "drinking_water": r["drinking_water"],
                     "status": r["conn"],
                     "state": device_state(r["conn"], r["in_alert"], lv),
                     "in_alert": r["in_alert"],
@@ -415,9 +417,14 @@ class ApiService(ServiceBase):
             mine = [d for d in devices if d["area"] == area.id]
             here = [al for al in public if al["area"] == area.id]
             kinds: dict[str, Any] = {}
-            for kind in KINDS:
-                of_kind = [d for d in mine if d["kind"] == kind]
-                raised = [al["severity"] for al in here if al["kind"] == kind]
+            # Water from drinking-water points is its own section (status.section_of).
+            for kind in (*KINDS, "drinking_water"):
+                of_kind = [d for d in mine if section_of(d["kind"], d["drinking_water"]) == kind]
+                raised = [
+                    al["severity"]
+                    for al in here
+                    if section_of(al["kind"], al["drinking_water"]) == kind
+                ]
                 if not of_kind and not raised:
                     continue
                 st = kind_status(
@@ -463,6 +470,7 @@ class ApiService(ServiceBase):
                             "state": al["state"],
                             "status": al["status"],
                             "device_id": al["device_id"],
+                            "drinking_water": al["drinking_water"],
                             "started_at": al["started_at"],
                             "title_en": al["title_en"],
                             "title_km": al["title_km"],

@@ -8,9 +8,14 @@ Thresholds and their sources:
 - Air: PM2.5 24-hour breakpoints of the US EPA AQI (2024 revision), which Cambodia's
   Ministry of Environment also reports against: good <= 9, moderate <= 35.4, unhealthy
   for sensitive groups <= 55.4, unhealthy <= 125.4, very unhealthy <= 225.4, then hazardous.
-- Water: the sensors measure the sea, an estuary or a river (`schemas.city.Area.water`),
-  never water at a tap, so drinking-water limits (WHO: 1 and 5 NTU) would call every river
-  a warning. Levels follow the shipped water rules instead: turbidity above 25 NTU is an
+- Water: most sensors measure the sea, an estuary or a river (`schemas.city.Area.water`),
+  not water at a tap, so drinking-water limits (WHO: 1 and 5 NTU) would call every river
+  a warning. Only devices registered as drinking-water points (`devices.drinking_water`,
+  migration 0013) form their own section, `drinking_water` (`section_of`), judged against
+  the WHO guideline for drinking water: turbidity above 1 NTU an advisory, above 5 NTU a
+  warning (boil before drinking); pH outside 6.5-8.5 an advisory. The page calls only this
+  section "drinking water" and gives boil-water advice only for it and its alerts. Other
+  water's levels follow the shipped water rules instead: turbidity above 25 NTU is an
   advisory (murky, the rule's all-clear level) and above 50 NTU a warning (the level at
   which the water-turbidity alert fires); dissolved oxygen below 2 mg/L is hypoxia (US EPA
   / NOAA), a warning; pH outside 6.5-8.5 in river or estuary water is an advisory.
@@ -43,10 +48,12 @@ __all__ = [
     "alert_level",
     "area_of",
     "device_state",
+    "drinking_water_level",
     "flood_level",
     "for_residents",
     "kind_status",
     "litter_level",
+    "section_of",
     "slug",
     "water_level",
 ]
@@ -186,8 +193,24 @@ _ORDER: dict[str, tuple[str, ...]] = {
     ),
     "flood": ("normal", "watch", "warning", "danger"),
     "water": ("ok", "advisory", "warning"),
+    "drinking_water": ("ok", "advisory", "warning"),
     "litter": ("low", "moderate", "high"),
 }
+
+
+def section_of(kind: str, drinking_water: bool) -> str:
+    """The residents' page section a device's values (or its alerts) belong to: its kind,
+    except that water from a registered drinking-water point is `drinking_water`."""
+    return "drinking_water" if kind == "water" and drinking_water else kind
+
+
+def drinking_water_level(metric: str, value: float) -> str | None:
+    """ok / advisory / warning for a drinking-water point (WHO guideline values)."""
+    if metric == "turbidity_ntu":
+        return "warning" if value > 5.0 else "advisory" if value > 1.0 else "ok"
+    if metric == "ph":
+        return "ok" if 6.5 <= value <= 8.5 else "advisory"
+    return None
 
 
 def _level(kind: str, metric: str, value: float, area: Area | None) -> str | None:
@@ -199,6 +222,8 @@ def _level(kind: str, metric: str, value: float, area: Area | None) -> str | Non
         if area is not None and area.coastal and metric == "ph":
             return None  # sea water's pH is buffered near 8.1: not a signal here
         return water_level(metric, value)
+    if kind == "drinking_water":
+        return drinking_water_level(metric, value)
     if kind == "litter" and metric == "fill_level_pct":
         return litter_level(value)
     return None
@@ -209,7 +234,8 @@ def kind_status(
     area: Area | None,
     devices: Iterable[tuple[ConnStatus, Mapping[str, LatestValue]]],
 ) -> AreaKindStatus:
-    """The worst trusted level among the area's reporting devices of one kind.
+    """The worst trusted level among the area's reporting devices of one kind (or the
+    `drinking_water` section, `section_of`).
 
     Offline devices and values flagged suspect or fail are left out: a broken sensor must
     not raise or calm a neighbourhood. A suspect water level is kept (a real fast rise may
@@ -256,6 +282,7 @@ _ALERT_LEVEL: dict[str, dict[str, str]] = {
     },
     "litter": {"advisory": "moderate", "watch": "high", "warning": "high", "danger": "high"},
 }
+_ALERT_LEVEL["drinking_water"] = _ALERT_LEVEL["water"]
 
 
 def for_residents(audience: str | None) -> bool:

@@ -39,7 +39,7 @@ _ORIGIN = datetime.fromisoformat("2000-01-03T00:00:00+00:00")
 # still is stuck (a frozen clock, a replaying buffer).
 _DEVICES = """
 SELECT d.device_id, d.kind, d.name, d.area, d.lat, d.lon, d.status AS registry_status,
-       d.first_seen, d.last_seen, d.last_reading_at,
+       d.drinking_water, d.first_seen, d.last_seen, d.last_reading_at,
        CASE WHEN d.last_seen IS NULL OR d.last_seen < now() - make_interval(secs => $3)
                 THEN 'offline'
             WHEN COALESCE(l.newest, d.last_reading_at) < now() - make_interval(secs => $4)
@@ -92,7 +92,7 @@ async def active_alerts(con: Conn, limit: int = 500) -> list[dict[str, Any]]:
         """SELECT a.alert_id::text, a.rule_id, a.device_id, a.kind, a.metric, a.severity,
                   a.state, a.value, a.last_value, a.threshold, a.started_at, a.updated_at,
                   a.title_en, a.title_km, a.area AS alert_area, a.rule_type, a.status,
-                  a.audience,
+                  a.audience, COALESCE(d.drinking_water, false) AS drinking_water,
                   d.name AS device_name
            FROM alerts a LEFT JOIN devices d USING (device_id)
            WHERE a.state <> 'resolved' ORDER BY a.started_at DESC LIMIT $1""",

@@ -122,6 +122,9 @@ class DeliverySettings(_Section):
     http_port: int = 8105  # used when the delivery service runs on its own
     subscribers_file: Path = REPO_ROOT / "deploy" / "alerts" / "subscribers.yaml"
     mqtt_topic: str = "citywatch/alerts/{severity}/{area}"
+    # Who the MQTT retained topics speak to (issue 14): `public` (street displays, sirens)
+    # carry public alerts only; `operators` would carry device health too (a private broker).
+    mqtt_audience: Literal["public", "operators"] = "public"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_username: str | None = None

@@ -87,6 +87,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         "install_date": args.install_date,
         "calibration": args.calibration,
         "simulated": args.simulated,
+        "drinking_water": args.drinking_water,
     }
     try:
         profile = profile_from_fields(fields, load_city(settings.city_file))
@@ -116,7 +117,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace, out: TextIO) -> int
 
 def cmd_list(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     entries = _with_db(settings, lambda con: store.list_devices(con, args.status))
-    header = ("id", "kind", "status", "format", "area", "login", "last seen")
+    header = ("id", "kind", "status", "format", "area", "drinking water", "login", "last seen")
     rows = [
         (
             e.profile.device_id,
@@ -124,6 +125,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
             e.profile.status,
             e.profile.payload_format,
             e.profile.area or "-",
+            "yes" if e.profile.drinking_water else "no",
             "yes" if e.has_credentials else "no",
             e.last_seen.isoformat(timespec="seconds") if e.last_seen else "never",
         )
@@ -154,6 +156,10 @@ def cmd_show(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         ("calibration", p.calibration or None),
         ("qc overrides", p.qc_overrides or None),
         ("simulated", "yes: its alerts are CAP Exercise" if p.simulated else "no"),
+        (
+            "drinking water",
+            "yes: a drinking-water point (boil-water advice)" if p.drinking_water else "no",
+        ),
         ("mqtt login", "provisioned" if entry.has_credentials else "none"),
         ("publishes to", f"citywatch/{p.kind}/{p.device_id}/up"),
         ("first seen", entry.first_seen),
@@ -253,6 +259,12 @@ def add_parser(sub: Any) -> None:
         "--simulated",
         action="store_true",
         help="a simulated device: its alerts are CAP Exercise, never Actual",
+    )
+    add.add_argument(
+        "--drinking-water",
+        action="store_true",
+        help="a water device at a drinking-water point: the residents' page calls its water "
+        "drinking water, with boil-water advice (other water is named for its water body)",
     )
 
     imp = actions.add_parser("import", help="register or update devices from a CSV/YAML file")

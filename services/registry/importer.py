@@ -7,7 +7,9 @@ operator fixes a whole file in one round instead of one error per attempt.
 CSV: a header row, then one device per row. Columns (any order; only `id` and `kind` are
 required): `id`, `kind`, `name`, `lat`, `lon`, `area`, `payload_format`, `field_mapping`,
 `install_date` (YYYY-MM-DD), `calibration`, `status` (`active` or `disabled`), `simulated`
-(`true`/`false`, `yes`/`no`, `1`/`0`: a simulated device's alerts are CAP `Exercise`).
+(`true`/`false`, `yes`/`no`, `1`/`0`: a simulated device's alerts are CAP `Exercise`),
+`drinking_water` (the same values: a water device that measures a drinking-water point; only
+these are called "drinking water", with boil-water advice, on the residents' page).
 `field_mapping` and `calibration` take JSON (`{"ph": -0.1}`) or `key=value` pairs separated
 by `;` (`ph=-0.1; temperature_c=0.3`); `field_mapping` may also name a shipped mapping
 (`fiware-air-quality`).
@@ -62,6 +64,7 @@ _ALIASES: dict[str, str] = {
     "qc_overrides": "qc_overrides",
     "status": "status",
     "simulated": "simulated",
+    "drinking_water": "drinking_water",
 }
 FIELDS: tuple[str, ...] = tuple(dict.fromkeys(_ALIASES.values()))
 _MAPPING_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -237,8 +240,9 @@ def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> 
                 )
         else:
             values["field_mapping"] = _text_mapping("field_mapping", text)
-    if isinstance(values.get("simulated"), str | int) and not isinstance(values["simulated"], bool):
-        values["simulated"] = _flag("simulated", str(values["simulated"]))
+    for flag in ("simulated", "drinking_water"):
+        if isinstance(values.get(flag), str | int) and not isinstance(values[flag], bool):
+            values[flag] = _flag(flag, str(values[flag]))
     if isinstance(values.get("qc_overrides"), str):
         values["qc_overrides"] = _json("qc_overrides", values["qc_overrides"])
     if city is not None and values.get("area") is not None:

@@ -41,7 +41,7 @@ __all__ = [
 
 _PROFILE_COLUMNS = (
     "device_id, kind, name, area, lat, lon, payload_format, field_mapping::text, "
-    "install_date, calibration::text, qc_overrides::text, status, simulated"
+    "install_date, calibration::text, qc_overrides::text, status, simulated, drinking_water"
 )
 
 
@@ -77,6 +77,7 @@ def _profile(row: asyncpg.Record) -> DeviceProfile:
         qc_overrides=json.loads(row["qc_overrides"]),
         status=row["status"],
         simulated=row["simulated"],
+        drinking_water=row["drinking_water"],
     )
 
 
@@ -133,26 +134,29 @@ def _params(p: DeviceProfile) -> tuple[Any, ...]:
         json.dumps(p.qc_overrides),
         p.status,
         p.simulated,
+        p.drinking_water,
     )
 
 
 _UPSERT = """
 INSERT INTO devices AS d (device_id, kind, name, area, lat, lon, payload_format, field_mapping,
                           install_date, calibration, qc_overrides, status, simulated,
-                          updated_at)
+                          drinking_water, updated_at)
 SELECT u.id, u.kind, u.name, u.area, u.lat, u.lon, u.fmt, u.mapping::jsonb,
-       u.installed, u.calibration::jsonb, u.qc::jsonb, u.status, u.simulated, now()
+       u.installed, u.calibration::jsonb, u.qc::jsonb, u.status, u.simulated,
+       u.drinking_water, now()
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[],
             $7::text[], $8::text[], $9::date[], $10::text[], $11::text[], $12::text[],
-            $13::bool[])
+            $13::bool[], $14::bool[])
      AS u(id, kind, name, area, lat, lon, fmt, mapping, installed, calibration, qc, status,
-          simulated)
+          simulated, drinking_water)
 ON CONFLICT (device_id) DO UPDATE SET
     kind = EXCLUDED.kind, name = EXCLUDED.name, area = EXCLUDED.area,
     lat = EXCLUDED.lat, lon = EXCLUDED.lon, payload_format = EXCLUDED.payload_format,
     field_mapping = EXCLUDED.field_mapping, install_date = EXCLUDED.install_date,
     calibration = EXCLUDED.calibration, qc_overrides = EXCLUDED.qc_overrides,
-    status = EXCLUDED.status, simulated = EXCLUDED.simulated, updated_at = now()
+    status = EXCLUDED.status, simulated = EXCLUDED.simulated,
+    drinking_water = EXCLUDED.drinking_water, updated_at = now()
 {where}
 RETURNING (xmax = 0) AS created
 """
@@ -160,7 +164,7 @@ RETURNING (xmax = 0) AS created
 
 async def upsert_devices(con: Conn, profiles: Sequence[DeviceProfile]) -> ImportResult:
     """Create or update every device in one statement inside one transaction: all or none."""
-    columns = list(zip(*(_params(p) for p in profiles), strict=True)) if profiles else [()] * 13
+    columns = list(zip(*(_params(p) for p in profiles), strict=True)) if profiles else [()] * 14
     async with con.transaction():
         rows = await con.fetch(_UPSERT.format(where=""), *(list(c) for c in columns))
     created = sum(1 for r in rows if r["created"])

@@ -15,6 +15,14 @@ contact lists. An alert still firing (not acknowledged) after `remind_every` is 
 to the same people; after `escalate_after` it also goes to the second contact lists.
 Test messages (CAP status Test, `citywatch alerts test`) go to every subscriber regardless
 of filters: a rehearsal of the pipes must reach every pipe.
+
+Every channel declares its `audience` (issue 14): a `public` channel hears only alerts whose
+audience is `public`; an `operators` channel hears every alert, including `operators` ones
+(a device's own health: offline, stuck, low battery), which never reach a public channel.
+Defaults: the MQTT retained topics (`citywatch/alerts/{severity}/{area}`, read by street
+displays and sirens) are `public` (`settings.delivery.mqtt_audience`); a webhook or e-mail
+subscriber is `operators` (this file is the duty rota), so a subscriber that speaks to the
+public (a residents' SMS gateway, a broadcaster's webhook) must say `audience: public`.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from pydantic import (
 )
 
 from schemas.registry import Kind
-from services.alerts.model import Severity
+from services.alerts.model import Audience, Severity
 from services.common.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -85,6 +93,8 @@ class Subscriber(_Model):
     secret: SecretStr | None = None
     address: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     language: Literal["both", "en", "km"] = "both"
+    # `public`: hears public alerts only; `operators` (the default): every alert.
+    audience: Audience = "operators"
     filters: Filters = Filters()
 
     @model_validator(mode="after")
@@ -142,18 +152,31 @@ class SubscribersFile(_Model):
         return [s for s in self.subscribers if s.name in wanted]
 
     def recipients(
-        self, *, rule_id: str, severity: str, kind: str, area: str | None, status: str
+        self,
+        *,
+        rule_id: str,
+        severity: str,
+        kind: str,
+        area: str | None,
+        status: str,
+        audience: Audience = "public",
     ) -> list[Subscriber]:
-        """Who gets a transition: filter matches and the rule's first contact lists."""
+        """Who gets a transition: filter matches and the rule's first contact lists, among
+        the subscribers that hear the alert's `audience` (`hears`)."""
         if status == "Test":
-            return list(self.subscribers)
+            return [s for s in self.subscribers if hears(s.audience, audience)]
         rc = self.rules.get(rule_id)
         listed = {s.name for s in self._members(rc.contacts)} if rc else set()
         return [
-            s for s in self.subscribers if s.name in listed or s.filters.match(severity, kind, area)
+            s
+            for s in self.subscribers
+            if hears(s.audience, audience)
+            and (s.name in listed or s.filters.match(severity, kind, area))
         ]
 
-    def reminder_recipients(self, rule_id: str, *, escalated: bool) -> list[Subscriber]:
+    def reminder_recipients(
+        self, rule_id: str, *, escalated: bool, audience: Audience = "public"
+    ) -> list[Subscriber]:
         """Who is reminded: the first contact lists, and once escalated the second ones too.
 
         A rule without contact lists reminds nobody by list; the service then reminds the
@@ -162,11 +185,20 @@ class SubscribersFile(_Model):
         if rc is None:
             return []
         lists = rc.contacts + (rc.escalation_contacts if escalated else ())
-        return self._members(lists)
+        return [s for s in self._members(lists) if hears(s.audience, audience)]
 
-    def escalation_recipients(self, rule_id: str) -> list[Subscriber]:
+    def escalation_recipients(
+        self, rule_id: str, audience: Audience = "public"
+    ) -> list[Subscriber]:
         rc = self.rules.get(rule_id)
-        return self._members(rc.escalation_contacts) if rc else []
+        members = self._members(rc.escalation_contacts) if rc else []
+        return [s for s in members if hears(s.audience, audience)]
+
+
+def hears(channel: Audience, alert: Audience) -> bool:
+    """Whether a channel of audience `channel` may carry an alert of audience `alert`: an
+    operators' channel carries everything, a public one only public alerts."""
+    return channel == "operators" or alert == "public"
 
 
 def load_subscribers(path: Path) -> SubscribersFile:

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.registry import Kind, metric_spec
 from services.alerts import cap, model, sms, texts
@@ -74,6 +81,17 @@ class AlertEvent(BaseModel):
     # the CAP message states. Producers that predate it leave it out: `value`, `sent`.
     trigger_value: float | None = None
     trigger_at: AwareDatetime | None = None
+    # Who the alert is for (`alerts.audience`, migration 0012): an `operators` alert goes to
+    # operator channels only (config.py). Producers that predate it leave it out: the rule
+    # type's default then (device health is for operators, `model.audience_of`).
+    audience: model.Audience = "public"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_audience(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("audience") is None:
+            return {**data, "audience": model.audience_of(None, data.get("rule_type"))}
+        return data
 
     @field_validator("event_id", "alert_id", mode="before")
     @classmethod
@@ -185,6 +203,7 @@ def alert_message(
         references=refs if msg_type != "Alert" else (),
         title_en=ev.title_en,
         title_km=ev.title_km,
+        audience=ev.audience,
     )
 
 

@@ -1,5 +1,9 @@
 """The delivery service: `citywatch.alerts.v1` -> MQTT retained state, webhooks, e-mail.
 
+Each channel hears the alerts of its audience only (config.py): the MQTT retained topics,
+read by street displays and sirens, are public by default and never carry an `operators`
+alert (device health); webhook and e-mail subscribers declare theirs.
+
     consume a batch -> one transaction: record new events (deduplicated on event_id),
     alert state, one pending row per channel target -> commit Kafka offsets -> wake workers
 
@@ -200,6 +204,7 @@ class DeliveryService(ServiceBase):
                     self.subscribers,
                     self.settings.delivery.mqtt_topic,
                     self.cap_origin,
+                    mqtt_audience=self.settings.delivery.mqtt_audience,
                 )
         except db.CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
@@ -349,7 +354,9 @@ class DeliveryService(ServiceBase):
             where = json.loads(group[0].body)
             started = time.perf_counter()
             async with self._pool.acquire() as con:
-                alerts = await store.open_alerts_at(con, where["severity"], where["area"])
+                alerts = await store.open_alerts_at(
+                    con, where["severity"], where["area"], self.settings.delivery.mqtt_audience
+                )
             payload = retained_state(where["severity"], where["area"], alerts)
             outcome = await self._mqtt.publish_retained(
                 topic, payload, self.settings.delivery.attempt_timeout_s

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.alerts.areas import CapOrigin
-from services.alerts.delivery.config import Subscriber, SubscribersFile
+from services.alerts.delivery.config import Subscriber, SubscribersFile, hears
 from services.alerts.delivery.notice import (
     AlertEvent,
     Earlier,
@@ -21,6 +21,7 @@ from services.alerts.delivery.notice import (
     encode,
     mqtt_topic,
 )
+from services.alerts.model import Audience, audience_of
 from services.common.db import Conn
 from services.common.errors import CityWatchError
 
@@ -106,11 +107,14 @@ async def record_events(
     subscribers: SubscribersFile,
     mqtt_template: str,
     origin: CapOrigin | None = None,
+    mqtt_audience: Audience = "public",
 ) -> Recorded:
     """Record a batch of events and queue their deliveries; call inside a transaction.
 
     An event already recorded (same `event_id`: Kafka redelivered it, or the producer
-    published it twice) changes nothing.
+    published it twice) changes nothing. Each event goes only to the channels that hear
+    its audience (`config.hears`): an `operators` alert never reaches the MQTT topics when
+    they are public (`mqtt_audience`), nor a public subscriber.
     """
     targets: set[Target] = set()
     duplicates = 0
@@ -186,8 +190,15 @@ async def record_events(
             {(mqtt_topic(mqtt_template, sev, area), sev, area) for sev, area in places},
             key=lambda t: t[0],
         )
+        if not hears(mqtt_audience, ev.audience):
+            topics = []
         recipients = subscribers.recipients(
-            rule_id=ev.rule_id, severity=ev.severity, kind=ev.kind, area=ev.area, status=ev.status
+            rule_id=ev.rule_id,
+            severity=ev.severity,
+            kind=ev.kind,
+            area=ev.area,
+            status=ev.status,
+            audience=ev.audience,
         )
         targets |= await _enqueue(
             con,
@@ -245,7 +256,7 @@ async def queue_reminders(
                 alert_id=ev.alert_id,
                 reason="escalation",
                 body=body,
-                subscribers=subscribers.escalation_recipients(ev.rule_id),
+                subscribers=subscribers.escalation_recipients(ev.rule_id, ev.audience),
             )
         reminders = row["reminders"]
         next_remind: datetime | None = row["next_remind_at"]
@@ -261,7 +272,9 @@ async def queue_reminders(
                     **_cap_args(origin),
                 )
             )
-            people = subscribers.reminder_recipients(ev.rule_id, escalated=escalated)
+            people = subscribers.reminder_recipients(
+                ev.rule_id, escalated=escalated, audience=ev.audience
+            )
             targets |= await _enqueue(
                 con,
                 event_id=f"{ev.event_id}:reminder:{reminders}",
@@ -372,8 +385,12 @@ _RETAINED_FIELDS = (
 )  # fmt: skip
 
 
-async def open_alerts_at(con: Conn, severity: str, area: str | None) -> list[dict[str, Any]]:
-    """The alerts open (firing or acknowledged) at one severity in one area, for MQTT."""
+async def open_alerts_at(
+    con: Conn, severity: str, area: str | None, audience: Audience = "public"
+) -> list[dict[str, Any]]:
+    """The alerts open (firing or acknowledged) at one severity in one area, for MQTT:
+    those a channel of `audience` hears (`config.hears`), so a public topic's retained
+    state never lists an operators-only alert that shares its severity and area."""
     rows = await con.fetch(
         """SELECT a.alert_id, a.state, a.status, e.event FROM alert_delivery_alerts a
            JOIN alert_delivery_events e ON e.event_id = a.last_event_id
@@ -385,6 +402,8 @@ async def open_alerts_at(con: Conn, severity: str, area: str | None) -> list[dic
     out = []
     for r in rows:
         ev = json.loads(r["event"])
+        if not hears(audience, audience_of(ev.get("audience"), ev.get("rule_type"))):
+            continue
         out.append(
             {
                 "alert_id": r["alert_id"],

@@ -10,8 +10,9 @@
       warnings: "ការព្រមាន", noWarnings: "គ្មានការព្រមានទេនាពេលនេះ។",
       whatToDo: "អ្វីដែលត្រូវធ្វើ៖ ", updated: "ធ្វើបច្ចុប្បន្នភាព៖ ", error: "មិនអាចទាញយកព័ត៌មានបានទេ។ សូមព្យាយាមម្តងទៀត។",
       openData: "ទិន្នន័យបើកចំហ (CSV)", sensors: "ឧបករណ៍ចាប់សញ្ញា", of: "ក្នុងចំណោម",
-      kinds: { air: "គុណភាពខ្យល់", flood: "ស្ថានភាពទឹកជំនន់", water: "គុណភាពទឹក", litter: "សំរាមនៅឆ្នេរ" },
-      // What the water sensors measure (the area's type): never drinking water.
+      kinds: { air: "គុណភាពខ្យល់", flood: "ស្ថានភាពទឹកជំនន់", water: "គុណភាពទឹក", drinking_water: "ទឹកផឹក", litter: "សំរាមនៅឆ្នេរ" },
+      // What the water sensors measure (the area's type); "drinking water" (drinking_water)
+      // only for devices registered as drinking-water points.
       waters: { sea: "ទឹកសមុទ្រ", estuary: "ទឹកមាត់ទន្លេ (ទឹកប្រៃលាយសាប)", river: "ទឹកទន្លេ និងស្ទឹង" },
       exercise: "សមយុទ្ធ — មិនមែនជាការព្រមានពិតទេ",
       exercisePage: "សមយុទ្ធ៖ ទំព័រនេះបង្ហាញទិន្នន័យក្លែងធ្វើ មិនមែនស្ថានភាពពិតទេ។",
@@ -30,6 +31,8 @@
         ok: ["ល្អ", "គ្មានការព្រមានអំពីទឹកនេះទេ។"],
         advisory: ["ប្រុងប្រយ័ត្ន", "ទឹកល្អក់។ ជៀសវាងការហែលទឹកនៅទីនេះ ជាពិសេសក្រោយភ្លៀង។"],
         warning_water: ["ព្រមាន", "ទឹកកខ្វក់ ឬល្អក់ខ្លាំង។ កុំហែលទឹក ឬនេសាទនៅទីនេះ ហើយទុកកុមារឱ្យនៅឆ្ងាយពីទឹក។"],
+        advisory_drinking: ["ប្រុងប្រយ័ត្ន", "ទឹកផឹកល្អក់បន្តិច។ ប្រសិនបើទឹករ៉ូប៊ីណេល្អក់ សូមដាំទឹកឱ្យពុះមុនពេលផឹក។"],
+        warning_drinking: ["ព្រមាន", "ទឹកផឹកល្អក់។ សូមដាំទឹកឱ្យពុះមុនពេលផឹក រហូតដល់មានដំណឹងថ្មី។"],
         low: ["តិច", "ឆ្នេរស្អាត។"],
         moderate_litter: ["មធ្យម", "សំរាមកំពុងកើនឡើង។ សូមយកសំរាមរបស់អ្នកទៅជាមួយ។"],
         high: ["ច្រើន", "សំរាមច្រើន។ ជៀសវាងតំបន់នោះ ហើយកុំប៉ះវត្ថុមុតស្រួច។"],
@@ -39,6 +42,7 @@
         air: "នៅក្នុងផ្ទះ បិទបង្អួច ហើយពាក់ម៉ាស់ពេលចេញក្រៅ។",
         flood: "ចាកចេញពីតំបន់ទាប ហើយធ្វើតាមការណែនាំរបស់អាជ្ញាធរ។ កុំឆ្លងកាត់ទឹកហូរ។",
         water: "កុំហែលទឹក ឬនេសាទនៅក្នុងទឹកនោះ រហូតដល់មានការជូនដំណឹងថ្មី។",
+        drinking_water: "សូមដាំទឹកឱ្យពុះមុនពេលផឹក រហូតដល់មានដំណឹងថ្មី។",
         litter: "ជៀសវាងឆ្នេរនោះ។ កុំប៉ះសំរាម។",
       },
       areas: { mittapheap: "ខណ្ឌមិត្តភាព", "prey-nob": "ស្រុកព្រៃនប់", "stueng-hav": "ស្រុកស្ទឹងហាវ", "kampong-seila": "ស្រុកកំពង់សីលា" },
@@ -50,7 +54,7 @@
       warnings: "Warnings", noWarnings: "No warnings right now.",
       whatToDo: "What to do: ", updated: "Updated: ", error: "Could not load the information. Please try again.",
       openData: "Open data (CSV)", sensors: "sensors", of: "of",
-      kinds: { air: "Air quality", flood: "Flooding", water: "Water quality", litter: "Beach litter" },
+      kinds: { air: "Air quality", flood: "Flooding", water: "Water quality", drinking_water: "Drinking water", litter: "Beach litter" },
       waters: { sea: "Sea water", estuary: "Estuary water (river meets sea)", river: "River water" },
       exercise: "EXERCISE — not a real alert",
       exercisePage: "EXERCISE: this page shows simulated data, not the real situation.",
@@ -69,6 +73,8 @@
         ok: ["Good", "No warning for this water."],
         advisory: ["Take care", "The water is murky. Avoid swimming here, especially after rain."],
         warning_water: ["Warning", "Polluted or very murky water. Do not swim or fish here; keep children out of the water."],
+        advisory_drinking: ["Take care", "The drinking water is slightly cloudy. If tap water looks cloudy, boil it before drinking."],
+        warning_drinking: ["Warning", "The drinking water is cloudy. Boil water before drinking until further notice."],
         low: ["Low", "The beach is clean."],
         moderate_litter: ["Moderate", "Litter is building up. Please take your rubbish with you."],
         high: ["High", "A lot of litter. Avoid the area and do not touch sharp objects."],
@@ -78,18 +84,20 @@
         air: "Stay indoors, close windows, wear a mask outside.",
         flood: "Leave low-lying places and follow the authorities. Do not cross moving water.",
         water: "Do not swim or fish in that water until further notice.",
+        drinking_water: "Boil water before drinking until further notice.",
         litter: "Avoid that beach. Do not touch the litter.",
       },
       areas: {},
     },
   };
-  const ORDER = ["flood", "air", "water", "litter"];
+  const ORDER = ["flood", "air", "drinking_water", "water", "litter"];
   const $ = (s) => document.getElementById(s);
   let lang = "km";
   let data = null;
   try { lang = localStorage.getItem("citywatch-lang") === "en" ? "en" : "km"; } catch (e) { /* private mode */ }
 
   function levelKey(kind, level) {
+    if (kind === "drinking_water" && (level === "advisory" || level === "warning")) return level + "_drinking";
     if (level === "warning") return kind === "flood" ? "warning_flood" : "warning_water";
     if (level === "moderate" && kind === "litter") return "moderate_litter";
     return level;
@@ -128,11 +136,13 @@
         if (seen.has(al.kind + title)) continue;
         seen.add(al.kind + title);
         const li = h("li");
-        li.dataset.kind = al.kind;
+        // Boil-water advice only for an alert from a registered drinking-water point.
+        const section = al.kind === "water" && al.drinking_water ? "drinking_water" : al.kind;
+        li.dataset.kind = section;
         li.dataset.status = al.status;
         if (al.status !== "Actual") li.appendChild(h("span", t.exercise, "exercise-tag"));
         li.appendChild(h("strong", title + " — " + areaName(a)));
-        li.appendChild(h("span", " " + t.whatToDo + (t.alertAdvice[al.kind] || ""), "advice"));
+        li.appendChild(h("span", " " + t.whatToDo + (t.alertAdvice[section] || ""), "advice"));
         list.appendChild(li);
       }
     }
