@@ -71,6 +71,9 @@ _SPIKE: dict[str, float] = {
 }
 # The faults that change a reported value: what a quality check exists to catch.
 VALUE_FAULTS: tuple[str, ...] = ("spike", "stuck", "drift", "out_of_range")
+# How many readings a stuck episode lasts (the table above).
+STUCK_MIN_READINGS = 6
+STUCK_MAX_READINGS = 24
 # How fast a drifting sensor wanders, per day: fouling, electrolyte loss, a dirty optic.
 _DRIFT_PER_DAY: dict[str, float] = {
     "ph": 0.6,
@@ -205,7 +208,7 @@ class DeviceFaults:
         elif self.rates.stuck and self.rng.random() < self.rates.stuck:
             self._stuck_metric = self.rng.choice(self.metrics)
             self._stuck_value = metrics[self._stuck_metric]
-            self._stuck_left = self.rng.randint(6, 24) - 1
+            self._stuck_left = self.rng.randint(STUCK_MIN_READINGS, STUCK_MAX_READINGS) - 1
             self.onsets["stuck"] += 1
             applied.append(("stuck", self._stuck_metric))
         if self.rates.spike and self.rng.random() < self.rates.spike:

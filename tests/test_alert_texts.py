@@ -188,3 +188,20 @@ def test_unknown_template_is_refused_naming_the_known_ones() -> None:
 
 def _fields(msg: AlertMessage) -> dict[str, object]:
     return {name: getattr(msg, name) for name in AlertMessage.__dataclass_fields__}
+
+
+def test_boil_water_advice_only_for_a_registered_drinking_water_point() -> None:
+    """Sea, estuary and river sensors are not drinking water (issue 14): a turbidity alert
+    there advises against contact; only a drinking-water point's tells people to boil."""
+    import dataclasses
+
+    surface = alert("water", "turbidity_ntu", "advisory", 120.0, "NTU", 50.0)
+    drinking = dataclasses.replace(surface, drinking_water=True)
+    for language, boil, contact in (
+        ("en", "boil", "swimming"),
+        ("km", "ដាំទឹកឱ្យពុះ", "ហែលទឹក"),
+    ):
+        s = " ".join(all_texts(texts.render(surface, language)))  # type: ignore[arg-type]
+        d = " ".join(all_texts(texts.render(drinking, language)))  # type: ignore[arg-type]
+        assert boil not in s.lower() and contact in s
+        assert boil in d.lower() and contact not in d

@@ -470,3 +470,17 @@ def test_repeats_below_points_min_value_are_not_a_stuck_sensor() -> None:
     low, high = ph_series([0.9] * 6, step_s=10, device="low"), ph_series([7.0] * 6, device="hi")
     store = run(cfg, low + high)
     assert store.series("low") == [P] * 6 and store.series("hi") == [P] * 4 + [S] * 2
+
+
+def test_shipped_rain_gauge_stuck_while_it_rains_is_flagged_a_dry_one_never() -> None:
+    # A storm's gauge read 24.11 mm/h twenty times at a 5-minute cadence and passed,
+    # hiding the downpour from the rain rules; a dry gauge reads 0 for days, truly.
+    path = Settings().quality_file
+    store = Store(QualityEvaluator(QualityConfig.from_yaml(path.read_text(), source=str(path))))
+    wet = [reading("gauge", 300 * i, "flood", rain_mm_h=24.11) for i in range(20)]
+    dry = [reading("dry", 300 * i, "flood", rain_mm_h=0.0) for i in range(200)]
+    for r in [*wet, *dry]:
+        store.batch([r])
+    wet_flags = store.series("gauge", "rain_mm_h")
+    assert wet_flags[:2] == [P, P] and S in wet_flags and wet_flags[-1] >= S
+    assert set(store.series("dry", "rain_mm_h")) == {P}

@@ -272,6 +272,7 @@ def cap_message(
         title_km=latest("title_km"),
         # operators-only alerts are CAP scope Restricted and left out of the public feed
         audience=audience_of(alert.get("audience"), alert.get("rule_type")),
+        drinking_water=bool(alert.get("drinking_water")),
     )
 
 

@@ -46,7 +46,8 @@ _ALERT_COLUMNS = """
     COALESCE(a.trigger_at, a.started_at) AS trigger_at,
     COALESCE(l.value, a.last_value) AS latest_value, l.time AS latest_at,
     COALESCE(a.area, d.area) AS area,
-    d.name AS device_name, d.lat AS device_lat, d.lon AS device_lon
+    d.name AS device_name, d.lat AS device_lat, d.lon AS device_lon,
+    COALESCE(d.drinking_water, false) AS drinking_water
 """
 
 _JOINS = """

@@ -175,6 +175,9 @@ class AlertMessage:
     parameters: tuple[tuple[str, str], ...] = field(default=())
     observed_at: datetime | None = None
     audience: Audience = "public"
+    # The device is a registered drinking-water point: texts.py then gives drinking-water
+    # advice (boil before drinking); other water (sea, estuary, river) gets contact advice.
+    drinking_water: bool = False
 
     def __post_init__(self) -> None:
         for name in ("onset", "sent", "expires", "observed_at"):

@@ -109,6 +109,11 @@ def _schemas() -> dict[str, Any]:
                     "type": ["string", "null"],
                     "description": "Null for an area-wide alert (a combined rule).",
                 },
+                "drinking_water": {
+                    "type": "boolean",
+                    "description": "The device is a registered drinking-water point: the "
+                    "alert's texts then give drinking-water advice.",
+                },
                 "kind": {"type": "string", "enum": list(KINDS)},
                 "metric": {
                     "type": ["string", "null"],

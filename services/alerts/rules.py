@@ -64,7 +64,7 @@ from pydantic import (
 
 from schemas.city import City
 from schemas.registry import Kind, metric_spec
-from services.alerts.model import SEVERITIES, Severity, Status
+from services.alerts.model import SEVERITIES, Audience, Severity, Status
 from services.common.errors import ConfigError
 
 __all__ = [
@@ -102,9 +102,6 @@ AQI_CATEGORIES: tuple[AqiCategory, ...] = (
     "hazardous",
 )
 
-# Who an alert is for: `public` alerts reach the residents' page; `operators` alerts (a
-# device's own health, a crew's task) reach the ops page and the alerts API only.
-Audience = Literal["public", "operators"]
 # One alert per device, or one per (rule, area) for the area's devices together.
 Per = Literal["device", "area"]
 

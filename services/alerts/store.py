@@ -214,8 +214,10 @@ async def unpublished(con: Conn, group_id: str, limit: int = 500) -> list[dict[s
                   coalesce(e.threshold, a.threshold) AS threshold, a.status,
                   coalesce(e.title_en, a.title_en) AS title_en,
                   coalesce(e.title_km, a.title_km) AS title_km,
-                  a.started_at, a.audience
+                  a.started_at, a.audience,
+                  coalesce(d.drinking_water, false) AS drinking_water
            FROM alert_events e JOIN alerts a USING (alert_id)
+           LEFT JOIN devices d ON d.device_id = a.device_id
            WHERE e.published_at IS NULL AND (a.origin = $2 OR a.origin IS NULL)
            ORDER BY e.event_id LIMIT $1""",
         limit,

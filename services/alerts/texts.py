@@ -591,6 +591,41 @@ _TEMPLATES: Final[Mapping[str, Mapping[Language, _Template]]] = {
             sms=("CityWatch ទឹកល្អក់ {place}៖ {value} {unit} ម៉ោង {time_short}។ សូមដាំទឹកឱ្យពុះមុនពេលផឹក។"),
         ),
     },
+    "surface-water-turbidity": {
+        "en": _Template(
+            event="Turbid water",
+            headline="Turbid water: {value} {unit} in {place}",
+            description=(
+                "At {time} turbidity at water sensor {device} in {place} reached "
+                "{value} {unit} (alert level {threshold} {unit}). Runoff after heavy rain "
+                "carries mud, sewage and germs into rivers and the sea."
+            ),
+            instruction=(
+                "Residents and visitors: avoid swimming, bathing and fishing here until the "
+                "water clears. Water operators: check the outfalls upstream."
+            ),
+            voice="Turbid water in {place}. Avoid swimming and fishing until it clears.",
+            sms=(
+                "CityWatch TURBID WATER {place}: {value} {unit} at {time_short}. "
+                "Avoid swimming and fishing until it clears."
+            ),
+        ),
+        "km": _Template(
+            event="ទឹកល្អក់",
+            headline="ទឹកល្អក់៖ ភាពល្អក់ {value} {unit} នៅ{place}",
+            description=(
+                "នៅ{time} ភាពល្អក់នៃទឹកនៅឧបករណ៍ចាប់សញ្ញា {device} ក្នុង{place} បានឡើងដល់ "
+                "{value} {unit} (កម្រិតជូនដំណឹង {threshold} {unit})។ "
+                "ទឹកហូរបន្ទាប់ពីភ្លៀងខ្លាំងនាំភក់ ទឹកស្អុយ និងមេរោគចូលទៅក្នុងទន្លេ និងសមុទ្រ។"
+            ),
+            instruction=(
+                "ប្រជាពលរដ្ឋ និងភ្ញៀវទេសចរ៖ សូមជៀសវាងការហែលទឹក ងូតទឹក និងនេសាទនៅទីនេះ "
+                "រហូតដល់ទឹកថ្លាវិញ។ ប្រតិបត្តិករ៖ សូមពិនិត្យលូបង្ហូរទឹកនៅខាងលើ។"
+            ),
+            voice="ទឹកល្អក់នៅ{place}។ សូមជៀសវាងការហែលទឹក និងនេសាទ រហូតដល់ទឹកថ្លាវិញ។",
+            sms="CityWatch ទឹកល្អក់ {place}៖ {value} {unit} ម៉ោង {time_short}។ ជៀសវាងការហែលទឹក និងនេសាទ។",
+        ),
+    },
     "water-quality": {
         "en": _Template(
             event="Water quality alert",
@@ -709,7 +744,11 @@ def template_key(msg: AlertMessage) -> str:
     if msg.kind == "air":
         return "air-quality"
     if msg.kind == "water":
-        return "water-turbidity" if msg.metric == "turbidity_ntu" else "water-quality"
+        if msg.metric != "turbidity_ntu":
+            return "water-quality"
+        # Boil-water advice only where people drink the water (issue 14): a registered
+        # drinking-water point; sea, estuary and river water gets contact advice.
+        return "water-turbidity" if msg.drinking_water else "surface-water-turbidity"
     return "litter"
 
 

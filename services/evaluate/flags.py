@@ -22,7 +22,10 @@ row is, so a reading with two faults or a buffered upload of many readings is ex
   sensor reads on both sides of it (a dry rain gauge stuck at 0) is *inert*: there is
   nothing false in the data to catch, so it is counted apart, not as missed. So is an
   episode of one value (cut short by the run's end): a sensor sticks at the value it
-  reads, so its first value is true and a single one holds no repeat. An episode on
+  reads, so its first value is true and a single one holds no repeat. So is an episode
+  the run's end cuts below the fault's shortest length (`STUCK_MIN_READINGS`, 6): the
+  scoring window, not the sensor, ended it, and 2-5 equal values are what the noise of a
+  quiet sensor repeats too (the flat-line test's repeat count). An episode on
   a metric with no flat-line test (rain, humidity, litter: their healthy values repeat for
   hours) is counted as unjudged when `score` is told which metrics have one.
 - `drift`: per value after the onset (the offset grows from zero, so early values are
@@ -50,6 +53,7 @@ from schemas import Reading
 from schemas.adapters import decode
 from services.quality.qartod import Flag, QualityConfig, QualityEvaluator, worst
 from simulators import Message, ScenarioRun, load_scenario
+from simulators.faults import STUCK_MIN_READINGS
 
 __all__ = [
     "FaultScore",
@@ -126,6 +130,7 @@ class FaultScore:
     caught: int
     inert: int = 0
     unjudged: int = 0  # on metrics with no test for this fault (stuck: no flat line)
+    cut: int = 0  # stuck: episodes the run's end cut below the fault's shortest length
 
     @property
     def share(self) -> float:
@@ -156,7 +161,7 @@ class QualityScore:
         for f in self.faults:
             lines.append(
                 f"{f.fault:<28}{f.labelled:>11}{f.share:>12.1%}  "
-                f"({f.inert} inert, {f.unjudged} unjudged, {f.unit})"
+                f"({f.inert} inert, {f.unjudged} unjudged, {f.cut} cut short, {f.unit})"
             )
         lines.append(f"rows scored: {self.rows} ({self.faulty} with a fault)")
         return "\n".join(lines)
@@ -205,7 +210,7 @@ def score(
 
     caught: Counter[tuple[str, str]] = Counter()
     counted: Counter[tuple[str, str]] = Counter()
-    inert = unjudged = 0
+    inert = unjudged = cut = 0
     drifting: dict[str, bool] = {}
     for (device, metric), values in series.items():
         judged = flat_metrics is None or f"{values[0].kind}.{metric}" in flat_metrics
@@ -233,6 +238,8 @@ def score(
                 neighbours and all(n.value == episode[-1].value for n in neighbours)
             ):
                 inert += 1  # nothing false to catch: the healthy sensor's own value
+            elif cur is None and len(episode) < STUCK_MIN_READINGS:
+                cut += 1  # the run ended first: 2-5 repeats say nothing the noise cannot
             elif not judged:
                 unjudged += 1
             else:
@@ -250,6 +257,7 @@ def score(
             caught[(f, unit)],
             inert if f == "stuck" else 0,
             unjudged if f == "stuck" else 0,
+            cut if f == "stuck" else 0,
         )
         for f, unit in (
             ("spike", "values"),

@@ -365,7 +365,11 @@ def print_result(r: Result) -> None:
     for c in r.quality.faults:
         if c.fault == "low_battery" or (c.unit == "payloads" and not c.labelled):
             continue
-        left = ", ".join(f"{n} {w}" for n, w in ((c.inert, "inert"), (c.unjudged, "unjudged")) if n)
+        left = ", ".join(
+            f"{n} {w}"
+            for n, w in ((c.inert, "inert"), (c.unjudged, "unjudged"), (c.cut, "cut short"))
+            if n
+        )
         q.add_row(
             f"[italic]{c.fault} caught[/] ({c.unit}{'; ' + left + ' left out' if left else ''})",
             f"{c.labelled:,}",

@@ -85,6 +85,9 @@ class AlertEvent(BaseModel):
     # operator channels only (config.py). Producers that predate it leave it out: the rule
     # type's default then (device health is for operators, `model.audience_of`).
     audience: model.Audience = "public"
+    # Whether the alert's device is a registered drinking-water point (migration 0013): its
+    # water texts then speak of drinking water and boiling; other water's of contact.
+    drinking_water: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -204,6 +207,7 @@ def alert_message(
         title_en=ev.title_en,
         title_km=ev.title_km,
         audience=ev.audience,
+        drinking_water=ev.drinking_water,
     )
 
 
