@@ -74,7 +74,7 @@ async def producer(
         linger_ms=5,
         max_batch_size=256 * 1024,
         max_request_size=MAX_RECORD_BYTES,
-        request_timeout_ms=15_000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
         retry_backoff_ms=200,
     )
     await _start(prod.start, "producer", stop, close=prod.stop)

@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     # Service-account passwords; read from {state_dir}/mqtt-accounts.json when not given.
     mqtt_accounts: dict[str, SecretStr] = Field(default_factory=dict)
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How long a producer waits for Kafka: per request, for a topic's metadata, and for a
+    # record to leave its buffer while a partition has no leader. A send that times out is
+    # retried by the gateway, in order (services/ingest/gateway.py).
+    kafka_request_timeout_ms: int = Field(default=15_000, ge=1000)
     database_url: SecretStr = SecretStr("postgresql://citywatch@127.0.0.1:5432/citywatch")
     state_dir: Path = REPO_ROOT / ".citywatch"
     http_host: str = "127.0.0.1"
