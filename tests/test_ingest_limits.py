@@ -22,9 +22,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from paho.mqtt.reasoncodes import ReasonCode
 
 from schemas import RejectedRecord
+from schemas.device import DeviceProfile
 from schemas.reading import MAX_DETAIL_CHARS
 from services.common.kafka import MAX_RECORD_BYTES, ensure_topics
 from services.ingest.gateway import DEAD_LETTER_EXCERPT_BYTES
+from services.registry import store
 from simulators import Publisher
 from tests.harness import Namespace, Services, wait_until
 from tests.test_mqtt_auth import (  # noqa: F401 - `broker` and `gateway_env` are fixtures
@@ -234,3 +236,38 @@ async def test_packet_above_the_device_limit_is_refused_by_the_broker_and_intake
     # The oversized packet never reached the gateway: nothing was rejected, nothing restarted.
     assert await ns.end_offsets(ns.rejected_topic) == 0
     assert ingest.alive()
+
+
+async def test_reported_position_does_not_overwrite_the_registrys(
+    ns: Namespace, services: Services, publisher: Publisher, dbcon: asyncpg.Connection
+) -> None:
+    registered, unknown = f"{ns.device_prefix}placed", f"{ns.device_prefix}unplaced"
+    await store.upsert_devices(
+        dbcon,
+        [DeviceProfile(device_id=registered, kind="water", lat=10.6271, lon=103.5220)],
+    )
+    await services.start("ingest", "processor")
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    moved = {"time": at.isoformat(), "lat": 48.8584, "lon": 2.2945, "metrics": {"ph": 7.1}}
+    infos = [
+        publisher.publish_raw(f"{ns.prefix}/water/{device}/up", json.dumps(moved).encode())
+        for device in (registered, unknown)
+    ]
+    for info in infos:
+        await asyncio.to_thread(info.wait_for_publish, 10)
+
+    async def both_stored() -> bool:
+        return await ns.rows(dbcon) == 2
+
+    await wait_until(both_stored, timeout=30, what="both readings stored")
+    rows = await dbcon.fetch(
+        "SELECT device_id, lat, lon, status, last_reading_at FROM devices"
+        " WHERE device_id = ANY($1)",
+        [registered, unknown],
+    )
+    by_id = {r["device_id"]: r for r in rows}
+    assert (by_id[registered]["lat"], by_id[registered]["lon"]) == (10.6271, 103.5220)
+    assert by_id[registered]["last_reading_at"] == at  # the reading itself was taken
+    # A device nobody registered has no position but the one it reports.
+    assert by_id[unknown]["status"] == "unprovisioned"
+    assert (by_id[unknown]["lat"], by_id[unknown]["lon"]) == (48.8584, 2.2945)
