@@ -271,3 +271,28 @@ async def test_reported_position_does_not_overwrite_the_registrys(
     # A device nobody registered has no position but the one it reports.
     assert by_id[unknown]["status"] == "unprovisioned"
     assert (by_id[unknown]["lat"], by_id[unknown]["lon"]) == (48.8584, 2.2945)
+
+
+async def test_gateway_retrying_a_send_in_place_still_stops_and_leaves_the_message_unacked(
+    ns: Namespace, services: Services, publisher: Publisher
+) -> None:
+    late = f"test.{ns.suffix}.readings-late"
+    env = {"CITYWATCH_TOPICS__READINGS": late, "CITYWATCH_KAFKA_REQUEST_TIMEOUT_MS": "2000"}
+    (ingest,) = await services.start("ingest", **env)
+    device = f"{ns.device_prefix}waiting"
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    info = publisher.publish_raw(f"{ns.prefix}/water/{device}/up", _reading(0, at))
+    await asyncio.to_thread(info.wait_for_publish, 10)
+
+    async def failing() -> bool:
+        return ingest.metric("citywatch_ingest_kafka_errors_total") >= 1
+
+    await wait_until(failing, timeout=30, what="a failed Kafka send")
+    # SIGTERM while the send is retried in place: the gateway drains what it can and exits.
+    assert await asyncio.to_thread(ingest.stop) == 0
+
+    # The message was never acked, so the broker hands it to the next gateway on the session.
+    await ensure_topics(ns.settings.kafka_bootstrap, {late: 1})
+    await services.start("ingest", **env)
+    [raw] = await ns.read_topic(late, 1)
+    assert json.loads(raw)["device_id"] == device

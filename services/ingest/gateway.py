@@ -209,9 +209,12 @@ class IngestService(ServiceBase):
         m.IN_FLIGHT.set(len(self._pending))
         # Arrival order into the producer is one device's order on its partition: the next
         # message goes only once this one's records are all queued (retried in place).
+        # A stop while it waits (Kafka down) leaves the message to the drain, then the broker.
         queued = asyncio.create_task(entry.queued.wait())
-        await asyncio.wait({queued, entry.task}, return_when=asyncio.FIRST_COMPLETED)
+        stop = asyncio.create_task(self.stop_event.wait())
+        await asyncio.wait({queued, stop, entry.task}, return_when=asyncio.FIRST_COMPLETED)
         queued.cancel()
+        stop.cancel()
 
     def _decode(self, msg: Inbound) -> list[Reading] | Rejection:
         assert self._registry is not None
