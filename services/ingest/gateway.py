@@ -70,8 +70,6 @@ class _Entry:
     """One message in the in-flight window, from dispatch until its MQTT ack."""
 
     msg: Inbound
-    records: list[Record]
-    queued: asyncio.Event = field(default_factory=asyncio.Event)  # all records with the producer
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # it is the head of the window
     task: asyncio.Task[None] | None = None
     dead: bool = False  # its records were replaced by its dead letter
@@ -199,22 +197,19 @@ class IngestService(ServiceBase):
         else:
             m.ACCEPTED.inc()
             m.READINGS.inc(len(outcome))
-        entry = _Entry(msg, to_records(outcome, self.settings))
+        entry = _Entry(msg)
+        # Arrival order into the producer is one device's order on its partition: the next
+        # message goes only once this one's records are all queued (retried in place here).
+        queued = await self._queue(entry, to_records(outcome, self.settings), self.stop_event)
+        if queued is None:
+            return  # stopping while Kafka refuses: the message stays with the broker, unacked
         self._pending.append(entry)
         if len(self._pending) == 1:
             entry.turn.set()
         self._empty.clear()
-        entry.task = asyncio.create_task(self._deliver(entry))
+        entry.task = asyncio.create_task(self._deliver(entry, *queued))
         entry.task.add_done_callback(lambda _t: self._head_done.set())
         m.IN_FLIGHT.set(len(self._pending))
-        # Arrival order into the producer is one device's order on its partition: the next
-        # message goes only once this one's records are all queued (retried in place).
-        # A stop while it waits (Kafka down) leaves the message to the drain, then the broker.
-        queued = asyncio.create_task(entry.queued.wait())
-        stop = asyncio.create_task(self.stop_event.wait())
-        await asyncio.wait({queued, stop, entry.task}, return_when=asyncio.FIRST_COMPLETED)
-        queued.cancel()
-        stop.cancel()
 
     def _decode(self, msg: Inbound) -> list[Reading] | Rejection:
         assert self._registry is not None
@@ -239,44 +234,48 @@ class IngestService(ServiceBase):
                 received_at=msg.received_at,
             )
 
-    async def _deliver(self, entry: _Entry) -> None:
+    async def _deliver(
+        self, entry: _Entry, futures: list[asyncio.Future[object]], records: list[Record]
+    ) -> None:
         """Get every record of one message acknowledged by Kafka, retrying until it is."""
-        records = entry.records
         backoff = Backoff(initial_s=0.5, maximum_s=10)
         held = False
         while True:
-            futures, records = await self._queue(entry, records)
-            entry.queued.set()
             try:
                 await asyncio.gather(*futures)
             except kafka.RECORD_REFUSED as exc:
                 # Refused after queuing (the broker's own limit): the same bytes never pass.
                 records = await self._refused(entry, exc, backoff) or records
-                continue
             except kafka.KafkaError as exc:
                 self._kafka_failed(exc)
                 if not held:
                     held = True
                     self._held += 1
                     self._gate.clear()  # nothing new goes out until this one is through
-                # Resend only as the head of the window: every earlier message is then in
-                # Kafka, and later ones of the same device cannot have been sent after it.
+                # Resend only as the head of the window, when every earlier message is in
+                # Kafka. (Later ones already with the producer may land first only if it
+                # expired this one's batch: a partition without a leader for longer than
+                # CITYWATCH_KAFKA_REQUEST_TIMEOUT_MS.)
                 await entry.turn.wait()
                 await asyncio.sleep(backoff.next_delay())
-                continue
-            self.kafka_ok = True
-            if held:
-                self._held -= 1
-                if not self._held:
-                    self._gate.set()
-            return
+            else:
+                break
+            queued = await self._queue(entry, records)
+            assert queued is not None  # without a stop event, `_queue` retries until it is taken
+            futures, records = queued
+        self.kafka_ok = True
+        if held:
+            self._held -= 1
+            if not self._held:
+                self._gate.set()
 
     async def _queue(
-        self, entry: _Entry, records: list[Record]
-    ) -> tuple[list[asyncio.Future[object]], list[Record]]:
+        self, entry: _Entry, records: list[Record], stop: asyncio.Event | None = None
+    ) -> tuple[list[asyncio.Future[object]], list[Record]] | None:
         """Hand `records` to the producer in order, each retried in place until it is taken;
         returns their delivery futures and the records as finally sent (a record Kafka will
-        never take replaces what is left of the message by its dead letter)."""
+        never take replaces what is left of the message by its dead letter), or None when
+        `stop` is set while it retries."""
         assert self._producer is not None
         backoff = Backoff(initial_s=0.5, maximum_s=10)
         futures: list[asyncio.Future[object]] = []
@@ -293,7 +292,10 @@ class IngestService(ServiceBase):
                 continue
             except kafka.KafkaError as exc:
                 self._kafka_failed(exc)
-                await asyncio.sleep(backoff.next_delay())
+                if stop is None:
+                    await asyncio.sleep(backoff.next_delay())
+                elif await backoff.wait(stop):
+                    return None
                 continue
             sent.append(todo.popleft())
         return futures, sent
