@@ -296,3 +296,31 @@ async def test_gateway_retrying_a_send_in_place_still_stops_and_leaves_the_messa
     await services.start("ingest", **env)
     [raw] = await ns.read_topic(late, 1)
     assert json.loads(raw)["device_id"] == device
+
+
+async def test_readings_too_old_or_one_message_spanning_too_long_are_rejected_with_reasons(
+    ns: Namespace, services: Services, publisher: Publisher
+) -> None:
+    (ingest,) = await services.start("ingest")
+    now = datetime.now(UTC).replace(microsecond=0)
+    device = f"{ns.device_prefix}clock"
+    topic = f"{ns.prefix}/water/{device}/up"
+    old = _reading(0, now - timedelta(days=91))  # the default bound: 90 days
+    wide = b"[" + _reading(1, now - timedelta(days=3)) + b"," + _reading(2, now) + b"]"
+    sentinel = _reading(3, now - timedelta(days=1))
+    for payload in (old, wide, sentinel):
+        info = publisher.publish_raw(topic, payload)
+        await asyncio.to_thread(info.wait_for_publish, 10)
+
+    [stored] = await ns.read_topic(ns.readings_topic, 1)
+    assert json.loads(stored)["seq"] == 3
+    records = [
+        RejectedRecord.model_validate_json(r) for r in await ns.read_topic(ns.rejected_topic, 2)
+    ]
+    assert [(r.reason, r.raw) for r in records] == [
+        ("time_too_old", old),
+        ("time_spread_too_wide", wide),
+    ]
+    for reason in ("time_too_old", "time_spread_too_wide"):
+        assert ingest.metric("citywatch_ingest_rejected_total", f'reason="{reason}"') == 1
+    assert await ns.end_offsets(ns.readings_topic) == 1
