@@ -14,7 +14,15 @@ from schemas.registry import Kind, is_kind
 
 # Letters, digits and `._:-`, at most 128: what a DevEUI, a TTN device id or a city asset
 # tag needs, and nothing that could break a topic ACL, a Kafka key or a log line.
+# The pattern is also JSON Schema's and pydantic's (where `$` is the end of the text); in
+# Python `$` also matches before a final newline, so Python code checks with
+# `is_device_id` (a full match), never `DEVICE_ID.match`.
 DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def is_device_id(text: str) -> bool:
+    """Whether `text` is a device id: all of it, so "buoy-1\\n" is not."""
+    return DEVICE_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +46,7 @@ def parse_uplink_topic(topic: str) -> UplinkTopic:
     kind, device_id = parts[-3], parts[-2]
     if not is_kind(kind):
         raise PayloadError("unknown_kind", f"unknown kind {kind!r} in topic {topic!r}", topic=topic)
-    if not DEVICE_ID.match(device_id):
+    if not is_device_id(device_id):
         raise PayloadError(
             "bad_topic",
             f"device id {device_id!r} in topic {topic!r} must be 1-128 of letters, digits, '._:-'",

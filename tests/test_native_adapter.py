@@ -6,6 +6,7 @@ payload adapter must do. No broker, no database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -13,8 +14,18 @@ from typing import Any
 import pytest
 
 from schemas import METRICS, Reading, RejectedRecord, Rejection
-from schemas.adapters import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
+from schemas.adapters import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_SPREAD,
+    decode,
+    decode_native,
+)
+from schemas.device import DeviceProfile
+from schemas.reading import MAX_DETAIL_CHARS
 from schemas.registry import COMMON
+from schemas.topics import is_device_id
+from services.common.settings import IngestSettings
 from tests.adapter_contract import RECEIVED, AdapterContract, _readings, _rejected
 
 TOPIC = "citywatch/water/dev-1/up"
@@ -369,3 +380,90 @@ def test_every_registry_metric_decodes_at_its_range_midpoint(kind: str, metric: 
         decode_native(f"citywatch/{kind}/dev-1/up", _json({"metrics": {metric: mid}}), RECEIVED)
     )
     assert readings[0].metrics == {metric: mid}
+
+
+# -- issue 10: what a rejection may quote, device ids, the age and spread of one message --------
+
+
+def hostile_payload(size: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """A payload of exactly `size` bytes whose one metric name is DEL characters: each is one
+    byte in the payload and five in a JSON-encoded repr (`\\\\x7f`), so a rejection that
+    quotes the name whole is five times the payload (issue 10, point 1)."""
+    head, tail = b'{"metrics": {"', b'": 1}}'
+    return head + b"\x7f" * (size - len(head) - len(tail)) + tail
+
+
+def test_rejection_of_a_hostile_metric_name_stays_far_below_kafkas_record_limit() -> None:
+    payload = hostile_payload()
+    assert len(payload) == DEFAULT_MAX_PAYLOAD_BYTES
+    rej = _rejected(decode(TOPIC, payload, RECEIVED))
+    assert rej.reason == "unknown_metric"
+    assert len(rej.detail) <= MAX_DETAIL_CHARS
+    value = rej.to_kafka()
+    # Base64 of the whole payload (4/3 of 256 KiB) plus a capped detail: well under 1 MiB.
+    assert len(value) < 4 * len(payload) // 3 + 4 * MAX_DETAIL_CHARS
+    record = RejectedRecord.model_validate_json(value)
+    assert record.raw == payload
+    assert record.raw_size == len(payload)
+    assert record.raw_sha256 == hashlib.sha256(payload).hexdigest()
+
+
+def test_rejection_excerpt_keeps_the_whole_payloads_size_and_hash() -> None:
+    payload = bytes(range(256)) * 64
+    rej = Rejection(reason="r", detail="d", topic=TOPIC, raw=payload, received_at=RECEIVED)
+    record = RejectedRecord.model_validate_json(rej.to_kafka(max_raw_bytes=1024))
+    assert record.raw == payload[:1024]
+    assert (record.raw_size, record.raw_sha256) == (
+        len(payload),
+        hashlib.sha256(payload).hexdigest(),
+    )
+
+
+@pytest.mark.parametrize("device_id", ["buoy-1\n", "buoy-1\r\n", "\nbuoy-1", ""])
+def test_device_id_with_a_newline_is_not_a_device_id(device_id: str) -> None:
+    assert not is_device_id(device_id)
+    outcome = decode(f"citywatch/water/{device_id}/up", _json({"metrics": {"ph": 7}}), RECEIVED)
+    assert _rejected(outcome).reason == "bad_topic"
+
+
+def test_device_id_pattern_holds_in_pydantic_too() -> None:
+    with pytest.raises(ValueError, match="pattern"):
+        DeviceProfile(device_id="buoy-1\n", kind="water")
+    assert is_device_id("buoy-1") and DeviceProfile(device_id="buoy-1", kind="water")
+
+
+def _at(*times: datetime) -> bytes:
+    return _json([{"time": t.isoformat(), "metrics": {"ph": 7}} for t in times])
+
+
+def test_reading_older_than_the_age_bound_is_refused() -> None:
+    bound = timedelta(days=90)
+    old = RECEIVED - bound - timedelta(minutes=1)
+    rej = _rejected(decode(TOPIC, _at(old), RECEIVED, max_age=bound))
+    assert rej.reason == "time_too_old" and "90 days" in rej.detail
+    ok = _readings(decode(TOPIC, _at(RECEIVED - bound + timedelta(minutes=1)), RECEIVED))
+    assert len(ok) == 1
+
+
+def test_message_spanning_more_than_the_spread_bound_is_refused() -> None:
+    spread = timedelta(days=2)
+    first = RECEIVED - timedelta(days=3)
+    rej = _rejected(
+        decode(
+            TOPIC, _at(first, first + spread + timedelta(seconds=1)), RECEIVED, max_spread=spread
+        )
+    )
+    assert rej.reason == "time_spread_too_wide"
+    ok = decode(TOPIC, _at(first, first + spread), RECEIVED, max_spread=spread)
+    assert len(_readings(ok)) == 2
+
+
+def test_gateway_defaults_bound_age_and_spread() -> None:
+    ingest = IngestSettings()
+    assert timedelta(days=ingest.max_reading_age_days) == DEFAULT_MAX_AGE
+    assert timedelta(hours=ingest.max_message_span_h) == DEFAULT_MAX_SPREAD
+    years = _at(RECEIVED - timedelta(days=3000), RECEIVED)
+    rej = _rejected(
+        decode(TOPIC, years, RECEIVED, max_age=DEFAULT_MAX_AGE, max_spread=DEFAULT_MAX_SPREAD)
+    )
+    assert rej.reason == "time_too_old"

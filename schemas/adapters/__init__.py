@@ -3,7 +3,14 @@ rejection. `decode` is the one entry point the gateway uses; it picks the adapte
 JSON, SenML, The Things Stack, ChirpStack) by topic and payload shape."""
 
 from schemas.adapters.chirpstack import decode_chirpstack, match_chirpstack
-from schemas.adapters.dispatch import ADAPTERS, DEFAULT_FUTURE_TOLERANCE, Adapter, decode
+from schemas.adapters.dispatch import (
+    ADAPTERS,
+    DEFAULT_FUTURE_TOLERANCE,
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_SPREAD,
+    Adapter,
+    decode,
+)
 from schemas.adapters.mappings import SHIPPED_MAPPINGS, resolve_mapping
 from schemas.adapters.native import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
 from schemas.adapters.senml import decode_senml, looks_like_senml, resolve
@@ -13,7 +20,9 @@ from schemas.adapters.units import METRIC_UNITS, convert
 __all__ = [
     "ADAPTERS",
     "DEFAULT_FUTURE_TOLERANCE",
+    "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_MAX_SPREAD",
     "METRIC_UNITS",
     "SHIPPED_MAPPINGS",
     "Adapter",

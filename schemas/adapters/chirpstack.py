@@ -27,7 +27,7 @@ from schemas.adapters.mappings import resolve_mapping
 from schemas.device import DeviceProfile
 from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
-from schemas.topics import DEVICE_ID
+from schemas.topics import is_device_id
 
 
 def match_chirpstack(topic: str) -> str | None:
@@ -54,7 +54,7 @@ def _decode(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
 ) -> list[Reading]:
     dev_eui = match_chirpstack(topic)
-    if dev_eui is None or not DEVICE_ID.match(dev_eui):
+    if dev_eui is None or not is_device_id(dev_eui):
         raise PayloadError(
             "bad_topic", f"topic {topic!r} is not application/{{app}}/device/{{dev_eui}}/event/up"
         )

@@ -35,10 +35,16 @@ from schemas.device import DeviceLookup, DeviceProfile, UnknownDevicePolicy
 from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
 from schemas.registry import metric_spec
-from schemas.topics import DEVICE_ID, parse_uplink_topic
+from schemas.topics import is_device_id, parse_uplink_topic
 
 # A device clock may run a little fast; beyond this, a reading "from the future" is refused.
 DEFAULT_FUTURE_TOLERANCE = timedelta(minutes=5)
+# How old a reading may be on arrival, and how far apart one message's readings may lie
+# (issue 10): a device back from an outage flushes hours or days of buffer, but one message
+# spanning years would touch a partition (or chunk) per day in one transaction, and a
+# reading older than the minute rollups' retention has nowhere useful to go.
+DEFAULT_MAX_AGE = timedelta(days=90)
+DEFAULT_MAX_SPREAD = timedelta(days=2)
 
 Decoder = Callable[[str, bytes, datetime, DeviceProfile | None], list[Reading] | Rejection]
 
@@ -87,12 +93,22 @@ def decode(
     unknown: UnknownDevicePolicy = "accept",
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
+    max_age: timedelta | None = None,
+    max_spread: timedelta | None = None,
 ) -> list[Reading] | Rejection:
-    """Decode one MQTT message from any supported source into readings, or say why not."""
+    """Decode one MQTT message from any supported source into readings, or say why not.
+
+    `max_age` and `max_spread` bound how old a reading and how wide one message may be;
+    None (for replaying recorded samples) leaves them unbounded. The gateway passes its
+    settings, whose defaults are `DEFAULT_MAX_AGE` and `DEFAULT_MAX_SPREAD`.
+    """
     try:
-        return _decode(topic, payload, received_at, lookup, unknown, max_bytes, future_tolerance)
+        outcome = _decode(topic, payload, received_at, lookup, unknown, max_bytes, future_tolerance)
+        if not isinstance(outcome, Rejection):
+            _check_times(outcome, received_at, future_tolerance, max_age, max_spread)
     except PayloadError as exc:
         return rejection(exc, topic, payload, received_at)
+    return outcome
 
 
 def _decode(
@@ -107,7 +123,7 @@ def _decode(
     """`decode`, raising `PayloadError` for its own refusals; an adapter's pass through."""
     check_size(payload, max_bytes)
     adapter, device_id = _pick(topic, payload)
-    if not DEVICE_ID.match(device_id):
+    if not is_device_id(device_id):
         raise PayloadError(
             "bad_topic",
             f"device id {device_id!r} in topic {topic!r} must be 1-128 of letters, digits, '._:-'",
@@ -134,16 +150,44 @@ def _decode(
                 )
         if profile.calibration:
             outcome = _calibrate(outcome, profile)
-    latest_allowed = received_at + future_tolerance
-    for reading in outcome:
-        if reading.time > latest_allowed:
-            raise PayloadError(
-                "time_in_future",
-                f"reading time {reading.time.isoformat()} is more than "
-                f"{future_tolerance.total_seconds():.0f}s after receipt "
-                f"({received_at.isoformat()}); is the device clock right?",
-            )
     return outcome
+
+
+def _check_times(
+    readings: list[Reading],
+    received_at: datetime,
+    future_tolerance: timedelta,
+    max_age: timedelta | None,
+    max_spread: timedelta | None,
+) -> None:
+    """Refuse a message with a reading from the future or too far in the past, or whose
+    readings lie further apart than `max_spread`."""
+    first = min(r.time for r in readings)
+    last = max(r.time for r in readings)
+    if last > received_at + future_tolerance:
+        raise PayloadError(
+            "time_in_future",
+            f"reading time {last.isoformat()} is more than "
+            f"{future_tolerance.total_seconds():.0f}s after receipt "
+            f"({received_at.isoformat()}); is the device clock right?",
+        )
+    if max_age is not None and first < received_at - max_age:
+        raise PayloadError(
+            "time_too_old",
+            f"reading time {first.isoformat()} is more than {_days(max_age)} before receipt "
+            f"({received_at.isoformat()}); is the device clock right?",
+        )
+    if max_spread is not None and last - first > max_spread:
+        raise PayloadError(
+            "time_spread_too_wide",
+            f"the message's readings span {first.isoformat()} to {last.isoformat()}, more than "
+            f"{_days(max_spread)}; send long buffers in several messages",
+        )
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
 def _pick(topic: str, payload: bytes) -> tuple[Adapter, str]:

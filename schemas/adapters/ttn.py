@@ -29,7 +29,7 @@ from schemas.adapters.mappings import resolve_mapping
 from schemas.device import DeviceProfile
 from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
-from schemas.topics import DEVICE_ID
+from schemas.topics import is_device_id
 
 
 def match_ttn(topic: str) -> str | None:
@@ -51,7 +51,7 @@ def _decode(
     topic: str, payload: bytes, received_at: datetime, profile: DeviceProfile | None
 ) -> list[Reading]:
     device_id = match_ttn(topic)
-    if device_id is None or not DEVICE_ID.match(device_id):
+    if device_id is None or not is_device_id(device_id):
         raise PayloadError(
             "bad_topic", f"topic {topic!r} is not v3/{{app}}/devices/{{device_id}}/up"
         )

@@ -222,8 +222,12 @@ ON CONFLICT (device_id) DO UPDATE SET
     first_seen      = COALESCE(devices.first_seen, EXCLUDED.first_seen),
     last_seen       = GREATEST(devices.last_seen, EXCLUDED.last_seen),
     last_reading_at = GREATEST(devices.last_reading_at, EXCLUDED.last_reading_at),
-    lat             = COALESCE(EXCLUDED.lat, devices.lat),
-    lon             = COALESCE(EXCLUDED.lon, devices.lon)
+    -- The registry's position is the truth for a registered device (issue 10): what a
+    -- device reports only fills in for one nobody registered (unprovisioned).
+    lat = CASE WHEN devices.status = 'unprovisioned'
+               THEN COALESCE(EXCLUDED.lat, devices.lat) ELSE devices.lat END,
+    lon = CASE WHEN devices.status = 'unprovisioned'
+               THEN COALESCE(EXCLUDED.lon, devices.lon) ELSE devices.lon END
 """
 
 # `WHERE device_latest.time < EXCLUDED.time`: latest by reading time, never by arrival.

@@ -14,7 +14,14 @@ from contextlib import asynccontextmanager, suppress
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from services.common.backoff import Backoff
 from services.common.errors import KafkaUnavailable
@@ -23,6 +30,8 @@ from services.common.settings import Settings
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_RECORD_BYTES",
+    "RECORD_REFUSED",
     "KafkaError",
     "consumer",
     "ensure_topics",
@@ -32,11 +41,31 @@ __all__ = [
 ]
 
 
+# The largest record a producer sends: 1 MiB, within the broker's `message.max.bytes`
+# (1048588, written into deploy/kafka/server.properties). A larger record is refused by the
+# producer itself, before it reaches the broker.
+MAX_RECORD_BYTES = 1024 * 1024
+
+# Errors Kafka gives a record for what it is, not for the state Kafka is in: sending the same
+# bytes again can never succeed (aiokafka marks them not retriable). The gateway dead-letters
+# such a message instead of retrying it (services/ingest/gateway.py).
+RECORD_REFUSED: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTimestampError,
+)
+
+
 @asynccontextmanager
 async def producer(
     settings: Settings, *, client_id: str, stop: asyncio.Event | None = None
 ) -> AsyncIterator[AIOKafkaProducer]:
-    """An idempotent producer; `stop()` on exit flushes what is still in flight."""
+    """An idempotent producer; `stop()` on exit flushes what is still in flight.
+
+    Idempotence keeps one request in flight per partition and retries it in place, with
+    sequence numbers, so records of one key land in the order they were sent.
+    """
     prod = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
@@ -44,8 +73,8 @@ async def producer(
         acks="all",
         linger_ms=5,
         max_batch_size=256 * 1024,
-        max_request_size=2 * 1024 * 1024,
-        request_timeout_ms=15_000,
+        max_request_size=MAX_RECORD_BYTES,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
         retry_backoff_ms=200,
     )
     await _start(prod.start, "producer", stop, close=prod.stop)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.adapters import DEFAULT_MAX_PAYLOAD_BYTES
+from schemas.adapters import DEFAULT_MAX_AGE, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SPREAD
 from schemas.device import UnknownDevicePolicy
 from services.common.errors import ConfigError
 
@@ -55,7 +55,14 @@ class IngestSettings(_Section):
         "$share/citywatch-ingest/v3/+/devices/+/up",  # The Things Stack v3
         "$share/citywatch-ingest/application/+/device/+/event/up",  # ChirpStack v4
     )
-    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
+    # At most 512 KiB: a rejection carries the payload (base64, 4/3 of it) and must stay
+    # under the producer's 1 MiB record limit (services/common/kafka.py). Keep Mosquitto's
+    # `max_packet_size` (deploy/mosquitto/mosquitto.conf) a little above this.
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1024, le=512 * 1024)
+    # A reading older than this on arrival is `time_too_old`; one message whose readings
+    # lie further apart than this is `time_spread_too_wide` (schemas/adapters/dispatch.py).
+    max_reading_age_days: float = Field(default=DEFAULT_MAX_AGE.total_seconds() / 86400, gt=0)
+    max_message_span_h: float = Field(default=DEFAULT_MAX_SPREAD.total_seconds() / 3600, gt=0)
     # MQTT v5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may have in
     # flight to us. It is the gateway's in-flight window, so memory stays bounded.
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
@@ -194,6 +201,10 @@ class Settings(BaseSettings):
     # Service-account passwords; read from {state_dir}/mqtt-accounts.json when not given.
     mqtt_accounts: dict[str, SecretStr] = Field(default_factory=dict)
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How long a producer waits for Kafka: per request, for a topic's metadata, and for a
+    # record to leave its buffer while a partition has no leader. A send that times out is
+    # retried by the gateway, in order (services/ingest/gateway.py).
+    kafka_request_timeout_ms: int = Field(default=15_000, ge=1000)
     database_url: SecretStr = SecretStr("postgresql://citywatch@127.0.0.1:5432/citywatch")
     state_dir: Path = REPO_ROOT / ".citywatch"
     http_host: str = "127.0.0.1"

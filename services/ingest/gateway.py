@@ -6,7 +6,18 @@ For each message, in the order received:
   3. once Kafka has acknowledged *all* of its records, acknowledge it to MQTT.
 Acks go out in arrival order (MQTT 5 §4.6), from the head of a bounded in-flight window.
 A failed delivery is retried with backoff and the message stays unacked meanwhile, so a
-crash at any point leaves it with the broker, which redelivers it.
+gateway crash at any point leaves it with the broker, which redelivers it.
+
+Order through retries (issue 10): records reach the producer in arrival order, and the
+idempotent producer keeps one request in flight per partition and retries it in place, so
+one device's readings (one key, one partition) land in order. When Kafka cannot take a
+record yet, the gateway retries it *before* sending any later message; when a delivery
+fails after queuing, nothing new is sent until the failed message, once it is the head of
+the window, has been sent again.
+
+A record Kafka will never take (too large, invalid: `kafka.RECORD_REFUSED`) is not retried:
+the message is dead-lettered as a minimal record on the rejected topic (reason
+`kafka_refused`) and acknowledged, so one payload cannot stop intake.
 """
 
 from __future__ import annotations
@@ -15,6 +26,8 @@ import asyncio
 import collections
 import logging
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import Enum
 
 from aiokafka import AIOKafkaProducer
@@ -34,6 +47,9 @@ log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes, bytes]  # (topic, key, value)
 
+# What a dead letter keeps of the payload: enough to recognise it, with its size and hash.
+DEAD_LETTER_EXCERPT_BYTES = 1024
+
 
 class AckPolicy(Enum):
     """When an MQTT message is acknowledged. There is one policy, and it is this one."""
@@ -44,8 +60,19 @@ class AckPolicy(Enum):
 def to_records(outcome: list[Reading] | Rejection, settings: Settings) -> list[Record]:
     """The Kafka records for one decoded message: readings keyed by device, or one rejection."""
     if isinstance(outcome, Rejection):
-        return [(settings.topics.rejected, outcome.topic.encode(), outcome.to_kafka())]
+        value = outcome.to_kafka(max_raw_bytes=settings.ingest.max_payload_bytes)
+        return [(settings.topics.rejected, outcome.topic.encode(), value)]
     return [(settings.topics.readings, r.device_id.encode(), r.to_kafka()) for r in outcome]
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One message in the in-flight window, from dispatch until its MQTT ack."""
+
+    msg: Inbound
+    turn: asyncio.Event = field(default_factory=asyncio.Event)  # it is the head of the window
+    task: asyncio.Task[None] | None = None
+    dead: bool = False  # its records were replaced by its dead letter
 
 
 class IngestService(ServiceBase):
@@ -59,8 +86,12 @@ class IngestService(ServiceBase):
         self._producer: AIOKafkaProducer | None = None
         self._mqtt: MqttSource | None = None
         self._registry: RegistryCache | None = None
-        self._pending: collections.deque[tuple[Inbound, asyncio.Task[None]]] = collections.deque()
+        self._pending: collections.deque[_Entry] = collections.deque()
         self._window = asyncio.Semaphore(settings.ingest.receive_maximum)
+        # Open while no delivery awaits its resend; new messages wait while it is closed.
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._held = 0
         self._head_done = asyncio.Event()
         self._empty = asyncio.Event()
         self.kafka_ok = False
@@ -133,6 +164,13 @@ class IngestService(ServiceBase):
             warm.cancel()
             while not self.stop_event.is_set():
                 await self._window.acquire()
+                if not self._gate.is_set():
+                    gate = asyncio.create_task(self._gate.wait())
+                    await asyncio.wait({gate, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    gate.cancel()
+                    if stop.done():
+                        self._window.release()
+                        break
                 ready = self._mqtt.get_nowait()
                 if ready is not None:
                     await self._dispatch(ready)
@@ -151,11 +189,6 @@ class IngestService(ServiceBase):
         m.RECEIVED.inc()
         outcome = self._decode(msg)
         if isinstance(outcome, Rejection):
-            if len(outcome.raw) > self.settings.ingest.max_payload_bytes:
-                # Keep the head of an oversized payload: enough to diagnose, small enough for Kafka.
-                outcome = outcome.model_copy(
-                    update={"raw": outcome.raw[: self.settings.ingest.max_payload_bytes]}
-                )
             m.REJECTED.labels(outcome.reason).inc()
             log.info(
                 "payload rejected",
@@ -164,13 +197,18 @@ class IngestService(ServiceBase):
         else:
             m.ACCEPTED.inc()
             m.READINGS.inc(len(outcome))
-        records = to_records(outcome, self.settings)
-        # Sending in arrival order keeps one device's readings in order within its partition.
-        futures = await self._send(records)
-        task = asyncio.create_task(self._confirm(records, futures))
-        self._pending.append((msg, task))
+        entry = _Entry(msg)
+        # Arrival order into the producer is one device's order on its partition: the next
+        # message goes only once this one's records are all queued (retried in place here).
+        queued = await self._queue(entry, to_records(outcome, self.settings), self.stop_event)
+        if queued is None:
+            return  # stopping while Kafka refuses: the message stays with the broker, unacked
+        self._pending.append(entry)
+        if len(self._pending) == 1:
+            entry.turn.set()
         self._empty.clear()
-        task.add_done_callback(lambda _t: self._head_done.set())
+        entry.task = asyncio.create_task(self._deliver(entry, *queued))
+        entry.task.add_done_callback(lambda _t: self._head_done.set())
         m.IN_FLIGHT.set(len(self._pending))
 
     def _decode(self, msg: Inbound) -> list[Reading] | Rejection:
@@ -183,6 +221,8 @@ class IngestService(ServiceBase):
                 lookup=self._registry.get,
                 unknown=self.settings.ingest.unknown_devices,
                 max_bytes=self.settings.ingest.max_payload_bytes,
+                max_age=timedelta(days=self.settings.ingest.max_reading_age_days),
+                max_spread=timedelta(hours=self.settings.ingest.max_message_span_h),
             )
         except Exception as exc:
             log.exception("decoder failed; payload rejected", extra={"topic": msg.topic})
@@ -194,31 +234,102 @@ class IngestService(ServiceBase):
                 received_at=msg.received_at,
             )
 
-    async def _send(self, records: list[Record]) -> list[asyncio.Future[object]] | None:
-        """Queue records in the producer; None if queuing itself failed (Kafka unreachable)."""
-        assert self._producer is not None
-        try:
-            return [await self._producer.send(t, value=v, key=k) for t, k, v in records]
-        except kafka.KafkaError as exc:
-            self._kafka_failed(exc)
-            return None
-
-    async def _confirm(
-        self, records: list[Record], futures: list[asyncio.Future[object]] | None
+    async def _deliver(
+        self, entry: _Entry, futures: list[asyncio.Future[object]], records: list[Record]
     ) -> None:
-        """Wait until Kafka has every record of one message; retry with backoff until it does."""
+        """Get every record of one message acknowledged by Kafka, retrying until it is."""
         backoff = Backoff(initial_s=0.5, maximum_s=10)
+        held = False
         while True:
-            if futures is not None:
-                try:
-                    await asyncio.gather(*futures)
-                    self.kafka_ok = True
-                    return
-                except kafka.KafkaError as exc:
-                    self._kafka_failed(exc)
-            # Kafka is down: wait, then send again. The message stays unacked meanwhile.
-            await asyncio.sleep(backoff.next_delay())
-            futures = await self._send(records)
+            try:
+                await asyncio.gather(*futures)
+            except kafka.RECORD_REFUSED as exc:
+                # Refused after queuing (the broker's own limit): the same bytes never pass.
+                records = await self._refused(entry, exc, backoff) or records
+            except kafka.KafkaError as exc:
+                self._kafka_failed(exc)
+                if not held:
+                    held = True
+                    self._held += 1
+                    self._gate.clear()  # nothing new goes out until this one is through
+                # Resend only as the head of the window, when every earlier message is in
+                # Kafka. (Later ones already with the producer may land first only if it
+                # expired this one's batch: a partition without a leader for longer than
+                # CITYWATCH_KAFKA_REQUEST_TIMEOUT_MS.)
+                await entry.turn.wait()
+                await asyncio.sleep(backoff.next_delay())
+            else:
+                break
+            queued = await self._queue(entry, records)
+            assert queued is not None  # without a stop event, `_queue` retries until it is taken
+            futures, records = queued
+        self.kafka_ok = True
+        if held:
+            self._held -= 1
+            if not self._held:
+                self._gate.set()
+
+    async def _queue(
+        self, entry: _Entry, records: list[Record], stop: asyncio.Event | None = None
+    ) -> tuple[list[asyncio.Future[object]], list[Record]] | None:
+        """Hand `records` to the producer in order, each retried in place until it is taken;
+        returns their delivery futures and the records as finally sent (a record Kafka will
+        never take replaces what is left of the message by its dead letter), or None when
+        `stop` is set while it retries."""
+        assert self._producer is not None
+        backoff = Backoff(initial_s=0.5, maximum_s=10)
+        futures: list[asyncio.Future[object]] = []
+        sent: list[Record] = []
+        todo = collections.deque(records)
+        while todo:
+            topic, key, value = todo[0]
+            try:
+                futures.append(await self._producer.send(topic, value=value, key=key))
+            except kafka.RECORD_REFUSED as exc:
+                instead = await self._refused(entry, exc, backoff)
+                if instead:
+                    todo = collections.deque(instead)
+                continue
+            except kafka.KafkaError as exc:
+                self._kafka_failed(exc)
+                if stop is None:
+                    await asyncio.sleep(backoff.next_delay())
+                elif await backoff.wait(stop):
+                    return None
+                continue
+            sent.append(todo.popleft())
+        return futures, sent
+
+    async def _refused(
+        self, entry: _Entry, exc: BaseException, backoff: Backoff
+    ) -> list[Record] | None:
+        """A record Kafka will never take: the message's dead letter to send instead; or, when
+        the dead letter itself was refused (a broker limit below 2 KiB), None after a pause."""
+        if not entry.dead:
+            return [self._dead_letter(entry, exc)]
+        log.error("kafka refuses even the dead letter", extra={"error": repr(exc)})
+        self._kafka_failed(exc)
+        await asyncio.sleep(backoff.next_delay())
+        return None
+
+    def _dead_letter(self, entry: _Entry, exc: BaseException) -> Record:
+        """The minimal record for a message Kafka will not take: reason, an excerpt, size, hash."""
+        entry.dead = True
+        m.REJECTED.labels("kafka_refused").inc()
+        log.warning(
+            "kafka refused a record; dead-lettering the message",
+            extra={"topic": entry.msg.topic, "error": repr(exc), "bytes": len(entry.msg.payload)},
+        )
+        rejection = Rejection(
+            reason="kafka_refused",
+            detail=f"Kafka refused the message's record ({type(exc).__name__}: {exc}); "
+            f"the payload's first {DEAD_LETTER_EXCERPT_BYTES} bytes are kept",
+            topic=entry.msg.topic,
+            raw=entry.msg.payload,
+            received_at=entry.msg.received_at,
+        )
+        value = rejection.to_kafka(max_raw_bytes=DEAD_LETTER_EXCERPT_BYTES)
+        return (self.settings.topics.rejected, entry.msg.topic.encode(), value)
 
     def _kafka_failed(self, exc: BaseException) -> None:
         if self.kafka_ok:
@@ -230,19 +341,22 @@ class IngestService(ServiceBase):
         """Acknowledge to MQTT from the head of the window, as each head's Kafka ack arrives."""
         assert self._mqtt is not None
         while True:
-            while self._pending and self._pending[0][1].done():
-                msg, task = self._pending.popleft()
-                task.result()  # re-raises only a bug: KafkaErrors are retried inside
-                if self._mqtt.ack(msg):
+            while self._pending and _done(self._pending[0]):
+                entry = self._pending.popleft()
+                assert entry.task is not None
+                entry.task.result()  # re-raises only a bug: KafkaErrors are retried inside
+                if self._mqtt.ack(entry.msg):
                     m.ACKED.inc()
                 else:
                     m.ACK_SKIPPED.inc()
                 self._window.release()
+                if self._pending:
+                    self._pending[0].turn.set()
             m.IN_FLIGHT.set(len(self._pending))
             if not self._pending:
                 self._empty.set()
             self._head_done.clear()
-            if self._pending and self._pending[0][1].done():
+            if self._pending and _done(self._pending[0]):
                 continue
             await self._head_done.wait()
 
@@ -259,8 +373,9 @@ class IngestService(ServiceBase):
                 "drain timed out; unacked messages stay with the broker",
                 extra={"in_flight": len(self._pending)},
             )
-        for _msg, task in self._pending:
-            task.cancel()
+        for entry in self._pending:
+            if entry.task is not None:
+                entry.task.cancel()
 
     async def _probe_kafka(self) -> None:
         """While idle, ask Kafka for metadata so /readyz tells the truth without traffic."""
@@ -275,3 +390,7 @@ class IngestService(ServiceBase):
                     self.kafka_ok = True
             except (kafka.KafkaError, TimeoutError, OSError) as exc:
                 self._kafka_failed(exc)
+
+
+def _done(entry: _Entry) -> bool:
+    return entry.task is not None and entry.task.done()

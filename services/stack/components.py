@@ -186,6 +186,13 @@ class Mosquitto(Component):
         return connack[:2] == b"\x20\x02" and connack[3:4] in (b"\x00", b"\x04", b"\x05")
 
     @property
+    def max_packet_size(self) -> int:
+        """The largest MQTT packet the broker takes: the gateway's payload limit plus 64 KiB
+        for the topic (at most 65535 bytes) and the properties, so what the gateway would
+        reject is still seen (and reported on the rejected topic) up to its limit."""
+        return self.settings.ingest.max_payload_bytes + 64 * 1024
+
+    @property
     def passwd_file(self) -> Path:
         return self.dir / "passwd"
 
@@ -250,6 +257,7 @@ class Mosquitto(Component):
             .replace("@LOG_FILE@", str(self.log_file))
             .replace("@PASSWORD_FILE@", str(self.passwd_file))
             .replace("@ACL_FILE@", str(self.acl_file))
+            .replace("@MAX_PACKET_SIZE@", str(self.max_packet_size))
         )
         if os.geteuid() == 0:
             # As root, mosquitto drops to the `mosquitto` user, which must own its files.
