@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,14 @@ def _rules_file(settings: Settings, tmp: Path, suffix: str) -> dict[str, str]:
     }
 
 
+def _age_days(settings: Settings, start: datetime) -> float:
+    """An age bound that takes every reading of a run from `start` (the configured or more)."""
+    return max(
+        settings.ingest.max_reading_age_days,
+        (datetime.now(UTC) - start).total_seconds() / 86400 + 1,
+    )
+
+
 async def evaluate_one(
     settings: Settings, opts: EvaluateOptions, name: str, cadence: timedelta
 ) -> Result:
@@ -195,6 +203,8 @@ async def evaluate_one(
                 **_rules_file(settings, Path(tmp), names.rule_suffix),
                 **names.groups(),
                 CITYWATCH_RETENTION__MAINTAIN_EVERY_H="0",
+                # A replay of a fixed day may lie further back than the gateway's age bound.
+                CITYWATCH_INGEST__MAX_READING_AGE_DAYS=str(_age_days(settings, run.start)),
                 CITYWATCH_DELIVERY__MQTT_TOPIC=f"citywatch/alerts/{names.prefix}/{{severity}}/{{area}}",
             )
             log_dir = settings.state_dir / "evaluate-logs"
