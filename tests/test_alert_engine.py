@@ -15,6 +15,7 @@ from schemas.city import load_city
 from services.alerts.engine import (
     Evaluation,
     Key,
+    Parked,
     RuleState,
     Transition,
     aqi,
@@ -57,13 +58,14 @@ class Engine:
         self.state: dict[Key, RuleState] = {}
         self.heads: dict[str, datetime] = {}
         self.ahead: dict[str, dict[str, datetime]] = {}
+        self.parked: Parked = {}
         self.areas = dict(areas or {})
         self.log: list[Transition] = []
 
     def feed(self, *readings: Reading, **kw: Any) -> Evaluation:
         ev = evaluate(
             self.rules, self.state, list(readings), heads=self.heads, areas=self.areas,
-            ahead=self.ahead, **kw,
+            ahead=self.ahead, parked=self.parked, **kw,
         )  # fmt: skip
         self.log += ev.transitions
         return ev
@@ -590,6 +592,20 @@ def test_one_device_stamping_hours_ahead_moves_no_streams_clock() -> None:
     assert [(t.kind, t.rule.id, t.device_id) for t in eng.log] == [("firing", "p", "a")]
 
 
+def test_readings_held_as_clock_skewed_are_evaluated_once_their_stream_catches_up() -> None:
+    # The demo's case: its fleet's backfill is an hour behind the wall clock while a gauge
+    # an engineer just installed reports live at danger. Held as skewed at first, its two
+    # readings are evaluated when the backfill reaches them: the area's alert opens, at
+    # the gauge's reading time, and no reading of it is lost.
+    eng = Engine(ruleset(OFFLINE + PER_AREA), areas={"a": "north", "g": "south"})
+    eng.series("a", [1.0] * 3, start=0)  # the backfill: head at minute 10
+    ev = eng.feed(reading("g", 60, water_level_m=3.4), reading("g", 61, water_level_m=3.4))
+    assert ev.skewed == 2 and eng.log == []  # held: the stream is an hour behind
+    eng.series("a", [1.0] * 8, start=15)  # the backfill catches up to minute 50
+    assert [(t.kind, t.severity, t.area) for t in eng.log] == [("firing", "danger", "south")]
+    assert eng.log[0].at == T0 + timedelta(minutes=61)
+
+
 def test_a_skewed_device_first_in_a_streams_first_batch_does_not_set_its_clock() -> None:
     eng = Engine(ruleset(OFFLINE))
     eng.feed(reading("skewed", 7 * 60, water_level_m=1.0), reading("a", 0, water_level_m=1.0))
@@ -888,14 +904,16 @@ def test_a_rain_spike_failed_by_the_next_reading_leaves_the_hours_accumulation()
             flags[(device_id, metric, at)] = max(flag, flags.get((device_id, metric, at), flag))
         eng.feed(r, flags=flags)
 
+    # a real gauge's intensity varies by tenths (one repeated to the hundredth is stuck)
+    rain = [180.0 if i == 7 else round(20.0 + 0.37 * (i % 3), 2) for i in range(13)]
     for i in range(13):  # an hour of rain at 5 minutes, the spike at minute 35
-        feed("rain-1", 5 * i, rain_mm_h=180.0 if i == 7 else 20.0)
+        feed("rain-1", 5 * i, rain_mm_h=rain[i])
         feed("gauge-1", 5 * i + 1, water_level_m=1.0 + 0.05 * i)  # 0.6 m/h, rising
     assert eng.log == []
     # The control: without the spike's verdict the same readings open the warning.
     control = Engine(ruleset(RAIN), areas={"rain-1": "north", "gauge-1": "north"})
     for i in range(13):
-        control.feed(reading("rain-1", 5 * i, rain_mm_h=180.0 if i == 7 else 20.0))
+        control.feed(reading("rain-1", 5 * i, rain_mm_h=rain[i]))
         control.feed(reading("gauge-1", 5 * i + 1, water_level_m=1.0 + 0.05 * i))
     assert [t.kind for t in control.log] == ["firing"]
 

@@ -182,18 +182,20 @@ class Pair:
         return [
             (g, start, {"water_level_m": 1.0}),
             (g, start + 10, {"water_level_m": 1.0}),
+            (g, start + 20, {"water_level_m": 1.0}),
             # Two readings of each condition: persistence (rules.py `confirm`) opens on the
-            # area's second reading with both met, whichever partition is read first.
-            (r, start + 15, {"rain_mm_h": 45.0}),
-            (r, start + 17, {"rain_mm_h": 45.0}),
-            (g, start + 20, {"water_level_m": 1.1}),
-            (g, start + 25, {"water_level_m": 1.15}),
+            # area's second reading with both met, whichever partition is read first. The
+            # rise is measured over 30 minutes (rules.Condition).
+            (r, start + 25, {"rain_mm_h": 45.0}),
+            (r, start + 27, {"rain_mm_h": 45.0}),
+            (g, start + 30, {"water_level_m": 1.1}),
+            (g, start + 35, {"water_level_m": 1.15}),
         ]
 
     def calm(self, start: float) -> list[tuple[str, float, dict[str, float]]]:
         """No rain and a level river for an hour: the alert resolves."""
-        return [(self.rain, start + 30 + 10 * i, {"rain_mm_h": 0.0}) for i in range(7)] + [
-            (self.gauge, start + 31 + 10 * i, {"water_level_m": 1.1}) for i in range(7)
+        return [(self.rain, start + 40 + 10 * i, {"rain_mm_h": 0.0}) for i in range(7)] + [
+            (self.gauge, start + 41 + 10 * i, {"water_level_m": 1.15}) for i in range(7)
         ]
 
     async def transitions(self) -> list[tuple[str, str]]:

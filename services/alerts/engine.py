@@ -35,14 +35,18 @@ alerts in bursts) and their readings stale. A reading at most `clock_skew` (rule
 another device of the stream has reported within `clock_skew` of the head: it does not
 advance the head, is counted (`Evaluation.skewed`, the metric
 `citywatch_alerts_clock_skewed_readings_total`), proves its device alive at the head's
-time, opens and escalates nothing, and per-area rules skip it (it would move the area's
-clock too). The head jumps only when a second device confirms it (two devices held ahead:
-the head moves to the older of their newest times; a whole stream back from a gap) or no
-other device of the stream reports (a lone device after a silence). A stream's first head
-is the oldest of its first batch's reading times, so a skewed device among them does not
-set it either (one alone in a stream's very first batch still would). The held devices
-are memory only (`ahead`): after a restart a jump needs its two devices again, which errs
-on the side of not moving.
+time, and no other rule acts on it yet: it is *parked* (`parked`, with its quality flags)
+and evaluated in full, in time order, once the head comes within `clock_skew` of it (the
+stream catching up: a demo's backfill ending, a gateway's queue draining). A device whose
+clock stays off never gets there; at most `PARKED_MAX` readings per stream are kept, the
+oldest dropped first (counted in `Evaluation.dropped`). The head jumps only when a second
+device confirms it (two devices held ahead: the head moves to the older of their newest
+times; a whole stream back from a gap) or no other device of the stream reports (a lone
+device after a silence). A stream's first head is the oldest of its first batch's reading
+times, so a skewed device among them does not set it either (one alone in a stream's very
+first batch still would). The held devices and parked readings are memory only (`ahead`,
+`parked`): after a restart a jump needs its two devices again, which errs on the side of
+not moving, and readings parked before it are not evaluated (they are stored all the same).
 
 Offline is measured in reading time against the same head (the device's partition):
 evaluation is deterministic and replay-safe, and a scenario played at any speed raises the
@@ -90,6 +94,7 @@ from __future__ import annotations
 import itertools
 import math
 import uuid
+from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -112,6 +117,7 @@ from services.alerts.rules import (
 __all__ = [
     "Evaluation",
     "Key",
+    "Parked",
     "RuleState",
     "Transition",
     "alert_id_for",
@@ -246,6 +252,7 @@ class Evaluation:
     heads: dict[str, datetime] = field(default_factory=dict)
     stale: int = 0  # readings too far behind their head to open anything
     skewed: int = 0  # readings held as clock-skewed (too far ahead of their head)
+    dropped: int = 0  # parked readings dropped unevaluated (PARKED_MAX per stream)
     skipped_quality: int = 0  # rule evaluations skipped for a FAIL flag
 
 
@@ -523,12 +530,19 @@ def _evaluate_rule(
         # arriving late) proves the device is back now, not when its readings were taken.
         # A reading held as clock-skewed proves the device alive at the stream's time.
         heard = ctx.head or t if ctx.skewed else max(t, ctx.head or t)
+        # Its parked readings come back when the stream catches up: no silence before them.
+        parked_until = _dt(st.data.get("parked"))
+        if ctx.skewed:
+            st.data["parked"] = max(t, parked_until or t).isoformat()
+        elif parked_until is not None and t >= parked_until:
+            del st.data["parked"]
         if (
             st.stage == 0
             and seen is not None
             and t - seen >= rule.after
             and not ctx.stale
             and not ctx.skewed
+            and (parked_until is None or t > parked_until)
         ):
             # A silence in the device's own reading times that no batch-end `tick` saw:
             # played fast, one batch holds the whole gap. Opened and closed here, so
@@ -884,6 +898,11 @@ def _relevant(rule: Rule, r: Reading) -> bool:
     return any(m in r.metrics for m in rule.metrics())
 
 
+# Readings held as clock-skewed and kept for evaluation, per stream (see "Clock skew").
+PARKED_MAX = 1000
+Parked = dict[str, list[tuple[Reading, dict[tuple[str, str, datetime], int]]]]
+
+
 def evaluate(
     rules: RuleSet,
     state: dict[Key, RuleState],
@@ -895,6 +914,7 @@ def evaluate(
     flags: Mapping[tuple[str, str, datetime], int] | None = None,
     simulated: Collection[str] = frozenset(),
     ahead: dict[str, dict[str, datetime]] | None = None,
+    parked: Parked | None = None,
 ) -> Evaluation:
     """Evaluate a batch in order, updating `state`, `heads` and `ahead` in place.
 
@@ -904,6 +924,8 @@ def evaluate(
             held as clock-skewed does not advance it).
         ahead: per stream, the devices held as clock-skewed and their newest reading
             time, carried between batches (memory only; see "Clock skew" above).
+        parked: per stream, readings held as clock-skewed with their flags, evaluated
+            when the head catches up with them; carried between batches (memory only).
         areas: device id -> registry area.
         flags: QARTOD flag per (device, metric, time); a value missing here passes. Give
             the final verdicts of earlier readings too (the quality evaluator's `reflags`):
@@ -914,23 +936,25 @@ def evaluate(
     out = Evaluation()
     heads = {} if heads is None else heads
     ahead = {} if ahead is None else ahead
+    parked = {} if parked is None else parked
     areas = areas or {}
-    flags = flags or {}
+    flags = dict(flags or {})
     stream_of = [streams[i] if streams is not None else "0" for i in range(len(readings))]
     for stream in set(stream_of) - set(heads):
         # A new stream's first head: the oldest of this batch's reading times on it (the
         # readings then advance it), so one skewed device among them does not set it.
         first = min(r.time for r, s in zip(readings, stream_of, strict=True) if s == stream)
         heads[stream] = out.heads[stream] = first
-    for i, r in enumerate(readings):
-        stream = stream_of[i]
+    queue = deque(zip(readings, stream_of, strict=True))
+    while queue:
+        r, stream = queue.popleft()
         head = heads[stream]
         skewed = False
         if r.time > head:
             new_head: datetime | None = r.time
             if r.time - head > rules.clock_skew:
-                batch = [(x.device_id, x.time) for x, s in zip(readings, stream_of, strict=True)
-                         if s == stream]  # fmt: skip
+                batch = [(x.device_id, x.time) for x, s in queue if s == stream]
+                batch.append((r.device_id, r.time))
                 new_head = _skewed_head(state, ahead.setdefault(stream, {}), stream, r, head,
                                         rules.clock_skew, batch)  # fmt: skip
                 skewed = new_head is None or r.time - new_head > rules.clock_skew
@@ -939,7 +963,25 @@ def evaluate(
                 waiting = ahead.get(stream, {})
                 for d in [d for d, t in waiting.items() if t <= head]:
                     del waiting[d]
+                # Parked readings the head has come within clock_skew of: evaluated next,
+                # in time order, before the rest of the batch.
+                due: list[tuple[Reading, dict[tuple[str, str, datetime], int]]] = []
+                keep: list[tuple[Reading, dict[tuple[str, str, datetime], int]]] = []
+                for p in parked.get(stream, []):
+                    (due if p[0].time - head <= rules.clock_skew else keep).append(p)
+                if due:
+                    parked[stream] = keep
+                    for pr, pflags in sorted(due, key=lambda p: p[0].time, reverse=True):
+                        flags.update(pflags)
+                        queue.appendleft((pr, stream))
         out.skewed += skewed
+        if skewed:
+            stash = parked.setdefault(stream, [])
+            own = {k: v for k, v in flags.items() if k[0] == r.device_id and k[2] == r.time}
+            stash.append((r, own))
+            if len(stash) > PARKED_MAX:
+                del stash[0]
+                out.dropped += 1
         stale = r.time < head - rules.stale_after
         out.stale += stale
         area = areas.get(r.device_id)
@@ -947,8 +989,8 @@ def evaluate(
             if not rule.in_scope(r.device_id, r.kind, area) or not _relevant(rule, r):
                 continue
             per_area = _per_area(rule, area)
-            if skewed and (per_area or isinstance(rule, CombinedRule)):
-                continue  # its time would move the area's clock
+            if skewed and not isinstance(rule, OfflineRule):
+                continue  # parked: evaluated when the head catches up with it
             subject = f"area:{area}" if per_area else r.device_id
             key = (rule.id, subject)
             st = state.setdefault(key, RuleState())
@@ -963,7 +1005,8 @@ def evaluate(
             else:
                 if st.cursor is not None and r.time <= st.cursor:
                     continue
-                st.cursor = r.time
+                if not skewed:  # a parked reading comes back through here when replayed
+                    st.cursor = r.time
             out.changed[key] = st
             worst = max((_flag(flags, r, m) for m in rule.metrics() if m in r.metrics), default=1)
             at, judged, judged_stale = r.time, r, stale
@@ -1021,7 +1064,9 @@ def evaluate(
                 peers=peers,
             )
             _evaluate_rule(rule, st, subject, judged, ctx, flags, out)
-    out.transitions.extend(tick(rules, state, heads, areas=areas, simulated=simulated).transitions)
+    out.transitions.extend(
+        tick(rules, state, heads, areas=areas, simulated=simulated, ahead=ahead).transitions
+    )
     for t in out.transitions:
         subject = f"area:{t.area}" if t.device_id is None else t.device_id
         out.changed[(t.rule.id, subject)] = state[(t.rule.id, subject)]
@@ -1088,12 +1133,14 @@ def tick(
     *,
     areas: Mapping[str, str | None] | None = None,
     simulated: Collection[str] = frozenset(),
+    ahead: Mapping[str, Mapping[str, datetime]] | None = None,
 ) -> Evaluation:
     """Offline rules: devices whose newest reading is `after` behind their stream's head.
 
     `heads` are the streams' reading-time heads (what `evaluate` runs it with) or, for the
     periodic wall-clock check of live data, `live_heads`. An offline alert opens at the
-    head it was found at, `after` or more past the device's last reading."""
+    head it was found at, `after` or more past the device's last reading. A device held
+    as clock-skewed on its stream (`ahead`) is reporting: it is not offline."""
     out = Evaluation()
     areas = areas or {}
     offline = {r.id: r for r in rules.rules if isinstance(r, OfflineRule)}
@@ -1103,7 +1150,10 @@ def tick(
         rule = offline.get(rule_id)
         if rule is None or st.stage > 0 or "last" not in st.data:
             continue
-        head = heads.get(st.data.get("stream") or "0")
+        stream = st.data.get("stream") or "0"
+        if ahead is not None and subject in ahead.get(stream, {}):
+            continue  # its readings are parked ahead of the head: it reports
+        head = heads.get(stream)
         last = datetime.fromisoformat(st.data["last"])
         if head is None or head - last < rule.after:
             continue

@@ -63,7 +63,7 @@ from services.alerts import api, store
 from services.alerts import metrics as m
 from services.alerts.areas import city_areas
 from services.alerts.delivery.service import DeliveryService
-from services.alerts.engine import Key, RuleState, evaluate, live_heads, tick
+from services.alerts.engine import Key, Parked, RuleState, evaluate, live_heads, tick
 from services.alerts.leadership import Leadership
 from services.alerts.rules import RuleSet, check_areas, load_rules
 from services.alerts.titles import transition_titles
@@ -121,6 +121,8 @@ class AlertsService(ServiceBase):
         self.heads_seen: dict[str, datetime] = {}
         # Devices held as clock-skewed per stream (engine.evaluate `ahead`; memory only).
         self.ahead: dict[str, dict[str, datetime]] = {}
+        # Readings held as clock-skewed, evaluated when their stream catches up (`parked`).
+        self.parked: Parked = {}
         # One evaluation at a time: a batch and the wall-clock offline tick share the state.
         self._eval_lock = asyncio.Lock()
         self.areas: dict[str, str | None] = {}
@@ -361,7 +363,7 @@ class AlertsService(ServiceBase):
                 if self.state_stale:
                     self.state = await store.load_state(con, self.rules)
                     self.heads, self.heads_seen = await store.load_heads(con, group)
-                    self.ahead = {}
+                    self.ahead, self.parked = {}, {}
                     self.quality.forget()
                     self.state_stale = False
                 await self._refresh_areas(con, readings)
@@ -387,6 +389,7 @@ class AlertsService(ServiceBase):
                     flags=flags,
                     simulated=self.simulated,
                     ahead=self.ahead,
+                    parked=self.parked,
                 )
                 arrived = datetime.now(UTC)
                 for stream in ev.heads:
@@ -436,7 +439,14 @@ class AlertsService(ServiceBase):
                 clock = live_heads(
                     self.heads, self.heads_seen, datetime.now(UTC), self.rules.live_lag
                 )
-                ev = tick(self.rules, self.state, clock, areas=self.areas, simulated=self.simulated)
+                ev = tick(
+                    self.rules,
+                    self.state,
+                    clock,
+                    areas=self.areas,
+                    simulated=self.simulated,
+                    ahead=self.ahead,
+                )
                 if not ev.transitions:
                     continue
                 titles = [transition_titles(t, self.city) for t in ev.transitions]
