@@ -48,11 +48,12 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
-from schemas import Kind
+from schemas import KINDS, Kind
 from services.quality.qartod import QualityConfig, SeriesKey
 
-__all__ = ["BucketMeans", "DriftReport", "DriftVerdict", "judge"]
+__all__ = ["BucketMeans", "DriftReport", "DriftVerdict", "drift_metrics", "is_kind", "judge"]
 
 # (area, kind, metric): the devices that ought to read alike.
 GroupKey = tuple[str, Kind, str]
@@ -151,6 +152,22 @@ def judge(
                 device, metric, statistics.median(own), allowed, len(members), len(own)
             )
     return report
+
+
+def drift_metrics(config: QualityConfig) -> list[str]:
+    """The metric names with an enabled drift test in the defaults (what the query reads)."""
+    return sorted(
+        {
+            metric
+            for per_metric in config.metrics.values()
+            for metric, qc in per_metric.items()
+            if qc.drift is not None and qc.drift.enabled
+        }
+    )
+
+
+def is_kind(name: str) -> TypeGuard[Kind]:
+    return name in KINDS
 
 
 class BucketMeans:
