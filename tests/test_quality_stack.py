@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import asyncpg
 import pytest
@@ -116,3 +117,87 @@ async def test_spike_and_flat_line_in_a_stream_are_flagged_and_normal_values_pas
     assert counted("citywatch_processor_quality_flags_total", "temperature_c", "suspect") == 33
     assert counted("citywatch_processor_quality_reflagged_total", "ph", "fail") == 1
     assert ingest.alive() and processor.alive()
+
+
+async def test_a_drifting_gauge_is_stored_suspect_once_its_gap_to_its_area_is_clear(
+    ns: Namespace,
+    services: Services,
+    publisher: Publisher,
+    dbcon: asyncpg.Connection,
+) -> None:
+    # Three gauges in one area (a per-test area id, so other tests' devices are not
+    # neighbours); g2 reads 0.3 m above the others, three times the 0.1 m the defaults
+    # allow. The processor re-runs the drift check every second of its loop time.
+    area = f"{ns.device_prefix}estuary"
+    gauges = [f"{ns.device_prefix}gauge-{i}" for i in range(3)]
+    for device in gauges:
+        await dbcon.execute(
+            "INSERT INTO devices (device_id, kind, area, status)"
+            " VALUES ($1, 'flood', $2, 'active')",
+            device,
+            area,
+        )
+    (processor,) = await services.start("processor", CITYWATCH_PROCESSOR__DRIFT_REFRESH_S="1")
+    ingest = (await services.start("ingest"))[0]
+    step = timedelta(minutes=5)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+
+    def level(device: str, i: int) -> float:
+        tide = 1.0 + 0.005 * i  # a slow rise every gauge sees
+        return round(tide + (0.3 if device == gauges[2] else 0.001 * (i % 3)), 3)
+
+    async def publish(i: int) -> None:
+        for device in gauges:
+            body = {
+                "time": (start + i * step).isoformat(),
+                "metrics": {"water_level_m": level(device, i)},
+            }
+            info = publisher.publish_raw(
+                f"{ns.prefix}/flood/{device}/up", json.dumps(body).encode()
+            )
+            await asyncio.to_thread(info.wait_for_publish, 10)
+
+    async def stored(i: int) -> bool:
+        n = await dbcon.fetchval(
+            "SELECT count(*) FROM readings WHERE device_id = ANY($1) AND time = $2",
+            gauges,
+            start + i * step,
+        )
+        return int(n) == len(gauges)
+
+    # An hour and a half of history: enough buckets for a verdict.
+    history = 18
+    for i in range(history):
+        await publish(i)
+    await wait_until(partial(stored, history - 1), timeout=30, what="the history stored")
+
+    # Then one reading each at a time, until the check has run on the history and g2's
+    # newest value is stored suspect (bounded: the check runs every second of batches).
+    i = history
+    while True:
+        await publish(i)
+        await wait_until(partial(stored, i), timeout=30, what=f"reading {i} stored")
+        newest = await flags_at(dbcon, gauges, start + i * step)
+        if newest[gauges[2]] == S or i >= history + 60:
+            break
+        i += 1
+    assert newest[gauges[2]] == S, "the drifting gauge was never flagged"
+    # Its neighbours are not, at the same reading, nor at any time.
+    assert newest[gauges[0]] == P and newest[gauges[1]] == P
+    assert S not in await flags(dbcon, gauges[0], "water_level_m")
+    assert S not in await flags(dbcon, gauges[1], "water_level_m")
+    # Before six buckets (the defaults' min_buckets) were stored there was no verdict to
+    # give: those values pass, whenever the check ran.
+    assert (await flags(dbcon, gauges[2], "water_level_m"))[:6] == [P] * 6
+    assert processor.metric("citywatch_processor_quality_drifting") >= 1
+    assert ingest.alive() and processor.alive()
+
+
+async def flags_at(db: asyncpg.Connection, devices: list[str], at: datetime) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT device_id, quality FROM readings WHERE device_id = ANY($1) AND time = $2"
+        " AND metric = 'water_level_m'",
+        devices,
+        at,
+    )
+    return {r["device_id"]: r["quality"] for r in rows}

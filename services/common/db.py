@@ -49,6 +49,7 @@ __all__ = [
     "StoredBatch",
     "connect",
     "create_pool",
+    "drift_bucket_means",
     "migrate",
     "migrate_database",
     "qc_overrides",
@@ -350,6 +351,36 @@ async def recent_values(
     for row in rows:
         out[(row["device_id"], row["metric"])].append((row["time"], row["value"]))
     return out
+
+
+_DRIFT_BUCKETS = """
+SELECT r.device_id, d.area, d.kind, r.metric,
+       extract(epoch FROM date_bin(make_interval(secs => $1), r.time,
+                                   TIMESTAMPTZ '2000-01-01 00:00:00+00'))::float8 AS bucket,
+       avg(r.value) AS mean
+FROM devices d
+JOIN readings r ON r.device_id = d.device_id
+ AND r.time > d.last_reading_at - make_interval(secs => $2)
+ AND r.time <= d.last_reading_at
+WHERE d.area IS NOT NULL AND r.quality <> 4 AND r.metric = ANY($3::text[])
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+
+async def drift_bucket_means(
+    con: Conn, bucket_s: float, window_s: float, metrics: Sequence[str]
+) -> tuple[dict[tuple[str, str], dict[float, float]], dict[str, tuple[str, str]]]:
+    """What the drift check (services/quality/drift.py) judges, in one query: per
+    (device, metric) of `metrics`, the means of `bucket_s` buckets of reading time over the
+    `window_s` before the device's newest reading (values flagged fail left out), and each
+    device's (area, kind). Devices with no area are not in it."""
+    rows = await con.fetch(_DRIFT_BUCKETS, bucket_s, window_s, list(metrics))
+    means: dict[tuple[str, str], dict[float, float]] = {}
+    places: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        means.setdefault((row["device_id"], row["metric"]), {})[row["bucket"]] = row["mean"]
+        places[row["device_id"]] = (row["area"], row["kind"])
+    return means, places
 
 
 async def qc_overrides(con: Conn) -> list[tuple[str, str, dict[str, Any]]]:

@@ -86,6 +86,8 @@ class ProcessorSettings(_Section):
     graceful_timeout_s: float = 15.0
     # Per-device QARTOD overrides are re-read from `devices` this often.
     qc_overrides_refresh_s: float = Field(default=60.0, gt=0)
+    # The drift check (services/quality/drift.py) re-reads its bucket means this often.
+    drift_refresh_s: float = Field(default=120.0, gt=0)
 
 
 class AlertSettings(_Section):

@@ -49,8 +49,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from schemas import Reading
+from schemas import Kind, Reading
 from schemas.adapters import decode
+from services.quality.drift import BucketMeans
+from services.quality.drift import judge as judge_drift
 from services.quality.qartod import Flag, QualityConfig, QualityEvaluator, worst
 from simulators import Message, ScenarioRun, load_scenario
 from simulators.faults import STUCK_MIN_READINGS
@@ -71,6 +73,9 @@ __all__ = [
 RowKey = tuple[str, str, datetime]  # (device_id, metric, time), the readings table's key
 # A fixed "now" for offline runs: the scenario lies wholly before it, and runs repeat.
 OFFLINE_NOW = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
+# How often (reading time) the offline player re-runs the drift check: the processor's
+# default `processor.drift_refresh_s`, as if it kept pace with the readings.
+DRIFT_REFRESH_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,14 +292,29 @@ def score(
 
 
 def play(
-    run: ScenarioRun, config: QualityConfig, *, batch: int = 500
+    run: ScenarioRun,
+    config: QualityConfig,
+    *,
+    batch: int = 500,
+    drift: bool = True,
+    drift_refresh_s: float = DRIFT_REFRESH_S,
 ) -> tuple[list[ScoredRow], Labels]:
     """Judge a `simulators.ScenarioRun`'s readings as the processor would, with no broker.
 
     Messages are decoded by the gateway's adapters at the scenario time they are sent,
     judged in batches of `batch` readings, and stored with the readings table's rules.
+    With `drift`, the drift check (services/quality/drift.py) runs on the bucket means of
+    the values stored so far (fail left out, as the processor's query does) every
+    `drift_refresh_s` of reading time, with the fleet's areas as the registry holds them,
+    and its verdicts apply to the values judged after it, as in the processor.
     """
     evaluator = QualityEvaluator(config)
+    limits = config.limits
+    buckets = BucketMeans(limits.drift_bucket_s, limits.drift_window_s)
+    places: dict[str, tuple[str, Kind]] = {
+        p.device_id: (p.area, p.kind) for p in run.device_profiles() if p.area
+    }
+    drift_at = float("-inf")
     stored: dict[RowKey, int] = {}
     values: dict[RowKey, tuple[str, float]] = {}
     played: list[Message] = []
@@ -304,13 +324,22 @@ def play(
     def flush() -> None:
         ev = evaluator.evaluate(pending)
         for key, flag in ev.flags.items():
-            stored.setdefault(key, flag)
+            if key not in stored:
+                stored[key] = flag
+                if drift and flag != Flag.FAIL:
+                    device, metric, at = key
+                    buckets.add(device, metric, at.timestamp(), values[key][1])
         for device, metric, at, flag in ev.reflags:
             key = (device, metric, at)
             if key in stored:
                 stored[key] = int(worst(Flag(stored[key]), Flag(flag)))
         evaluator.commit(ev)
         pending.clear()
+        nonlocal drift_at
+        if drift and buckets.newest - drift_at >= drift_refresh_s:
+            report = judge_drift(buckets.means(), places, config)
+            evaluator.set_drift({k: v.reason for k, v in report.drifting.items()})
+            drift_at = buckets.newest
 
     for msg in run.messages():
         played.append(msg)
@@ -347,9 +376,11 @@ def score_scenario(
     seed: int = 1,
     duration: timedelta | None = None,
     fault_scale: float = 1.0,
+    drift: bool = True,
 ) -> QualityScore:
     """Play a named scenario with every device reporting every `interval` (as `citywatch
-    demo` does) for `duration` (the scenario's own by default) and score its flags."""
+    demo` does) for `duration` (the scenario's own by default) and score its flags
+    (`drift` False: without the drift check, to measure what it adds)."""
     scenario = load_scenario(name)
     scenario = dataclasses.replace(
         scenario,
@@ -359,7 +390,7 @@ def score_scenario(
     run = ScenarioRun(
         scenario, devices=devices, seed=seed, now=OFFLINE_NOW, fault_scale=fault_scale
     )
-    rows, labels = play(run, config)
+    rows, labels = play(run, config, drift=drift)
     return score(rows, labels, flat_metrics(config))
 
 

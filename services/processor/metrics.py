@@ -38,6 +38,10 @@ QUALITY_LATE = Counter(
 QUALITY_SERIES = Gauge(
     "citywatch_processor_quality_series", "Series windows the quality evaluator holds in memory"
 )
+QUALITY_DRIFTING = Gauge(
+    "citywatch_processor_quality_drifting",
+    "Series the drift check last found drifting against their area (stored suspect)",
+)
 QUALITY_EVICTED = Counter(
     "citywatch_processor_quality_evicted_total",
     "Series windows evicted at the cap (warmed again from the database on next sight)",

@@ -9,7 +9,11 @@ windows missing from memory are warmed from the database, the batch is judged wi
 touching the windows, the rows (and the spike verdicts for rows of earlier batches) are
 written in the batch's transaction, and only then does the evaluator keep the new windows.
 Per-device overrides are read from `devices.qc_overrides` before the first batch and then
-every `processor.qc_overrides_refresh_s`.
+every `processor.qc_overrides_refresh_s`. The drift check (services/quality/drift.py) runs
+on the same schedule every `processor.drift_refresh_s`: one query for the recent bucket
+means of every device with an area, whichever processor owns it, so the check sees whole
+areas although the batches are split by device; the series it finds drifting are stored
+suspect from the next batch on.
 
 Two small additions sit in their own sections below: the rollups (on plain PostgreSQL the
 batch's transaction also recomputes the minute and hour buckets it touched, see
@@ -41,6 +45,8 @@ from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 from services.processor import metrics as m
 from services.quality import Flag, QualityEvaluator, load_quality_config
+from services.quality.drift import drift_metrics, is_kind
+from services.quality.drift import judge as judge_drift
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,8 @@ class ProcessorService(ServiceBase):
         self.health = Upstreams()
         self.quality = QualityEvaluator(load_quality_config(settings.quality_file))
         self._overrides_read_at: float | None = None  # loop time of the last overrides read
+        self._drift_read_at: float | None = None  # loop time of the last drift check
+        self._drift_metrics = drift_metrics(self.quality.config)
         self._assignment: frozenset[TopicPartition] = frozenset()
         self._rollups_here: bool | None = None  # plain path: this process keeps the rollups
         self._lag_labels: set[TopicPartition] = set()  # partitions with a lag gauge
@@ -128,6 +136,7 @@ class ProcessorService(ServiceBase):
         try:
             async with self._pool.acquire() as con:
                 await self._refresh_overrides(con)
+                await self._refresh_drift(con)
                 await self._warm_windows(con, readings)
                 judged = self.quality.evaluate(readings)
                 async with con.transaction():
@@ -261,6 +270,33 @@ class ProcessorService(ServiceBase):
             log.warning("device QARTOD overrides ignored", extra={"error": error})
         self._overrides_read_at = loop_now
         log.debug("qc overrides read", extra={"devices": len(rows), "invalid": len(errors)})
+
+    async def _refresh_drift(self, con: db.Conn) -> None:
+        """Run the drift check on the stored bucket means before the first batch, then
+        every `processor.drift_refresh_s`; log each series newly found drifting."""
+        loop_now = asyncio.get_running_loop().time()
+        every = self.settings.processor.drift_refresh_s
+        if not self._drift_metrics or (
+            self._drift_read_at is not None and loop_now - self._drift_read_at < every
+        ):
+            return
+        limits = self.quality.config.limits
+        means, where = await db.drift_bucket_means(
+            con, limits.drift_bucket_s, limits.drift_window_s, self._drift_metrics
+        )
+        places = {d: (area, kind) for d, (area, kind) in where.items() if is_kind(kind)}
+        found = {
+            k: v.reason for k, v in judge_drift(means, places, self.quality.config).drifting.items()
+        }
+        for (device_id, metric), reason in found.items():
+            if (device_id, metric) not in self.quality.drift:
+                log.warning(
+                    "drift suspected",
+                    extra={"device_id": device_id, "metric": metric, "reason": reason},
+                )
+        self.quality.set_drift(found)
+        m.QUALITY_DRIFTING.set(len(found))
+        self._drift_read_at = loop_now
 
     async def _warm_windows(self, con: db.Conn, readings: list[Reading]) -> None:
         """Load the newest stored values of series the evaluator has no window for."""

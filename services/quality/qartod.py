@@ -55,30 +55,13 @@ A stuck sensor repeats one value exactly; for a sensor whose noise is well above
 resolution five equal readings are a stuck sensor whatever time they span, so the flat
 line also counts repeats.
 
-Drift is not judged here, and not by a quality test elsewhere either (issue 14 asked for
-"a slow offset against the device's own history or its neighbours in the area"); what is
-caught of it is reported by services/evaluate/flags.py. Both ways were weighed:
-
-- Against the neighbours: the offset of a device's level from the median of the other
-  devices of its kind in its area, over hours, flagged when it grows beyond a tolerance.
-  With one neighbour there is no median: both offsets change alike, and flagging either
-  flags a healthy sensor, so it needs two others at least. In the simulated city few
-  devices have them: with 40 devices (`evaluate`'s fleet) 33 (area, kind) groups, one of
-  them with three devices; with 60, 7 of 39 groups (22 devices). At seed 1 no drifting
-  device has two neighbours, so no run here could measure such a check. Neighbours also
-  sit in different places (a river mouth and its estuary gauge differ by a tide's phase
-  and a fixed offset), so only a change of offset over hours means anything, and the
-  processor cannot see it: readings are keyed by device, so an area's devices are split
-  across processors' partitions, and each evaluator sees only its own. It would be a
-  periodic job on the stored hour rollups, not a test in this per-batch evaluator.
-- Against the device's own history (a daily-mean baseline): it needs at least one clean
-  day before the offset starts. The simulator's drift starts in the first hour of every
-  scenario and no scenario is longer than a day (`evaluate` plays three hours), so there is
-  no baseline to measure against; and within a day a slow offset on one device's history
-  looks like a tide, a daily cycle or a flood, which must never be hidden.
-
-So drift is left to where its harm is done, the alerts engine (services/alerts/): a lone
-gauge must not raise a flood warning that its area's other gauges contradict.
+Drift is not a per-value test: a slow offset is only visible against the other devices
+of the device's kind in its area, over an hour or so of reading time, which one series'
+window cannot see (and the processor is partitioned by device). services/quality/drift.py
+judges it on bucket means (the module says why neighbours and not the device's own
+history); the evaluator is handed its verdicts (`set_drift`) and stores every following
+value of a drifting series suspect. Its thresholds are the metric's `drift` entry in the
+defaults file.
 
 The spike test is centred: a point is judged by its neighbours on both sides, and the
 newest point has no right neighbour yet. We keep the centred test rather than a one-sided
@@ -135,6 +118,7 @@ from schemas.registry import COMMON
 from services.common.errors import ConfigError
 
 __all__ = [
+    "Drift",
     "Evaluation",
     "Flag",
     "MetricQc",
@@ -257,6 +241,22 @@ class FlatLine(_Test):
         return self
 
 
+class Drift(_Test):
+    """The gap to the area's median that the metric's noise and natural spread allow.
+
+    Judged by services/quality/drift.py over bucket means of reading time, not per value:
+    a device is drifting when the median of its gaps to its (area, kind) group's median
+    over the last `limits.drift_window_s` exceeds `tolerance` + `tolerance_rel` x |the
+    group's level|, judged once `min_devices` devices (itself included) share
+    `min_buckets` buckets of `limits.drift_bucket_s`.
+    """
+
+    tolerance: float = Field(ge=0)
+    tolerance_rel: float = Field(default=0.0, ge=0)
+    min_buckets: int = Field(default=6, ge=1)
+    min_devices: int = Field(default=3, ge=3)
+
+
 def repeats_needed(
     value: float, noise: float, noise_rel: float, width: float, chance: float, least: float
 ) -> float:
@@ -279,12 +279,13 @@ def repeats_needed(
     return max(least, 1 + math.ceil(math.log(chance) / math.log(p)))
 
 
-TestName = Literal["gross_range", "spike", "rate_of_change", "flat_line"]
+TestName = Literal["gross_range", "spike", "rate_of_change", "flat_line", "drift"]
 _TEST_MODELS: dict[str, type[_Test]] = {
     "gross_range": GrossRange,
     "spike": Spike,
     "rate_of_change": RateOfChange,
     "flat_line": FlatLine,
+    "drift": Drift,
 }
 
 
@@ -297,6 +298,7 @@ class MetricQc(BaseModel):
     spike: Spike | None = None
     rate_of_change: RateOfChange | None = None
     flat_line: FlatLine | None = None
+    drift: Drift | None = None
 
     def with_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> MetricQc:
         """This config with a device's `{test: {parameter: value}}` laid over it.
@@ -324,6 +326,10 @@ class Limits(BaseModel):
     window_points: int = Field(default=16, ge=3, le=1024)
     # Neighbours further apart than this are not neighbours: the window starts again.
     max_gap_s: float = Field(default=3600.0, gt=0)
+    # Drift (services/quality/drift.py): bucket means of this many seconds of reading time,
+    # over this recent window.
+    drift_bucket_s: float = Field(default=300.0, gt=0)
+    drift_window_s: float = Field(default=3600.0, gt=0)
 
 
 class QualityConfig(BaseModel):
@@ -544,6 +550,13 @@ class QualityEvaluator:
         self._overrides: dict[str, tuple[Kind, dict[str, MetricQc]]] = {}
         self._generation = 0  # bumped whenever the overrides change
         self.evicted = 0
+        # Series found drifting against their area (services/quality/drift.py), with why:
+        # their values are stored suspect while they are listed.
+        self.drift: dict[SeriesKey, str] = {}
+
+    def set_drift(self, drifting: Mapping[SeriesKey, str]) -> None:
+        """Replace the series judged drifting (key -> reason) by the latest drift check."""
+        self.drift = dict(drifting)
 
     # -- per-device overrides -------------------------------------------------------------
 
@@ -645,6 +658,8 @@ class QualityEvaluator:
                     s.generation = self._generation
                     s.rebuild_run()
                 flag = self._judge(s, ev, r.device_id, metric, r.time, ts, value)
+                if self.drift and key in self.drift:
+                    flag = worst(flag, Flag.SUSPECT)
                 ev.flags.setdefault((r.device_id, metric, r.time), int(flag))
         return ev
 
