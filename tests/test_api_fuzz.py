@@ -12,12 +12,13 @@ minimised, which keeps a run within a few minutes on a 2-core CI box.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
@@ -49,14 +50,19 @@ UNFUZZED = {("GET", "/stream")}
 
 
 def _text_on_the_wire(value: Any) -> bool:
-    return not isinstance(value, int | float | bool)  # bool is an int too; None: "null"
+    if value is None or isinstance(value, int | float | bool):
+        return False
+    if not isinstance(value, str):
+        return True  # an object: its keys go out as parameters the APIs refuse
+    return value not in ("null", "true", "false") and re.fullmatch(r"-?[0-9.e+-]+", value) is None
 
 
-def _negative_on_the_wire(case: Any) -> bool:
-    """False for a "type" negation of a query parameter to a number: a query string holds
-    only text, so `area=-4.1e-81` is a valid id on the wire, not the number schemathesis
-    meant (its ST201 then reports a valid request accepted)."""
-    for value in (case.query or {}).values():
+def _negative_on_the_wire(params: dict[str, Any]) -> bool:
+    """False for a "type" negation of a query parameter to a number or null: a query string
+    holds only text, so `area=-4.1e-81` (or `rule_id=null`, or an empty value the client
+    leaves out) is a valid id on the wire, not the number schemathesis meant (its ST201
+    then reports a valid request as "invalid data accepted")."""
+    for value in params.values():
         values = value if isinstance(value, list) else [value]
         if not all(_text_on_the_wire(v) for v in values):
             return False
@@ -73,7 +79,6 @@ def fuzz(base: str, headers: dict[str, str]) -> list[str]:
         if (op.method.upper(), op.path) in UNFUZZED:
             continue
         operations += 1
-        relational = RELATIONAL.get((op.method.upper(), op.path), set())
 
         @settings(
             max_examples=EXAMPLES,
@@ -86,14 +91,16 @@ def fuzz(base: str, headers: dict[str, str]) -> list[str]:
         @given(
             case=st.one_of(
                 op.as_strategy(GenerationMode.POSITIVE),
-                op.as_strategy(GenerationMode.NEGATIVE).filter(_negative_on_the_wire),
+                op.as_strategy(GenerationMode.NEGATIVE),
             )
         )
-        def check(case: Any, relational: set[str] = relational) -> None:
+        def check(case: Any) -> None:
             # The request goes out through `requests` directly, not `case.call()`: that one
             # counts pooled connections through urllib3's pool internals, which the
             # urllib3-future package (niquests, from grafana-client) replaces in the venv.
             sent = case.as_transport_kwargs(base_url=base, headers=headers)
+            if not case.meta.generation.mode.is_positive:
+                assume(_negative_on_the_wire(sent.get("params") or {}))
             with requests.Session() as session:
                 response = session.request(**sent, timeout=30, allow_redirects=False)
             case.validate_response(
@@ -105,10 +112,15 @@ def fuzz(base: str, headers: dict[str, str]) -> list[str]:
                 excluded_checks=[positive_data_acceptance, ignored_auth],
             )
             if case.meta.generation.mode.is_positive and response.status_code not in ACCEPTED:
-                body = response.json() if response.status_code == 400 else {}
-                assert body.get("parameter") in relational, (
+                url = response.request.url or ""
+                if response.status_code == 400 and len(url) > 8190:
+                    return  # the documented request-line limit of the HTTP server
+                json_body = response.headers.get("Content-Type", "").startswith("application/json")
+                body = response.json() if response.status_code == 400 and json_body else {}
+                key = (case.method.upper(), case.operation.path)
+                assert body.get("parameter") in RELATIONAL.get(key, ()), (
                     f"schema-valid request refused: {response.status_code} {response.text}"
-                    f"\n{response.request.method} {response.request.url}"
+                    f"\n{response.request.method} {url}"
                 )
 
         try:
