@@ -1,10 +1,10 @@
 """Operator routes: one secret, sent as a bearer token or carried by a cookie.
 
 The read API and the alerts service answer two audiences on one port: residents (the
-residents' page, open data, the CAP feed, the city map, /healthz) and the operations
-centre (/ops, devices with their exact positions and which are offline, readings, the
-alert history, /metrics, /readyz, the live stream). The second are operator routes: a
-request to one without the operator token is a 401 and learns nothing else.
+residents' page, open data, the CAP feed, the city map; /healthz and /readyz for probes)
+and the operations centre (/ops, devices with their exact positions and which are
+offline, readings, the alert history, /metrics, the live stream). The second are operator
+routes: a request to one without the operator token is a 401 and learns nothing else.
 
 The token is `settings.operator_token`, else the contents of `{state_dir}/operator-token`
 (mode 0600), which the first process to need it creates. Scripts and Prometheus send
@@ -31,7 +31,7 @@ from aiohttp import web
 from services.common.errors import ConfigError
 from services.common.settings import Settings
 
-__all__ = ["COOKIE", "OPERATOR_TOKEN_FILE", "OperatorAuth", "operator_token"]
+__all__ = ["COOKIE", "OPERATOR_TOKEN_FILE", "OperatorAuth", "operator_headers", "operator_token"]
 
 OPERATOR_TOKEN_FILE: Final = "operator-token"
 COOKIE: Final = "citywatch_operator"
@@ -79,6 +79,11 @@ def operator_token(settings: Settings) -> str:
     if token is None:
         raise ConfigError(f"{path} is empty: delete it and restart, or set the token")
     return token
+
+
+def operator_headers(settings: Settings) -> dict[str, str]:
+    """The header a script (the demo, the supervisor, the tests) sends to operator routes."""
+    return {"Authorization": f"Bearer {operator_token(settings)}"}
 
 
 class OperatorAuth:
