@@ -108,7 +108,7 @@ def fuzz(base: str, headers: dict[str, str]) -> list[str]:
                 headers=headers,
                 transport_kwargs=sent,
                 # ignored_auth re-sends the request through schemathesis's transport (see
-                # above); test_operator_routes_refuse_requests_without_the_token checks it.
+                # above); tests/test_operator_routes.py checks the 401s.
                 excluded_checks=[positive_data_acceptance, ignored_auth],
             )
             if case.meta.generation.mode.is_positive and response.status_code not in ACCEPTED:
