@@ -166,8 +166,12 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
             p.start()
             print(f"{p.name:<10} started, pid {p.pid}, http://127.0.0.1:{p.port}, log {p.log_path}")
         asyncio.run(_wait_ready(procs))
-        api = f"http://127.0.0.1:{ports['api']}"
-        print(f"ready. Operations centre: {api}/ops   Residents: {api}/residents", flush=True)
+        api = next(p for p in procs if p.name == "api")
+        print(
+            f"ready. Operations centre: {api.ops_url()}"
+            f"   Residents: http://127.0.0.1:{api.port}/residents",
+            flush=True,
+        )
         sim = threading.Thread(target=simulate, name="simulator", daemon=True)
         sim.start()
         view = _live_view if sys.stdout.isatty() else _status_lines
@@ -295,9 +299,9 @@ def _render(
             a["started_at"][11:19] + "Z",
             f"{a['title_en']}\n{a['title_km']}",
         )
-    api = next(f"http://127.0.0.1:{p.port}" for p in procs if p.name == "api")
+    api = next(p for p in procs if p.name == "api")
     footer = Text(
-        f"Operations centre: {api}/ops   Residents: {api}/residents"
+        f"Operations centre: {api.ops_url()}   Residents: http://127.0.0.1:{api.port}/residents"
         "   Ctrl-C stops the demo and everything it started.",
         style="dim",
     )

@@ -19,8 +19,10 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from services.common.settings import REPO_ROOT
+from services.common.http_auth import operator_token
+from services.common.settings import REPO_ROOT, Settings
 
 DEFAULT_PORTS = {"ingest": 8101, "processor": 8102, "alerts": 8103, "api": 8104}
 
@@ -68,6 +70,7 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}{'-' + tag if tag else ''}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._token: str | None = None
 
     def start(self) -> ServiceProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
@@ -93,10 +96,33 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def operator_token(self) -> str:
+        """The operator token as this process sees it: its own environment's
+        `CITYWATCH_OPERATOR_TOKEN` or state folder (services/common/http_auth.py)."""
+        if self._token is None:
+            given = {
+                key: self.env[f"CITYWATCH_{key.upper()}"]
+                for key in ("operator_token", "state_dir")
+                if f"CITYWATCH_{key.upper()}" in self.env
+            }
+            self._token = operator_token(Settings(**given))  # type: ignore[arg-type]
+        return self._token
+
+    def ops_url(self) -> str:
+        """The address that opens the operations centre in a browser (the API's /ops)."""
+        return f"http://127.0.0.1:{self.port}/ops?token={quote(self.operator_token(), safe='')}"
+
+    def _get(self, path: str) -> urllib.request.Request:
+        """GET `path` with the operator token: /metrics and the operator routes need it."""
+        url = f"http://127.0.0.1:{self.port}{path}"
+        return urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {self.operator_token()}"}
+        )
+
     def http(self, path: str) -> tuple[int, Any]:
         """(status, JSON body) of GET `path`; (0, None) when nothing answers."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as r:
+            with urllib.request.urlopen(self._get(path), timeout=3) as r:
                 return int(r.status), json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             return int(e.code), json.loads(e.read() or b"null")
@@ -106,7 +132,7 @@ class ServiceProcess:
     def metrics(self) -> dict[str, float]:
         """The service's Prometheus samples as {'name{labels}': value}."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=3) as r:
+            with urllib.request.urlopen(self._get("/metrics"), timeout=3) as r:
                 text = r.read().decode()
         except (urllib.error.URLError, OSError):
             return {}

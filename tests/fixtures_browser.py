@@ -1,4 +1,4 @@
-"""The headless browser the page tests drive, and two helpers for reading a live page.
+"""The headless browser the page tests drive, and helpers for opening and reading a live page.
 
 Selenium drives Debian's `chromium` through Debian's `chromium-driver`
 (/usr/bin/chromedriver): same source package, so versions match and nothing is
@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from selenium import webdriver
@@ -19,6 +20,9 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from services.common.http_auth import operator_token
+from services.common.settings import load_settings
 
 
 @pytest.fixture
@@ -44,6 +48,12 @@ def browser() -> Iterator[webdriver.Chrome]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_ops(driver: webdriver.Chrome, base: str) -> None:
+    """Open the operations centre as an operator does: `/ops?token=` once, which sets the
+    page's cookie and redirects to `/ops` (services/common/http_auth.py)."""
+    driver.get(f"{base}/ops?token={quote(operator_token(load_settings()), safe='')}")
 
 
 async def until(

@@ -19,6 +19,8 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import Reading
 from services.api.status import LatestValue, air_category, area_of, kind_status
+from services.common.http_auth import operator_headers
+from services.common.settings import load_settings
 from simulators import Message, Publisher
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
@@ -146,8 +148,15 @@ async def api(
     return {**data, "base": f"http://127.0.0.1:{proc.port}"}
 
 
-async def get(url: str) -> tuple[int, Any, dict[str, str]]:
-    async with aiohttp.ClientSession() as s, s.get(url) as r:
+def operator() -> dict[str, str]:
+    """The operator token's header, from the state folder the services read it from."""
+    return operator_headers(load_settings())
+
+
+async def get(url: str, *, token: bool = True) -> tuple[int, Any, dict[str, str]]:
+    """GET `url`, as an operator (the default) or, with `token=False`, as anyone."""
+    headers = operator() if token else {}
+    async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
         body = await r.read()
         ctype = r.headers.get("Content-Type", "")
         parsed = json.loads(body) if "json" in ctype else body.decode()
@@ -369,7 +378,10 @@ async def test_stream_sends_new_readings_and_alert_changes_matching_the_filter(a
     connected = asyncio.Event()
 
     async def listen() -> None:
-        async with aiohttp.ClientSession() as s, s.get(f"{base}/stream?device={dev}") as r:
+        async with (
+            aiohttp.ClientSession(headers=operator()) as s,
+            s.get(f"{base}/stream?device={dev}") as r,
+        ):
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
             event = ""
             async for raw in r.content:

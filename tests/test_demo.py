@@ -12,8 +12,10 @@ SIGHUP, both handled as Ctrl-C) ends the demo and everything it started, with ex
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,7 +132,13 @@ async def test_ops_page_shows_a_running_demo_its_live_readings_and_a_new_alert(
 
     await wait_until(backfill_stored, timeout=120, what="the demo's 30 minutes of history")
 
-    browser.get(api + "/ops")
+    # The address the demo prints is the one an operator follows: it carries the operator
+    # token once, the page then keeps it in a cookie (services/common/http_auth.py).
+    printed = re.search(
+        r"Operations centre: (\S+)", await asyncio.to_thread(Path(demo["log"]).read_text)
+    )
+    assert printed is not None and printed[1].startswith(api + "/ops?token="), demo["log"]
+    browser.get(printed[1])
     on_map = f'circle[data-device-id^="{ns.device_prefix}"]'
 
     def all_drawn(d: webdriver.Chrome) -> bool:

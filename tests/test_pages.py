@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 
 from services.common.settings import Settings
 from simulators import Publisher
-from tests.fixtures_browser import attr, until
+from tests.fixtures_browser import attr, open_ops, until
 from tests.harness import Namespace, Services
 from tests.test_api import produce, reading, seed
 
@@ -46,7 +46,7 @@ async def test_ops_page_shows_devices_and_follows_readings_and_alerts_live(
     site, browser, dbcon: asyncpg.Connection
 ):
     ns = site["ns"]
-    browser.get(site["base"] + "/ops")
+    open_ops(browser, site["base"])
     air = f'circle[data-device-id="{site["air"]}"]'
     await until(
         browser,
@@ -301,7 +301,7 @@ async def test_ops_map_opens_fitted_to_the_devices_and_lists_alerts_by_name(
     )  # fmt: skip
     try:
         browser.set_window_size(1280, 900)
-        browser.get(site["base"] + "/ops")
+        open_ops(browser, site["base"])
         await until(
             browser,
             lambda d: d.find_element(By.ID, "map").get_attribute("data-fitted"),

@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import yaml
 
+from services.common.http_auth import OPERATOR_TOKEN_FILE, operator_token
+from services.common.settings import Settings
 from tests.harness import REPO
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -20,16 +24,27 @@ _DECLARED = re.compile(r"\b(?:Counter|Gauge|Histogram|Summary)\(\s*\"(citywatch_
 _USED = re.compile(r"\bcitywatch_[a-z0-9_]+\b")
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("promtool")
     assert tool, "promtool is missing: install the Debian package `prometheus` (./citywatch does)"
     return subprocess.run(
-        [tool, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60, check=False
+        [tool, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
 
 
-def test_prometheus_config_and_its_rule_files_are_valid() -> None:
-    done = promtool("check", "config", "prometheus.yml")
+def _jobs() -> dict[str, dict[str, Any]]:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_prometheus_config_and_its_rule_files_are_valid(tmp_path: Path) -> None:
+    """promtool also opens the operator-token file the config names: a copy of the
+    repository's layout with a state folder that holds one (a checkout has none until a
+    service first runs)."""
+    here = tmp_path / PROMETHEUS_DIR.relative_to(REPO)
+    shutil.copytree(PROMETHEUS_DIR, here)
+    operator_token(Settings(state_dir=tmp_path / ".citywatch"))
+    done = promtool("check", "config", "prometheus.yml", cwd=here)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 1 rule files found" in done.stdout + done.stderr
 
@@ -40,10 +55,9 @@ def test_alert_rules_fire_on_their_unit_test_series_and_only_there() -> None:
 
 
 def test_scrape_config_covers_every_service_port() -> None:
-    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     targets = {
-        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
-        for job in config["scrape_configs"]
+        name: [t for sc in job["static_configs"] for t in sc["targets"]]
+        for name, job in _jobs().items()
     }
     assert targets == {
         "citywatch-ingest": ["127.0.0.1:8101"],
@@ -51,6 +65,17 @@ def test_scrape_config_covers_every_service_port() -> None:
         "citywatch-alerts": ["127.0.0.1:8103"],
         "citywatch-api": ["127.0.0.1:8104"],
     }
+
+
+def test_operator_metrics_are_scraped_with_the_state_folders_operator_token() -> None:
+    """The alerts service's and the API's /metrics answer 401 without the operator token
+    (tests/test_api_fuzz.py checks that): their jobs send the default state folder's
+    token file, the one the services create, as a bearer token."""
+    default = Settings.model_fields["state_dir"].default / OPERATOR_TOKEN_FILE
+    for name in ("citywatch-alerts", "citywatch-api"):
+        auth = _jobs()[name]["authorization"]
+        assert auth.get("type", "Bearer") == "Bearer", name
+        assert (PROMETHEUS_DIR / auth["credentials_file"]).resolve() == default.resolve(), name
 
 
 def test_every_metric_an_alert_rule_uses_is_exported_by_a_service() -> None:

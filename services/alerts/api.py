@@ -9,6 +9,12 @@
     GET  /cap/feed.atom          Atom feed of the active alerts (`lang=en|km`)
     GET  /openapi.json           the OpenAPI 3.1 document of all of the above
 
+Public: the alert's page, its CAP message, the feed and the document (what CAP `<web>`,
+hubs and residents follow). The alert history (`/alerts`, `/alerts/{id}`: devices'
+positions, who acknowledged) and the service's `/metrics` are operator routes: without
+the operator token (services/common/http_auth.py) they answer 401. Acknowledging needs a
+named API token (`citywatch alerts-token create NAME`), so the ack records who it was.
+
 `AlertsApi(pool_getter, settings).routes()` is all a service needs: the getter is called
 per request because the service opens its pool after its HTTP server (a not-yet-open or
 unreachable database answers 503, it never crashes the server).
@@ -35,6 +41,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -64,10 +71,12 @@ from services.alerts.model import (
 from services.alerts.page import alert_page
 from services.alerts.tokens import token_digest
 from services.common import db
-from services.common.http_params import BadParameter, parse_time
+from services.common.http_auth import OperatorAuth, operator_token
+from services.common.http_params import MAX_TEXT, BadParameter, check_text, parse_time
 from services.common.settings import Settings
 
 __all__ = [
+    "LIST_ITEM",
     "AlertsApi",
     "BadParameter",
     "cap_message",
@@ -89,6 +98,10 @@ _QUERY_PARAMETERS: Final = frozenset(
      "cursor"}
 )  # fmt: skip
 _AUTH_CHALLENGE: Final = 'Bearer realm="citywatch-alerts"'
+# One free-text list value: ids separated by commas, none empty, no whitespace or
+# control characters (services/alerts/openapi.py states it as the items' pattern).
+_ID: Final = r"[^,\s\x00-\x1f\x7f-\x9f]+"
+LIST_ITEM: Final = rf"{_ID}(?:,{_ID})*"
 
 PoolGetter = Callable[[], asyncpg.Pool | None]
 
@@ -97,17 +110,18 @@ PoolGetter = Callable[[], asyncpg.Pool | None]
 
 
 def _values(query: MultiMapping[str], name: str, allowed: Sequence[str] | None) -> tuple[str, ...]:
-    """`?state=firing,acknowledged` and `?state=firing&state=acknowledged` alike."""
+    """`?state=firing,acknowledged` and `?state=firing&state=acknowledged` alike.
+
+    Each value is at most `MAX_TEXT` characters; a free-text one (an id) is refused when
+    it is empty or holds an empty piece between commas, the document's `LIST_ITEM`."""
     out: list[str] = []
     for raw in query.getall(name, []):
+        check_text(name, raw, MAX_TEXT)
+        if allowed is None and re.fullmatch(LIST_ITEM, raw) is None:
+            raise BadParameter(name, "empty value (ids, comma-separated, no spaces)")
         for value in raw.split(","):
-            value = value.strip()
-            if not value:
-                raise BadParameter(name, "empty value")
             if allowed is not None and value not in allowed:
                 raise BadParameter(name, f"{value!r} is not one of {', '.join(allowed)}")
-            if len(value) > 200:
-                raise BadParameter(name, "value longer than 200 characters")
             out.append(value)
     return tuple(dict.fromkeys(out))
 
@@ -153,10 +167,10 @@ def parse_query(query: MultiMapping[str]) -> q.AlertQuery:
     limit_raw = _single(query, "limit")
     limit = DEFAULT_LIMIT
     if limit_raw is not None:
-        try:
-            limit = int(limit_raw)
-        except ValueError:
-            raise BadParameter("limit", f"{limit_raw!r} is not an integer") from None
+        # ASCII digits only: int() would also take " 5", "1_000" and other scripts' digits.
+        if re.fullmatch(r"-?[0-9]{1,12}", limit_raw) is None:
+            raise BadParameter("limit", f"{limit_raw!r} is not an integer")
+        limit = int(limit_raw)
         if not 1 <= limit <= MAX_LIMIT:
             raise BadParameter("limit", f"must be between 1 and {MAX_LIMIT}")
     since, until = _time(query, "since"), _time(query, "until")
@@ -350,14 +364,17 @@ class AlertsApi:
         self.source = source or origin.source
         self._areas = areas or origin.areas
         self._json = _Json(self.source)
+        # The operator routes' check; the service gives it to its HttpServer for /metrics.
+        self.operator = OperatorAuth(operator_token(settings), realm="citywatch-operator")
 
     def routes(self) -> list[web.RouteDef]:
         """Every route of the API; `openapi.document()` documents exactly these."""
+        op = self.operator.require
         return [
-            web.get("/alerts", self.list_alerts),
+            web.get("/alerts", op(self.list_alerts)),
             # Before `/alerts/{alert_id}`, which would otherwise take "<id>.html" as an id.
             web.get("/alerts/{alert_id}.html", self.page),
-            web.get("/alerts/{alert_id}", self.get_alert),
+            web.get("/alerts/{alert_id}", op(self.get_alert)),
             web.post("/alerts/{alert_id}/ack", self.ack),
             web.get("/cap/feed.atom", self.feed),
             web.get("/cap/{alert_id}.xml", self.cap),

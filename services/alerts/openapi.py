@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any, Final, get_args
 
 from schemas.registry import KINDS
+from services.alerts.api import LIST_ITEM
 from services.alerts.model import Severity
+from services.common.http_params import MAX_TEXT
 
 __all__ = ["document"]
 
@@ -32,9 +34,11 @@ def _err(description: str) -> dict[str, Any]:
 
 
 def _list_param(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "string"}
+    item: dict[str, Any] = {"type": "string", "maxLength": MAX_TEXT}
     if enum is not None:
         item["enum"] = enum
+    else:
+        item["pattern"] = f"^{LIST_ITEM}$"
     return {
         "name": name,
         "in": "query",
@@ -65,7 +69,16 @@ _ALERT_ID: Final = {
 }
 
 _UNAVAILABLE: Final = _err("The database is unavailable; retry later.")
-_BAD: Final = _err("A parameter is invalid; `parameter` names it.")
+_DENIED: Final = _err("An operator route without the operator token.")
+_OPERATOR: Final[list[dict[str, list[str]]]] = [{"operatorToken": []}]
+_BAD: Final = {
+    "description": "A parameter is invalid; `parameter` names it. A request line over 8190 "
+    "bytes is refused by the HTTP server itself, in text/plain.",
+    "content": {
+        "application/json": {"schema": _ref("Error")},
+        "text/plain": {"schema": {"type": "string"}},
+    },
+}
 _NOT_FOUND: Final = _err("No alert has this id.")
 
 
@@ -271,12 +284,14 @@ def _paths() -> dict[str, Any]:
         "/alerts": {
             "get": {
                 "operationId": "listAlerts",
-                "summary": "Alerts, newest first, filtered and paginated",
+                "summary": "Alerts, newest first, filtered and paginated (operators)",
                 "description": (
                     "Keyset pagination: follow `next_cursor` until it is null. A page is "
                     "stable under new alerts (they sort before the cursor). Unknown "
-                    "parameters are refused with 400."
+                    "parameters are refused with 400, and so is `until` not later than "
+                    "`since`, and a `cursor` this API did not give out."
                 ),
+                "security": _OPERATOR,
                 "parameters": [
                     _list_param("state", "Alert state.", _STATES),
                     _list_param("severity", "Severity.", list(get_args(Severity))),
@@ -303,6 +318,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("AlertPage"), "One page of alerts."),
                     "400": _BAD,
+                    "401": _DENIED,
                     "503": _UNAVAILABLE,
                 },
             }
@@ -310,11 +326,13 @@ def _paths() -> dict[str, Any]:
         "/alerts/{alert_id}": {
             "get": {
                 "operationId": "getAlert",
-                "summary": "One alert with its history",
+                "summary": "One alert with its history (operators)",
+                "security": _OPERATOR,
                 "parameters": [_ALERT_ID],
                 "responses": {
                     "200": _json(_ref("AlertDetail"), "The alert and its transitions."),
                     "400": _BAD,
+                    "401": _DENIED,
                     "404": _NOT_FOUND,
                     "503": _UNAVAILABLE,
                 },
@@ -434,12 +452,14 @@ def _paths() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "operationId": "metrics",
-                "summary": "Prometheus metrics",
+                "summary": "Prometheus metrics (operators)",
+                "security": _OPERATOR,
                 "responses": {
                     "200": {
                         "description": "Prometheus text exposition format.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "401": _DENIED,
                 },
             }
         },
@@ -455,19 +475,27 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "version": "1.0.0",
             "description": (
                 "Alerts raised by CityWatch's rules, their history, acknowledgement, and "
-                "their OASIS CAP 1.2 messages and Atom feed. Acknowledging needs a bearer "
-                "token from `citywatch alerts-token create NAME`."
+                "their OASIS CAP 1.2 messages and Atom feed. The alert pages, CAP messages "
+                "and the feed are public; the alert history and /metrics need the operator "
+                "token (operatorToken); acknowledging needs a named bearer token from "
+                "`citywatch alerts-token create NAME`."
             ),
         },
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
+                "operatorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operator token: CITYWATCH_OPERATOR_TOKEN, else the "
+                    "contents of {state_dir}/operator-token (0600).",
+                },
                 "bearerToken": {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A token made by `citywatch alerts-token create NAME`.",
-                }
+                },
             },
         },
     }

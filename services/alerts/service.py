@@ -143,13 +143,15 @@ class AlertsService(ServiceBase):
     async def _open(self, stack: AsyncExitStack) -> None:
         s = self.settings
         client_id = f"citywatch-alerts-{s.alerts.group_id}"
+        alerts_api = api.AlertsApi(lambda: self._pool, s)
         await stack.enter_async_context(
             HttpServer(
                 service="alerts",
                 host=s.http_host,
                 port=s.alerts.http_port,
                 ready_checks=self.ready_checks,
-                routes=api.AlertsApi(lambda: self._pool, s).routes(),
+                routes=alerts_api.routes(),
+                operator=alerts_api.operator,
             )
         )
         self._pool = await stack.enter_async_context(db.create_pool(s.database_dsn))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime, timedelta
 
 from schemas.registry import KINDS
@@ -52,8 +53,11 @@ def parse_time_range(
     """[from, to): `to` defaults to now, `from` to `to - default`; longer than `maximum`
     or reversed is refused rather than silently cut, so a client never mistakes a partial
     answer for the whole."""
-    end = parse_time("to", raw_to) if raw_to else now
-    start = parse_time("from", raw_from) if raw_from else end - default
+    end = parse_time("to", raw_to) if raw_to is not None else now
+    try:
+        start = parse_time("from", raw_from) if raw_from is not None else end - default
+    except OverflowError:  # `to` in the year 1: nothing before it
+        raise BadParameter("to", "is too early to have a range before it") from None
     if start >= end:
         raise BadParameter("from", "must be before to")
     if end - start > maximum:
@@ -65,17 +69,18 @@ def parse_time_range(
 def parse_int(name: str, raw: str | None, *, default: int, lo: int, hi: int) -> int:
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter(name, f"{raw!r} is not an integer") from None
+    # ASCII digits only: int() would also take " 5", "1_000" and other scripts' digits.
+    if re.fullmatch(r"-?[0-9]{1,12}", raw) is None:
+        raise BadParameter(name, f"{raw!r} is not an integer")
+    value = int(raw)
     if not lo <= value <= hi:
         raise BadParameter(name, f"must be between {lo} and {hi}")
     return value
 
 
 def parse_choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str | None:
-    if raw is None or raw == "":
+    """None when absent; an empty or unknown value is refused (the documents' enums)."""
+    if raw is None:
         return None
     if raw not in choices:
         raise BadParameter(name, f"{raw!r} is not one of {', '.join(choices)}")
@@ -88,7 +93,7 @@ def parse_kind(raw: str | None) -> str | None:
 
 def parse_bucket(raw: str | None) -> timedelta | None:
     """None for raw readings (`bucket` absent or `raw`)."""
-    if raw is None or raw in ("", "raw"):
+    if raw is None or raw == "raw":
         return None
     if raw not in BUCKETS:
         raise BadParameter("bucket", f"{raw!r} is not raw or one of {', '.join(BUCKETS)}")

@@ -46,6 +46,8 @@ from services.api.status import (
 from services.api.stream import Event, StreamFilter, StreamHub
 from services.common import db
 from services.common.http import HttpServer
+from services.common.http_auth import OperatorAuth, operator_token
+from services.common.http_params import MAX_TEXT, check_text
 from services.common.lifecycle import ServiceBase
 from services.common.settings import Settings
 
@@ -70,6 +72,10 @@ _ALL_METRICS = frozenset({*COMMON, *(m for kind in METRICS.values() for m in kin
 _KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Query parameters per route (services/api/openapi.py documents the same).
+_DEVICES = ("kind", "area", "status", "state", "limit", "offset")
+_READINGS = ("device", "metric", "from", "to", "bucket", "limit", "cursor")
+_OPEN_DATA = ("from", "to", "area", "kind")
 
 
 def _json_default(value: Any) -> Any:
@@ -87,11 +93,17 @@ def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def _guarded(handler: Handler) -> Handler:
-    """Bad parameters -> 400 with the reason; an unreachable database -> 503, in JSON."""
+def _guarded(handler: Handler, *known: str) -> Handler:
+    """Bad parameters -> 400 with the reason; an unreachable database -> 503, in JSON.
+
+    `known` are the route's query parameters: any other is refused, so a typo such as
+    `?knd=air` is an error rather than an unfiltered answer."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
+            for name in request.query:
+                if name not in known:
+                    raise p.BadParameter(name, f"unknown parameter (known: {', '.join(known)})")
             return await handler(request)
         except p.BadParameter as exc:
             body = {"error": "bad_parameter", "parameter": exc.parameter, "detail": exc.detail}
@@ -118,6 +130,9 @@ class ApiService(ServiceBase):
         self._database_ok = False
         # device id -> area id, for the stream's area filter (refreshed by `run`).
         self._areas_by_device: dict[str, str | None] = {}
+        self._operator = OperatorAuth(operator_token(settings), realm="citywatch-operator")
+        # Open streams per client address (stream slots: `api.max_streams_per_client`).
+        self._streams_by_client: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     async def _open(self, stack: AsyncExitStack) -> None:
@@ -131,6 +146,7 @@ class ApiService(ServiceBase):
                 port=s.api.http_port,
                 ready_checks=self.ready_checks,
                 routes=self._routes(),
+                operator=self._operator,
             )
         )
 
@@ -165,6 +181,11 @@ class ApiService(ServiceBase):
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), 5.0)
 
+    def area_ids(self, *, unassigned: bool = False) -> list[str]:
+        """The city's area ids (the documents' `area` enum), with `unassigned` for the
+        device list's devices outside every area."""
+        return [a.id for a in self.city.areas] + (["unassigned"] if unassigned else [])
+
     def _event_area(self, ev: Event) -> str | None:
         if ev.device_id in self._areas_by_device:
             return self._areas_by_device[ev.device_id]
@@ -172,22 +193,28 @@ class ApiService(ServiceBase):
         return area_of(self.city, None, lat, lon)
 
     def _routes(self) -> list[web.RouteDef]:
-        g = _guarded
+        """Public routes (what residents and open-data users read) and operator routes
+        (exact device positions, which devices are offline, raw readings, every open alert
+        with operators-only ones, the live stream, the ops page): the latter answer 401
+        without the operator token (services/common/http_auth.py)."""
+        g, op = _guarded, self._operator.require
         return [
+            # public
             web.get("/", self._index),
-            web.get("/devices", g(self._get_devices)),
-            web.get("/devices/{device_id}", g(self._get_device)),
-            web.get("/readings", g(self._get_readings)),
+            web.get("/residents", self._page("residents.html")),
             web.get("/areas", g(self._get_areas)),
-            web.get("/alerts/active", g(self._get_alerts)),
-            web.get("/stream", g(self._stream)),
-            web.get("/open-data/hourly.csv", g(self._open_data_csv)),
-            web.get("/open-data/hourly.json", g(self._open_data_json)),
+            web.get("/open-data/hourly.csv", g(self._open_data_csv, *_OPEN_DATA)),
+            web.get("/open-data/hourly.json", g(self._open_data_json, *_OPEN_DATA)),
             web.get("/openapi.json", self._openapi),
             web.get("/city.json", self._city),
-            web.get("/ops", self._page("ops.html")),
-            web.get("/residents", self._page("residents.html")),
-            web.get("/static/{path:.+}", self._static),
+            web.get("/static/{path:.+}", self._static),  # page code and styles, no data
+            # operators
+            web.get("/ops", self._operator.page(self._page("ops.html"))),
+            web.get("/devices", op(g(self._get_devices, *_DEVICES))),
+            web.get("/devices/{device_id}", op(g(self._get_device))),
+            web.get("/readings", op(g(self._get_readings, *_READINGS))),
+            web.get("/alerts/active", op(g(self._get_alerts))),
+            web.get("/stream", op(g(self._stream, "types", "kind", "device", "area"))),
         ]
 
     # -- helpers --------------------------------------------------------------------------
@@ -256,8 +283,8 @@ class ApiService(ServiceBase):
         kind = p.parse_kind(q.get("kind"))
         status = p.parse_choice("status", q.get("status"), p.STATUSES)
         state = p.parse_choice("state", q.get("state"), DEVICE_STATES)
-        area = q.get("area") or None
-        if area is not None and area not in {a.id for a in self.city.areas} | {"unassigned"}:
+        area = q.get("area")
+        if area is not None and area not in self.area_ids(unassigned=True):
             raise p.BadParameter(
                 "area", f"{area!r} is not an area of {self.city.name} (see /areas)"
             )
@@ -286,7 +313,7 @@ class ApiService(ServiceBase):
         )
 
     async def _get_device(self, request: web.Request) -> web.Response:
-        device_id = request.match_info["device_id"]
+        device_id = check_text("device_id", request.match_info["device_id"], MAX_TEXT)
         rows = await self._devices(device_id=device_id)
         if not rows:
             return _json({"error": "not_found", "detail": f"no device {device_id!r}"}, status=404)
@@ -305,7 +332,8 @@ class ApiService(ServiceBase):
         device = q.get("device")
         if not device:
             raise p.BadParameter("device", "is required (a device id, see /devices)")
-        metric = q.get("metric") or None
+        check_text("device", device, MAX_TEXT)
+        metric = q.get("metric")
         if metric is not None and metric not in _ALL_METRICS:
             raise p.BadParameter("metric", f"{metric!r} is not a metric CityWatch knows")
         bucket = p.parse_bucket(q.get("bucket"))
@@ -497,7 +525,7 @@ class ApiService(ServiceBase):
         )
 
     async def _openapi(self, _: web.Request) -> web.Response:
-        return _json(openapi_document(self.settings))
+        return _json(openapi_document(self.settings, self.area_ids(), sorted(_ALL_METRICS)))
 
     # -- live stream ----------------------------------------------------------------------
     async def _stream(self, request: web.Request) -> web.StreamResponse:
@@ -519,7 +547,25 @@ class ApiService(ServiceBase):
             raise p.BadParameter("area", "names an area this city does not have (see /areas)")
         if self._hub.clients >= self.settings.api.max_stream_clients:
             return _json({"error": "too_many_streams"}, status=503, headers={"Retry-After": "10"})
+        client = request.remote or "?"
+        held = self._streams_by_client.get(client, 0)
+        if held >= self.settings.api.max_streams_per_client:
+            body = {
+                "error": "too_many_streams",
+                "detail": f"this client holds {held} streams already (the most one may hold)",
+            }
+            return _json(body, status=429, headers={"Retry-After": "10"})
         flt = StreamFilter(types=types, kinds=kinds, devices=split("device"), areas=areas)
+        self._streams_by_client[client] = held + 1
+        try:
+            return await self._follow(request, flt)
+        finally:
+            left = self._streams_by_client.pop(client, 1) - 1
+            if left > 0:
+                self._streams_by_client[client] = left
+
+    async def _follow(self, request: web.Request, flt: StreamFilter) -> web.StreamResponse:
+        assert self._hub is not None
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -564,13 +610,13 @@ class ApiService(ServiceBase):
         end_default = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         start, end = p.parse_time_range(
             q.get("from"),
-            q.get("to") or end_default.isoformat(),
+            q.get("to", end_default.isoformat()),
             default=timedelta(hours=24),
             maximum=timedelta(days=self.settings.api.max_bucket_range_d),
             now=now,
         )
-        area = q.get("area") or None
-        if area is not None and area not in {a.id for a in self.city.areas}:
+        area = q.get("area")
+        if area is not None and area not in self.area_ids():
             raise p.BadParameter("area", f"{area!r} is not an area of {self.city.name}")
         kind = p.parse_kind(q.get("kind"))
         async with self._pool_().acquire() as con:

@@ -15,9 +15,24 @@ from typing import Self
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from services.common.http_auth import Handler, OperatorAuth
+from services.common.http_params import first_bad_text
+
 log = logging.getLogger(__name__)
 
 ReadyChecks = Callable[[], Mapping[str, bool]]
+
+
+@web.middleware
+async def refuse_control_characters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A control character (NUL above all) in the path or a query parameter is a 400 that
+    names it, whatever the route: no handler, and no database query, ever sees one."""
+    bad = first_bad_text([("path", request.path), *request.query.items()])
+    if bad is None:
+        return await handler(request)
+    return web.json_response(
+        {"error": "bad_parameter", "parameter": bad.parameter, "detail": bad.detail}, status=400
+    )
 
 
 class HttpServer:
@@ -31,15 +46,19 @@ class HttpServer:
         port: int,
         ready_checks: ReadyChecks,
         routes: list[web.RouteDef] | None = None,
+        operator: OperatorAuth | None = None,
     ) -> None:
         self._service = service
         self._host = host
         self._port = port
         self._ready_checks = ready_checks
-        self._app = web.Application()
+        self._app = web.Application(middlewares=[refuse_control_characters])
+        # With `operator`, /metrics is an operator route (counts of devices, alerts and
+        # deliveries); /healthz and /readyz stay open for probes (orchestrators send none).
+        guard: Callable[[Handler], Handler] = operator.require if operator else (lambda h: h)
         self._app.add_routes(
             [
-                web.get("/metrics", self._metrics),
+                web.get("/metrics", guard(self._metrics)),
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
                 *(routes or []),

@@ -115,6 +115,9 @@ class ApiSettings(_Section):
     # Live stream: open connections and per-client queue (a slow client loses events,
     # counted, instead of growing memory).
     max_stream_clients: int = Field(default=200, ge=1)
+    # Stream slots one client address may hold at once (an operator's browser tabs): one
+    # client cannot take every slot of `max_stream_clients`.
+    max_streams_per_client: int = Field(default=4, ge=1)
     stream_queue: int = Field(default=1000, ge=1)
     geojson_file: Path = REPO_ROOT / "services" / "api" / "static" / "geo" / "sihanoukville.geojson"
     open_data_licence: str = "CC-BY-4.0"
@@ -209,6 +212,10 @@ class Settings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=15_000, ge=1000)
     database_url: SecretStr = SecretStr("postgresql://citywatch@127.0.0.1:5432/citywatch")
     state_dir: Path = REPO_ROOT / ".citywatch"
+    # The operator routes' secret (/ops, /devices, /readings, the alert history, /metrics:
+    # services/common/http_auth.py). Left unset, it is read from {state_dir}/operator-token,
+    # which the first service to need it creates (mode 0600).
+    operator_token: SecretStr | None = None
     http_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
