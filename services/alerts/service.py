@@ -74,6 +74,7 @@ from services.common.http import HttpServer
 from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 from services.quality import QualityEvaluator, load_quality_config
+from services.quality.drift_refresh import DriftRefresh
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ class AlertsService(ServiceBase):
             else load_rules(self.rules_path, self.city.city)
         )
         self.quality = QualityEvaluator(load_quality_config(settings.quality_file))
+        # The processor's drift check on the same schedule: the flag an alert acts on is
+        # the one stored (services/quality/drift_refresh.py).
+        self._drift = DriftRefresh(self.quality, settings.processor.drift_refresh_s)
         self.stop_event = asyncio.Event()
         self.state: dict[Key, RuleState] = {}
         self.heads: dict[str, datetime] = {}
@@ -369,6 +373,7 @@ class AlertsService(ServiceBase):
                     self.quality.forget()
                     self.state_stale = False
                 await self._refresh_areas(con, readings)
+                await self._drift.run(con)
                 missing = self.quality.missing(readings)
                 if missing:
                     per_series = self.quality.config.limits.window_points

@@ -45,8 +45,7 @@ from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 from services.processor import metrics as m
 from services.quality import Flag, QualityEvaluator, load_quality_config
-from services.quality.drift import drift_metrics, is_kind
-from services.quality.drift import judge as judge_drift
+from services.quality.drift_refresh import DriftRefresh
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +70,7 @@ class ProcessorService(ServiceBase):
         self.health = Upstreams()
         self.quality = QualityEvaluator(load_quality_config(settings.quality_file))
         self._overrides_read_at: float | None = None  # loop time of the last overrides read
-        self._drift_read_at: float | None = None  # loop time of the last drift check
-        self._drift_metrics = drift_metrics(self.quality.config)
+        self._drift = DriftRefresh(self.quality, settings.processor.drift_refresh_s)
         self._assignment: frozenset[TopicPartition] = frozenset()
         self._rollups_here: bool | None = None  # plain path: this process keeps the rollups
         self._lag_labels: set[TopicPartition] = set()  # partitions with a lag gauge
@@ -272,31 +270,9 @@ class ProcessorService(ServiceBase):
         log.debug("qc overrides read", extra={"devices": len(rows), "invalid": len(errors)})
 
     async def _refresh_drift(self, con: db.Conn) -> None:
-        """Run the drift check on the stored bucket means before the first batch, then
-        every `processor.drift_refresh_s`; log each series newly found drifting."""
-        loop_now = asyncio.get_running_loop().time()
-        every = self.settings.processor.drift_refresh_s
-        if not self._drift_metrics or (
-            self._drift_read_at is not None and loop_now - self._drift_read_at < every
-        ):
-            return
-        limits = self.quality.config.limits
-        means, where = await db.drift_bucket_means(
-            con, limits.drift_bucket_s, limits.drift_window_s, self._drift_metrics
-        )
-        places = {d: (area, kind) for d, (area, kind) in where.items() if is_kind(kind)}
-        found = {
-            k: v.reason for k, v in judge_drift(means, places, self.quality.config).drifting.items()
-        }
-        for (device_id, metric), reason in found.items():
-            if (device_id, metric) not in self.quality.drift:
-                log.warning(
-                    "drift suspected",
-                    extra={"device_id": device_id, "metric": metric, "reason": reason},
-                )
-        self.quality.set_drift(found)
-        m.QUALITY_DRIFTING.set(len(found))
-        self._drift_read_at = loop_now
+        found = await self._drift.run(con)
+        if found is not None:
+            m.QUALITY_DRIFTING.set(len(found))
 
     async def _warm_windows(self, con: db.Conn, readings: list[Reading]) -> None:
         """Load the newest stored values of series the evaluator has no window for."""
