@@ -75,6 +75,10 @@ class Component:
     def answers(self) -> bool:
         raise NotImplementedError
 
+    def listens_on(self) -> list[tuple[str, int]]:
+        """Every (host, port) the part listens on once started."""
+        return [(self.host, self.port)]
+
     def _launch(self) -> None:
         raise NotImplementedError
 
@@ -111,9 +115,11 @@ class Component:
             terminate(pid)
             pid = None
         if pid is None:
-            if port_open(self.host, self.port):
+            for host, port in self.listens_on():
+                if not port_open(host, port):
+                    continue
                 raise StateError(
-                    f"{self.name}: port {self.host}:{self.port} is already taken by a process "
+                    f"{self.name}: port {host}:{port} is already taken by a process "
                     f"that is not this stack's. Stop it, or point CityWatch at another port "
                     f"(see the README's configuration table)."
                 )
@@ -197,6 +203,9 @@ class Mosquitto(Component):
             f"mqtt://{self.host}:{self.port} (devices), "
             f"mqtt://{self.services_host}:{self.services_port} (services)"
         )
+
+    def listens_on(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), (self.services_host, self.services_port)]
 
     def answers(self) -> bool:
         """Both listeners answer an MQTT CONNECT."""
