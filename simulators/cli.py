@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from services.common.settings import Settings
+from services.common.settings import SERVICE_ID_PREFIX, Settings
 
 if TYPE_CHECKING:
     from simulators import Publisher
@@ -17,8 +17,8 @@ __all__ = ["add_parser", "cmd_simulate"]
 
 
 def _service_client_id(text: str) -> str:
-    if not text.startswith("citywatch-"):
-        raise argparse.ArgumentTypeError(f"{text!r} does not start with 'citywatch-'")
+    if not text.startswith(SERVICE_ID_PREFIX):
+        raise argparse.ArgumentTypeError(f"{text!r} does not start with {SERVICE_ID_PREFIX!r}")
     return text
 
 

@@ -31,6 +31,10 @@ SERVICE_ACCOUNTS: tuple[ServiceAccount, ...] = (
     "citywatch-simulator",
 )
 MQTT_ACCOUNTS_FILE = "mqtt-accounts.json"
+# Every CityWatch MQTT client id (the gateway's `citywatch-ingest-1`, delivery's, the
+# simulator's...) and service account starts with this. On the device listener a device's
+# client id is its id (`use_username_as_clientid`), so no device id may start with it.
+SERVICE_ID_PREFIX = "citywatch-"
 
 
 class _Section(BaseModel):
@@ -50,7 +54,7 @@ class IngestSettings(_Section):
     http_port: int = 8101
     # Its MQTT and Kafka client id. It starts with `citywatch-`, which no device id may, so
     # no device can take over the gateway's MQTT session.
-    client_id: str = Field(default="citywatch-ingest-1", pattern=r"^citywatch-")
+    client_id: str = Field(default="citywatch-ingest-1", pattern=f"^{SERVICE_ID_PREFIX}")
     # A shared subscription: every gateway in the group gets a share of the device topics.
     filters: tuple[str, ...] = (
         "$share/citywatch-ingest/citywatch/+/+/up",  # native JSON and SenML
@@ -250,7 +254,7 @@ class Settings(BaseSettings):
     @classmethod
     def _mqtt_scheme(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in {"mqtt", "tcp"}:
-            raise ValueError("CITYWATCH_MQTT_URL must look like mqtt://host:1883")
+            raise ValueError("an MQTT URL must look like mqtt://host:1883")
         return value
 
     @property

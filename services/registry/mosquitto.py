@@ -45,7 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import StateError
-from services.common.settings import MQTT_ACCOUNTS_FILE, SERVICE_ACCOUNTS, read_mqtt_accounts
+from services.common.settings import (
+    MQTT_ACCOUNTS_FILE,
+    SERVICE_ACCOUNTS,
+    SERVICE_ID_PREFIX,
+    read_mqtt_accounts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +84,6 @@ UPLINK_FILTERS: tuple[str, ...] = (
     "application/+/device/+/event/up",
 )
 ALERT_FILTERS: tuple[str, ...] = ("citywatch/alerts/#",)
-
-# CityWatch's own MQTT client ids (the gateway's `citywatch-ingest-1`, delivery's, the
-# simulator's...) and service accounts start with this. A device's client id is its id
-# (the device listener has `use_username_as_clientid`), so no device id may start with it.
-SERVICE_ID_PREFIX = "citywatch-"
 
 
 def reserved_id(device_id: str) -> bool:
