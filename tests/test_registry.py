@@ -8,8 +8,10 @@ state folder (so no broker is reloaded) and its own device ids.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import io
 import json
 import os
 import shutil
@@ -28,7 +30,8 @@ from prometheus_client import REGISTRY
 from schemas.city import load_city
 from services.common.settings import Settings
 from services.ingest.registry_cache import RegistryCache
-from services.registry.errors import ImportFailed
+from services.registry.cli import cmd_provision
+from services.registry.errors import ImportFailed, RegistryError
 from services.registry.importer import parse_csv, parse_yaml, profile_from_fields
 from services.registry.mosquitto import (
     DeviceLogin,
@@ -348,6 +351,16 @@ def test_device_password_file_never_holds_a_reserved_id() -> None:
         [DeviceLogin("buoy-1", "water", "$7$a"), DeviceLogin("CityWatch-ingest-1", "air", "$7$b")]
     )
     assert passwd == "buoy-1:$7$a\n"
+
+
+@pytest.mark.parametrize("device_id", ["citywatch-ingest-1", "CityWatch-delivery-x"])
+def test_no_login_is_provisioned_for_an_id_that_is_a_service_client_id(
+    device_id: str, tmp_path: Path
+) -> None:
+    """Refused before the database is even asked (none is reachable here)."""
+    settings = Settings(state_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/x")
+    with pytest.raises(RegistryError, match="CityWatch's own client ids"):
+        cmd_provision(settings, argparse.Namespace(id=device_id), io.StringIO())
 
 
 def test_every_bad_row_is_reported_with_its_line_in_one_pass() -> None:
