@@ -153,8 +153,8 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         # Settings were read before `stack up` may have generated the service accounts.
         username, password = load_settings().mqtt_login("citywatch-simulator")
         with Publisher(
-            settings.mqtt_host,
-            settings.mqtt_port,
+            settings.mqtt_services_host,
+            settings.mqtt_services_port,
             client_id=f"citywatch-demo-{opts.prefix}",
             username=username,
             password=password,

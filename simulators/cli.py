@@ -8,12 +8,18 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from services.common.settings import Settings
+from services.common.settings import SERVICE_ID_PREFIX, Settings
 
 if TYPE_CHECKING:
     from simulators import Publisher
 
 __all__ = ["add_parser", "cmd_simulate"]
+
+
+def _service_client_id(text: str) -> str:
+    if not text.startswith(SERVICE_ID_PREFIX):
+        raise argparse.ArgumentTypeError(f"{text!r} does not start with {SERVICE_ID_PREFIX!r}")
+    return text
 
 
 def _publisher(settings: Settings, client_id: str) -> Publisher:
@@ -23,8 +29,8 @@ def _publisher(settings: Settings, client_id: str) -> Publisher:
 
     username, password = settings.mqtt_login("citywatch-simulator")
     return Publisher(
-        settings.mqtt_host,
-        settings.mqtt_port,
+        settings.mqtt_services_host,
+        settings.mqtt_services_port,
         client_id=client_id,
         username=username,
         password=password,
@@ -50,7 +56,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     print(
         f"simulating {len(fleet.devices)} devices ({args.per_kind} per kind) -> "
-        f"{settings.mqtt_url}, rate {args.rate or 'max'}/s, seed {args.seed}"
+        f"{settings.mqtt_services}, rate {args.rate or 'max'}/s, seed {args.seed}"
     )
     with _publisher(settings, args.client_id) as pub:
         try:
@@ -122,7 +128,7 @@ def _simulate_scenario(settings: Settings, args: argparse.Namespace) -> int:
         f"scenario {scenario.name}: {len(run.devices)} devices in {run.city.name}, "
         f"{minutes:,.0f} min of scenario time from {run.start.isoformat()} at speed "
         f"{args.speed or 'max'} ({wall}), format {args.format}, seed {args.seed} "
-        f"-> {settings.mqtt_url}"
+        f"-> {settings.mqtt_services}"
     )
     print(f"expectations: {expect_path}", flush=True)
 
@@ -189,7 +195,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sim.add_argument("--count", type=int, help="stop after this many messages")
     sim.add_argument("--duration", type=float, help="stop after this many seconds")
     sim.add_argument("--prefix", default="citywatch", help="topic prefix")
-    sim.add_argument("--client-id", default="citywatch-simulator")
+    sim.add_argument(
+        "--client-id",
+        type=_service_client_id,
+        default="citywatch-simulator",
+        help="MQTT client id; must start with 'citywatch-' (no device can claim those)",
+    )
     sim.add_argument("--scenario", help="scenario name or YAML file")
     sim.add_argument("--speed", type=float, default=360.0, help="scenario seconds per second")
     sim.add_argument("--devices", type=int, default=200, help="fleet size of a scenario")

@@ -106,9 +106,9 @@ def simulator_publisher(stack: Settings) -> Publisher:
     """A publisher on the simulator's MQTT account, with a client id of its own."""
     username, password = stack.mqtt_login("citywatch-simulator")
     return Publisher(
-        stack.mqtt_host,
-        stack.mqtt_port,
-        client_id=f"sim-{uuid.uuid4().hex[:8]}",
+        stack.mqtt_services_host,
+        stack.mqtt_services_port,
+        client_id=f"citywatch-sim-{uuid.uuid4().hex[:8]}",
         username=username,
         password=password,
     )

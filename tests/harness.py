@@ -88,7 +88,7 @@ class Namespace:
             # Sessions of a test's gateways outlive the test; a short expiry keeps the shared
             # broker from queueing messages for them run after run.
             "CITYWATCH_INGEST__SESSION_EXPIRY_S": "600",
-            "CITYWATCH_INGEST__CLIENT_ID": f"ingest-{self.suffix}",
+            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-ingest-{self.suffix}",
             "CITYWATCH_PROCESSOR__GROUP_ID": f"processor-{self.suffix}",
             "CITYWATCH_ALERTS__GROUP_ID": f"alerts-{self.suffix}",
             "CITYWATCH_DELIVERY__GROUP_ID": f"delivery-{self.suffix}",

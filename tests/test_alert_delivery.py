@@ -367,7 +367,9 @@ def _retained(settings: Settings, topics: list[str], timeout: float = 15) -> dic
     username, password = settings.mqtt_login("citywatch-simulator")
     seen: dict[str, bytes] = {}
     done = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"siren-{uuid.uuid4().hex[:8]}")
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"citywatch-siren-{uuid.uuid4().hex[:8]}"
+    )
     client.username_pw_set(username, password)
 
     def on_connect(c: mqtt.Client, *_: Any) -> None:
@@ -381,7 +383,7 @@ def _retained(settings: Settings, topics: list[str], timeout: float = 15) -> dic
 
     client.on_connect = on_connect
     client.on_message = on_message
-    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.connect(settings.mqtt_services_host, settings.mqtt_services_port)
     client.loop_start()
     try:
         assert done.wait(timeout), f"no retained message on {topics[-1]}"

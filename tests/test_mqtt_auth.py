@@ -52,8 +52,16 @@ class Broker:
     prefix: str  # device ids of this module start with it
 
     @property
-    def port(self) -> int:
+    def port(self) -> int:  # the device listener
         return self.settings.mqtt_port
+
+    @property
+    def services_port(self) -> int:  # the services listener
+        return self.settings.mqtt_services_port
+
+    def log_lines(self) -> list[str]:
+        """What the broker logged (connections at `notice`)."""
+        return self.part.log_file.read_text().splitlines()
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         proc = await asyncio.create_subprocess_exec(
@@ -88,13 +96,18 @@ def broker(migrated: Settings) -> Iterator[Broker]:
         **os.environ,
         "CITYWATCH_STATE_DIR": str(state),
         "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+        "CITYWATCH_MQTT_SERVICES_URL": f"mqtt://127.0.0.1:{free_port()}",
         "CITYWATCH_LOG_FORMAT": "text",
     }
-    first = load_settings(state_dir=state, mqtt_url=env["CITYWATCH_MQTT_URL"])
+    urls = {
+        "mqtt_url": env["CITYWATCH_MQTT_URL"],
+        "mqtt_services_url": env["CITYWATCH_MQTT_SERVICES_URL"],
+    }
+    first = load_settings(state_dir=state, **urls)
     part = Mosquitto(first)
     part.up()
     # Read again: `up` generated the service accounts into the new state folder.
-    settings = load_settings(state_dir=state, mqtt_url=env["CITYWATCH_MQTT_URL"])
+    settings = load_settings(state_dir=state, **urls)
     yield Broker(settings, Mosquitto(settings), env, prefix=f"a{suffix}-")
     part.down()
 
@@ -149,7 +162,7 @@ def connect(
     """Connect and wait for CONNACK; a refused client is stopped (no reconnect loop)."""
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
+        client_id=client_id or f"citywatch-t-{uuid.uuid4().hex[:8]}",
         protocol=mqtt.MQTTv5,
     )
     if username is not None:
@@ -209,7 +222,7 @@ async def test_device_cannot_publish_under_another_device_id(broker: Broker) -> 
     await register(broker, (mine, "water"), (theirs, "water"))
     password = await broker.provision(mine)
     ingest = await asyncio.to_thread(
-        connect, broker.port, *broker.settings.mqtt_login("citywatch-ingest")
+        connect, broker.services_port, *broker.settings.mqtt_login("citywatch-ingest")
     )
     device = await asyncio.to_thread(connect, broker.port, mine, password, mine)
     try:
@@ -287,6 +300,7 @@ async def gateway_env(broker: Broker, ns: Namespace) -> AsyncIterator[dict[str, 
     """An ingest gateway's environment: this module's broker, production's reject policy."""
     yield {
         "CITYWATCH_MQTT_URL": broker.env["CITYWATCH_MQTT_URL"],
+        "CITYWATCH_MQTT_SERVICES_URL": broker.env["CITYWATCH_MQTT_SERVICES_URL"],
         "CITYWATCH_STATE_DIR": broker.env["CITYWATCH_STATE_DIR"],
         "CITYWATCH_INGEST__UNKNOWN_DEVICES": "reject",
         "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/g{ns.suffix}/citywatch/+/+/up"]),
@@ -312,7 +326,7 @@ async def test_disabled_device_loses_its_login_and_its_readings_are_rejected(
     # Its readings may still arrive another way (a network server, a forged client): the
     # gateway refuses them too. The simulator account stands in for that path here.
     sim = await asyncio.to_thread(
-        connect, broker.port, *broker.settings.mqtt_login("citywatch-simulator")
+        connect, broker.services_port, *broker.settings.mqtt_login("citywatch-simulator")
     )
     try:
         await asyncio.to_thread(sim.publish, f"citywatch/water/{disabled}/up", reading())
@@ -336,7 +350,7 @@ async def test_unknown_device_is_rejected_under_the_reject_policy(
     await register(broker, (known, "air"))
     await services.start("ingest", **gateway_env)
     sim = await asyncio.to_thread(
-        connect, broker.port, *broker.settings.mqtt_login("citywatch-simulator")
+        connect, broker.services_port, *broker.settings.mqtt_login("citywatch-simulator")
     )
     body = json.dumps({"metrics": {"pm25_ugm3": 12.0}}).encode()
     try:
@@ -352,3 +366,79 @@ async def test_unknown_device_is_rejected_under_the_reject_policy(
     [accepted] = await ns.read_topic(ns.readings_topic, 1)
     assert json.loads(accepted)["device_id"] == known
     assert await ns.end_offsets(ns.rejected_topic) == 1
+
+
+# -- client ids: a device cannot take over another client's session (issue 10, point 2) --------
+
+
+async def test_each_listener_takes_only_its_own_logins(broker: Broker) -> None:
+    """Devices log in on the device listener only; CityWatch's service accounts on the
+    services listener only, so no device login ever reaches a service's client id."""
+    device = f"{broker.prefix}listener-1"
+    await register(broker, (device, "air"))
+    password = await broker.provision(device)
+    on_services = await asyncio.to_thread(connect, broker.services_port, device, password)
+    assert on_services.refused
+    assert on_services.connack.getName() == "Not authorized"
+    for account in ("citywatch-ingest", "citywatch-alerts", "citywatch-simulator"):
+        login = broker.settings.mqtt_login(account)  # type: ignore[arg-type]
+        on_devices = await asyncio.to_thread(connect, broker.port, *login)
+        assert on_devices.refused, account
+        on_own = await asyncio.to_thread(connect, broker.services_port, *login)
+        assert not on_own.refused, account
+        close(on_own)
+    anonymous = await asyncio.to_thread(connect, broker.services_port, None, None)
+    assert anonymous.refused
+
+
+def logins(broker: Broker) -> list[tuple[str, str]]:
+    """(client id, username) of every login the broker logged, in order."""
+    found = (_LOGIN.search(line) for line in broker.log_lines())
+    return [(m.group(1), m.group(2)) for m in found if m]
+
+
+_LOGIN = re.compile(r"New client connected from \S+ as (\S+) \(.*u'([^']*)'\)\.$")
+
+
+async def test_a_device_using_the_gateways_client_id_does_not_take_over_its_session(
+    broker: Broker, ns: Namespace, services: Services, gateway_env: dict[str, str]
+) -> None:
+    intruder, other = f"{broker.prefix}{ns.suffix}-in", f"{broker.prefix}{ns.suffix}-ok"
+    await register(broker, (intruder, "water"), (other, "water"))
+    intruder_pw, other_pw = await broker.provision(intruder), await broker.provision(other)
+    gateway_id = Settings().ingest.client_id  # the gateway's well-known id
+    assert gateway_id == "citywatch-ingest-1"
+
+    # This module's broker is its own, so the gateway can use its production client id.
+    await services.start("ingest", **gateway_env, CITYWATCH_INGEST__CLIENT_ID=gateway_id)
+    sender = await asyncio.to_thread(connect, broker.port, other, other_pw, other)
+    assert not sender.refused
+    own_topic = f"citywatch/water/{other}/up"
+    await asyncio.to_thread(sender.publish, own_topic, reading())
+    await ns.read_topic(ns.readings_topic, 1)  # the gateway is connected and reading
+    gateway_logins = logins(broker).count((gateway_id, "citywatch-ingest"))
+    assert gateway_logins >= 1
+
+    # The intruder's own, valid login, claiming the gateway's client id, then the other
+    # device's: each time the broker names the connection after the intruder instead.
+    for n, claimed in enumerate((gateway_id, other), start=1):
+        attempt = await asyncio.to_thread(connect, broker.port, intruder, intruder_pw, claimed)
+        assert not attempt.refused
+
+        async def logged(n: int = n) -> bool:
+            return [u for _, u in logins(broker)].count(intruder) == n
+
+        await wait_until(logged, timeout=10, what="the broker logging the intruder's login")
+        close(attempt)
+    try:
+        await asyncio.to_thread(sender.publish, own_topic, reading())
+        assert len(await ns.read_topic(ns.readings_topic, 2)) == 2  # the gateway still reads
+    finally:
+        close(sender)
+
+    seen = logins(broker)
+    assert [cid for cid, user in seen if user == intruder] == [intruder, intruder]
+    # The gateway never had to log in again (a taken-over session's client reconnects),
+    # nor did the other device.
+    assert seen.count((gateway_id, "citywatch-ingest")) == gateway_logins
+    assert seen.count((other, other)) == 1

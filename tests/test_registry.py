@@ -8,8 +8,10 @@ state folder (so no broker is reloaded) and its own device ids.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import io
 import json
 import os
 import shutil
@@ -28,9 +30,17 @@ from prometheus_client import REGISTRY
 from schemas.city import load_city
 from services.common.settings import Settings
 from services.ingest.registry_cache import RegistryCache
-from services.registry.errors import ImportFailed
+from services.registry.cli import cmd_provision
+from services.registry.errors import ImportFailed, RegistryError
 from services.registry.importer import parse_csv, parse_yaml, profile_from_fields
-from services.registry.mosquitto import DeviceLogin, check_password, hash_password, render_acl
+from services.registry.mosquitto import (
+    DeviceLogin,
+    check_password,
+    hash_password,
+    render_device_acl,
+    render_device_passwd,
+    render_services_acl,
+)
 from tests.harness import REPO, free_port, wait_until
 
 
@@ -324,12 +334,33 @@ def test_our_password_hash_and_mosquitto_passwd_agree_both_ways(tmp_path: Path) 
 
 
 def test_acl_gives_a_device_its_own_uplink_only_and_no_read() -> None:
-    acl = render_acl([DeviceLogin("buoy-1", "water", "$7$x")])
+    acl = render_device_acl([DeviceLogin("buoy-1", "water", "$7$x")])
     block = acl.split("user buoy-1\n", 1)[1]
     assert block.strip() == "topic write citywatch/water/buoy-1/up"
-    assert "user citywatch-ingest\ntopic read +/+/+/up" in acl
-    assert "user citywatch-alerts\ntopic readwrite citywatch/alerts/#" in acl
-    assert "NOT FOR PRODUCTION" in acl.split("user citywatch-simulator")[0]
+    assert "citywatch-" not in acl.replace("citywatch/", "")  # no service account here
+    services = render_services_acl()
+    assert "user citywatch-ingest\ntopic read +/+/+/up" in services
+    assert "user citywatch-alerts\ntopic readwrite citywatch/alerts/#" in services
+    assert "NOT FOR PRODUCTION" in services.split("user citywatch-simulator")[0]
+
+
+def test_device_password_file_never_holds_a_reserved_id() -> None:
+    """A `citywatch-` id that reached the database some other way still cannot log in on
+    the device listener, where its client id would be a service's."""
+    passwd = render_device_passwd(
+        [DeviceLogin("buoy-1", "water", "$7$a"), DeviceLogin("CityWatch-ingest-1", "air", "$7$b")]
+    )
+    assert passwd == "buoy-1:$7$a\n"
+
+
+@pytest.mark.parametrize("device_id", ["citywatch-ingest-1", "CityWatch-delivery-x"])
+def test_no_login_is_provisioned_for_an_id_that_is_a_service_client_id(
+    device_id: str, tmp_path: Path
+) -> None:
+    """Refused before the database is even asked (none is reachable here)."""
+    settings = Settings(state_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/x")
+    with pytest.raises(RegistryError, match="CityWatch's own client ids"):
+        cmd_provision(settings, argparse.Namespace(id=device_id), io.StringIO())
 
 
 def test_every_bad_row_is_reported_with_its_line_in_one_pass() -> None:
@@ -340,15 +371,18 @@ def test_every_bad_row_is_reported_with_its_line_in_one_pass() -> None:
             "a-2,sea,\n"
             "a-3,air,yesterday\n"
             "a-1,water,\n"
-            "citywatch-ingest,air,\n",
+            "citywatch-ingest,air,\n"
+            "citywatch-ingest-1,air,\n",
             source="f.csv",
         )
     lines = [(p.line, p.reason.split(":")[0]) for p in failed.value.problems]
-    assert [line for line, _ in lines] == [3, 4, 5, 6]
+    assert [line for line, _ in lines] == [3, 4, 5, 6, 7]
     assert "kind 'sea'" in lines[0][1]
     assert "install_date" in lines[1][1]
     assert "also on line 2" in failed.value.problems[2].reason
     assert "reserved for a CityWatch service account" in failed.value.problems[3].reason
+    # Not only the accounts: every id a service's MQTT client may use (issue 10, point 2).
+    assert "reserved for a CityWatch service account" in failed.value.problems[4].reason
 
     with pytest.raises(ImportFailed) as bad_yaml:
         parse_yaml("- id: x-1\n  kind: water\n- id: x-2\n  kind: [\n", source="f.yaml")

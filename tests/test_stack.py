@@ -33,15 +33,21 @@ def test_stack_up_is_idempotent_and_restarts_a_part_that_crashed(stack: Settings
     assert mosquitto.pid_file.read_text().strip() == str(again.pid)
 
 
+@pytest.mark.parametrize("listener", ["devices", "services"])
 def test_stack_up_names_the_part_and_the_fix_when_its_port_is_taken(
-    stack: Settings, tmp_path: Path
+    stack: Settings, tmp_path: Path, listener: str
 ) -> None:
-    port = free_port()
+    port, other = free_port(), free_port()
+    devices, services = (port, other) if listener == "devices" else (other, port)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         settings = stack.model_copy(
-            update={"mqtt_url": f"mqtt://127.0.0.1:{port}", "state_dir": tmp_path}
+            update={
+                "mqtt_url": f"mqtt://127.0.0.1:{devices}",
+                "mqtt_services_url": f"mqtt://127.0.0.1:{services}",
+                "state_dir": tmp_path,
+            }
         )
         part = Mosquitto(settings)
         with pytest.raises(StateError) as failure:

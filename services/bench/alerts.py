@@ -20,6 +20,7 @@ import asyncio
 import json
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -314,9 +315,9 @@ def _publish(
 ) -> PublishStats:
     username, password = settings.mqtt_login("citywatch-simulator")
     with Publisher(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        client_id=f"bench-fleet-{names.suffix}",
+        settings.mqtt_services_host,
+        settings.mqtt_services_port,
+        client_id=f"citywatch-bench-fleet-{names.suffix}",
         username=username,
         password=password,
     ) as pub:
@@ -383,9 +384,13 @@ def _print(
 def _clear_retained(settings: Settings, topic: str) -> None:
     """Publish an empty retained message on `topic` (MQTT 3.3.1.3: that deletes it), as the
     alerts service's account, the one allowed to write alert topics."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"citywatch-bench-clear-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
     client.username_pw_set(*settings.mqtt_login("citywatch-alerts"))
-    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.connect(settings.mqtt_services_host, settings.mqtt_services_port)
     client.loop_start()
     try:
         client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)

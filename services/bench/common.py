@@ -78,7 +78,7 @@ class BenchNames:
             "CITYWATCH_TOPICS__REJECTED": topics["rejected"],
             "CITYWATCH_TOPICS__ALERTS": topics["alerts"],
             "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/{self.prefix}/{self.prefix}/+/+/up"]),
-            "CITYWATCH_INGEST__CLIENT_ID": f"bench-ingest-{self.suffix}",
+            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-bench-ingest-{self.suffix}",
             "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{self.suffix}",
             "CITYWATCH_ALERTS__GROUP_ID": f"bench-alerts-{self.suffix}",
             "CITYWATCH_DELIVERY__GROUP_ID": f"bench-delivery-{self.suffix}",

@@ -87,9 +87,9 @@ def _run(
 
             username, password = settings.mqtt_login("citywatch-simulator")
             with Publisher(
-                settings.mqtt_host,
-                settings.mqtt_port,
-                client_id=f"bench-fleet-{suffix}",
+                settings.mqtt_services_host,
+                settings.mqtt_services_port,
+                client_id=f"citywatch-bench-fleet-{suffix}",
                 username=username,
                 password=password,
             ) as pub:

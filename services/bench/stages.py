@@ -42,20 +42,22 @@ def mqtt_pub_sub(settings: Settings, n: int, *, per_kind: int) -> float:
         if got >= n:
             done.set()
 
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-sub", protocol=mqtt.MQTTv5)
+    sub = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"citywatch-{prefix}-sub", protocol=mqtt.MQTTv5
+    )
     sub.on_message = on_message
     sub.on_subscribe = lambda *_a: subscribed.set()
     sub.username_pw_set(*settings.mqtt_login("citywatch-ingest"))
-    sub.connect(settings.mqtt_host, settings.mqtt_port)
+    sub.connect(settings.mqtt_services_host, settings.mqtt_services_port)
     sub.loop_start()
     try:
         sub.subscribe(f"{prefix}/+/+/up", qos=1)  # what the ingest account may read
         subscribed.wait(10)
         username, password = settings.mqtt_login("citywatch-simulator")
         with Publisher(
-            settings.mqtt_host,
-            settings.mqtt_port,
-            client_id=f"{prefix}-pub",
+            settings.mqtt_services_host,
+            settings.mqtt_services_port,
+            client_id=f"citywatch-{prefix}-pub",
             username=username,
             password=password,
         ) as pub:

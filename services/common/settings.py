@@ -31,6 +31,10 @@ SERVICE_ACCOUNTS: tuple[ServiceAccount, ...] = (
     "citywatch-simulator",
 )
 MQTT_ACCOUNTS_FILE = "mqtt-accounts.json"
+# Every CityWatch MQTT client id (the gateway's `citywatch-ingest-1`, delivery's, the
+# simulator's...) and service account starts with this. On the device listener a device's
+# client id is its id (`use_username_as_clientid`), so no device id may start with it.
+SERVICE_ID_PREFIX = "citywatch-"
 
 
 class _Section(BaseModel):
@@ -48,7 +52,9 @@ class TopicSettings(_Section):
 
 class IngestSettings(_Section):
     http_port: int = 8101
-    client_id: str = "citywatch-ingest-1"
+    # Its MQTT and Kafka client id. It starts with `citywatch-`, which no device id may, so
+    # no device can take over the gateway's MQTT session.
+    client_id: str = Field(default="citywatch-ingest-1", pattern=f"^{SERVICE_ID_PREFIX}")
     # A shared subscription: every gateway in the group gets a share of the device topics.
     filters: tuple[str, ...] = (
         "$share/citywatch-ingest/citywatch/+/+/up",  # native JSON and SenML
@@ -198,7 +204,15 @@ class Settings(BaseSettings):
         env_prefix="CITYWATCH_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
 
+    # The broker's device listener: devices log in here, and Mosquitto replaces whatever
+    # client id a device sends with its username (its device id), so no device can take
+    # over another client's session.
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # The broker's services listener: CityWatch's own programs (the ingest gateway, alert
+    # delivery, the simulator, benchmarks, tests) log in here with the service accounts,
+    # under client ids that start with `citywatch-` (no device id may: the registry refuses
+    # them). Only service accounts can log in on it. Unset: mqtt_url's host, next port.
+    mqtt_services_url: str | None = None
     # Set both to log every CityWatch program in as one account (an external broker). Left
     # unset, each program uses its own service account from `mqtt_accounts` (see mqtt_login).
     mqtt_username: str | None = None
@@ -245,11 +259,11 @@ class Settings(BaseSettings):
         state_dir = Path(data.get("state_dir") or REPO_ROOT / ".citywatch")
         return {**data, "mqtt_accounts": read_mqtt_accounts(state_dir / MQTT_ACCOUNTS_FILE)}
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "mqtt_services_url")
     @classmethod
-    def _mqtt_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"mqtt", "tcp"}:
-            raise ValueError("CITYWATCH_MQTT_URL must look like mqtt://host:1883")
+    def _mqtt_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"mqtt", "tcp"}:
+            raise ValueError("an MQTT URL must look like mqtt://host:1883")
         return value
 
     @property
@@ -259,6 +273,19 @@ class Settings(BaseSettings):
     @property
     def mqtt_port(self) -> int:
         return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def mqtt_services(self) -> str:
+        """The services listener's URL: where CityWatch's own programs connect."""
+        return self.mqtt_services_url or f"mqtt://{self.mqtt_host}:{self.mqtt_port + 1}"
+
+    @property
+    def mqtt_services_host(self) -> str:
+        return urlsplit(self.mqtt_services).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_services_port(self) -> int:
+        return urlsplit(self.mqtt_services).port or 1884
 
     def mqtt_login(self, account: ServiceAccount) -> tuple[str | None, str | None]:
         """(username, password) for one CityWatch program's MQTT connection.

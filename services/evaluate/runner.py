@@ -100,7 +100,7 @@ class EvaluateNames(BenchNames):
 
     def groups(self) -> dict[str, str]:
         return {
-            "CITYWATCH_INGEST__CLIENT_ID": f"evaluate-ingest-{self.suffix}",
+            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-evaluate-ingest-{self.suffix}",
             "CITYWATCH_PROCESSOR__GROUP_ID": f"evaluate-processor-{self.suffix}",
             "CITYWATCH_ALERTS__GROUP_ID": f"evaluate-alerts-{self.suffix}",
             "CITYWATCH_DELIVERY__GROUP_ID": f"evaluate-delivery-{self.suffix}",
@@ -303,9 +303,9 @@ def _publish(
 
     username, password = settings.mqtt_login("citywatch-simulator")
     with Publisher(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        client_id=f"evaluate-{names.suffix}",
+        settings.mqtt_services_host,
+        settings.mqtt_services_port,
+        client_id=f"citywatch-evaluate-{names.suffix}",
         username=username,
         password=password,
     ) as pub:

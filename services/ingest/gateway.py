@@ -120,8 +120,8 @@ class IngestService(ServiceBase):
         )
         username, password = s.mqtt_login("citywatch-ingest")
         self._mqtt = MqttSource(
-            host=s.mqtt_host,
-            port=s.mqtt_port,
+            host=s.mqtt_services_host,
+            port=s.mqtt_services_port,
             client_id=s.ingest.client_id,
             filters=s.ingest.filters,
             receive_maximum=s.ingest.receive_maximum,

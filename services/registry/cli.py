@@ -23,7 +23,12 @@ from services.common.settings import Settings
 from services.registry import store
 from services.registry.errors import RegistryError
 from services.registry.importer import parse_file, profile_from_fields
-from services.registry.mosquitto import hash_password, new_password
+from services.registry.mosquitto import (
+    SERVICE_ID_PREFIX,
+    hash_password,
+    new_password,
+    reserved_id,
+)
 
 __all__ = ["add_parser", "cmd_devices"]
 
@@ -59,13 +64,14 @@ def _sync_broker(settings: Settings, out: TextIO) -> None:
         )
     elif broker.managed:
         print(
-            f"mosquitto: files regenerated ({broker.passwd_file}, {broker.acl_file}); "
+            f"mosquitto: password and ACL files regenerated in {broker.dir}; "
             "it is not running: `citywatch stack up` starts it with them",
             file=out,
         )
     else:
         print(
-            f"mosquitto: files regenerated: {broker.passwd_file} and {broker.acl_file}; "
+            f"mosquitto: password and ACL files regenerated in {broker.dir} (devices.* for "
+            "the device listener, services.* for the services listener); "
             "install them on your broker and reload it (SIGHUP)",
             file=out,
         )
@@ -195,6 +201,11 @@ def cmd_provision(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
         raise RegistryError(
             f"device {args.id!r} cannot have an MQTT login: ':' ends a username in "
             "Mosquitto's password file (its readings can still come through a network server)"
+        )
+    if reserved_id(args.id):
+        raise RegistryError(
+            f"device {args.id!r} cannot have an MQTT login: ids starting with "
+            f"{SERVICE_ID_PREFIX!r} are CityWatch's own client ids"
         )
     password = new_password()
 

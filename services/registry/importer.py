@@ -34,8 +34,8 @@ from pydantic import ValidationError
 from schemas.city import City
 from schemas.device import DeviceProfile
 from schemas.registry import KINDS, metric_spec
-from services.common.settings import SERVICE_ACCOUNTS
 from services.registry.errors import ImportFailed, RowProblem
+from services.registry.mosquitto import SERVICE_ID_PREFIX, reserved_id
 
 __all__ = [
     "FIELDS",
@@ -261,8 +261,11 @@ def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> 
 
 
 def _check_metrics(p: DeviceProfile) -> None:
-    if p.device_id in SERVICE_ACCOUNTS:
-        raise ValueError(f"id {p.device_id!r} is reserved for a CityWatch service account")
+    if reserved_id(p.device_id):
+        raise ValueError(
+            f"id {p.device_id!r} is reserved for a CityWatch service account "
+            f"(no device id may start with {SERVICE_ID_PREFIX!r})"
+        )
     for metric in p.calibration:
         if metric_spec(p.kind, metric) is None:
             raise ValueError(f"calibration names {metric!r}, which is not a {p.kind} metric")

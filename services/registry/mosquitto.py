@@ -10,6 +10,13 @@ Password hashes are Mosquitto 2.0's `$7$` format, as `mosquitto_passwd` writes i
 Device passwords are 192 random bits, so key stretching adds no protection that matters
 and we keep Mosquitto's default of 101 iterations, which it pays on every CONNECT.
 
+Mosquitto has two listeners, each with its own password and ACL file (`per_listener_settings
+true`): devices log in on the device listener (CITYWATCH_MQTT_URL), where Mosquitto uses
+their username as their client id, and only CityWatch's service accounts log in on the
+services listener (CITYWATCH_MQTT_SERVICES_URL). A device therefore cannot take over a
+service's session (the gateway's `citywatch-ingest-1`): its client id is its device id,
+and the registry refuses device ids starting with `citywatch-`.
+
 Who may do what (Mosquitto denies everything not granted here):
 - each provisioned, active device publishes to its own `citywatch/{kind}/{id}/up` and
   reads nothing;
@@ -38,11 +45,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import StateError
-from services.common.settings import MQTT_ACCOUNTS_FILE, SERVICE_ACCOUNTS, read_mqtt_accounts
+from services.common.settings import (
+    MQTT_ACCOUNTS_FILE,
+    SERVICE_ACCOUNTS,
+    SERVICE_ID_PREFIX,
+    read_mqtt_accounts,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SERVICE_ID_PREFIX",
+    "BrokerFiles",
     "DeviceLogin",
     "check_password",
     "ensure_service_accounts",
@@ -50,8 +64,11 @@ __all__ = [
     "locked",
     "new_password",
     "reload_broker",
-    "render_acl",
+    "render_device_acl",
+    "render_device_passwd",
     "render_passwd",
+    "render_services_acl",
+    "reserved_id",
     "write_broker_files",
 ]
 
@@ -67,6 +84,34 @@ UPLINK_FILTERS: tuple[str, ...] = (
     "application/+/device/+/event/up",
 )
 ALERT_FILTERS: tuple[str, ...] = ("citywatch/alerts/#",)
+
+
+def reserved_id(device_id: str) -> bool:
+    """True if `device_id` is reserved for CityWatch's services (case-insensitively)."""
+    return device_id.lower().startswith(SERVICE_ID_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """The four files Mosquitto's two listeners read (deploy/mosquitto/mosquitto.conf)."""
+
+    broker_dir: Path
+
+    @property
+    def devices_passwd(self) -> Path:
+        return self.broker_dir / "devices.passwd"
+
+    @property
+    def devices_acl(self) -> Path:
+        return self.broker_dir / "devices.acl"
+
+    @property
+    def services_passwd(self) -> Path:
+        return self.broker_dir / "services.passwd"
+
+    @property
+    def services_acl(self) -> Path:
+        return self.broker_dir / "services.acl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +163,22 @@ _HEADER = (
 )
 
 
-def render_passwd(service_hashes: Mapping[str, str], devices: Sequence[DeviceLogin]) -> str:
-    """Mosquitto's password file: `username:hash` lines, service accounts first."""
-    lines = [f"{name}:{hashed}" for name, hashed in sorted(service_hashes.items())]
-    lines += [f"{d.device_id}:{d.password_hash}" for d in sorted(devices, key=_by_id)]
-    return "\n".join(lines) + "\n"
+def render_passwd(logins: Mapping[str, str]) -> str:
+    """A Mosquitto password file: `username:hash` lines, sorted by username."""
+    return "".join(f"{name}:{hashed}\n" for name, hashed in sorted(logins.items()))
 
 
-def render_acl(devices: Sequence[DeviceLogin]) -> str:
-    """Mosquitto's ACL file. `topic read` also governs SUBSCRIBE; no `read` line for a
-    device means it can neither subscribe to nor receive anything."""
-    out = [_HEADER, "# Service accounts.", "user citywatch-ingest"]
+def render_device_passwd(devices: Sequence[DeviceLogin]) -> str:
+    """The device listener's password file: the provisioned, active devices only (never a
+    reserved id, even one that reached the database some other way)."""
+    return render_passwd(
+        {d.device_id: d.password_hash for d in devices if not reserved_id(d.device_id)}
+    )
+
+
+def render_services_acl() -> str:
+    """The services listener's ACL file. `topic read` also governs SUBSCRIBE."""
+    out = [_HEADER, "user citywatch-ingest"]
     out += [f"topic read {f}" for f in UPLINK_FILTERS]
     out += ["", "user citywatch-alerts"]
     out += [f"topic readwrite {f}" for f in ALERT_FILTERS]
@@ -141,7 +191,13 @@ def render_acl(devices: Sequence[DeviceLogin]) -> str:
     ]
     out += [f"topic write {f}" for f in UPLINK_FILTERS]
     out += [f"topic read {f}" for f in ALERT_FILTERS]
-    out += ["", "# Devices: each publishes to its own uplink topic only, and reads nothing."]
+    return "\n".join(out) + "\n"
+
+
+def render_device_acl(devices: Sequence[DeviceLogin]) -> str:
+    """The device listener's ACL file: each device publishes to its own uplink topic only;
+    no `read` line means it can neither subscribe to nor receive anything."""
+    out = [_HEADER, "# Devices: each publishes to its own uplink topic only, and reads nothing."]
     for d in sorted(devices, key=_by_id):
         out += [f"user {d.device_id}", f"topic write {d.uplink_topic}"]
     return "\n".join(out) + "\n"
@@ -174,14 +230,16 @@ def write_broker_files(
     devices: Sequence[DeviceLogin],
     *,
     owner: str | None,
-) -> tuple[Path, Path]:
-    """Write `passwd` and `acl` into `broker_dir` atomically (a reader never sees half a
-    file); `owner` is the user Mosquitto runs as, when we are root."""
+) -> BrokerFiles:
+    """Write both listeners' password and ACL files into `broker_dir` atomically (a reader
+    never sees half a file); `owner` is the user Mosquitto runs as, when we are root."""
+    files = BrokerFiles(broker_dir)
     service_hashes = {name: hash_password(pw) for name, pw in accounts.items()}
-    passwd, acl = broker_dir / "passwd", broker_dir / "acl"
-    _write_atomic(passwd, render_passwd(service_hashes, devices), owner=owner)
-    _write_atomic(acl, render_acl(devices), owner=owner)
-    return passwd, acl
+    _write_atomic(files.services_passwd, render_passwd(service_hashes), owner=owner)
+    _write_atomic(files.services_acl, render_services_acl(), owner=owner)
+    _write_atomic(files.devices_passwd, render_device_passwd(devices), owner=owner)
+    _write_atomic(files.devices_acl, render_device_acl(devices), owner=owner)
+    return files
 
 
 def reload_broker(pid: int) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from services.common.errors import StateError
 from services.common.kafka import ensure_topics, kafka_answers, topic_specs
 from services.common.settings import REPO_ROOT, Settings
+from services.registry.mosquitto import BrokerFiles
 from services.stack.process import (
     is_loopback,
     pid_alive,
@@ -74,6 +75,10 @@ class Component:
     def answers(self) -> bool:
         raise NotImplementedError
 
+    def listens_on(self) -> list[tuple[str, int]]:
+        """Every (host, port) the part listens on once started."""
+        return [(self.host, self.port)]
+
     def _launch(self) -> None:
         raise NotImplementedError
 
@@ -110,9 +115,11 @@ class Component:
             terminate(pid)
             pid = None
         if pid is None:
-            if port_open(self.host, self.port):
+            for host, port in self.listens_on():
+                if not port_open(host, port):
+                    continue
                 raise StateError(
-                    f"{self.name}: port {self.host}:{self.port} is already taken by a process "
+                    f"{self.name}: port {host}:{port} is already taken by a process "
                     f"that is not this stack's. Stop it, or point CityWatch at another port "
                     f"(see the README's configuration table)."
                 )
@@ -151,6 +158,24 @@ class Component:
         )
 
 
+def _mqtt_answers(host: str, port: int) -> bool:
+    """A real MQTT 3.1.1 CONNECT (anonymous), answered by a CONNACK: return code 0, or
+    4/5 (bad credentials / not authorised) from a broker that requires a login."""
+    client_id = b"citywatch-stack-probe"
+    var = b"\x00\x04MQTT\x04\x02\x00\x0a"
+    payload = len(client_id).to_bytes(2, "big") + client_id
+    body = var + payload
+    packet = b"\x10" + bytes([len(body)]) + body
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(packet)
+            connack = sock.recv(4)
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+    except OSError:
+        return False
+    return connack[:2] == b"\x20\x02" and connack[3:4] in (b"\x00", b"\x04", b"\x05")
+
+
 class Mosquitto(Component):
     name = "mosquitto"
     marker = "mosquitto"
@@ -165,25 +190,28 @@ class Mosquitto(Component):
         return self.settings.mqtt_port
 
     @property
+    def services_host(self) -> str:
+        return self.settings.mqtt_services_host
+
+    @property
+    def services_port(self) -> int:
+        return self.settings.mqtt_services_port
+
+    @property
     def endpoint(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return (
+            f"mqtt://{self.host}:{self.port} (devices), "
+            f"mqtt://{self.services_host}:{self.services_port} (services)"
+        )
+
+    def listens_on(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), (self.services_host, self.services_port)]
 
     def answers(self) -> bool:
-        """A real MQTT 3.1.1 CONNECT (anonymous), answered by a CONNACK: return code 0, or
-        4/5 (bad credentials / not authorised) from a broker that requires a login."""
-        client_id = b"citywatch-stack-probe"
-        var = b"\x00\x04MQTT\x04\x02\x00\x0a"
-        payload = len(client_id).to_bytes(2, "big") + client_id
-        body = var + payload
-        packet = b"\x10" + bytes([len(body)]) + body
-        try:
-            with socket.create_connection((self.host, self.port), timeout=2) as sock:
-                sock.sendall(packet)
-                connack = sock.recv(4)
-                sock.sendall(b"\xe0\x00")  # DISCONNECT
-        except OSError:
-            return False
-        return connack[:2] == b"\x20\x02" and connack[3:4] in (b"\x00", b"\x04", b"\x05")
+        """Both listeners answer an MQTT CONNECT."""
+        return _mqtt_answers(self.host, self.port) and _mqtt_answers(
+            self.services_host, self.services_port
+        )
 
     @property
     def max_packet_size(self) -> int:
@@ -193,12 +221,9 @@ class Mosquitto(Component):
         return self.settings.ingest.max_payload_bytes + 64 * 1024
 
     @property
-    def passwd_file(self) -> Path:
-        return self.dir / "passwd"
-
-    @property
-    def acl_file(self) -> Path:
-        return self.dir / "acl"
+    def files(self) -> BrokerFiles:
+        """The two listeners' password and ACL files (services/registry/mosquitto.py)."""
+        return BrokerFiles(self.dir)
 
     def sync_auth(self) -> bool:
         """Regenerate the password and ACL files from the service accounts and the device
@@ -220,7 +245,7 @@ class Mosquitto(Component):
         accounts = ensure_service_accounts(self.settings.state_dir)
         with locked(self.settings.state_dir, "mqtt-files"):
             devices = asyncio.run(fetch_device_logins(self.settings.database_dsn))
-            if devices is None and self.passwd_file.exists():
+            if devices is None and self.files.devices_passwd.exists():
                 return False
             write_broker_files(
                 self.dir,
@@ -253,10 +278,14 @@ class Mosquitto(Component):
             .read_text()
             .replace("@PORT@", str(self.port))
             .replace("@HOST@", self.host)
+            .replace("@SERVICES_PORT@", str(self.services_port))
+            .replace("@SERVICES_HOST@", self.services_host)
             .replace("@DATA_DIR@", str(data))
             .replace("@LOG_FILE@", str(self.log_file))
-            .replace("@PASSWORD_FILE@", str(self.passwd_file))
-            .replace("@ACL_FILE@", str(self.acl_file))
+            .replace("@DEVICES_PASSWORD_FILE@", str(self.files.devices_passwd))
+            .replace("@DEVICES_ACL_FILE@", str(self.files.devices_acl))
+            .replace("@SERVICES_PASSWORD_FILE@", str(self.files.services_passwd))
+            .replace("@SERVICES_ACL_FILE@", str(self.files.services_acl))
             .replace("@MAX_PACKET_SIZE@", str(self.max_packet_size))
         )
         if os.geteuid() == 0:

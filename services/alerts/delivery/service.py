@@ -106,8 +106,8 @@ class DeliveryService(ServiceBase):
         )
         username, password = s.mqtt_login("citywatch-alerts")
         self._mqtt = MqttChannel(
-            host=s.mqtt_host,
-            port=s.mqtt_port,
+            host=s.mqtt_services_host,
+            port=s.mqtt_services_port,
             username=username,
             password=password,
             client_prefix=client_id,
