@@ -32,6 +32,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
 
 from services.alerts.delivery import DeliveryService
 from services.alerts.delivery.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -640,7 +641,7 @@ def test_a_public_channel_hears_public_alerts_only_an_operators_channel_hears_al
         {
             "subscribers": [
                 {"name": "sms", "channel": "webhook", "url": "https://sms.example/",
-                 "secret": "x", "audience": "public"},
+                 "secret": SECRET, "audience": "public"},
                 {"name": "duty", "channel": "email", "address": "d@example.org"},
             ],
             "contact_lists": {"rota": ["sms", "duty"]},
@@ -658,3 +659,33 @@ def test_a_public_channel_hears_public_alerts_only_an_operators_channel_hears_al
     reminded = subs.reminder_recipients("r1", escalated=True, audience="operators")
     assert [s.name for s in reminded] == ["duty"]
     assert [s.name for s in subs.escalation_recipients("r1", "operators")] == ["duty"]
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "why"),
+    [
+        ("http://hooks.example/alerts", SECRET, "must be https"),
+        ("https://hooks.example/alerts", "", "shorter than"),
+        ("https://hooks.example/alerts", "change-me", "shorter than"),
+    ],
+)
+def test_a_webhook_in_clear_or_with_a_guessable_secret_is_refused(
+    url: str, secret: str, why: str
+) -> None:
+    """Issue 10: alerts, CAP and signatures cross the network; a receiver on this machine
+    may use http://, any other needs TLS, and the HMAC key is at least 16 characters."""
+    sub = {"name": "hook", "channel": "webhook", "url": url, "secret": secret}
+    with pytest.raises(ValidationError, match=why):
+        SubscribersFile.model_validate({"subscribers": [sub]})
+    local = {**sub, "url": "http://127.0.0.1:9/alerts", "secret": SECRET}
+    assert SubscribersFile.model_validate({"subscribers": [local]}).subscribers[0].url
+
+
+def test_smtp_login_without_tls_to_another_host_is_refused_a_local_relay_may() -> None:
+    """Issue 10: SMTP logged in without TLS by default; STARTTLS is now the default for a
+    relay on another host, and a clear-text login there is a settings error."""
+    assert DeliverySettings(smtp_host="smtp.example.org").smtp_tls is True
+    assert DeliverySettings(smtp_host="127.0.0.1").smtp_tls is False
+    with pytest.raises(ValidationError, match="without TLS"):
+        DeliverySettings(smtp_host="smtp.example.org", smtp_username="u", smtp_starttls=False)
+    assert DeliverySettings(smtp_host="localhost", smtp_username="u").smtp_tls is False

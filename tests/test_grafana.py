@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import re
 import sys
 import uuid
@@ -727,8 +728,9 @@ async def fake_grafana() -> AsyncIterator[tuple[FakeGrafana, str]]:
 async def _push(url: str, token: str) -> tuple[int, str, str]:
     """Run the real command line in a child process (the fake serves from this loop)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "grafana", "push", "--url", url, "--token", token,
+        sys.executable, "-m", "services.cli", "grafana", "push", "--url", url,
         cwd=REPO,
+        env={**os.environ, "CITYWATCH_GRAFANA_TOKEN": token},  # never on the command line
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

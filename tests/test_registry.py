@@ -40,6 +40,7 @@ from services.registry.mosquitto import (
     render_device_acl,
     render_device_passwd,
     render_services_acl,
+    write_broker_files,
 )
 from tests.harness import REPO, free_port, wait_until
 
@@ -342,6 +343,18 @@ def test_acl_gives_a_device_its_own_uplink_only_and_no_read() -> None:
     assert "user citywatch-ingest\ntopic read +/+/+/up" in services
     assert "user citywatch-alerts\ntopic readwrite citywatch/alerts/#" in services
     assert "NOT FOR PRODUCTION" in services.split("user citywatch-simulator")[0]
+
+
+def test_production_brokers_can_leave_the_simulator_account_out(tmp_path: Path) -> None:
+    """Issue 10: the simulator may publish as any device; `mqtt_simulator_account: false`
+    writes neither its password nor its ACL lines."""
+    accounts = {"citywatch-ingest": "a", "citywatch-alerts": "b", "citywatch-simulator": "c"}
+    files = write_broker_files(tmp_path, accounts, [], owner=None, simulator=False)
+    passwd, acl = files.services_passwd.read_text(), files.services_acl.read_text()
+    assert "citywatch-simulator" not in passwd and "citywatch-simulator" not in acl
+    assert "citywatch-ingest:" in passwd and "user citywatch-alerts" in acl
+    files = write_broker_files(tmp_path, accounts, [], owner=None)
+    assert "citywatch-simulator:" in files.services_passwd.read_text()
 
 
 def test_device_password_file_never_holds_a_reserved_id() -> None:

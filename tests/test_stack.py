@@ -56,3 +56,38 @@ def test_stack_up_names_the_part_and_the_fix_when_its_port_is_taken(
     assert message.startswith("mosquitto:")
     assert f"127.0.0.1:{port}" in message and "already taken" in message
     assert "Stop it, or point CityWatch at another port" in message
+
+
+async def test_the_database_role_is_created_with_quoted_names_and_password(
+    stack: Settings,
+) -> None:
+    """Issue 10: `CREATE ROLE ... PASSWORD` was built with an f-string; a quote in the
+    password or the name ended the literal. PostgreSQL's format() quotes them now."""
+    from urllib.parse import quote
+
+    import asyncpg
+
+    from services.stack import Postgres
+    from services.stack.components import _ensure_role_and_db
+
+    user, password, dbname = "cw 'quote\" role", "pa'ss\"; DROP ROLE citywatch; --", "cw'db"
+    host, port = Postgres(stack).host, Postgres(stack).port
+
+    dsn = f"postgresql://{quote(user)}:{quote(password)}@{host}:{port}/{quote(dbname)}"
+    con = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+    try:
+        await _ensure_role_and_db(dsn, host, port)
+        assert await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user) == 1
+        assert await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'citywatch'") == 1
+        owner = await con.fetchval(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", dbname
+        )
+        assert owner == user
+    finally:
+        await con.execute(f"DROP DATABASE IF EXISTS {_ident(dbname)}")
+        await con.execute(f"DROP ROLE IF EXISTS {_ident(user)}")
+        await con.close()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -7,9 +7,10 @@ Endpoints are flat (`CITYWATCH_MQTT_URL`, `CITYWATCH_KAFKA_BOOTSTRAP`,
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -147,7 +148,9 @@ class DeliverySettings(_Section):
     smtp_port: int = 25
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_starttls: bool = False
+    # STARTTLS: unset means yes, unless the relay is on this machine (a local MTA). A login
+    # without TLS to another host (the password in clear on the network) is refused.
+    smtp_starttls: bool | None = None
     mail_from: str = "CityWatch <alerts@citywatch.invalid>"
     attempt_timeout_s: float = Field(default=10.0, gt=0)
     retry_initial_s: float = Field(default=1.0, gt=0)
@@ -156,6 +159,33 @@ class DeliverySettings(_Section):
     claim_batch: int = Field(default=50, ge=1)
     poll_s: float = Field(default=2.0, gt=0)
     graceful_timeout_s: float = 15.0
+
+    @property
+    def smtp_tls(self) -> bool:
+        """Whether delivery starts TLS with the relay (`smtp_starttls`, unset: not loopback)."""
+        if self.smtp_starttls is not None:
+            return self.smtp_starttls
+        return not is_loopback(self.smtp_host)
+
+    @model_validator(mode="after")
+    def _no_clear_login(self) -> Self:
+        if self.smtp_username and not self.smtp_tls and not is_loopback(self.smtp_host):
+            msg = (
+                f"SMTP login to {self.smtp_host} without TLS would send the password in "
+                "clear: set CITYWATCH_DELIVERY__SMTP_STARTTLS=true (or drop the login)"
+            )
+            raise ValueError(msg)
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class CapSettings(_Section):
@@ -219,6 +249,9 @@ class Settings(BaseSettings):
     mqtt_password: SecretStr | None = None
     # Service-account passwords; read from {state_dir}/mqtt-accounts.json when not given.
     mqtt_accounts: dict[str, SecretStr] = Field(default_factory=dict)
+    # The simulator's account may publish as any device (demo, tests, benchmarks): false in
+    # production leaves it out of the broker's password and ACL files.
+    mqtt_simulator_account: bool = True
     kafka_bootstrap: str = "127.0.0.1:9092"
     # How long a producer waits for Kafka: per request, for a topic's metadata, and for a
     # record to leave its buffer while a partition has no leader. A send that times out is

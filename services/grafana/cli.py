@@ -20,10 +20,16 @@ def cmd_grafana(settings: Settings, args: argparse.Namespace) -> int:
         for path in write_dashboards(args.dir):
             print(f"wrote {path}")
         return 0
-    if not args.url or not args.token:
-        msg = "grafana push needs --url and --token (or CITYWATCH_GRAFANA_URL / _TOKEN)"
+    token = os.environ.get("CITYWATCH_GRAFANA_TOKEN")
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --token-file {args.token_file}: {exc}") from None
+    if not args.url or not token:
+        msg = "grafana push needs --url and a token (--token-file, or CITYWATCH_GRAFANA_TOKEN)"
         raise ConfigError(msg)
-    results = push_dashboards(args.url, args.token, args.folder, args.dir)
+    results = push_dashboards(args.url, token, args.folder, args.dir)
     created = sum(r.created for r in results)
     print(f"pushed {len(results)} dashboards ({created} created, {len(results) - created} updated)")
     return 0
@@ -36,13 +42,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="Grafana dashboards: build the JSON files, push them to a running Grafana",
         description="build: regenerate deploy/grafana/dashboards/*.json from the metric "
         "registry. push: upload them with the same uids (a new version each time) into a "
-        "folder, created when missing. The token may come from CITYWATCH_GRAFANA_TOKEN, "
-        "which keeps it out of the process list.",
+        "folder, created when missing. The token comes from a file (--token-file) or "
+        "CITYWATCH_GRAFANA_TOKEN, never from the command line, which every local user can "
+        "read in the process list.",
     )
     gp.add_argument("action", choices=["build", "push"])
     gp.add_argument("--url", default=os.environ.get("CITYWATCH_GRAFANA_URL"), help="Grafana URL")
     gp.add_argument(
-        "--token", default=os.environ.get("CITYWATCH_GRAFANA_TOKEN"), help="service account token"
+        "--token-file", type=Path, default=None, help="a file holding the service account token"
     )
     gp.add_argument("--folder", default="CityWatch", help="dashboard folder title")
     gp.add_argument("--dir", type=Path, default=DASHBOARD_DIR, help="dashboard files")

@@ -57,7 +57,7 @@ def _call(what: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except GrafanaUnauthorizedError as exc:
-        msg = f"Grafana refused the token while trying to {what}: check --token (a service "
+        msg = f"Grafana refused the token while trying to {what}: check the token (a service "
         msg += "account token with the Editor role, or Admin to create the folder)"
         raise ConfigError(msg) from exc
     except GrafanaException as exc:

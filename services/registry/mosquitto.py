@@ -176,12 +176,16 @@ def render_device_passwd(devices: Sequence[DeviceLogin]) -> str:
     )
 
 
-def render_services_acl() -> str:
-    """The services listener's ACL file. `topic read` also governs SUBSCRIBE."""
+def render_services_acl(*, simulator: bool = True) -> str:
+    """The services listener's ACL file. `topic read` also governs SUBSCRIBE. Without
+    `simulator` (production: `CITYWATCH_MQTT_SIMULATOR_ACCOUNT=false`) the simulator's
+    account is left out of it and of the password file."""
     out = [_HEADER, "user citywatch-ingest"]
     out += [f"topic read {f}" for f in UPLINK_FILTERS]
     out += ["", "user citywatch-alerts"]
     out += [f"topic readwrite {f}" for f in ALERT_FILTERS]
+    if not simulator:
+        return "\n".join(out) + "\n"
     out += [
         "",
         "# NOT FOR PRODUCTION: the simulator may publish as any device. It exists for",
@@ -230,13 +234,18 @@ def write_broker_files(
     devices: Sequence[DeviceLogin],
     *,
     owner: str | None,
+    simulator: bool = True,
 ) -> BrokerFiles:
     """Write both listeners' password and ACL files into `broker_dir` atomically (a reader
     never sees half a file); `owner` is the user Mosquitto runs as, when we are root."""
     files = BrokerFiles(broker_dir)
-    service_hashes = {name: hash_password(pw) for name, pw in accounts.items()}
+    service_hashes = {
+        name: hash_password(pw)
+        for name, pw in accounts.items()
+        if simulator or name != "citywatch-simulator"
+    }
     _write_atomic(files.services_passwd, render_passwd(service_hashes), owner=owner)
-    _write_atomic(files.services_acl, render_services_acl(), owner=owner)
+    _write_atomic(files.services_acl, render_services_acl(simulator=simulator), owner=owner)
     _write_atomic(files.devices_passwd, render_device_passwd(devices), owner=owner)
     _write_atomic(files.devices_acl, render_device_acl(devices), owner=owner)
     return files

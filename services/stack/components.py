@@ -17,7 +17,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from services.common.errors import StateError
 from services.common.kafka import ensure_topics, kafka_answers, topic_specs
@@ -252,6 +252,7 @@ class Mosquitto(Component):
                 accounts,
                 devices or [],
                 owner="mosquitto" if os.geteuid() == 0 else None,
+                simulator=self.settings.mqtt_simulator_account,
             )
             pid = self.pid() if self.managed else None
             if pid is not None:
@@ -597,15 +598,26 @@ async def _ensure_role_and_db(dsn: str, host: str, port: int) -> None:
     import asyncpg
 
     u = urlsplit(dsn)
-    user = u.username or "citywatch"
-    dbname = (u.path or "/citywatch").lstrip("/") or "citywatch"
+    user = unquote(u.username or "citywatch")  # the URL's %-escapes are not the name
+    password = unquote(u.password) if u.password else None
+    dbname = unquote((u.path or "/citywatch").lstrip("/")) or "citywatch"
     con = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
     try:
+        # Utility statements take no parameters: PostgreSQL's own format() quotes the
+        # names (%I) and the password (%L), so neither can close a quote (issue 10).
         if not await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
-            pw = f" PASSWORD '{u.password}'" if u.password else ""
-            await con.execute(f'CREATE ROLE "{user}" LOGIN{pw}')
+            sql = await con.fetchval(
+                "SELECT CASE WHEN $2::text IS NULL THEN format('CREATE ROLE %I LOGIN', $1::text)"
+                " ELSE format('CREATE ROLE %I LOGIN PASSWORD %L', $1::text, $2::text) END",
+                user,
+                password,
+            )
+            await con.execute(sql)
         if not await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
-            await con.execute(f'CREATE DATABASE "{dbname}" OWNER "{user}"')
+            sql = await con.fetchval(
+                "SELECT format('CREATE DATABASE %I OWNER %I', $1::text, $2::text)", dbname, user
+            )
+            await con.execute(sql)
     finally:
         await con.close()
 

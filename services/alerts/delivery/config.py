@@ -31,6 +31,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -46,6 +47,7 @@ from pydantic import (
 from schemas.registry import Kind
 from services.alerts.model import Audience, Severity
 from services.common.errors import ConfigError
+from services.common.settings import is_loopback
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -86,6 +88,11 @@ class Filters(_Model):
         )
 
 
+# The shortest webhook secret accepted: an HMAC key guessable from a short word protects
+# nothing (16 characters of a password generator are about 95 bits).
+MIN_SECRET = 16
+
+
 class Subscriber(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     channel: Literal["webhook", "email"]
@@ -101,6 +108,17 @@ class Subscriber(_Model):
     def _fits_channel(self) -> Subscriber:
         if self.channel == "webhook" and (self.url is None or self.secret is None):
             raise ValueError(f"webhook subscriber {self.name!r} needs a url and a secret")
+        if self.channel == "webhook":
+            assert self.url is not None and self.secret is not None
+            # The alert, its CAP and the signature cross the network: TLS, except to a
+            # receiver on this machine; and a signature needs a secret worth the name.
+            host = urlsplit(self.url).hostname or ""
+            if self.url.startswith("http://") and not is_loopback(host):
+                msg = f"webhook subscriber {self.name!r}: {self.url} must be https://"
+                raise ValueError(msg)
+            if len(self.secret.get_secret_value()) < MIN_SECRET:
+                msg = f"webhook subscriber {self.name!r}: secret shorter than {MIN_SECRET}"
+                raise ValueError(msg)
         if self.channel == "email" and self.address is None:
             raise ValueError(f"e-mail subscriber {self.name!r} needs an address")
         return self

@@ -122,7 +122,7 @@ class DeliveryService(ServiceBase):
             sender=d.mail_from,
             username=d.smtp_username,
             password=d.smtp_password.get_secret_value() if d.smtp_password else None,
-            starttls=d.smtp_starttls,
+            starttls=d.smtp_tls,
             timeout_s=d.attempt_timeout_s,
         )
         self._consumer = await stack.enter_async_context(
