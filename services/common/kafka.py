@@ -16,6 +16,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidTimestampError,
+    KafkaConnectionError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -31,11 +32,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "PRODUCER_CLOSE_S",
     "RECORD_REFUSED",
     "KafkaError",
+    "close_producer",
     "consumer",
     "ensure_topics",
     "kafka_answers",
+    "open_producer",
     "producer",
     "topic_specs",
 ]
@@ -45,6 +49,10 @@ __all__ = [
 # (1048588, written into deploy/kafka/server.properties). A larger record is refused by the
 # producer itself, before it reaches the broker.
 MAX_RECORD_BYTES = 1024 * 1024
+
+# How long closing a producer may take (flush, then stop), each: a stop during a Kafka outage
+# must still end within a service's drain budget.
+PRODUCER_CLOSE_S = 5.0
 
 # Errors Kafka gives a record for what it is, not for the state Kafka is in: sending the same
 # bytes again can never succeed (aiokafka marks them not retriable). The gateway dead-letters
@@ -61,10 +69,26 @@ RECORD_REFUSED: tuple[type[KafkaError], ...] = (
 async def producer(
     settings: Settings, *, client_id: str, stop: asyncio.Event | None = None
 ) -> AsyncIterator[AIOKafkaProducer]:
-    """An idempotent producer; `stop()` on exit flushes what is still in flight.
+    """An idempotent producer; on exit it flushes what is in flight, for a bounded time."""
+    prod = await open_producer(settings, client_id=client_id, stop=stop)
+    try:
+        yield prod
+    finally:
+        await close_producer(prod)
+
+
+async def open_producer(
+    settings: Settings, *, client_id: str, stop: asyncio.Event | None = None
+) -> AIOKafkaProducer:
+    """Start an idempotent producer, waiting for Kafka (see `_start`); close it with
+    `close_producer`.
 
     Idempotence keeps one request in flight per partition and retries it in place, with
-    sequence numbers, so records of one key land in the order they were sent.
+    sequence numbers, so records of one key land in the order they were sent. aiokafka
+    gives a batch its sequence number once and never rewinds it: a batch that fails after
+    that (it expired while its partition had no leader) leaves a gap, and every later batch
+    of that partition is refused (OutOfOrderSequenceNumber) for the life of the producer.
+    A caller that resends after such a failure needs a new producer (services/ingest).
     """
     prod = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -78,10 +102,30 @@ async def producer(
         retry_backoff_ms=200,
     )
     await _start(prod.start, "producer", stop, close=prod.stop)
+    return prod
+
+
+async def close_producer(prod: AIOKafkaProducer, timeout_s: float = PRODUCER_CLOSE_S) -> None:
+    """Flush and stop `prod`, within `timeout_s` even while Kafka is down.
+
+    An idempotent producer retries a batch without end, so a plain `stop()` during an outage
+    never returns. Past the bound, what is still unsent is failed (its senders see a
+    KafkaError: the gateway leaves those messages unacked, with the broker) and the
+    producer is stopped, again within the bound.
+    """
     try:
-        yield prod
-    finally:
-        await prod.stop()
+        async with asyncio.timeout(timeout_s):
+            await prod.flush()
+    except TimeoutError:
+        log.warning("kafka producer closing with records still unsent; failing them")
+        # aiokafka has no public "abandon what is queued"; this is what its own fatal
+        # errors do (MessageAccumulator.fail_all).
+        prod._message_accumulator.fail_all(KafkaConnectionError("producer closed undelivered"))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await prod.stop()
+    except TimeoutError:
+        log.warning("kafka producer did not stop in time; abandoning it")
 
 
 @asynccontextmanager

@@ -13,7 +13,10 @@ idempotent producer keeps one request in flight per partition and retries it in 
 one device's readings (one key, one partition) land in order. When Kafka cannot take a
 record yet, the gateway retries it *before* sending any later message; when a delivery
 fails after queuing, nothing new is sent until the failed message, once it is the head of
-the window, has been sent again.
+the window, has been sent again -- through a new producer when the failure came from the
+current one: aiokafka never rewinds a partition's sequence numbers, so after a failed batch
+the old producer's later batches for that partition are refused for good
+(OutOfOrderSequenceNumber; see `kafka.open_producer`).
 
 A record Kafka will never take (too large, invalid: `kafka.RECORD_REFUSED`) is not retried:
 the message is dead-lettered as a minimal record on the rejected topic (reason
@@ -36,6 +39,7 @@ from schemas import Reading, Rejection
 from schemas.adapters import decode
 from services.common import db, kafka
 from services.common.backoff import Backoff
+from services.common.errors import KafkaUnavailable
 from services.common.http import HttpServer
 from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
@@ -72,6 +76,7 @@ class _Entry:
     msg: Inbound
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # it is the head of the window
     task: asyncio.Task[None] | None = None
+    producers: set[int] = field(default_factory=set)  # generations its records went to
     dead: bool = False  # its records were replaced by its dead letter
 
 
@@ -84,6 +89,8 @@ class IngestService(ServiceBase):
         self.settings = settings
         self.stop_event = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._generation = 0  # of `_producer`: one more each time it is replaced
+        self._retired: set[asyncio.Task[None]] = set()  # old producers closing
         self._mqtt: MqttSource | None = None
         self._registry: RegistryCache | None = None
         self._pending: collections.deque[_Entry] = collections.deque()
@@ -109,9 +116,10 @@ class IngestService(ServiceBase):
                 ready_checks=self.ready_checks,
             )
         )
-        self._producer = await stack.enter_async_context(
-            kafka.producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
+        self._producer = await kafka.open_producer(
+            s, client_id=s.ingest.client_id, stop=self.stop_event
         )
+        stack.push_async_callback(self._close_producers)
         self.kafka_ok = True
         # The registry cache needs the database only to (re)load; see registry_cache.py.
         pool = await stack.enter_async_context(db.create_pool(s.database_dsn, max_size=1))
@@ -240,6 +248,7 @@ class IngestService(ServiceBase):
         """Get every record of one message acknowledged by Kafka, retrying until it is."""
         backoff = Backoff(initial_s=0.5, maximum_s=10)
         held = False
+        retried = False
         while True:
             try:
                 await asyncio.gather(*futures)
@@ -257,7 +266,14 @@ class IngestService(ServiceBase):
                 # expired this one's batch: a partition without a leader for longer than
                 # CITYWATCH_KAFKA_REQUEST_TIMEOUT_MS.)
                 await entry.turn.wait()
-                await asyncio.sleep(backoff.next_delay())
+                if self._generation in entry.producers:
+                    await self._renew_producer()
+                if retried:
+                    # Its own resend failed too: Kafka is still failing, so pause. The first
+                    # resend goes at once: it waited for its turn, and the messages after it
+                    # are waiting for it.
+                    await asyncio.sleep(backoff.next_delay())
+                retried = True
             else:
                 break
             queued = await self._queue(entry, records)
@@ -285,6 +301,7 @@ class IngestService(ServiceBase):
             topic, key, value = todo[0]
             try:
                 futures.append(await self._producer.send(topic, value=value, key=key))
+                entry.producers.add(self._generation)
             except kafka.RECORD_REFUSED as exc:
                 instead = await self._refused(entry, exc, backoff)
                 if instead:
@@ -330,6 +347,31 @@ class IngestService(ServiceBase):
         )
         value = rejection.to_kafka(max_raw_bytes=DEAD_LETTER_EXCERPT_BYTES)
         return (self.settings.topics.rejected, entry.msg.topic.encode(), value)
+
+    async def _renew_producer(self) -> None:
+        """Replace the producer (a new producer id, sequences from zero) and retire the old
+        one: it still delivers what it can, within `kafka.PRODUCER_CLOSE_S`."""
+        assert self._producer is not None
+        s = self.settings
+        try:
+            fresh = await kafka.open_producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
+        except KafkaUnavailable:
+            # Stopping while Kafka is down: this message stays with the broker, unacked;
+            # the drain cancels this task when its time is up.
+            await asyncio.Event().wait()
+        old, self._producer = self._producer, fresh
+        self._generation += 1
+        log.info("kafka producer replaced", extra={"generation": self._generation})
+        task = asyncio.create_task(kafka.close_producer(old))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_producers(self) -> None:
+        """Close the current producer and wait for retired ones, each within its bound."""
+        if self._producer is not None:
+            await kafka.close_producer(self._producer)
+        if self._retired:
+            await asyncio.wait(set(self._retired))
 
     def _kafka_failed(self, exc: BaseException) -> None:
         if self.kafka_ok:
