@@ -1140,7 +1140,8 @@ def tick(
     `heads` are the streams' reading-time heads (what `evaluate` runs it with) or, for the
     periodic wall-clock check of live data, `live_heads`. An offline alert opens at the
     head it was found at, `after` or more past the device's last reading. A device held
-    as clock-skewed on its stream (`ahead`) is reporting: it is not offline."""
+    as clock-skewed on its stream (`ahead`) at most `after` + `clock_skew` ahead of the
+    head is reporting (its parked readings come next): it is not offline."""
     out = Evaluation()
     areas = areas or {}
     offline = {r.id: r for r in rules.rules if isinstance(r, OfflineRule)}
@@ -1151,9 +1152,12 @@ def tick(
         if rule is None or st.stage > 0 or "last" not in st.data:
             continue
         stream = st.data.get("stream") or "0"
-        if ahead is not None and subject in ahead.get(stream, {}):
-            continue  # its readings are parked ahead of the head: it reports
         head = heads.get(stream)
+        held = (ahead or {}).get(stream, {}).get(subject)
+        if held is not None and head is not None and held - head <= rule.after + rules.clock_skew:
+            # Its readings wait just ahead of a stream that is catching up (parked): it
+            # reports. One whose clock runs hours ahead is judged by when it was last heard.
+            continue
         last = datetime.fromisoformat(st.data["last"])
         if head is None or head - last < rule.after:
             continue
