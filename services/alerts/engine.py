@@ -945,6 +945,10 @@ def evaluate(
         # readings then advance it), so one skewed device among them does not set it.
         first = min(r.time for r, s in zip(readings, stream_of, strict=True) if s == stream)
         heads[stream] = out.heads[stream] = first
+    # Per stream, this batch's (device, reading time): who else reports near the head.
+    by_stream: dict[str, list[tuple[str, datetime]]] = {}
+    for x, s_ in zip(readings, stream_of, strict=True):
+        by_stream.setdefault(s_, []).append((x.device_id, x.time))
     queue = deque(zip(readings, stream_of, strict=True))
     while queue:
         r, stream = queue.popleft()
@@ -953,8 +957,7 @@ def evaluate(
         if r.time > head:
             new_head: datetime | None = r.time
             if r.time - head > rules.clock_skew:
-                batch = [(x.device_id, x.time) for x, s in queue if s == stream]
-                batch.append((r.device_id, r.time))
+                batch = by_stream.get(stream, [])
                 new_head = _skewed_head(state, ahead.setdefault(stream, {}), stream, r, head,
                                         rules.clock_skew, batch)  # fmt: skip
                 skewed = new_head is None or r.time - new_head > rules.clock_skew
