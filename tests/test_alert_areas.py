@@ -280,7 +280,10 @@ def test_khmer_titles_say_the_severity_and_aqi_category_in_khmer() -> None:
     en, _ = _titles(by_id["litter-boom-full"], 800, "boom-11", "stueng-hav-estuary", "advisory")
     assert en == "Litter boom needs collection: 800 items at boom-11 (Stueng Hav estuary)"
     en, km = _titles(by_id["air-aqi"], 160, "a1", "Stueng Hav", "watch", "unhealthy")
-    assert en == "Air quality unhealthy: AQI 160 at a1 (Stueng Hav)"
+    # public titles name the area, not a device id (residents read them)
+    assert en == "Air quality unhealthy: AQI 160 in Stueng Hav"
+    en, _ = _titles(by_id["air-aqi"], 160, "a1", None, "watch", "unhealthy")
+    assert en == "Air quality unhealthy: AQI 160"
     assert km.startswith("គុណភាពខ្យល់មិនល្អសម្រាប់សុខភាព៖ សន្ទស្សន៍គុណភាពខ្យល់ ១៦០")
     # an alert without an area leaves no empty brackets
     en, _ = _titles(by_id["device-offline"], 35, "d1", None, "advisory")

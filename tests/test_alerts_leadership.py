@@ -207,11 +207,19 @@ class Pair:
         return [(str(r["alert_id"]), r["state"]) for r in rows]
 
     async def published(self, expected: list[str]) -> list[dict[str, Any]]:
-        """The rule's events on the alerts topic, once the outbox has caught up."""
+        """The rule's distinct events on the alerts topic (by event_id, first copy), once
+        the outbox has caught up. The outbox is at least once: a leader SIGKILLed between
+        publishing an event and marking it published leaves it for the next leader to
+        publish again; consumers key on event_id (delivery does)."""
         got: list[dict[str, Any]] = []
 
         async def caught_up() -> bool:
-            got[:] = await events_on_topic(self.ns, lambda e: e["rule_id"] == self.rule_id)
+            seen: set[Any] = set()
+            got.clear()
+            for e in await events_on_topic(self.ns, lambda e: e["rule_id"] == self.rule_id):
+                if e["event_id"] not in seen:
+                    seen.add(e["event_id"])
+                    got.append(e)
             return len(got) >= len(expected)
 
         await wait_until(caught_up, timeout=30, what=f"{expected} on the alerts topic")

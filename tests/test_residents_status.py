@@ -40,7 +40,8 @@ def test_a_suspect_fast_rise_still_sets_the_flood_level_a_failed_value_does_not(
         ("flood", "danger", "danger"),
         ("flood", "warning", "warning"),
         ("flood", "advisory", "watch"),
-        ("air", "warning", "unhealthy"),
+        ("air", "warning", "very_unhealthy"),
+        ("air", "advisory", "unhealthy_sensitive"),  # the AQI rule's advisory: AQI 101-150
         ("water", "advisory", "advisory"),
         ("litter", "advisory", "moderate"),
     ],

@@ -851,8 +851,10 @@ def render(msg: AlertMessage, language: Language, tz: tzinfo = ICT) -> AlertText
     )
 
 
-# An alert without an area leaves "at gauge g1 ()": drop the empty brackets.
+# An alert without an area leaves "at gauge g1 ()": drop the empty brackets; and a title
+# that ends "... in {area}" a dangling " in" (Khmer " នៅ").
 _EMPTY_PARENS: Final = re.compile(r" ?\(\s*\)")
+_DANGLING_IN: Final = re.compile(r"\s+(?:in|នៅ)\s*$")
 
 
 def fill_titles(
@@ -895,6 +897,7 @@ def fill_titles(
 
     def f(template: str, fields: Mapping[str, str]) -> str:
         filled = _EMPTY_PARENS.sub("", template.format_map(fields))
+        filled = _DANGLING_IN.sub("", filled)
         for pattern, replacement in _GAPS:
             filled = pattern.sub(replacement, filled)
         return nfc(filled.strip())

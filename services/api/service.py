@@ -30,6 +30,7 @@ from aiohttp import web
 
 from schemas.city import City, load_city
 from schemas.registry import COMMON, KINDS, METRICS
+from services.alerts.model import SEVERITIES
 from services.api import params as p
 from services.api import store
 from services.api.openapi import openapi_document
@@ -115,6 +116,11 @@ def _guarded(handler: Handler, *known: str) -> Handler:
             return _json({"error": "database_unavailable"}, status=503)
 
     return guarded
+
+
+def _severity_rank(alert: dict[str, Any]) -> int:
+    sev = alert.get("severity")
+    return SEVERITIES.index(sev) if sev in SEVERITIES else -1
 
 
 class ApiService(ServiceBase):
@@ -492,6 +498,7 @@ class ApiService(ServiceBase):
                     "alerts": [
                         {
                             "alert_id": al["alert_id"],
+                            "rule_id": al["rule_id"],
                             "kind": al["kind"],
                             "metric": al["metric"],
                             "severity": al["severity"],
@@ -503,7 +510,8 @@ class ApiService(ServiceBase):
                             "title_en": al["title_en"],
                             "title_km": al["title_km"],
                         }
-                        for al in here
+                        # worst first: the page shows one line per rule and area
+                        for al in sorted(here, key=_severity_rank, reverse=True)
                     ],
                 }
             )

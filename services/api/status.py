@@ -268,11 +268,14 @@ def kind_status(
 # What an active alert of each severity says about its kind's level in its area.
 _ALERT_LEVEL: dict[str, dict[str, str]] = {
     "flood": {"advisory": "watch", "watch": "watch", "warning": "warning", "danger": "danger"},
+    # As the shipped AQI rule grades them (deploy/alerts/rules.yaml, air-aqi severities):
+    # an advisory is "unhealthy for sensitive groups" (AQI 101-150); the page showed
+    # "Moderate" under an active AQI 116 advisory for the same area.
     "air": {
-        "advisory": "moderate",
-        "watch": "unhealthy_sensitive",
-        "warning": "unhealthy",
-        "danger": "very_unhealthy",
+        "advisory": "unhealthy_sensitive",
+        "watch": "unhealthy",
+        "warning": "very_unhealthy",
+        "danger": "hazardous",
     },
     "water": {
         "advisory": "advisory",

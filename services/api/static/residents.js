@@ -129,12 +129,14 @@
     list.textContent = "";
     const areas = data.areas.filter((a) => Object.keys(a.kinds).length);
     for (const a of areas) {
-      // One line per warning and area, however many sensors raised it.
+      // One line per rule and area, however many sensors raised it (four air sensors in
+      // one town made four near-identical AQI warnings).
       const seen = new Set();
       for (const al of a.alerts) {
         const title = lang === "km" ? al.title_km : al.title_en;
-        if (seen.has(al.kind + title)) continue;
-        seen.add(al.kind + title);
+        const key = al.kind + "|" + (al.rule_id || title);
+        if (seen.has(key)) continue;
+        seen.add(key);
         const li = h("li");
         // Boil-water advice only for an alert from a registered drinking-water point.
         const section = al.kind === "water" && al.drinking_water ? "drinking_water" : al.kind;
