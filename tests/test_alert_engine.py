@@ -931,3 +931,24 @@ def test_shipped_rules_name_areas_by_the_shipped_citys_ids() -> None:
         check_areas(parse_rules(named), city)
     with pytest.raises(ConfigError, match="'atlantis' is not an area id"):
         check_areas(parse_rules(text.replace("      mittapheap:", "      atlantis:")), city)
+
+
+def test_a_neighbour_read_minutes_behind_on_its_partition_does_not_hold_back_a_rise() -> None:
+    # At 10 s the alerts consumer may read one gauge's partition minutes (of reading time)
+    # behind the other's: the flash flood's first gauge over the level waited up to 11 min
+    # for its neighbour's old, lower reading to be overtaken. A neighbour heard within two
+    # of its own intervals still contradicts (a drifting gauge stays held back).
+    s = 10 / 60  # 10 s in minutes
+    eng = Engine(ruleset(PER_AREA), areas={"a": "north", "b": "north"})
+    eng.series("b", [1.0, 1.0, 1.0], start=0, step=s)  # b's partition is read up to 0:20
+    eng.series("a", [1.0, 1.0], start=0, step=s)
+    # a, read 8 minutes further on, is over watch; b's last reading is 8 minutes old
+    assert kinds(eng.series("a", [2.2, 2.25, 2.3], start=8, step=s)) == [("firing", "watch")]
+    # the control: b reads low right now, so a drifting a is held back
+    eng2 = Engine(ruleset(PER_AREA), areas={"a": "north", "b": "north"})
+    eng2.series("b", [1.0, 1.0], start=0, step=s)
+    eng2.series("a", [1.0, 1.0], start=0, step=s)
+    for i in range(3):
+        eng2.feed(reading("b", 8 + i * s, water_level_m=1.0))
+        eng2.feed(reading("a", 8 + i * s + 0.01, water_level_m=2.2 + 0.05 * i))
+    assert eng2.log == []

@@ -829,7 +829,11 @@ def _area_stage(
         if corro is None:
             return persisted
         mine_at = datetime.fromisoformat(x["at"])
-        others = [_level_at(o, mine_at) for e, o in recent.items() if e != d and not o["sus"]]
+        others = [
+            _level_at(o, mine_at)
+            for e, o in recent.items()
+            if e != d and not o["sus"] and _heard_lately(o, mine_at)
+        ]
         if not others:
             # Nobody else reports: the device is judged alone, and its own previous
             # reading corroborates the crossing as a neighbour's would: when it, carried
@@ -870,6 +874,21 @@ def _area_stage(
         rule, subject, st, desired, ctx, value, threshold, out,
         min_readings=1, trigger=trigger,
     )  # fmt: skip
+
+
+def _heard_lately(dev: Mapping[str, Any], when: datetime) -> bool:
+    """Whether a neighbour's latest reading can speak for `when`: it is at most two of its
+    own reporting intervals (plus a minute) older. Older means its partition is read behind
+    this one (the alerts consumer reads partitions minutes apart in reading time when it
+    catches up) or it fell silent: its old, lower level would hold back a real rise (a
+    flash flood at 10 s came up to 11 minutes late), so it neither corroborates nor
+    contradicts; a gauge read every 5 minutes, 4 minutes ago, still does."""
+    at = datetime.fromisoformat(dev["at"])
+    prev = dev.get("prev")
+    if prev is None or when <= at:
+        return True
+    step = at - datetime.fromisoformat(prev[0])
+    return step <= timedelta(0) or when - at <= 2 * step + timedelta(minutes=1)
 
 
 def _level_at(dev: Mapping[str, Any], when: datetime) -> float:
