@@ -177,6 +177,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         speed=args.speed,
         faults=args.faults,
         start=parse_time("--start", args.start) if args.start else None,
+        keep=args.keep,
     )
     return run_evaluate(settings, opts)
 
@@ -309,6 +310,11 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="first reading time (ISO 8601, e.g. 2026-11-21T00:00Z): a repeatable run; "
         "default: the scenario's own, before now",
+    )
+    ev.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the run's devices, readings and alerts in the database afterwards",
     )
     ev.set_defaults(fn=cmd_evaluate)
 

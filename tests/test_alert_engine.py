@@ -592,6 +592,22 @@ def test_one_device_stamping_hours_ahead_moves_no_streams_clock() -> None:
     assert [(t.kind, t.rule.id, t.device_id) for t in eng.log] == [("firing", "p", "a")]
 
 
+def test_a_skewed_devices_parked_readings_never_walk_its_stream_forward() -> None:
+    # Seen in `citywatch evaluate` (haze, 5 min): after ~7 h of play the stream's clock came
+    # within clock_skew of the skewed device's first parked reading; evaluating it moved
+    # the head, which released the next one, and so on: the head ran 7 h ahead in one batch
+    # and every other device of the partition was reported offline at once.
+    eng = Engine(ruleset(OFFLINE))
+    for m in range(0, 9 * 60, 5):
+        eng.feed(
+            reading("a", m, water_level_m=1.0),
+            reading("skewed", m + 7 * 60, water_level_m=1.0),
+            reading("b", m, water_level_m=1.0),
+        )
+        assert eng.heads["0"] == T0 + timedelta(minutes=m)  # a and b set the clock
+    assert [(t.kind, t.device_id) for t in eng.log] == []
+
+
 def test_readings_held_as_clock_skewed_are_evaluated_once_their_stream_catches_up() -> None:
     # The demo's case: its fleet's backfill is an hour behind the wall clock while a gauge
     # an engineer just installed reports live at danger. Held as skewed at first, its two

@@ -37,7 +37,9 @@ advance the head, is counted (`Evaluation.skewed`, the metric
 `citywatch_alerts_clock_skewed_readings_total`), proves its device alive at the head's
 time, and no other rule acts on it yet: it is *parked* (`parked`, with its quality flags)
 and evaluated in full, in time order, once the head comes within `clock_skew` of it (the
-stream catching up: a demo's backfill ending, a gateway's queue draining). A device whose
+stream catching up: a demo's backfill ending, a gateway's queue draining). A reading back
+from parking never moves the head itself: only the stream's other devices do, so a clock
+hours ahead cannot walk its stream forward `clock_skew` at a time. A device whose
 clock stays off never gets there; at most `PARKED_MAX` readings per stream are kept, the
 oldest dropped first (counted in `Evaluation.dropped`). The head jumps only when a second
 device confirms it (two devices held ahead: the head moves to the older of their newest
@@ -968,12 +970,16 @@ def evaluate(
     by_stream: dict[str, list[tuple[str, datetime]]] = {}
     for x, s_ in zip(readings, stream_of, strict=True):
         by_stream.setdefault(s_, []).append((x.device_id, x.time))
-    queue = deque(zip(readings, stream_of, strict=True))
+    # (reading, stream, unparked): a reading back from parking is evaluated but never moves
+    # the head; the stream's other devices do. Else a clock running hours ahead would walk
+    # its stream forward clock_skew at a time, each parked reading releasing the next, and
+    # every other device of the stream would look silent (offline alerts in bursts).
+    queue = deque((r, s, False) for r, s in zip(readings, stream_of, strict=True))
     while queue:
-        r, stream = queue.popleft()
+        r, stream, unparked = queue.popleft()
         head = heads[stream]
         skewed = False
-        if r.time > head:
+        if r.time > head and not unparked:
             new_head: datetime | None = r.time
             if r.time - head > rules.clock_skew:
                 batch = by_stream.get(stream, [])
@@ -995,7 +1001,7 @@ def evaluate(
                     parked[stream] = keep
                     for pr, pflags in sorted(due, key=lambda p: p[0].time, reverse=True):
                         flags.update(pflags)
-                        queue.appendleft((pr, stream))
+                        queue.appendleft((pr, stream, True))
         out.skewed += skewed
         if skewed:
             stash = parked.setdefault(stream, [])

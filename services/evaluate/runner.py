@@ -76,6 +76,9 @@ class EvaluateOptions:
     # The scenario's first reading time; None: the scenario's own default before now. A fixed
     # start makes a run repeatable (the tide and the day of the week follow the date).
     start: datetime | None = None
+    # Keep the run's devices, readings and alerts in the database afterwards (to read what
+    # it raised, e.g. on /ops); by default a run removes them.
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,9 +257,13 @@ async def evaluate_one(
         ]
     finally:
         stop_all(procs)
-        await cleanup_alerts(con, f"%{names.rule_suffix}", f"evaluate-alerts-{names.suffix}")
+        if not opts.keep:
+            await cleanup_alerts(con, f"%{names.rule_suffix}", f"evaluate-alerts-{names.suffix}")
         await con.close()
-        await cleanup_devices(settings, names.id_prefix)
+        if not opts.keep:
+            await cleanup_devices(settings, names.id_prefix)
+        else:
+            print(f"kept: devices {names.id_prefix}*, rules *{names.rule_suffix}")
     quality = score(rows, labels, flat_metrics(load_quality_config(settings.quality_file)))
     alerts = score_alerts(
         _expected(run, rules, heard, labels), events, device_rules=device_rules(rules)
