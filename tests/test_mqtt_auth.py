@@ -442,3 +442,63 @@ async def test_a_device_using_the_gateways_client_id_does_not_take_over_its_sess
     # nor did the other device.
     assert seen.count((gateway_id, "citywatch-ingest")) == gateway_logins
     assert seen.count((other, other)) == 1
+
+
+# -- registration reaches the gateway at once (issue 13, point 4) -------------------------------
+
+
+async def test_device_added_and_provisioned_while_the_gateway_runs_has_its_first_reading_stored(
+    broker: Broker,
+    ns: Namespace,
+    services: Services,
+    gateway_env: dict[str, str],
+    dbcon: asyncpg.Connection,
+) -> None:
+    """An engineer powers the device on right after `devices provision`: its first uplink is
+    stored, although the gateway's registry snapshot (reloaded once an hour here) predates
+    the device; a device nobody registered is still refused, with the advice to register it.
+    """
+    device, stranger = f"{broker.prefix}{ns.suffix}-new", f"{broker.prefix}{ns.suffix}-who"
+    await services.start(
+        "ingest", "processor", **gateway_env, CITYWATCH_INGEST__REGISTRY_REFRESH_S="3600"
+    )
+    await broker.cli("add", device, "--kind", "water")
+    password = await broker.provision(device)
+
+    logged_in: list[Client] = []
+
+    async def logs_in() -> bool:
+        # Mosquitto reloads its password file on the SIGHUP `provision` sent, a moment later.
+        attempt = await asyncio.to_thread(connect, broker.port, device, password)
+        if not attempt.refused:
+            logged_in.append(attempt)
+        return not attempt.refused
+
+    await wait_until(logs_in, timeout=10, what="the provisioned device's login")
+    sim = await asyncio.to_thread(
+        connect, broker.services_port, *broker.settings.mqtt_login("citywatch-simulator")
+    )
+    first = json.dumps(
+        {"time": datetime.now(UTC).isoformat(), "seq": 1, "metrics": {"ph": 7.3}}
+    ).encode()
+    try:
+        await asyncio.to_thread(logged_in[0].publish, f"citywatch/water/{device}/up", first)
+        await asyncio.to_thread(sim.publish, f"citywatch/water/{stranger}/up", reading())
+    finally:
+        close(logged_in[0], sim)
+
+    async def stored() -> bool:
+        return bool(
+            await dbcon.fetchval("SELECT count(*) FROM readings WHERE device_id = $1", device)
+        )
+
+    await wait_until(stored, timeout=30, what="the first reading of the new device in PostgreSQL")
+    row = await dbcon.fetchrow("SELECT metric, value FROM readings WHERE device_id = $1", device)
+    assert (row["metric"], row["value"]) == ("ph", 7.3)
+    [raw] = await ns.read_topic(ns.rejected_topic, 1)
+    rejected = RejectedRecord.model_validate_json(raw)
+    assert rejected.reason == "unknown_device"
+    assert stranger in rejected.detail and "citywatch devices add" in rejected.detail
+    # Only the stranger was refused: the new device's uplink went to the readings topic.
+    assert await ns.end_offsets(ns.rejected_topic) == 1
+    await dbcon.execute("DELETE FROM readings WHERE device_id = $1", device)

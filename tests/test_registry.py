@@ -430,6 +430,58 @@ async def test_gateway_cache_serves_its_last_snapshot_when_the_database_goes_awa
         assert cache.warm.is_set() and cache.get(device) == profile
 
 
+def _lookups(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "citywatch_ingest_registry_lookups_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+@pytest.mark.stack
+async def test_gateway_cache_finds_a_device_registered_after_its_snapshot_at_the_source(
+    cli: Cli, migrated: Settings
+) -> None:
+    device, stranger = f"{cli.prefix}late-1", f"{cli.prefix}nobody"
+    pool = await asyncpg.create_pool(migrated.database_dsn, min_size=0, max_size=2)
+    try:
+        async with RegistryCache(pool, refresh_s=3600) as cache:
+            await asyncio.wait_for(cache.warm.wait(), 10)
+            done = await cli.run("add", device, "--kind", "flood")
+            assert done.returncode == 0, done.stderr
+            assert cache.get(device) is None  # the snapshot predates it
+            found = await cache.check_source(device)
+            assert found is not None and found.kind == "flood"
+            assert cache.get(device) == found  # kept: the next message needs no lookup
+
+            # A flood of one unknown id asks PostgreSQL once; the rest are remembered.
+            absent, remembered = _lookups("absent"), _lookups("remembered")
+            for _ in range(100):
+                assert await cache.check_source(stranger) is None
+            assert _lookups("absent") - absent == 1
+            assert _lookups("remembered") - remembered == 99
+    finally:
+        await pool.close()
+
+
+@pytest.mark.stack
+async def test_gateway_cache_limits_lookups_of_many_unknown_ids(
+    cli: Cli, migrated: Settings
+) -> None:
+    pool = await asyncpg.create_pool(migrated.database_dsn, min_size=0, max_size=2)
+    try:
+        async with RegistryCache(pool, refresh_s=3600, lookups_per_s=5) as cache:
+            await asyncio.wait_for(cache.warm.wait(), 10)
+            absent, throttled = _lookups("absent"), _lookups("throttled")
+            for n in range(50):
+                assert await cache.check_source(f"{cli.prefix}flood-{n}") is None
+            asked = _lookups("absent") - absent
+            # A burst of one second's worth (5), plus what refilled while they ran.
+            assert 5 <= asked < 50
+            assert _lookups("throttled") - throttled == 50 - asked
+    finally:
+        await pool.close()
+
+
 @pytest.mark.stack
 async def test_gateway_cache_is_not_warm_until_the_registry_has_loaded_once() -> None:
     # Nothing listens on a fresh free port: the database is "down" from the start.

@@ -33,6 +33,7 @@ __all__ = [
     "fetch_device_logins",
     "get_device",
     "list_devices",
+    "load_profile",
     "load_profiles",
     "set_password_hash",
     "set_status",
@@ -103,6 +104,17 @@ async def load_profiles(con: Conn) -> list[DeviceProfile]:
         f"SELECT {_PROFILE_COLUMNS} FROM devices WHERE status IN ('active', 'disabled')"
     )
     return [_profile(r) for r in rows]
+
+
+async def load_profile(con: Conn, device_id: str) -> DeviceProfile | None:
+    """One device as `load_profiles` would give it, or None: the gateway's check at the source
+    when its snapshot does not know the device (services/ingest/registry_cache.py)."""
+    row = await con.fetchrow(
+        f"SELECT {_PROFILE_COLUMNS} FROM devices "
+        "WHERE device_id = $1 AND status IN ('active', 'disabled')",
+        device_id,
+    )
+    return None if row is None else _profile(row)
 
 
 async def list_devices(con: Conn, status: DeviceStatus | None = None) -> list[DeviceEntry]:
