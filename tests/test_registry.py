@@ -33,8 +33,10 @@ from services.ingest.registry_cache import RegistryCache
 from services.registry.cli import cmd_provision
 from services.registry.errors import ImportFailed, RegistryError
 from services.registry.importer import parse_csv, parse_yaml, profile_from_fields
+from services.registry.integrations import Network, application_of
 from services.registry.mosquitto import (
     DeviceLogin,
+    IntegrationLogin,
     check_password,
     hash_password,
     render_device_acl,
@@ -43,6 +45,8 @@ from services.registry.mosquitto import (
     write_broker_files,
 )
 from tests.harness import REPO, free_port, wait_until
+
+UUID = "0f4a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"  # a ChirpStack application id
 
 
 @dataclass
@@ -343,6 +347,49 @@ def test_acl_gives_a_device_its_own_uplink_only_and_no_read() -> None:
     assert "user citywatch-ingest\ntopic read +/+/+/up" in services
     assert "user citywatch-alerts\ntopic readwrite citywatch/alerts/#" in services
     assert "NOT FOR PRODUCTION" in services.split("user citywatch-simulator")[0]
+
+
+def test_an_integration_may_publish_its_applications_uplinks_only_and_read_nothing() -> None:
+    logins = [
+        DeviceLogin("buoy-1", "water", "$7$a"),
+        IntegrationLogin("river", "ttn", application_of("ttn", "river-gauges", "ttn"), "$7$b"),
+        IntegrationLogin(
+            "port", "chirpstack", application_of("chirpstack", UUID.upper(), None), "$7$c"
+        ),
+    ]
+    acl = render_device_acl(logins)
+    assert "user citywatch-integration-river\ntopic write v3/river-gauges@ttn/devices/+/up\n" in acl
+    assert (
+        f"user citywatch-integration-port\ntopic write application/{UUID}/device/+/event/up\n"
+        in acl
+    )
+    rules = [line for line in acl.splitlines() if line and not line.startswith("#")]
+    assert all(r.startswith(("user ", "topic write ")) for r in rules)  # no read, no wildcard
+    assert not any("#" in r for r in rules) and len(rules) == 6
+    assert render_device_passwd(logins).splitlines() == [
+        "buoy-1:$7$a",
+        "citywatch-integration-port:$7$c",
+        "citywatch-integration-river:$7$b",
+    ]
+    assert application_of("ttn", "river-gauges", None) == "river-gauges"  # Open Source
+
+
+@pytest.mark.parametrize(
+    ("network", "app", "tenant"),
+    [
+        ("ttn", "+", "ttn"),  # a wildcard would widen the ACL line
+        ("ttn", "a/devices/#", "ttn"),
+        ("ttn", "River", "ttn"),
+        ("ttn", "river", "t t"),
+        ("chirpstack", "not-a-uuid", None),
+        ("chirpstack", UUID, "ttn"),
+    ],
+)
+def test_an_integration_names_exactly_one_application(
+    network: Network, app: str, tenant: str | None
+) -> None:
+    with pytest.raises(RegistryError):
+        application_of(network, app, tenant)
 
 
 def test_production_brokers_can_leave_the_simulator_account_out(tmp_path: Path) -> None:
