@@ -322,6 +322,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_devices_parser(sub)
 
+    from services.registry.integrations_cli import add_parser as add_integrations_parser
+
+    add_integrations_parser(sub)
+
     from services.alerts.tokens import add_parser as add_alerts_token_parser
 
     add_alerts_token_parser(sub)

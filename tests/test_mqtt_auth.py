@@ -64,11 +64,14 @@ class Broker:
         return self.part.log_file.read_text().splitlines()
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`citywatch devices ARGS`, which must succeed."""
+        return await self.citywatch("devices", *args)
+
+    async def citywatch(self, *args: str) -> subprocess.CompletedProcess[str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "services.cli",
-            "devices",
             *args,
             cwd=REPO,
             env=self.env,
@@ -442,3 +445,165 @@ async def test_a_device_using_the_gateways_client_id_does_not_take_over_its_sess
     # nor did the other device.
     assert seen.count((gateway_id, "citywatch-ingest")) == gateway_logins
     assert seen.count((other, other)) == 1
+
+
+async def login_after_reload(broker: Broker, username: str, password: str) -> Client:
+    """A client logged in on the device listener once Mosquitto has reloaded its password
+    file (on the SIGHUP the CLI sent, a moment after it returned)."""
+    logged_in: list[Client] = []
+
+    async def logs_in() -> bool:
+        attempt = await asyncio.to_thread(connect, broker.port, username, password)
+        if not attempt.refused:
+            logged_in.append(attempt)
+        return not attempt.refused
+
+    await wait_until(logs_in, timeout=10, what=f"{username}'s login after the reload")
+    return logged_in[0]
+
+
+# -- registration reaches the gateway at once (issue 13, point 4) -------------------------------
+
+
+async def test_device_added_and_provisioned_while_the_gateway_runs_has_its_first_reading_stored(
+    broker: Broker,
+    ns: Namespace,
+    services: Services,
+    gateway_env: dict[str, str],
+    dbcon: asyncpg.Connection,
+) -> None:
+    """An engineer powers the device on right after `devices provision`: its first uplink is
+    stored, although the gateway's registry snapshot (reloaded once an hour here) predates
+    the device; a device nobody registered is still refused, with the advice to register it.
+    """
+    device, stranger = f"{broker.prefix}{ns.suffix}-new", f"{broker.prefix}{ns.suffix}-who"
+    await services.start(
+        "ingest", "processor", **gateway_env, CITYWATCH_INGEST__REGISTRY_REFRESH_S="3600"
+    )
+    await broker.cli("add", device, "--kind", "water")
+    password = await broker.provision(device)
+
+    logged_in = [await login_after_reload(broker, device, password)]
+    sim = await asyncio.to_thread(
+        connect, broker.services_port, *broker.settings.mqtt_login("citywatch-simulator")
+    )
+    first = json.dumps(
+        {"time": datetime.now(UTC).isoformat(), "seq": 1, "metrics": {"ph": 7.3}}
+    ).encode()
+    try:
+        await asyncio.to_thread(logged_in[0].publish, f"citywatch/water/{device}/up", first)
+        await asyncio.to_thread(sim.publish, f"citywatch/water/{stranger}/up", reading())
+    finally:
+        close(logged_in[0], sim)
+
+    async def stored() -> bool:
+        return bool(
+            await dbcon.fetchval("SELECT count(*) FROM readings WHERE device_id = $1", device)
+        )
+
+    await wait_until(stored, timeout=30, what="the first reading of the new device in PostgreSQL")
+    row = await dbcon.fetchrow("SELECT metric, value FROM readings WHERE device_id = $1", device)
+    assert (row["metric"], row["value"]) == ("ph", 7.3)
+    [raw] = await ns.read_topic(ns.rejected_topic, 1)
+    rejected = RejectedRecord.model_validate_json(raw)
+    assert rejected.reason == "unknown_device"
+    assert stranger in rejected.detail and "citywatch devices add" in rejected.detail
+    # Only the stranger was refused: the new device's uplink went to the readings topic.
+    assert await ns.end_offsets(ns.rejected_topic) == 1
+    await dbcon.execute("DELETE FROM readings WHERE device_id = $1", device)
+
+
+# -- network-server integrations (issue 13, point 5) ---------------------------------------------
+
+
+def ttn_uplink(device: str, app: str, f_cnt: int, ph: float) -> bytes:
+    at = datetime.now(UTC).isoformat()
+    return json.dumps(
+        {
+            "end_device_ids": {"device_id": device, "application_ids": {"application_id": app}},
+            "received_at": at,
+            "uplink_message": {"f_cnt": f_cnt, "received_at": at, "decoded_payload": {"ph": ph}},
+        }
+    ).encode()
+
+
+async def test_integration_account_publishes_its_applications_uplinks_and_nothing_else(
+    broker: Broker, ns: Namespace, services: Services, dbcon: asyncpg.Connection
+) -> None:
+    name, app, other_app = f"ttn-{ns.suffix}", ns.ttn_app, f"other-{ns.suffix}"
+    device = f"{broker.prefix}{ns.suffix}-lora"
+    await broker.cli("add", device, "--kind", "water", "--format", "ttn")
+    added = await broker.citywatch(
+        "integrations", "add", "ttn", name, "--app", app, "--tenant", "citywatch"
+    )
+    found = re.search(r"^\s*password:\s+(\S+)$", added.stdout, re.MULTILINE)
+    assert found, added.stdout
+    username, password = f"citywatch-integration-{name}", found.group(1)
+    own = f"v3/{app}@citywatch/devices/{device}/up"
+    assert f"publish to: v3/{app}@citywatch/devices/+/up" in added.stdout
+    listed = await broker.citywatch("integrations", "list")
+    assert f"{name}  ttn  {username}  v3/{app}@citywatch/devices/+/up" in listed.stdout
+
+    await services.start(
+        "ingest",
+        "processor",
+        CITYWATCH_MQTT_URL=broker.env["CITYWATCH_MQTT_URL"],
+        CITYWATCH_MQTT_SERVICES_URL=broker.env["CITYWATCH_MQTT_SERVICES_URL"],
+        CITYWATCH_STATE_DIR=broker.env["CITYWATCH_STATE_DIR"],
+        CITYWATCH_INGEST__UNKNOWN_DEVICES="reject",
+    )
+    # What the broker lets through, seen by a subscriber on the ingest account.
+    watcher = await asyncio.to_thread(
+        connect, broker.services_port, *broker.settings.mqtt_login("citywatch-ingest")
+    )
+    await asyncio.to_thread(
+        watcher.subscribe, "+/+/+/up", "v3/+/devices/+/up", "application/+/device/+/event/up"
+    )
+    network_server = await login_after_reload(broker, username, password)
+    # Mosquitto grants a SUBSCRIBE and applies the ACL to each delivery: with no `read`
+    # right, nothing is ever delivered to the account, not even its own uplinks.
+    await asyncio.to_thread(network_server.subscribe, "#", own)
+    try:
+        await asyncio.to_thread(network_server.publish, own, ttn_uplink(device, app, 1, 7.4))
+        for forged in (
+            f"v3/{other_app}@citywatch/devices/{device}/up",  # another application
+            f"v3/{app}/devices/{device}/up",  # its application on another tenant layout
+            f"citywatch/water/{device}/up",  # a device's own topic
+            f"application/{ns.chirpstack_app}/device/0004a30b001c0530/event/up",
+            f"v3/{app}@citywatch/devices/{device}/join",  # not an uplink
+        ):
+            await asyncio.to_thread(network_server.publish, forged, ttn_uplink(device, app, 2, 9.9))
+        sentinel = ttn_uplink(device, app, 3, 7.5)
+        await asyncio.to_thread(network_server.publish, own, sentinel)
+        await watcher.wait_for(sentinel)
+        with watcher.cond:
+            through = [topic for topic, _ in watcher.received]
+        # The broker queues a message's deliveries before it acks the PUBLISH, and the client
+        # handles packets in order: had the sentinel been delivered back, it would be here.
+        with network_server.cond:
+            echoed = list(network_server.received)
+    finally:
+        close(network_server, watcher)
+    assert through == [own, own]
+    assert echoed == []
+
+    async def stored() -> bool:
+        n = await dbcon.fetchval("SELECT count(*) FROM readings WHERE device_id = $1", device)
+        return bool(n == 2)
+
+    await wait_until(stored, timeout=30, what="the integration's two uplinks in PostgreSQL")
+    values = await dbcon.fetch(
+        "SELECT value FROM readings WHERE device_id = $1 AND metric = 'ph' ORDER BY value", device
+    )
+    assert [r["value"] for r in values] == [7.4, 7.5]
+    assert await ns.end_offsets(ns.rejected_topic) == 0  # nothing forged reached the gateway
+    await dbcon.execute("DELETE FROM readings WHERE device_id = $1", device)
+
+    await broker.citywatch("integrations", "remove", name)
+
+    async def login_refused() -> bool:
+        attempt = await asyncio.to_thread(connect, broker.port, username, password)
+        close(attempt)
+        return attempt.refused
+
+    await wait_until(login_refused, timeout=10, what="the removed integration's login refused")

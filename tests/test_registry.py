@@ -33,8 +33,10 @@ from services.ingest.registry_cache import RegistryCache
 from services.registry.cli import cmd_provision
 from services.registry.errors import ImportFailed, RegistryError
 from services.registry.importer import parse_csv, parse_yaml, profile_from_fields
+from services.registry.integrations import Network, application_of
 from services.registry.mosquitto import (
     DeviceLogin,
+    IntegrationLogin,
     check_password,
     hash_password,
     render_device_acl,
@@ -43,6 +45,8 @@ from services.registry.mosquitto import (
     write_broker_files,
 )
 from tests.harness import REPO, free_port, wait_until
+
+UUID = "0f4a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"  # a ChirpStack application id
 
 
 @dataclass
@@ -345,6 +349,49 @@ def test_acl_gives_a_device_its_own_uplink_only_and_no_read() -> None:
     assert "NOT FOR PRODUCTION" in services.split("user citywatch-simulator")[0]
 
 
+def test_an_integration_may_publish_its_applications_uplinks_only_and_read_nothing() -> None:
+    logins = [
+        DeviceLogin("buoy-1", "water", "$7$a"),
+        IntegrationLogin("river", "ttn", application_of("ttn", "river-gauges", "ttn"), "$7$b"),
+        IntegrationLogin(
+            "port", "chirpstack", application_of("chirpstack", UUID.upper(), None), "$7$c"
+        ),
+    ]
+    acl = render_device_acl(logins)
+    assert "user citywatch-integration-river\ntopic write v3/river-gauges@ttn/devices/+/up\n" in acl
+    assert (
+        f"user citywatch-integration-port\ntopic write application/{UUID}/device/+/event/up\n"
+        in acl
+    )
+    rules = [line for line in acl.splitlines() if line and not line.startswith("#")]
+    assert all(r.startswith(("user ", "topic write ")) for r in rules)  # no read, no wildcard
+    assert not any("#" in r for r in rules) and len(rules) == 6
+    assert render_device_passwd(logins).splitlines() == [
+        "buoy-1:$7$a",
+        "citywatch-integration-port:$7$c",
+        "citywatch-integration-river:$7$b",
+    ]
+    assert application_of("ttn", "river-gauges", None) == "river-gauges"  # Open Source
+
+
+@pytest.mark.parametrize(
+    ("network", "app", "tenant"),
+    [
+        ("ttn", "+", "ttn"),  # a wildcard would widen the ACL line
+        ("ttn", "a/devices/#", "ttn"),
+        ("ttn", "River", "ttn"),
+        ("ttn", "river", "t t"),
+        ("chirpstack", "not-a-uuid", None),
+        ("chirpstack", UUID, "ttn"),
+    ],
+)
+def test_an_integration_names_exactly_one_application(
+    network: Network, app: str, tenant: str | None
+) -> None:
+    with pytest.raises(RegistryError):
+        application_of(network, app, tenant)
+
+
 def test_production_brokers_can_leave_the_simulator_account_out(tmp_path: Path) -> None:
     """Issue 10: the simulator may publish as any device; `mqtt_simulator_account: false`
     writes neither its password nor its ACL lines."""
@@ -428,6 +475,58 @@ async def test_gateway_cache_serves_its_last_snapshot_when_the_database_goes_awa
         await wait_until(reload_failed, timeout=10, what="a failed registry reload")
         # Still warm (the gateway stays ready) and still answering from the snapshot.
         assert cache.warm.is_set() and cache.get(device) == profile
+
+
+def _lookups(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "citywatch_ingest_registry_lookups_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+@pytest.mark.stack
+async def test_gateway_cache_finds_a_device_registered_after_its_snapshot_at_the_source(
+    cli: Cli, migrated: Settings
+) -> None:
+    device, stranger = f"{cli.prefix}late-1", f"{cli.prefix}nobody"
+    pool = await asyncpg.create_pool(migrated.database_dsn, min_size=0, max_size=2)
+    try:
+        async with RegistryCache(pool, refresh_s=3600) as cache:
+            await asyncio.wait_for(cache.warm.wait(), 10)
+            done = await cli.run("add", device, "--kind", "flood")
+            assert done.returncode == 0, done.stderr
+            assert cache.get(device) is None  # the snapshot predates it
+            found = await cache.check_source(device)
+            assert found is not None and found.kind == "flood"
+            assert cache.get(device) == found  # kept: the next message needs no lookup
+
+            # A flood of one unknown id asks PostgreSQL once; the rest are remembered.
+            absent, remembered = _lookups("absent"), _lookups("remembered")
+            for _ in range(100):
+                assert await cache.check_source(stranger) is None
+            assert _lookups("absent") - absent == 1
+            assert _lookups("remembered") - remembered == 99
+    finally:
+        await pool.close()
+
+
+@pytest.mark.stack
+async def test_gateway_cache_limits_lookups_of_many_unknown_ids(
+    cli: Cli, migrated: Settings
+) -> None:
+    pool = await asyncpg.create_pool(migrated.database_dsn, min_size=0, max_size=2)
+    try:
+        async with RegistryCache(pool, refresh_s=3600, lookups_per_s=5) as cache:
+            await asyncio.wait_for(cache.warm.wait(), 10)
+            absent, throttled = _lookups("absent"), _lookups("throttled")
+            for n in range(50):
+                assert await cache.check_source(f"{cli.prefix}flood-{n}") is None
+            asked = _lookups("absent") - absent
+            # A burst of one second's worth (5), plus what refilled while they ran.
+            assert 5 <= asked < 50
+            assert _lookups("throttled") - throttled == 50 - asked
+    finally:
+        await pool.close()
 
 
 @pytest.mark.stack

@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import Reading, Rejection
 from schemas.adapters import decode
+from schemas.device import DeviceLookup, DeviceProfile
 from services.common import db, kafka
 from services.common.backoff import Backoff
 from services.common.errors import KafkaUnavailable
@@ -122,7 +123,8 @@ class IngestService(ServiceBase):
         stack.push_async_callback(self._close_producers)
         self.kafka_ok = True
         # The registry cache needs the database only to (re)load; see registry_cache.py.
-        pool = await stack.enter_async_context(db.create_pool(s.database_dsn, max_size=1))
+        # Two connections: a lookup of an unknown device need not wait behind a reload.
+        pool = await stack.enter_async_context(db.create_pool(s.database_dsn, max_size=2))
         self._registry = await stack.enter_async_context(
             RegistryCache(pool, refresh_s=s.ingest.registry_refresh_s)
         )
@@ -195,7 +197,7 @@ class IngestService(ServiceBase):
 
     async def _dispatch(self, msg: Inbound) -> None:
         m.RECEIVED.inc()
-        outcome = self._decode(msg)
+        outcome = await self._decode_checked(msg)
         if isinstance(outcome, Rejection):
             m.REJECTED.labels(outcome.reason).inc()
             log.info(
@@ -219,14 +221,36 @@ class IngestService(ServiceBase):
         entry.task.add_done_callback(lambda _t: self._head_done.set())
         m.IN_FLIGHT.set(len(self._pending))
 
-    def _decode(self, msg: Inbound) -> list[Reading] | Rejection:
+    async def _decode_checked(self, msg: Inbound) -> list[Reading] | Rejection:
+        """Decode; a device refused as unknown is first looked up at the source, so one
+        registered since the last registry reload is accepted (registry_cache.py)."""
         assert self._registry is not None
+        missed: list[str] = []
+
+        def lookup(device_id: str) -> DeviceProfile | None:
+            assert self._registry is not None
+            profile = self._registry.get(device_id)
+            if profile is None:
+                missed.append(device_id)
+            return profile
+
+        outcome = self._decode(msg, lookup)
+        if (
+            isinstance(outcome, Rejection)
+            and outcome.reason == "unknown_device"
+            and missed
+            and await self._registry.check_source(missed[0]) is not None
+        ):
+            outcome = self._decode(msg, self._registry.get)
+        return outcome
+
+    def _decode(self, msg: Inbound, lookup: DeviceLookup) -> list[Reading] | Rejection:
         try:
             return decode(
                 msg.topic,
                 msg.payload,
                 msg.received_at,
-                lookup=self._registry.get,
+                lookup=lookup,
                 unknown=self.settings.ingest.unknown_devices,
                 max_bytes=self.settings.ingest.max_payload_bytes,
                 max_age=timedelta(days=self.settings.ingest.max_reading_age_days),

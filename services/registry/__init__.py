@@ -3,7 +3,9 @@
 - `store`: the `devices` table (asyncpg);
 - `importer`: CSV and YAML registration files, checked row by row, applied all or nothing;
 - `mosquitto`: password hashes, and Mosquitto's password and ACL files;
-- `cli`: `citywatch devices add | import | list | show | disable | enable | provision`.
+- `integrations`: network-server accounts (the `mqtt_integrations` table);
+- `cli`: `citywatch devices add | import | list | show | disable | enable | provision`;
+- `integrations_cli`: `citywatch integrations add | list | remove`.
 """
 
 from services.registry.errors import (

@@ -22,6 +22,11 @@ Who may do what (Mosquitto denies everything not granted here):
   reads nothing;
 - `citywatch-ingest` reads device uplinks (directly or through `$share/...`);
 - `citywatch-alerts` publishes (and may read back) `citywatch/alerts/#`;
+- each network-server integration (`citywatch integrations add`) logs in on the device
+  listener as `citywatch-integration-{name}` and publishes its one application's uplink
+  topics (`v3/{app}@{tenant}/devices/+/up` or `application/{uuid}/device/+/event/up`) and
+  reads nothing; its username starts with `citywatch-`, so it is no device's id, and
+  `citywatch-integration-` is the prefix of no service's client id;
 - `citywatch-simulator` publishes to any device uplink, under any one-level prefix, and
   reads the alerts (a simulated siren). It is for the demo, the tests and the benchmarks,
   and is NOT for production: it can publish as any device.
@@ -55,12 +60,16 @@ from services.common.settings import (
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "INTEGRATION_PREFIX",
     "SERVICE_ID_PREFIX",
     "BrokerFiles",
     "DeviceLogin",
+    "IntegrationLogin",
+    "ListenerLogin",
     "check_password",
     "ensure_service_accounts",
     "hash_password",
+    "integration_topic",
     "locked",
     "new_password",
     "reload_broker",
@@ -127,6 +136,41 @@ class DeviceLogin:
         return f"citywatch/{self.kind}/{self.device_id}/up"
 
 
+# The username of every integration account starts with this (a reserved id: no device
+# has it, and no CityWatch service's client id starts with it).
+INTEGRATION_PREFIX = f"{SERVICE_ID_PREFIX}integration-"
+
+
+def integration_topic(network: str, application: str) -> str:
+    """The one topic filter an integration may publish to: its application's uplinks, on the
+    layout the gateway reads (schemas/adapters/ttn.py, chirpstack.py)."""
+    if network == "ttn":
+        return f"v3/{application}/devices/+/up"
+    return f"application/{application}/device/+/event/up"
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationLogin:
+    """A network server's account (The Things Stack or ChirpStack), for one application."""
+
+    name: str
+    network: str
+    application: str
+    password_hash: str
+
+    @property
+    def username(self) -> str:
+        return f"{INTEGRATION_PREFIX}{self.name}"
+
+    @property
+    def uplink_topic(self) -> str:
+        return integration_topic(self.network, self.application)
+
+
+# Who logs in on the device listener.
+ListenerLogin = DeviceLogin | IntegrationLogin
+
+
 # -- passwords -----------------------------------------------------------------------------
 
 
@@ -168,11 +212,15 @@ def render_passwd(logins: Mapping[str, str]) -> str:
     return "".join(f"{name}:{hashed}\n" for name, hashed in sorted(logins.items()))
 
 
-def render_device_passwd(devices: Sequence[DeviceLogin]) -> str:
-    """The device listener's password file: the provisioned, active devices only (never a
-    reserved id, even one that reached the database some other way)."""
+def render_device_passwd(logins: Sequence[ListenerLogin]) -> str:
+    """The device listener's password file: the provisioned, active devices (never a
+    reserved id, even one that reached the database some other way) and the integrations."""
     return render_passwd(
-        {d.device_id: d.password_hash for d in devices if not reserved_id(d.device_id)}
+        {
+            _username(login): login.password_hash
+            for login in logins
+            if isinstance(login, IntegrationLogin) or not reserved_id(login.device_id)
+        }
     )
 
 
@@ -198,17 +246,24 @@ def render_services_acl(*, simulator: bool = True) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_device_acl(devices: Sequence[DeviceLogin]) -> str:
-    """The device listener's ACL file: each device publishes to its own uplink topic only;
-    no `read` line means it can neither subscribe to nor receive anything."""
+def render_device_acl(logins: Sequence[ListenerLogin]) -> str:
+    """The device listener's ACL file: each device publishes to its own uplink topic only,
+    each integration to its application's uplink topics only; no `read` line means none
+    can subscribe to or receive anything."""
+    devices = [d for d in logins if isinstance(d, DeviceLogin)]
+    integrations = [i for i in logins if isinstance(i, IntegrationLogin)]
     out = [_HEADER, "# Devices: each publishes to its own uplink topic only, and reads nothing."]
-    for d in sorted(devices, key=_by_id):
+    for d in sorted(devices, key=_username):
         out += [f"user {d.device_id}", f"topic write {d.uplink_topic}"]
+    if integrations:
+        out += ["", "# Network-server integrations: one application's uplinks each, read nothing."]
+    for i in sorted(integrations, key=_username):
+        out += [f"user {i.username}", f"topic write {i.uplink_topic}"]
     return "\n".join(out) + "\n"
 
 
-def _by_id(device: DeviceLogin) -> str:
-    return device.device_id
+def _username(login: ListenerLogin) -> str:
+    return login.device_id if isinstance(login, DeviceLogin) else login.username
 
 
 # -- files, lock, reload ---------------------------------------------------------------------
@@ -231,7 +286,7 @@ def ensure_service_accounts(state_dir: Path) -> dict[str, str]:
 def write_broker_files(
     broker_dir: Path,
     accounts: Mapping[str, str],
-    devices: Sequence[DeviceLogin],
+    devices: Sequence[ListenerLogin],
     *,
     owner: str | None,
     simulator: bool = True,

@@ -23,7 +23,8 @@ from schemas.device import DeviceProfile, DeviceStatus
 from services.common.db import CONNECTION_ERRORS, Conn, connect
 from services.common.errors import DatabaseUnavailable
 from services.registry.errors import DeviceExists, DeviceNotFound
-from services.registry.mosquitto import DeviceLogin
+from services.registry.integrations import integration_logins
+from services.registry.mosquitto import DeviceLogin, ListenerLogin
 
 __all__ = [
     "DeviceEntry",
@@ -33,6 +34,7 @@ __all__ = [
     "fetch_device_logins",
     "get_device",
     "list_devices",
+    "load_profile",
     "load_profiles",
     "set_password_hash",
     "set_status",
@@ -103,6 +105,17 @@ async def load_profiles(con: Conn) -> list[DeviceProfile]:
         f"SELECT {_PROFILE_COLUMNS} FROM devices WHERE status IN ('active', 'disabled')"
     )
     return [_profile(r) for r in rows]
+
+
+async def load_profile(con: Conn, device_id: str) -> DeviceProfile | None:
+    """One device as `load_profiles` would give it, or None: the gateway's check at the source
+    when its snapshot does not know the device (services/ingest/registry_cache.py)."""
+    row = await con.fetchrow(
+        f"SELECT {_PROFILE_COLUMNS} FROM devices "
+        "WHERE device_id = $1 AND status IN ('active', 'disabled')",
+        device_id,
+    )
+    return None if row is None else _profile(row)
 
 
 async def list_devices(con: Conn, status: DeviceStatus | None = None) -> list[DeviceEntry]:
@@ -220,15 +233,16 @@ async def device_logins(con: Conn) -> list[DeviceLogin]:
     return [DeviceLogin(r["device_id"], r["kind"], r["password_hash"]) for r in rows]
 
 
-async def fetch_device_logins(dsn: str) -> list[DeviceLogin] | None:
-    """The device logins, [] before the registry migration, None if PostgreSQL is down
-    (the caller then keeps the files it has rather than lock every device out)."""
+async def fetch_device_logins(dsn: str) -> list[ListenerLogin] | None:
+    """The device listener's logins (devices and network-server integrations), [] before
+    the registry migration, None if PostgreSQL is down (the caller then keeps the files it
+    has rather than lock every device out)."""
     try:
         con = await connect(dsn, timeout=5)
     except DatabaseUnavailable:
         return None
     try:
-        return await device_logins(con)
+        return [*await device_logins(con), *await integration_logins(con)]
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
         return []  # not migrated yet: no device can have credentials
     except CONNECTION_ERRORS:
