@@ -15,11 +15,13 @@ missing binary fails these tests, it does not skip them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -288,7 +290,10 @@ def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, A
         assert services[name]["depends_on"]["init"]["condition"] == (
             "service_completed_successfully"
         )
-    assert "db migrate" in (COMPOSE / "init.sh").read_text()
+    defaults = Settings()
+    for name in SERVICES:  # what the health check asks is where the service listens
+        port = getattr(defaults, name).http_port
+        assert services[name]["environment"]["PORT"] == str(port), name
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     alerts_check = " ".join(services["alerts"]["healthcheck"]["test"])
     assert "/healthz" in alerts_check and "/readyz" not in alerts_check
@@ -308,6 +313,50 @@ def test_compose_sets_only_real_settings_and_they_validate(
         settings = settings_from(env, monkeypatch)
         assert settings.mqtt_services_port == 1884
         assert settings.database_dsn.endswith("@timescaledb:5432/citywatch")
+
+
+@pytest.mark.stack
+async def test_compose_init_migrates_and_writes_the_broker_files_and_the_token(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    """deploy/compose/init.sh, run as the `init` container runs it, against the test stack:
+    the broker (named `mosquitto`, so not ours to signal) gets both listeners' password and
+    ACL files and a data folder, Prometheus a readable copy of the operator token, and a
+    second run (every `docker compose up`) succeeds too."""
+    state, token_dir = tmp_path / "state", tmp_path / "prometheus"
+    token_dir.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "CITYWATCH_STATE_DIR": str(state),
+        "CITYWATCH_DATABASE_URL": migrated.database_dsn,
+        "CITYWATCH_KAFKA_BOOTSTRAP": migrated.kafka_bootstrap,
+        "CITYWATCH_MQTT_URL": "mqtt://mosquitto:1883",
+        "CITYWATCH_MQTT_SERVICES_URL": "mqtt://mosquitto:1884",
+        "CITYWATCH_MQTT_SIMULATOR_ACCOUNT": "false",  # as compose.yaml sets it
+        "PROMETHEUS_TOKEN_DIR": str(token_dir),
+    }
+    for _ in range(2):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["/bin/sh", str(COMPOSE / "init.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    broker = state / "mosquitto"
+    for name in ("devices.passwd", "devices.acl", "services.passwd", "services.acl"):
+        assert (broker / name).is_file(), name
+    assert (broker / "data").is_dir()
+    passwd = (broker / "services.passwd").read_text()
+    assert passwd.startswith("citywatch-") and "$7$" in passwd
+    assert "citywatch-ingest:" in passwd and "citywatch-simulator" not in passwd
+    token = (token_dir / "operator-token").read_text().strip()
+    assert token == (state / "operator-token").read_text().strip() != ""
 
 
 def _directives(text: str) -> list[str]:

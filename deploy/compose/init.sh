@@ -8,6 +8,7 @@ citywatch db migrate
 citywatch topics ensure
 mkdir -p "$CITYWATCH_STATE_DIR/mosquitto/data"
 python - <<'PY'
+import os
 from pathlib import Path
 
 from services.common.http_auth import operator_token
@@ -20,7 +21,9 @@ settings = load_settings()
 if not Mosquitto(settings).sync_auth():
     raise SystemExit("init: PostgreSQL could not be read for the device logins")
 # Prometheus runs as another user and reads only this copy, in a volume of its own.
-token = Path("/var/lib/citywatch-prometheus/operator-token")
+token = Path(os.environ.get("PROMETHEUS_TOKEN_DIR", "/var/lib/citywatch-prometheus"))
+token = token / "operator-token"
+token.unlink(missing_ok=True)  # read-only from the last run
 token.write_text(operator_token(settings) + "\n")
 token.chmod(0o444)
 print("init: broker files and operator token written")
