@@ -223,11 +223,13 @@ def test_chart_sets_only_real_settings_and_they_validate(
 ) -> None:
     (config,) = by_kind(manifests, "ConfigMap").values()
     variables = dict(config["data"])
-    for component in SERVICES:
-        (container,) = workload(manifests, component)["spec"]["template"]["spec"]["containers"]
-        for e in container["env"]:
-            if e["name"].startswith("CITYWATCH_"):
-                variables[e["name"]] = e.get("value", "secret")
+    pods = [d for d in manifests if d["kind"] in {"Deployment", "StatefulSet", "Job"}]
+    assert len(pods) == len(SERVICES) + 1  # and the migration Job
+    for pod in pods:
+        for container in pod["spec"]["template"]["spec"]["containers"]:
+            for e in container["env"]:
+                if e["name"].startswith("CITYWATCH_"):
+                    variables[e["name"]] = e.get("value", "secret")
     unknown = sorted(v for v in variables if not setting_exists(v))
     assert not unknown, f"the chart sets variables no setting reads: {unknown}"
     variables["CITYWATCH_DATABASE_URL"] = SECRET_VALUES["secrets.databaseUrl"]
