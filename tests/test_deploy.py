@@ -292,6 +292,12 @@ def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, A
         assert services[name]["depends_on"]["init"]["condition"] == (
             "service_completed_successfully"
         )
+    for name in (*SERVICES, "init"):  # one image, from the repository
+        build = services[name]["build"]
+        assert (Path(build["context"]).resolve(), build["dockerfile"]) == (
+            REPO.resolve(),
+            "deploy/Dockerfile",
+        )
     defaults = Settings()
     for name in SERVICES:  # what the health check asks is where the service listens
         port = getattr(defaults, name).http_port
