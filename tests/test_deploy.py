@@ -1,0 +1,470 @@
+"""deploy/compose/, deploy/helm/citywatch/ and deploy/Dockerfile, checked without a cluster or
+a Docker engine (neither runs on this machine or in CI).
+
+- The chart: `helm lint --strict` and `helm template`, then every rendered manifest against
+  the Kubernetes API's JSON schemas (`kubernetes-validate`, strict: unknown fields fail), at
+  the oldest Kubernetes the chart allows and the newest the package knows.
+- The compose file: `docker compose config` (Compose's own loader: schema, interpolation,
+  `depends_on`, anchors), then what it resolves to.
+- Both: every CITYWATCH_* variable they set names a setting of services/common/settings.py
+  and the settings tree accepts the values.
+
+Helm and Compose are built from their Go modules by ./citywatch (deploy/ci-tools.txt); a
+missing binary fails these tests, it does not skip them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from services.common.settings import REPO_ROOT, Settings
+from tests.harness import REPO
+
+DEPLOY = REPO / "deploy"
+CHART = DEPLOY / "helm" / "citywatch"
+COMPOSE = DEPLOY / "compose"
+# The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest schema set
+# kubernetes-validate ships.
+KUBE_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
+SERVICES = ("ingest", "processor", "alerts", "api")
+# Values a real install must give (the chart refuses to render without them).
+SECRET_VALUES = {
+    "secrets.databaseUrl": "postgresql://citywatch:pw@db:5432/citywatch",
+    "secrets.operatorToken": "t0ken",
+    "secrets.mqttIngestPassword": "pw-ingest",
+    "secrets.mqttAlertsPassword": "pw-alerts",
+}
+COMPOSE_ENV = {
+    "CITYWATCH_DB_PASSWORD": "pw-db",
+    "CITYWATCH_GRAFANA_DB_PASSWORD": "pw-grafana",
+    "GRAFANA_ADMIN_PASSWORD": "pw-admin",
+}
+
+
+# -- tools -------------------------------------------------------------------------------
+def tool(name: str) -> Path:
+    """The binary ./citywatch built for `name` at the version deploy/ci-tools.txt names."""
+    versions = {
+        line.split()[0]: line.split()[2]
+        for line in (DEPLOY / "ci-tools.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    cache = Path(os.environ.get("CITYWATCH_CACHE_DIR", Path.home() / ".cache" / "citywatch"))
+    path = cache / "tools" / f"{name}-{versions[name]}" / name
+    assert path.is_file(), (
+        f"{path} is missing: ./citywatch test builds {name} {versions[name]} from its Go "
+        f"module (see its build.log there)"
+    )
+    return path
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, f"{args[:3]} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def helm_template(*sets: str, values: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    flags = [f"--set={k}={v}" for k, v in {**SECRET_VALUES, **(values or {})}.items()]
+    out = run(tool("helm"), "template", "cw", CHART, "--namespace", "citywatch", *flags, *sets)
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    return helm_template()
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def workload(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    (found,) = [
+        d
+        for d in docs
+        if d["kind"] in {"Deployment", "StatefulSet"}
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return found
+
+
+# -- the settings tree -------------------------------------------------------------------
+def setting_exists(variable: str) -> bool:
+    """Whether CITYWATCH_A__B names a field of Settings (section `a`, field `b`)."""
+    assert variable.startswith("CITYWATCH_"), variable
+    model: type[BaseModel] = Settings
+    parts = variable.removeprefix("CITYWATCH_").lower().split("__")
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        if i < len(parts) - 1:
+            nested = field.annotation
+            if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
+                return False
+            model = nested
+    return True
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings tree built from exactly these CITYWATCH_* variables."""
+    for name in list(os.environ):
+        if name.startswith("CITYWATCH_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_setting_exists_tells_real_settings_from_typos() -> None:
+    """The check below is only as good as this: it must refuse a misspelt key."""
+    assert setting_exists("CITYWATCH_KAFKA_BOOTSTRAP")
+    assert setting_exists("CITYWATCH_PROCESSOR__BATCH_SIZE")
+    assert not setting_exists("CITYWATCH_KAFKA_BOOTSTRAP_SERVERS")
+    assert not setting_exists("CITYWATCH_PROCESSOR__BATCHSIZE")
+    assert not setting_exists("CITYWATCH_LOG_LEVEL__X")
+
+
+# -- Helm --------------------------------------------------------------------------------
+def test_helm_lint_passes_strict() -> None:
+    flags = [f"--set={k}={v}" for k, v in SECRET_VALUES.items()]
+    out = run(tool("helm"), "lint", "--strict", CHART, *flags)
+    assert "0 chart(s) failed" in out, out
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"secrets.existingSecret": "citywatch", "alerts.rulesConfigMap": "rules"},
+        {"migrations.enabled": "false", "ingest.replicas": "1"},
+    ],
+    ids=["chart-secret", "existing-secret-and-rules", "no-migrations"],
+)
+def test_rendered_manifests_are_valid_kubernetes_objects(
+    kube_version: str, variant: dict[str, str]
+) -> None:
+    docs = helm_template(values=variant)
+    kinds = sorted({d["kind"] for d in docs})
+    assert {"ConfigMap", "Deployment", "StatefulSet", "Service", "PodDisruptionBudget"} <= set(
+        kinds
+    )
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']} at {kube_version}: {exc}")
+
+
+def test_every_service_has_a_workload_a_pdb_and_probes(manifests: list[dict[str, Any]]) -> None:
+    pdbs = by_kind(manifests, "PodDisruptionBudget")
+    for component in SERVICES:
+        wl = workload(manifests, component)
+        (container,) = wl["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [component]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["resources"]["requests"], component
+        selector = wl["spec"]["selector"]["matchLabels"]
+        assert any(p["spec"]["selector"]["matchLabels"] == selector for p in pdbs.values())
+    assert workload(manifests, "ingest")["kind"] == "StatefulSet"
+    for component in ("processor", "alerts", "api"):
+        assert workload(manifests, component)["kind"] == "Deployment"
+
+
+def test_alerts_standbys_count_as_ready_and_the_others_follow_readyz(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """A standby answers /readyz 503 by design: a readiness probe on it would keep every
+    standby unready and stall a rolling update (values.yaml, alerts)."""
+    for component in SERVICES:
+        (container,) = workload(manifests, component)["spec"]["template"]["spec"]["containers"]
+        expected = "/healthz" if component == "alerts" else "/readyz"
+        assert container["readinessProbe"]["httpGet"]["path"] == expected, component
+
+
+def test_each_gateway_pod_has_its_own_stable_mqtt_client_id(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """A gateway's session is persistent: a restarted pod must take its session back under
+    the same client id, so the id comes from the StatefulSet's stable pod name."""
+    (container,) = workload(manifests, "ingest")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["CITYWATCH_INGEST__CLIENT_ID"]["value"] == "citywatch-$(POD_NAME)"
+    names = [e["name"] for e in container["env"]]
+    assert names.index("POD_NAME") < names.index("CITYWATCH_INGEST__CLIENT_ID")
+
+
+def test_chart_sets_only_real_settings_and_they_validate(
+    manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (config,) = by_kind(manifests, "ConfigMap").values()
+    variables = dict(config["data"])
+    pods = [d for d in manifests if d["kind"] in {"Deployment", "StatefulSet", "Job"}]
+    assert len(pods) == len(SERVICES) + 1  # and the migration Job
+    for pod in pods:
+        for container in pod["spec"]["template"]["spec"]["containers"]:
+            for e in container["env"]:
+                if e["name"].startswith("CITYWATCH_"):
+                    variables[e["name"]] = e.get("value", "secret")
+    unknown = sorted(v for v in variables if not setting_exists(v))
+    assert not unknown, f"the chart sets variables no setting reads: {unknown}"
+    variables["CITYWATCH_DATABASE_URL"] = SECRET_VALUES["secrets.databaseUrl"]
+    variables["CITYWATCH_INGEST__CLIENT_ID"] = "citywatch-cw-citywatch-ingest-0"
+    settings = settings_from(variables, monkeypatch)
+    assert (
+        settings.kafka_bootstrap
+        == yaml.safe_load((CHART / "values.yaml").read_text())["kafka"]["bootstrap"]
+    )
+    assert settings.http_host == "0.0.0.0"
+
+
+# -- Compose -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The compose project as `docker compose config` resolves it."""
+    out = run(
+        tool("docker-compose"),
+        "--project-directory",
+        COMPOSE,
+        "-f",
+        COMPOSE / "compose.yaml",
+        "config",
+        "--format",
+        "json",
+        env=COMPOSE_ENV,
+    )
+    return dict(json.loads(out))
+
+
+def test_compose_refuses_to_start_without_the_passwords() -> None:
+    done = subprocess.run(
+        [str(tool("docker-compose")), "-f", str(COMPOSE / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k not in COMPOSE_ENV},
+    )
+    assert done.returncode != 0
+    assert "CITYWATCH_DB_PASSWORD" in done.stderr
+
+
+def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {
+        "kafka",
+        "timescaledb",
+        "mosquitto",
+        "prometheus",
+        "grafana",
+        "init",
+        *SERVICES,
+    }
+    for name, svc in services.items():
+        if name != "init":  # a one-shot: the others wait for it to exit 0
+            assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
+    for name in SERVICES:
+        assert services[name]["command"] == [name]
+        assert services[name]["depends_on"]["init"]["condition"] == (
+            "service_completed_successfully"
+        )
+    for name in (*SERVICES, "init"):  # one image, from the repository
+        build = services[name]["build"]
+        assert (Path(build["context"]).resolve(), build["dockerfile"]) == (
+            REPO.resolve(),
+            "deploy/Dockerfile",
+        )
+    defaults = Settings()
+    for name in SERVICES:  # what the health check asks is where the service listens
+        port = getattr(defaults, name).http_port
+        assert services[name]["environment"]["PORT"] == str(port), name
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    alerts_check = " ".join(services["alerts"]["healthcheck"]["test"])
+    assert "/healthz" in alerts_check and "/readyz" not in alerts_check
+
+
+def test_compose_sets_only_real_settings_and_they_validate(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (*SERVICES, "init"):
+        env = {
+            k: str(v)
+            for k, v in compose["services"][name]["environment"].items()
+            if k.startswith("CITYWATCH_")
+        }
+        unknown = sorted(v for v in env if not setting_exists(v))
+        assert not unknown, f"{name} sets variables no setting reads: {unknown}"
+        settings = settings_from(env, monkeypatch)
+        assert settings.mqtt_services_port == 1884
+        assert settings.database_dsn.endswith("@timescaledb:5432/citywatch")
+
+
+@pytest.mark.stack
+async def test_compose_init_migrates_and_writes_the_broker_files_and_the_token(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    """deploy/compose/init.sh, run as the `init` container runs it, against the test stack:
+    the broker (named `mosquitto`, so not ours to signal) gets both listeners' password and
+    ACL files and a data folder, Prometheus a readable copy of the operator token, and a
+    second run (every `docker compose up`) succeeds too."""
+    state, token_dir = tmp_path / "state", tmp_path / "prometheus"
+    token_dir.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "CITYWATCH_STATE_DIR": str(state),
+        "CITYWATCH_DATABASE_URL": migrated.database_dsn,
+        "CITYWATCH_KAFKA_BOOTSTRAP": migrated.kafka_bootstrap,
+        "CITYWATCH_MQTT_URL": "mqtt://mosquitto:1883",
+        "CITYWATCH_MQTT_SERVICES_URL": "mqtt://mosquitto:1884",
+        "CITYWATCH_MQTT_SIMULATOR_ACCOUNT": "false",  # as compose.yaml sets it
+        "PROMETHEUS_TOKEN_DIR": str(token_dir),
+    }
+    for _ in range(2):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["/bin/sh", str(COMPOSE / "init.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    broker = state / "mosquitto"
+    for name in ("devices.passwd", "devices.acl", "services.passwd", "services.acl"):
+        assert (broker / name).is_file(), name
+    assert (broker / "data").is_dir()
+    passwd = (broker / "services.passwd").read_text()
+    assert passwd.startswith("citywatch-") and "$7$" in passwd
+    assert "citywatch-ingest:" in passwd and "citywatch-simulator" not in passwd
+    token = (token_dir / "operator-token").read_text().strip()
+    assert token == (state / "operator-token").read_text().strip() != ""
+
+
+def _directives(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_compose_mosquitto_conf_is_the_local_template_filled_in() -> None:
+    """Only the @…@ values, logging to stdout and the comments may differ from
+    deploy/mosquitto/mosquitto.conf, which `citywatch stack up` fills in."""
+    ours = _directives((COMPOSE / "mosquitto" / "mosquitto.conf").read_text())
+    where = "/mosquitto/citywatch"
+    filled = {
+        "@PORT@": "1883",
+        "@HOST@": "0.0.0.0",
+        "@SERVICES_PORT@": "1884",
+        "@SERVICES_HOST@": "0.0.0.0",
+        "@DATA_DIR@": f"{where}/data",
+        "@DEVICES_PASSWORD_FILE@": f"{where}/devices.passwd",
+        "@DEVICES_ACL_FILE@": f"{where}/devices.acl",
+        "@SERVICES_PASSWORD_FILE@": f"{where}/services.passwd",
+        "@SERVICES_ACL_FILE@": f"{where}/services.acl",
+        "@MAX_PACKET_SIZE@": str(Settings().ingest.max_payload_bytes + 64 * 1024),
+    }
+    template = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    for key, value in filled.items():
+        template = template.replace(key, value)
+    expected = [
+        "log_dest stdout" if d.startswith("log_dest file") else d for d in _directives(template)
+    ]
+    assert ours == expected
+
+
+def test_compose_prometheus_scrapes_the_same_jobs_and_promtool_accepts_it(
+    tmp_path: Path,
+) -> None:
+    local = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    ours = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
+
+    def jobs(config: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+        return {
+            j["job_name"]: (
+                j.get("authorization", {}).get("type", ""),
+                [t.rpartition(":")[2] for sc in j["static_configs"] for t in sc["targets"]],
+            )
+            for j in config["scrape_configs"]
+        }
+
+    assert jobs(ours) == jobs(local)
+    assert ours["rule_files"] == local["rule_files"]
+    # promtool opens the token file the config names: point it at one here.
+    token = tmp_path / "operator-token"
+    token.write_text("t0ken\n")
+    text = (COMPOSE / "prometheus" / "prometheus.yml").read_text()
+    (tmp_path / "prometheus.yml").write_text(
+        text.replace("/etc/prometheus/citywatch/operator-token", str(token))
+    )
+    shutil.copy(DEPLOY / "prometheus" / "rules.yml", tmp_path / "rules.yml")
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: install the Debian package `prometheus`"
+    run(promtool, "check", "config", tmp_path / "prometheus.yml")
+
+
+def test_compose_grafana_datasources_match_the_provisioning_but_for_hosts() -> None:
+    local = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "citywatch.yaml").read_text()
+    )
+    ours = yaml.safe_load((COMPOSE / "grafana" / "datasources.yaml").read_text())
+
+    def without_hosts(config: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in ds.items() if k not in {"url", "user"}}
+            for ds in config["datasources"]
+        ]
+
+    assert without_hosts(ours) == without_hosts(local)
+
+
+# -- the image ---------------------------------------------------------------------------
+def test_image_carries_every_file_the_settings_point_at_and_runs_as_non_root() -> None:
+    """The image installs the repository in place: every default path of the settings must
+    lie in a folder the Dockerfile copies and .dockerignore does not drop."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \S+$", dockerfile, re.MULTILINE))
+    ignored = {
+        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip()
+    }
+    s = Settings()
+    paths = [
+        s.city_file,
+        s.quality_file,
+        s.alerts.rules_file,
+        s.delivery.subscribers_file,
+        s.api.geojson_file,
+        REPO_ROOT / "services" / "common" / "migrations",
+    ]
+    for path in paths:
+        top = path.relative_to(REPO_ROOT).parts[0]
+        assert top in copied and top not in ignored, path
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in {"0", "root"}
+    assert re.search(r'^ENTRYPOINT \["citywatch"\]$', dockerfile, re.MULTILINE)
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["citywatch"] == "services.cli:main"
