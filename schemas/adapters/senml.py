@@ -53,7 +53,7 @@ from schemas.adapters.units import POSITION_UNITS, metrics_for_unit
 from schemas.device import DeviceProfile
 from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
-from schemas.registry import Kind, metric_spec
+from schemas.registry import CATALOG, Kind, metric_spec
 from schemas.topics import parse_uplink_topic
 
 SENML_LABELS: Final = frozenset(
@@ -234,7 +234,11 @@ def _target(
             return Target(name)
     names_device = record.name == device_id or DEVICE_URN.match(record.name)
     if names_device and record.unit is not None:
-        fits = sorted(m for m in metrics_for_unit(record.unit) if metric_spec(kind, m))
+        # The kind's own metrics first: `cm` on a flood gauge is its water level, not the
+        # catalog's depth or distance (which a mapping or the record's name can still pick).
+        fits = sorted(
+            m for m in metrics_for_unit(record.unit) if m not in CATALOG and metric_spec(kind, m)
+        )
         if len(fits) == 1:
             return Target(fits[0])
     return f"SenML record {record.index} ({record.name!r})"

@@ -76,6 +76,7 @@ def _decode(
         decoded,
         mapping,
         profile.kind if profile else None,
+        measurements=profile.measurements if profile else None,
         extra=best_rssi(uplink.get("rx_metadata")),
     )
     lat, lon = (None, None)
