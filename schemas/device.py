@@ -121,6 +121,9 @@ class DeviceProfile(BaseModel):
     # The shipped device profile (deploy/devices/profiles/) the device was registered with;
     # its mapping, derivations, list layout and quality defaults are copied into this entry.
     profile: str | None = None
+    # Other kinds whose metrics the device also reports: a weather station registered as
+    # `flood` (its rain) that also reports air temperature and humidity.
+    also_kinds: tuple[Kind, ...] = ()
     # Per-device parameters of the derivations (DEVICE_PARAMS): mount height, datum offset...
     params: dict[str, float] = Field(default_factory=dict)
     derived: tuple[Derivation, ...] = ()

@@ -8,6 +8,7 @@ or a broken decoder, and storing it would poison every average downstream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -132,10 +133,14 @@ ALL_METRIC_NAMES: Final = frozenset(
 )
 
 
-def metric_spec(kind: Kind, name: str) -> MetricSpec | None:
+def metric_spec(kind: Kind, name: str, also: Sequence[Kind] = ()) -> MetricSpec | None:
     """The spec of `name` for a device of `kind` (its kind's, the common and the catalog
-    metrics), or None when a device of that kind cannot report it."""
-    return METRICS[kind].get(name) or COMMON.get(name) or CATALOG.get(name)
+    metrics, then those of the other kinds it also reports, `also`), or None when such a
+    device cannot report it."""
+    spec = METRICS[kind].get(name) or COMMON.get(name) or CATALOG.get(name)
+    for other in also:
+        spec = spec or METRICS[other].get(name)
+    return spec
 
 
 def is_kind(value: str) -> bool:

@@ -92,3 +92,31 @@ async def test_csv_and_yaml_import_accept_what_the_docs_say_and_a_bad_mapping_na
     assert (
         await dbcon.fetchval("SELECT count(*) FROM devices WHERE device_id = $1", f"{p}bad-1") == 0
     )
+
+
+async def test_add_with_a_profile_and_parameters_is_shown_and_decodes_the_vendor_example(
+    cli: Cli, dbcon: asyncpg.Connection
+) -> None:
+    gauge = f"{cli.prefix}mbx-1"
+    listed = await cli.run("profiles")
+    assert listed.returncode == 0, listed.stderr
+    assert "decentlab-dl-mbx  (flood, ttn)" in listed.stdout
+    assert "--param mount_height_m=..." in listed.stdout
+
+    missing = await cli.run("add", gauge, "--profile", "decentlab-dl-mbx")
+    assert missing.returncode != 0 and "mount_height_m" in missing.stderr
+    done = await cli.run(
+        "add", gauge, "--profile", "decentlab-dl-mbx",
+        "--param", "mount_height_m=3", "--param", "datum_offset_m=0.5",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = await cli.run("show", gauge)
+    assert "profile:         decentlab-dl-mbx" in shown.stdout
+    assert "parameters:      datum_offset_m=0.5; mount_height_m=3" in shown.stdout
+    assert "level_from_distance (distance_m -> water_level_m)" in shown.stdout
+
+    entry = await store.get_device(dbcon, gauge)
+    topic, payload = _uplink(gauge, {"distance": {"unit": "mm", "value": 1234}, "device_id": 303})
+    (reading,) = _readings(decode(topic, payload, RECEIVED, lookup={gauge: entry.profile}.get))
+    assert reading.metrics["water_level_m"] == pytest.approx(3 - 1.234 + 0.5)
+    assert reading.metrics["distance_m"] == pytest.approx(1.234)

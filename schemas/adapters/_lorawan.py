@@ -15,7 +15,7 @@ A value may be a number or an NGSI-v2 normalised attribute `{"value": number, ..
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -103,6 +103,7 @@ def decoded_fields(
     *,
     extra: Mapping[str, float] | None = None,
     measurements: MeasurementList | None = None,
+    also: Sequence[Kind] = (),
 ) -> DecodedFields:
     """Apply the mapping rules (module docstring) to one decoded object.
 
@@ -173,7 +174,7 @@ def decoded_fields(
     for metric, value in metrics.items():
         field = raw[metric][0] if metric in raw else "network metadata"
         source = f"decoded field {field!r}" if metric in raw else field
-        checked(kind, metric, value, source)
+        checked(kind, metric, value, source, also)
 
     time = None
     if "time" in specials:

@@ -77,6 +77,7 @@ def _decode(
         mapping,
         profile.kind if profile else None,
         measurements=profile.measurements if profile else None,
+        also=profile.also_kinds if profile else (),
         extra=best_rssi(body.get("rxInfo")),
     )
     reading = uplink_reading(

@@ -32,6 +32,7 @@ from schemas.adapters._values import checked
 from schemas.device import Derivation
 from schemas.errors import PayloadError
 from schemas.reading import Reading
+from schemas.registry import Kind
 
 __all__ = ["GRAVITY", "derive", "derive_metrics"]
 
@@ -96,15 +97,19 @@ def derive_metrics(
 
 
 def derive(
-    readings: list[Reading], derived: Sequence[Derivation], params: Mapping[str, float]
+    readings: list[Reading],
+    derived: Sequence[Derivation],
+    params: Mapping[str, float],
+    also: Sequence[Kind] = (),
 ) -> list[Reading]:
-    """Each reading with its derived metrics, range-checked for the reading's kind."""
+    """Each reading with its derived metrics, range-checked for the reading's kind (and the
+    other kinds the device also reports)."""
     out: list[Reading] = []
     for reading in readings:
         metrics = derive_metrics(reading.metrics, derived, params)
         for d in derived:
             target = d.target_metric
             if target in metrics:
-                checked(reading.kind, target, metrics[target], f"derived {d.type}")
+                checked(reading.kind, target, metrics[target], f"derived {d.type}", also)
         out.append(reading.model_copy(update={"metrics": metrics}))
     return out

@@ -152,7 +152,7 @@ def _decode(
         if profile.calibration:
             outcome = _calibrate(outcome, profile)
         if profile.derived:
-            outcome = derive(outcome, profile.derived, profile.params)
+            outcome = derive(outcome, profile.derived, profile.params, profile.also_kinds)
     return outcome
 
 
@@ -216,7 +216,7 @@ def _calibrate(readings: list[Reading], profile: DeviceProfile) -> list[Reading]
         for metric, offset in profile.calibration.items():
             if metric in metrics:
                 value = metrics[metric] + offset
-                spec = metric_spec(reading.kind, metric)
+                spec = metric_spec(reading.kind, metric, profile.also_kinds)
                 if spec is None or not math.isfinite(value) or not spec.accepts(value):
                     raise PayloadError(
                         "out_of_range",

@@ -11,7 +11,7 @@ is in `_lorawan.py`; SenML records go through it in `senml.py`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -161,7 +161,9 @@ def resolve_mapping(field_mapping: Mapping[str, str] | str | None) -> dict[str, 
     return out
 
 
-def mapping_problems(field_mapping: Mapping[str, str], kind: Kind) -> list[str]:
+def mapping_problems(
+    field_mapping: Mapping[str, str], kind: Kind, also: Sequence[Kind] = ()
+) -> list[str]:
     """Every entry of a per-device mapping that a device of `kind` could not use, as readable
     sentences (empty: the mapping is fine). What `devices add` and `devices import` check,
     so that everything this module's docstring allows is accepted and nothing else is."""
@@ -176,7 +178,7 @@ def mapping_problems(field_mapping: Mapping[str, str], kind: Kind) -> list[str]:
         elif target.name in SPECIAL_TARGETS:
             if target.unit is not None:
                 problems.append(f"{field!r} -> {spec!r}: {target.name} takes no unit")
-        elif metric_spec(kind, target.name) is None:
+        elif metric_spec(kind, target.name, also) is None:
             problems.append(
                 f"{field!r} -> {spec!r}: {target.name!r} is not a {kind} metric, a common or "
                 "catalog metric, time, lat, lon or '-'"

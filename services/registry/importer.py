@@ -14,7 +14,8 @@ these are called "drinking water", with boil-water advice, on the residents' pag
 `profile` (a shipped device profile, `citywatch devices profiles`: it fills in the kind, format,
 mapping, derived metrics and quality defaults the row leaves empty), `params` (per-device
 parameters of derived metrics, `mount_height_m=4.2; datum_offset_m=1.5`), `derived` (derived
-metric types, `level_from_distance; rain_rate`, or a JSON list), `measurements` (JSON).
+metric types, `level_from_distance; rain_rate`, or a JSON list), `measurements` (JSON),
+`also_kinds` (other kinds whose metrics the device reports, `air; flood`).
 `field_mapping` and `calibration` take JSON (`{"ph": -0.1}`) or `key=value` pairs separated
 by `;` (`ph=-0.1; temperature_c=0.3`); `field_mapping` may also name a shipped mapping
 (`fiware-air-quality`).
@@ -76,6 +77,7 @@ _ALIASES: dict[str, str] = {
     "params": "params",
     "derived": "derived",
     "measurements": "measurements",
+    "also_kinds": "also_kinds",
 }
 FIELDS: tuple[str, ...] = tuple(dict.fromkeys(_ALIASES.values()))
 _MAPPING_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -240,8 +242,12 @@ def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> 
             if text.startswith("[")
             else [{"type": t.strip()} for t in text.split(";") if t.strip()]
         )
+    if isinstance(values.get("also_kinds"), str):
+        values["also_kinds"] = [k.strip() for k in values["also_kinds"].split(";") if k.strip()]
     if isinstance(values.get("measurements"), str):
         values["measurements"] = _json("measurements", values["measurements"])
+    if isinstance(values.get("qc_overrides"), str):
+        values["qc_overrides"] = _json("qc_overrides", values["qc_overrides"])
     if values.get("profile") is not None:
         try:
             values = apply_profile(str(values["profile"]), values)
@@ -273,8 +279,6 @@ def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> 
     for flag in ("simulated", "drinking_water"):
         if isinstance(values.get(flag), str | int) and not isinstance(values[flag], bool):
             values[flag] = _flag(flag, str(values[flag]))
-    if isinstance(values.get("qc_overrides"), str):
-        values["qc_overrides"] = _json("qc_overrides", values["qc_overrides"])
     if city is not None and values.get("area") is not None:
         values["area"] = resolve_area(str(values["area"]), city)
     status = values.get("status", "active")
@@ -300,7 +304,7 @@ def _check_metrics(p: DeviceProfile) -> None:
         if metric_spec(p.kind, metric) is None:
             raise ValueError(f"calibration names {metric!r}, which is not a {p.kind} metric")
     if isinstance(p.field_mapping, dict):
-        problems = mapping_problems(p.field_mapping, p.kind)
+        problems = mapping_problems(p.field_mapping, p.kind, p.also_kinds)
         if problems:
             raise ValueError(f"field_mapping: {'; '.join(problems)}")
     elif isinstance(p.field_mapping, str) and not _MAPPING_NAME.match(p.field_mapping):
@@ -316,7 +320,7 @@ def _check_metrics(p: DeviceProfile) -> None:
         )
     for d in p.derived:
         for used in (d.source_metric, d.target_metric, d.baro_metric):
-            if used is not None and metric_spec(p.kind, used) is None:
+            if used is not None and metric_spec(p.kind, used, p.also_kinds) is None:
                 raise ValueError(f"derived {d.type}: {used!r} is not a {p.kind} metric")
 
 

@@ -58,6 +58,8 @@ class ModelProfile(BaseModel):
     model: str
     description: str
     kind: Kind
+    # Other kinds whose metrics the model also reports (a weather station: flood and air).
+    also_kinds: tuple[Kind, ...] = ()
     payload_format: PayloadFormat = "ttn"
     # Where the decoder and its example payloads come from (the vendor's codec).
     codec: str = Field(pattern=r"^https://")
@@ -72,16 +74,16 @@ class ModelProfile(BaseModel):
 
     def problems(self) -> list[str]:
         """What in the profile a device of its kind could not use."""
-        out = mapping_problems(self.field_mapping, self.kind)
+        out = mapping_problems(self.field_mapping, self.kind, self.also_kinds)
         for d in self.derived:
             for metric in (d.source_metric, d.target_metric, d.baro_metric):
-                if metric is not None and metric_spec(self.kind, metric) is None:
+                if metric is not None and metric_spec(self.kind, metric, self.also_kinds) is None:
                     out.append(f"derived {d.type}: {metric!r} is not a {self.kind} metric")
         out.extend(
             f"params: unknown parameter {p!r}" for p in self.params if p not in DEVICE_PARAMS
         )
         for metric, tests in self.quality.items():
-            if metric_spec(self.kind, metric) is None:
+            if metric_spec(self.kind, metric, self.also_kinds) is None:
                 out.append(f"quality: {metric!r} is not a {self.kind} metric")
             try:
                 MetricQc.model_validate(tests)
@@ -134,6 +136,8 @@ def apply_profile(name: str, values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     out.setdefault("kind", profile.kind)
     out.setdefault("payload_format", profile.payload_format)
+    if profile.also_kinds:
+        out.setdefault("also_kinds", list(profile.also_kinds))
     if profile.field_mapping:
         out.setdefault("field_mapping", dict(profile.field_mapping))
     if profile.derived:

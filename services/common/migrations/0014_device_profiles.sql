@@ -9,3 +9,5 @@ ALTER TABLE devices ADD COLUMN IF NOT EXISTS profile text;
 ALTER TABLE devices ADD COLUMN IF NOT EXISTS params jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE devices ADD COLUMN IF NOT EXISTS derived jsonb NOT NULL DEFAULT '[]';
 ALTER TABLE devices ADD COLUMN IF NOT EXISTS measurements jsonb;
+-- Other kinds whose metrics the device also reports (a weather station: flood and air).
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS also_kinds text[] NOT NULL DEFAULT '{}';
