@@ -98,6 +98,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         "profile": args.profile,
         "params": "; ".join(args.param) or None,
         "derived": "; ".join(args.derive) or None,
+        "also_kinds": "; ".join(args.also_kind) or None,
     }
     try:
         profile = profile_from_fields(fields, load_city(settings.city_file))
@@ -298,6 +299,13 @@ def add_parser(sub: Any) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a parameter of the derived metrics, e.g. mount_height_m=4.2 (repeatable)",
+    )
+    add.add_argument(
+        "--also-kind",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="another kind whose metrics the device also reports (repeatable)",
     )
     add.add_argument(
         "--derive",
