@@ -1,6 +1,7 @@
 """Devices registered with shipped profiles, their vendors' own example uplinks through the
 real Mosquitto, the gateway, Kafka and the processor: the corpus rows in PostgreSQL, derived
-levels, catalog metrics and a decoder's measurement list included (issue 13)."""
+levels, catalog metrics and a decoder's measurement list included, and a catalog metric
+served by the read API (issue 13)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from services.registry import store as registry
 from simulators import Publisher
 from tests.harness import REPO, Namespace, Services, wait_until
+from tests.test_api import get
 from tests.test_device_profiles import registered
 
 pytestmark = pytest.mark.stack
@@ -34,7 +36,9 @@ async def test_profiled_devices_store_their_vendor_examples_corpus_rows(
         for name in CASES
     }
     await registry.upsert_devices(dbcon, [registered(c, d) for d, c in cases.items()])
-    await services.start("ingest", "processor", CITYWATCH_INGEST__UNKNOWN_DEVICES="reject")
+    procs = await services.start(
+        "ingest", "processor", "api", CITYWATCH_INGEST__UNKNOWN_DEVICES="reject"
+    )
 
     for device_id, case in cases.items():
         body = {
@@ -74,3 +78,12 @@ async def test_profiled_devices_store_their_vendor_examples_corpus_rows(
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+
+    # A catalog metric is served like any other: the CTD's depth through the read API.
+    ctd = f"{ns.device_prefix}decentlab-dl-ctd10"
+    frm = (at - timedelta(minutes=1)).isoformat().replace("+", "%2B")
+    status, body, _ = await get(
+        f"http://127.0.0.1:{procs[-1].port}/readings?device={ctd}&metric=depth_m&from={frm}"
+    )
+    assert status == 200, body
+    assert [r["value"] for r in body["readings"]] == [pytest.approx(4.232)]
