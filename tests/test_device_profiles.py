@@ -133,3 +133,18 @@ def test_catalog_metrics_have_units_and_ranges_and_any_kind_may_report_them() ->
     # a kind's own metrics stay its own unless the device also reports that kind
     assert metric_spec("flood", "temperature_c") is None
     assert metric_spec("flood", "temperature_c", ("air",)) is not None
+
+
+def test_one_senml_rejection_names_every_unmapped_record() -> None:
+    pack = [{"bn": "d-1:", "n": "ph", "v": 7.1}, {"n": "foo", "v": 1}, {"n": "bar", "v": 2}]
+    profile = DeviceProfile(device_id="d-1", kind="water", payload_format="senml")
+    rej = _rejected(
+        decode(
+            "citywatch/water/d-1/up",
+            json.dumps(pack).encode(),
+            RECEIVED,
+            lookup={"d-1": profile}.get,
+        )
+    )
+    assert rej.reason == "unknown_metric"
+    assert "'d-1:foo'" in rej.detail and "'d-1:bar'" in rej.detail

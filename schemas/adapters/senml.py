@@ -265,6 +265,7 @@ def _decode(
     lats: dict[datetime, float] = {}
     lons: dict[datetime, float] = {}
     relative: set[datetime] = set()
+    unmapped: dict[str, str] = {}  # record name -> how the first such record is named
     for record in records:
         when = _instant(record, received_at)
         if not record.absolute:
@@ -279,13 +280,9 @@ def _decode(
         if target is None:
             continue
         if isinstance(target, str):
-            if record.value is None:
-                continue  # text, boolean, data or a bare sum: nothing to store, by design
-            raise PayloadError(
-                "unknown_metric",
-                f"{target} is not a CityWatch metric for {kind!r} and the device has no "
-                "field mapping for it",
-            )
+            if record.value is not None and record.name not in unmapped:
+                unmapped[record.name] = target  # text, boolean, data or a bare sum: by design
+            continue
         source = f"SenML record {record.index} ({record.name!r})"
         if target.name in ("lat", "lon", "time"):
             raise PayloadError(
@@ -312,6 +309,15 @@ def _decode(
         sources[(when, target.name)] = record.index
         metrics.setdefault(when, {})[target.name] = value
 
+    if unmapped:
+        # Every unmapped record name at once (issue 13), each by its first record.
+        raise PayloadError(
+            "unknown_metric",
+            f"{', '.join(unmapped.values())} "
+            f"{'are not CityWatch metrics' if len(unmapped) > 1 else 'is not a CityWatch metric'}"
+            f" for {kind!r} and the device has no field mapping for "
+            f"{'them' if len(unmapped) > 1 else 'it'}",
+        )
     if not metrics:
         raise PayloadError("no_metrics", "the SenML pack holds no record with a CityWatch metric")
     if len(metrics) > MAX_READINGS_PER_MESSAGE:
