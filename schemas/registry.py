@@ -8,8 +8,12 @@ or a broken decoder, and storing it would poison every average downstream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+import yaml
 
 Kind = Literal["water", "air", "flood", "litter"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
@@ -72,9 +76,71 @@ METRICS: Final[dict[Kind, dict[str, MetricSpec]]] = {
 }
 
 
-def metric_spec(kind: Kind, name: str) -> MetricSpec | None:
-    """The spec of `name` for a device of `kind`, or None when the kind has no such metric."""
-    return METRICS[kind].get(name) or COMMON.get(name)
+# The open metric catalog (issue 13): quantities outside the kinds' registries (CO2, TVOC,
+# pressure, light, redox, depth, distance, ...) that any device may report, each with its
+# unit, possible range and accepted source units. A config file, extended by adding entries.
+CATALOG_FILE: Final = Path(__file__).resolve().parents[1] / "deploy" / "devices" / "metrics.yaml"
+
+
+def load_catalog(
+    text: str, *, source: str = "metric catalog"
+) -> tuple[dict[str, MetricSpec], dict[str, dict[str, tuple[float, float]]]]:
+    """Parse the catalog: `{name: spec}` and `{name: {source unit: (factor, offset)}}`.
+
+    Raises:
+        ValueError: an entry without unit, range or units, a range that is not
+            `[min, max]`, or a name the registry already has.
+    """
+    body = yaml.safe_load(text) or {}
+    entries = body.get("metrics") if isinstance(body, dict) else None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{source}: expected a mapping under 'metrics'")
+    registered = {*COMMON, *(m for specs in METRICS.values() for m in specs)}
+    specs: dict[str, MetricSpec] = {}
+    units: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, entry in entries.items():
+        where = f"{source}: metric {name!r}"
+        if name in registered:
+            raise ValueError(f"{where} is already a registry metric")
+        if not isinstance(entry, dict) or not {"unit", "range", "units"} <= set(entry):
+            raise ValueError(f"{where} needs unit, range and units")
+        lo, hi = _pair(where, entry["range"])
+        specs[name] = MetricSpec(
+            name, str(entry["unit"]), lo, hi, str(entry.get("description", ""))
+        )
+        if not isinstance(entry["units"], dict) or not entry["units"]:
+            raise ValueError(f"{where}: units must map source units to factors")
+        units[name] = {
+            str(sym): _pair(where, conv) if isinstance(conv, list) else (float(conv), 0.0)
+            for sym, conv in entry["units"].items()
+        }
+    return specs, units
+
+
+def _pair(where: str, value: Any) -> tuple[float, float]:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise ValueError(f"{where}: expected [a, b], got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+CATALOG, CATALOG_UNITS = load_catalog(
+    CATALOG_FILE.read_text(encoding="utf-8"), source=str(CATALOG_FILE)
+)
+
+# Every metric name a reading may carry, whatever the device's kind.
+ALL_METRIC_NAMES: Final = frozenset(
+    {*COMMON, *CATALOG, *(m for specs in METRICS.values() for m in specs)}
+)
+
+
+def metric_spec(kind: Kind, name: str, also: Sequence[Kind] = ()) -> MetricSpec | None:
+    """The spec of `name` for a device of `kind` (its kind's, the common and the catalog
+    metrics, then those of the other kinds it also reports, `also`), or None when such a
+    device cannot report it."""
+    spec = METRICS[kind].get(name) or COMMON.get(name) or CATALOG.get(name)
+    for other in also:
+        spec = spec or METRICS[other].get(name)
+    return spec
 
 
 def is_kind(value: str) -> bool:

@@ -15,7 +15,7 @@ A value may be a number or an NGSI-v2 normalised attribute `{"value": number, ..
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -30,11 +30,19 @@ from schemas.adapters._values import (
     to_registry_unit,
 )
 from schemas.adapters.mappings import ALL_METRICS, SPECIAL_TARGETS, Target
+from schemas.device import MeasurementList
 from schemas.errors import PayloadError
 from schemas.reading import Reading, Source
-from schemas.registry import COMMON, KINDS, METRICS, Kind
+from schemas.registry import CATALOG, COMMON, KINDS, METRICS, Kind
 
-__all__ = ["DecodedFields", "best_rssi", "decoded_fields", "infer_kind", "uplink_reading"]
+__all__ = [
+    "DecodedFields",
+    "best_rssi",
+    "decoded_fields",
+    "flatten_measurements",
+    "infer_kind",
+    "uplink_reading",
+]
 
 # Names a decoded object may use for the reading's time and position without a mapping.
 IMPLICIT_FIELDS: Final[dict[str, str]] = {
@@ -60,7 +68,7 @@ def infer_kind(metrics: Iterable[str]) -> Kind:
     Used for an unregistered device on a network-server topic (which names no kind) when the
     gateway accepts unknown devices.
     """
-    specific = sorted({m for m in metrics if m not in COMMON})
+    specific = sorted({m for m in metrics if m not in COMMON and m not in CATALOG})
     fits = [k for k in KINDS if specific and all(m in METRICS[k] for m in specific)]
     if len(fits) == 1:
         return fits[0]
@@ -94,15 +102,22 @@ def decoded_fields(
     kind: Kind | None,
     *,
     extra: Mapping[str, float] | None = None,
+    measurements: MeasurementList | None = None,
+    also: Sequence[Kind] = (),
 ) -> DecodedFields:
     """Apply the mapping rules (module docstring) to one decoded object.
 
     `extra` are metrics from the network server's metadata (e.g. the gateway's RSSI); a value
-    the decoded object itself gives for the same metric wins.
+    the decoded object itself gives for the same metric wins. `measurements`, when the
+    device's decoder returns a list of measurements, says how to read it
+    (`flatten_measurements`).
     """
     raw: dict[str, tuple[str, float, str | None]] = {}  # metric -> (source field, value, unit)
     specials: dict[str, tuple[str, Any, Target]] = {}
     ignored: list[str] = []
+    unmapped: list[str] = []
+    if measurements is not None:
+        decoded = flatten_measurements(decoded, measurements)
     for field, value in decoded.items():
         if field in mapping:
             target = mapping[field]
@@ -115,12 +130,9 @@ def decoded_fields(
             target = Target(IMPLICIT_FIELDS[field])
         else:
             if is_number(numeric_value(value)):
-                raise PayloadError(
-                    "unknown_metric",
-                    f"decoded field {field!r} is not a CityWatch metric and the device has no "
-                    "field mapping for it (map it, or map it to '-' to ignore it)",
-                )
-            ignored.append(field)
+                unmapped.append(field)
+            else:
+                ignored.append(field)
             continue
         if target.name in SPECIAL_TARGETS:
             if target.name in specials:
@@ -140,6 +152,15 @@ def decoded_fields(
         number = finite(f"decoded field {field!r}", numeric_value(value))
         raw[target.name] = (field, number, target.unit)
 
+    if unmapped:
+        # Every unmapped field at once (issue 13): one round to fix a device, not one per field.
+        names = ", ".join(repr(f) for f in unmapped)
+        raise PayloadError(
+            "unknown_metric",
+            f"decoded field{'s' if len(unmapped) > 1 else ''} {names} "
+            f"{'are' if len(unmapped) > 1 else 'is'} not CityWatch metrics and the device has "
+            "no field mapping for them (map each, or map it to '-' to ignore it)",
+        )
     metrics: dict[str, float] = {}
     for metric, (field, number, unit) in raw.items():
         metrics[metric] = to_registry_unit(metric, number, unit, f"decoded field {field!r}")
@@ -153,7 +174,7 @@ def decoded_fields(
     for metric, value in metrics.items():
         field = raw[metric][0] if metric in raw else "network metadata"
         source = f"decoded field {field!r}" if metric in raw else field
-        checked(kind, metric, value, source)
+        checked(kind, metric, value, source, also)
 
     time = None
     if "time" in specials:
@@ -164,6 +185,37 @@ def decoded_fields(
         specials["lon"][1] if "lon" in specials else None,
     )
     return DecodedFields(kind=kind, metrics=metrics, time=time, lat=lat, lon=lon)
+
+
+def flatten_measurements(decoded: dict[str, Any], spec: MeasurementList) -> dict[str, Any]:
+    """The decoded object with each measurement of its list `spec.list` added as a field.
+
+    A decoder may return its measurements as a list of objects (SenseCAP:
+    `{"messages": [{"measurementId": 4097, "measurementValue": 21.4}, ...]}`, sometimes a
+    list of such lists). Each element holding `spec.name` and `spec.value` becomes the field
+    `str(element[spec.name])` with that value, which the field mapping then places like any
+    other field; elements without them (version, interval, sensor-id reports) are skipped.
+    The list itself is not a number and is then ignored.
+
+    Raises:
+        PayloadError: `invalid_structure` when a measurement name repeats, or names a field
+            the decoded object already has.
+    """
+    items = decoded.get(spec.list)
+    if not isinstance(items, list):
+        return decoded
+    flat = dict(decoded)
+    for item in [x for entry in items for x in (entry if isinstance(entry, list) else [entry])]:
+        if not isinstance(item, dict) or spec.name not in item or spec.value not in item:
+            continue
+        name = str(item[spec.name])
+        if name in flat:
+            raise PayloadError(
+                "invalid_structure",
+                f"measurement {name!r} of list {spec.list!r} appears twice in the decoded payload",
+            )
+        flat[name] = item[spec.value]
+    return flat
 
 
 def best_rssi(rx: Any, key: str = "rssi") -> dict[str, float]:

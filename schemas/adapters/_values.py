@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,9 +83,10 @@ def finite(name: str, value: Any) -> float:
     return number
 
 
-def checked(kind: Kind, metric: str, value: float, source: str) -> float:
-    """Range-check a value already in the registry unit; `source` names where it came from."""
-    spec = metric_spec(kind, metric)
+def checked(kind: Kind, metric: str, value: float, source: str, also: Sequence[Kind] = ()) -> float:
+    """Range-check a value already in the registry unit; `source` names where it came from;
+    `also` are the other kinds whose metrics the device reports (`DeviceProfile.also_kinds`)."""
+    spec = metric_spec(kind, metric, also)
     if spec is None:
         raise PayloadError(
             "unknown_metric", f"{source}: metric {metric!r} is not in the registry for {kind!r}"

@@ -73,7 +73,12 @@ def _decode(
 
     mapping = resolve_mapping(profile.field_mapping if profile else None)
     fields = decoded_fields(
-        decoded, mapping, profile.kind if profile else None, extra=best_rssi(body.get("rxInfo"))
+        decoded,
+        mapping,
+        profile.kind if profile else None,
+        measurements=profile.measurements if profile else None,
+        also=profile.also_kinds if profile else (),
+        extra=best_rssi(body.get("rxInfo")),
     )
     reading = uplink_reading(
         fields,

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from schemas.adapters._reject import rejection
 from schemas.adapters._values import check_size
 from schemas.adapters.chirpstack import decode_chirpstack, match_chirpstack
+from schemas.adapters.derived import derive
 from schemas.adapters.native import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
 from schemas.adapters.senml import decode_senml, looks_like_senml
 from schemas.adapters.ttn import decode_ttn, match_ttn
@@ -150,6 +151,8 @@ def _decode(
                 )
         if profile.calibration:
             outcome = _calibrate(outcome, profile)
+        if profile.derived:
+            outcome = derive(outcome, profile.derived, profile.params, profile.also_kinds)
     return outcome
 
 
@@ -213,7 +216,7 @@ def _calibrate(readings: list[Reading], profile: DeviceProfile) -> list[Reading]
         for metric, offset in profile.calibration.items():
             if metric in metrics:
                 value = metrics[metric] + offset
-                spec = metric_spec(reading.kind, metric)
+                spec = metric_spec(reading.kind, metric, profile.also_kinds)
                 if spec is None or not math.isfinite(value) or not spec.accepts(value):
                     raise PayloadError(
                         "out_of_range",

@@ -11,12 +11,13 @@ is in `_lorawan.py`; SenML records go through it in `senml.py`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from schemas.adapters.units import METRIC_UNITS
 from schemas.errors import PayloadError
-from schemas.registry import COMMON, METRICS
+from schemas.registry import ALL_METRIC_NAMES, Kind, metric_spec
 
 __all__ = [
     "ALL_METRICS",
@@ -24,13 +25,14 @@ __all__ = [
     "SHIPPED_MAPPINGS",
     "SPECIAL_TARGETS",
     "Target",
+    "mapping_problems",
     "parse_target",
     "resolve_mapping",
 ]
 
 IGNORE: Final = "-"
 SPECIAL_TARGETS: Final = frozenset({"time", "lat", "lon"})
-ALL_METRICS: Final = frozenset({*COMMON, *(m for specs in METRICS.values() for m in specs)})
+ALL_METRICS: Final = ALL_METRIC_NAMES
 
 
 def _ignored(*names: str) -> dict[str, str]:
@@ -157,3 +159,34 @@ def resolve_mapping(field_mapping: Mapping[str, str] | str | None) -> dict[str, 
             )
         out[field] = target
     return out
+
+
+def mapping_problems(
+    field_mapping: Mapping[str, str], kind: Kind, also: Sequence[Kind] = ()
+) -> list[str]:
+    """Every entry of a per-device mapping that a device of `kind` could not use, as readable
+    sentences (empty: the mapping is fine). What `devices add` and `devices import` check,
+    so that everything this module's docstring allows is accepted and nothing else is."""
+    problems: list[str] = []
+    for field, spec in field_mapping.items():
+        target = parse_target(spec)
+        if target is None:
+            continue
+        if target.name == "time":
+            if target.unit not in (None, "UTC"):
+                problems.append(f"{field!r} -> {spec!r}: a time target takes only '@UTC'")
+        elif target.name in SPECIAL_TARGETS:
+            if target.unit is not None:
+                problems.append(f"{field!r} -> {spec!r}: {target.name} takes no unit")
+        elif metric_spec(kind, target.name, also) is None:
+            problems.append(
+                f"{field!r} -> {spec!r}: {target.name!r} is not a {kind} metric, a common or "
+                "catalog metric, time, lat, lon or '-'"
+            )
+        elif target.unit is not None and target.unit not in METRIC_UNITS.get(target.name, {}):
+            accepted = ", ".join(sorted(METRIC_UNITS.get(target.name, {}))) or "none"
+            problems.append(
+                f"{field!r} -> {spec!r}: unit {target.unit!r} cannot be converted to "
+                f"{target.name!r} (accepted: {accepted})"
+            )
+    return problems

@@ -53,7 +53,7 @@ from schemas.adapters.units import POSITION_UNITS, metrics_for_unit
 from schemas.device import DeviceProfile
 from schemas.errors import PayloadError
 from schemas.reading import Reading, Rejection
-from schemas.registry import Kind, metric_spec
+from schemas.registry import CATALOG, Kind, metric_spec
 from schemas.topics import parse_uplink_topic
 
 SENML_LABELS: Final = frozenset(
@@ -234,7 +234,11 @@ def _target(
             return Target(name)
     names_device = record.name == device_id or DEVICE_URN.match(record.name)
     if names_device and record.unit is not None:
-        fits = sorted(m for m in metrics_for_unit(record.unit) if metric_spec(kind, m))
+        # The kind's own metrics first: `cm` on a flood gauge is its water level, not the
+        # catalog's depth or distance (which a mapping or the record's name can still pick).
+        fits = sorted(
+            m for m in metrics_for_unit(record.unit) if m not in CATALOG and metric_spec(kind, m)
+        )
         if len(fits) == 1:
             return Target(fits[0])
     return f"SenML record {record.index} ({record.name!r})"
@@ -261,6 +265,7 @@ def _decode(
     lats: dict[datetime, float] = {}
     lons: dict[datetime, float] = {}
     relative: set[datetime] = set()
+    unmapped: dict[str, str] = {}  # record name -> how the first such record is named
     for record in records:
         when = _instant(record, received_at)
         if not record.absolute:
@@ -275,13 +280,9 @@ def _decode(
         if target is None:
             continue
         if isinstance(target, str):
-            if record.value is None:
-                continue  # text, boolean, data or a bare sum: nothing to store, by design
-            raise PayloadError(
-                "unknown_metric",
-                f"{target} is not a CityWatch metric for {kind!r} and the device has no "
-                "field mapping for it",
-            )
+            if record.value is not None and record.name not in unmapped:
+                unmapped[record.name] = target  # text, boolean, data or a bare sum: by design
+            continue
         source = f"SenML record {record.index} ({record.name!r})"
         if target.name in ("lat", "lon", "time"):
             raise PayloadError(
@@ -308,6 +309,15 @@ def _decode(
         sources[(when, target.name)] = record.index
         metrics.setdefault(when, {})[target.name] = value
 
+    if unmapped:
+        # Every unmapped record name at once (issue 13), each by its first record.
+        raise PayloadError(
+            "unknown_metric",
+            f"{', '.join(unmapped.values())} "
+            f"{'are not CityWatch metrics' if len(unmapped) > 1 else 'is not a CityWatch metric'}"
+            f" for {kind!r} and the device has no field mapping for "
+            f"{'them' if len(unmapped) > 1 else 'it'}",
+        )
     if not metrics:
         raise PayloadError("no_metrics", "the SenML pack holds no record with a CityWatch metric")
     if len(metrics) > MAX_READINGS_PER_MESSAGE:

@@ -76,6 +76,8 @@ def _decode(
         decoded,
         mapping,
         profile.kind if profile else None,
+        measurements=profile.measurements if profile else None,
+        also=profile.also_kinds if profile else (),
         extra=best_rssi(uplink.get("rx_metadata")),
     )
     lat, lon = (None, None)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from schemas.errors import PayloadError
+from schemas.registry import CATALOG_UNITS
 
 # Molar volume of an ideal gas at 25 °C and 1013.25 hPa (US EPA convention) in L/mol:
 # ppb = µg/m³ * 24.45 / M, with M the molar mass in g/mol.
@@ -89,6 +90,14 @@ METRIC_UNITS: Final[dict[str, dict[str, Conversion]]] = {
     # any kind
     "battery_pct": {"%EL": _SAME, "/": _RATIO_TO_PCT, "%": _RATIO_TO_PCT},
     "rssi_dbm": {"dBm": _SAME, "dBW": Conversion(offset=30.0)},
+    # the open catalog (deploy/devices/metrics.yaml): its units are CityWatch's own table,
+    # not checked against the SenML registry
+    **{
+        metric: {
+            unit: Conversion(factor=f, offset=o, registered=False) for unit, (f, o) in table.items()
+        }
+        for metric, table in CATALOG_UNITS.items()
+    },
 }
 
 # SenML units that carry a position, not a measurement (RFC 8428: WGS84 degrees).

@@ -29,7 +29,7 @@ import asyncpg
 from aiohttp import web
 
 from schemas.city import City, load_city
-from schemas.registry import COMMON, KINDS, METRICS
+from schemas.registry import ALL_METRIC_NAMES, KINDS
 from services.alerts.model import SEVERITIES
 from services.api import params as p
 from services.api import store
@@ -69,7 +69,7 @@ LICENCES: dict[str, tuple[str, str]] = {
         "https://opendatacommons.org/licenses/odbl/1-0/",
     ),
 }
-_ALL_METRICS = frozenset({*COMMON, *(m for kind in METRICS.values() for m in kind)})
+_ALL_METRICS = ALL_METRIC_NAMES  # the kinds' metrics, the common ones and the catalog
 _KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from schemas.city import load_city
-from schemas.device import DeviceProfile
+from schemas.device import Derivation, DeviceProfile
 from services.common import db
 from services.common.settings import Settings
 from services.registry import store
@@ -29,6 +29,7 @@ from services.registry.mosquitto import (
     new_password,
     reserved_id,
 )
+from services.registry.profiles import PROFILES_DIR, load_profiles, missing_params
 
 __all__ = ["add_parser", "cmd_devices"]
 
@@ -94,6 +95,10 @@ def cmd_add(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         "calibration": args.calibration,
         "simulated": args.simulated,
         "drinking_water": args.drinking_water,
+        "profile": args.profile,
+        "params": "; ".join(args.param) or None,
+        "derived": "; ".join(args.derive) or None,
+        "also_kinds": "; ".join(args.also_kind) or None,
     }
     try:
         profile = profile_from_fields(fields, load_city(settings.city_file))
@@ -158,6 +163,11 @@ def cmd_show(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         ("location", f"{p.lat}, {p.lon}" if p.lat is not None else None),
         ("payload format", p.payload_format),
         ("field mapping", p.field_mapping),
+        ("profile", p.profile),
+        ("also reports", ", ".join(p.also_kinds) or None),
+        ("parameters", "; ".join(f"{k}={v:g}" for k, v in sorted(p.params.items())) or None),
+        ("derived", "; ".join(_derivation(d) for d in p.derived) or None),
+        ("measurements", p.measurements.model_dump() if p.measurements else None),
         ("install date", p.install_date),
         ("calibration", p.calibration or None),
         ("qc overrides", p.qc_overrides or None),
@@ -174,6 +184,29 @@ def cmd_show(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     ]
     for label, value in facts:
         print(f"{label + ':':<16} {'-' if value is None else value}", file=out)
+    return 0
+
+
+def _derivation(d: Derivation) -> str:
+    baro = f", barometric {d.baro_metric}" if d.baro_metric else ""
+    return f"{d.type} ({d.source_metric} -> {d.target_metric}{baro})"
+
+
+def cmd_profiles(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """The shipped device profiles: name, kind, model, what it derives and needs."""
+    profiles = load_profiles()
+    for p in profiles.values():
+        needs = missing_params(p.derived, p.params)
+        print(
+            f"{p.name}  ({p.kind}, {p.payload_format})  {p.vendor} {p.model}: {p.description}",
+            file=out,
+        )
+        if p.derived:
+            print(f"    derives: {'; '.join(_derivation(d) for d in p.derived)}", file=out)
+        if needs:
+            print(f"    needs:   --param {' --param '.join(n + '=...' for n in needs)}", file=out)
+        print(f"    codec:   {p.codec}", file=out)
+    print(f"{len(profiles)} profile(s) in {PROFILES_DIR}", file=out)
     return 0
 
 
@@ -241,6 +274,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, TextIO], int]] = {
     "disable": cmd_disable,
     "enable": cmd_enable,
     "provision": cmd_provision,
+    "profiles": cmd_profiles,
 }
 
 
@@ -255,7 +289,32 @@ def add_parser(sub: Any) -> None:
 
     add = actions.add_parser("add", help="register one device")
     add.add_argument("id")
-    add.add_argument("--kind", required=True, help="water, air, flood or litter")
+    add.add_argument("--kind", help="water, air, flood or litter (default: the profile's)")
+    add.add_argument(
+        "--profile", help="a shipped device profile (`citywatch devices profiles` lists them)"
+    )
+    add.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of the derived metrics, e.g. mount_height_m=4.2 (repeatable)",
+    )
+    add.add_argument(
+        "--also-kind",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="another kind whose metrics the device also reports (repeatable)",
+    )
+    add.add_argument(
+        "--derive",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a derived metric: level_from_distance, level_from_pressure, fill_from_distance, "
+        "rain_rate, rain_from_tips (repeatable; a profile declares its own)",
+    )
     add.add_argument("--name")
     add.add_argument("--lat", type=float)
     add.add_argument("--lon", type=float)
@@ -280,6 +339,8 @@ def add_parser(sub: Any) -> None:
 
     imp = actions.add_parser("import", help="register or update devices from a CSV/YAML file")
     imp.add_argument("file")
+
+    actions.add_parser("profiles", help="list the shipped device profiles (one per model)")
 
     lst = actions.add_parser("list", help="list registered and unprovisioned devices")
     lst.add_argument("--status", choices=["active", "disabled", "unprovisioned"])

@@ -5,11 +5,17 @@ written, and every bad row is reported with its line and reason (`ImportFailed`)
 operator fixes a whole file in one round instead of one error per attempt.
 
 CSV: a header row, then one device per row. Columns (any order; only `id` and `kind` are
-required): `id`, `kind`, `name`, `lat`, `lon`, `area`, `payload_format`, `field_mapping`,
+required, `kind` not with a `profile`): `id`, `kind`, `name`, `lat`, `lon`, `area`,
+`payload_format`, `field_mapping`,
 `install_date` (YYYY-MM-DD), `calibration`, `status` (`active` or `disabled`), `simulated`
 (`true`/`false`, `yes`/`no`, `1`/`0`: a simulated device's alerts are CAP `Exercise`),
 `drinking_water` (the same values: a water device that measures a drinking-water point; only
-these are called "drinking water", with boil-water advice, on the residents' page).
+these are called "drinking water", with boil-water advice, on the residents' page),
+`profile` (a shipped device profile, `citywatch devices profiles`: it fills in the kind, format,
+mapping, derived metrics and quality defaults the row leaves empty), `params` (per-device
+parameters of derived metrics, `mount_height_m=4.2; datum_offset_m=1.5`), `derived` (derived
+metric types, `level_from_distance; rain_rate`, or a JSON list), `measurements` (JSON),
+`also_kinds` (other kinds whose metrics the device reports, `air; flood`).
 `field_mapping` and `calibration` take JSON (`{"ph": -0.1}`) or `key=value` pairs separated
 by `;` (`ph=-0.1; temperature_c=0.3`); `field_mapping` may also name a shipped mapping
 (`fiware-air-quality`).
@@ -31,11 +37,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from schemas.adapters.mappings import mapping_problems
 from schemas.city import City
-from schemas.device import DeviceProfile
+from schemas.device import DEVICE_PARAMS, DeviceProfile
 from schemas.registry import KINDS, metric_spec
 from services.registry.errors import ImportFailed, RowProblem
 from services.registry.mosquitto import SERVICE_ID_PREFIX, reserved_id
+from services.registry.profiles import ProfileError, apply_profile, missing_params
 
 __all__ = [
     "FIELDS",
@@ -65,6 +73,11 @@ _ALIASES: dict[str, str] = {
     "status": "status",
     "simulated": "simulated",
     "drinking_water": "drinking_water",
+    "profile": "profile",
+    "params": "params",
+    "derived": "derived",
+    "measurements": "measurements",
+    "also_kinds": "also_kinds",
 }
 FIELDS: tuple[str, ...] = tuple(dict.fromkeys(_ALIASES.values()))
 _MAPPING_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -217,6 +230,29 @@ def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> 
         if value is None or value == "":
             continue
         values[target] = value
+    if isinstance(values.get("params"), str):
+        values["params"] = {
+            k: _number(f"param {k!r}", v)
+            for k, v in _text_mapping("params", values["params"]).items()
+        }
+    if isinstance(values.get("derived"), str):
+        text = values["derived"].strip()
+        values["derived"] = (
+            _json("derived", text)
+            if text.startswith("[")
+            else [{"type": t.strip()} for t in text.split(";") if t.strip()]
+        )
+    if isinstance(values.get("also_kinds"), str):
+        values["also_kinds"] = [k.strip() for k in values["also_kinds"].split(";") if k.strip()]
+    if isinstance(values.get("measurements"), str):
+        values["measurements"] = _json("measurements", values["measurements"])
+    if isinstance(values.get("qc_overrides"), str):
+        values["qc_overrides"] = _json("qc_overrides", values["qc_overrides"])
+    if values.get("profile") is not None:
+        try:
+            values = apply_profile(str(values["profile"]), values)
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from None
     for required in ("device_id", "kind"):
         if required not in values:
             raise ValueError(f"{'id' if required == 'device_id' else required} is missing")
@@ -243,8 +279,6 @@ def profile_from_fields(fields: Mapping[str, Any], city: City | None = None) -> 
     for flag in ("simulated", "drinking_water"):
         if isinstance(values.get(flag), str | int) and not isinstance(values[flag], bool):
             values[flag] = _flag(flag, str(values[flag]))
-    if isinstance(values.get("qc_overrides"), str):
-        values["qc_overrides"] = _json("qc_overrides", values["qc_overrides"])
     if city is not None and values.get("area") is not None:
         values["area"] = resolve_area(str(values["area"]), city)
     status = values.get("status", "active")
@@ -270,14 +304,24 @@ def _check_metrics(p: DeviceProfile) -> None:
         if metric_spec(p.kind, metric) is None:
             raise ValueError(f"calibration names {metric!r}, which is not a {p.kind} metric")
     if isinstance(p.field_mapping, dict):
-        for source_name, metric in p.field_mapping.items():
-            if metric_spec(p.kind, metric) is None:
-                raise ValueError(
-                    f"field_mapping maps {source_name!r} to {metric!r}, "
-                    f"which is not a {p.kind} metric"
-                )
+        problems = mapping_problems(p.field_mapping, p.kind, p.also_kinds)
+        if problems:
+            raise ValueError(f"field_mapping: {'; '.join(problems)}")
     elif isinstance(p.field_mapping, str) and not _MAPPING_NAME.match(p.field_mapping):
         raise ValueError(f"field_mapping {p.field_mapping!r} is not a shipped mapping's name")
+    unknown = sorted(set(p.params) - set(DEVICE_PARAMS))
+    if unknown:
+        raise ValueError(f"params: unknown {unknown}; known: {', '.join(DEVICE_PARAMS)}")
+    missing = missing_params(p.derived, p.params)
+    if missing:
+        raise ValueError(
+            f"its derived metrics need the parameter(s) {', '.join(missing)} "
+            f"(e.g. params 'mount_height_m=4.2'; see `citywatch devices profiles`)"
+        )
+    for d in p.derived:
+        for used in (d.source_metric, d.target_metric, d.baro_metric):
+            if used is not None and metric_spec(p.kind, used, p.also_kinds) is None:
+                raise ValueError(f"derived {d.type}: {used!r} is not a {p.kind} metric")
 
 
 def _number(name: str, text: str) -> float:

@@ -1,4 +1,5 @@
-"""The device registry in PostgreSQL: the `devices` table's registry columns (0001, 0003).
+"""The device registry in PostgreSQL: the `devices` table's registry columns (0001, 0003,
+0010, 0013, 0014).
 
 Rows the processor creates for devices nobody registered carry status `unprovisioned`;
 registering such a device (`add` or `import`) adopts the row, keeping its history
@@ -43,7 +44,8 @@ __all__ = [
 
 _PROFILE_COLUMNS = (
     "device_id, kind, name, area, lat, lon, payload_format, field_mapping::text, "
-    "install_date, calibration::text, qc_overrides::text, status, simulated, drinking_water"
+    "install_date, calibration::text, qc_overrides::text, status, simulated, drinking_water, "
+    "profile, params::text, derived::text, measurements::text, also_kinds"
 )
 
 
@@ -80,6 +82,11 @@ def _profile(row: asyncpg.Record) -> DeviceProfile:
         status=row["status"],
         simulated=row["simulated"],
         drinking_water=row["drinking_water"],
+        profile=row["profile"],
+        params=json.loads(row["params"]),
+        derived=json.loads(row["derived"]),
+        measurements=json.loads(row["measurements"]) if row["measurements"] else None,
+        also_kinds=tuple(row["also_kinds"]),
     )
 
 
@@ -148,28 +155,39 @@ def _params(p: DeviceProfile) -> tuple[Any, ...]:
         p.status,
         p.simulated,
         p.drinking_water,
+        p.profile,
+        json.dumps(p.params),
+        json.dumps([d.model_dump(exclude_none=True) for d in p.derived]),
+        None if p.measurements is None else p.measurements.model_dump_json(),
+        ",".join(p.also_kinds),
     )
 
 
 _UPSERT = """
 INSERT INTO devices AS d (device_id, kind, name, area, lat, lon, payload_format, field_mapping,
                           install_date, calibration, qc_overrides, status, simulated,
-                          drinking_water, updated_at)
+                          drinking_water, profile, params, derived, measurements, also_kinds,
+                          updated_at)
 SELECT u.id, u.kind, u.name, u.area, u.lat, u.lon, u.fmt, u.mapping::jsonb,
        u.installed, u.calibration::jsonb, u.qc::jsonb, u.status, u.simulated,
-       u.drinking_water, now()
+       u.drinking_water, u.profile, u.params::jsonb, u.derived::jsonb, u.measurements::jsonb,
+       coalesce(string_to_array(nullif(u.also_kinds, ''), ','), '{{}}'), now()
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[],
             $7::text[], $8::text[], $9::date[], $10::text[], $11::text[], $12::text[],
-            $13::bool[], $14::bool[])
+            $13::bool[], $14::bool[], $15::text[], $16::text[], $17::text[], $18::text[],
+            $19::text[])
      AS u(id, kind, name, area, lat, lon, fmt, mapping, installed, calibration, qc, status,
-          simulated, drinking_water)
+          simulated, drinking_water, profile, params, derived, measurements, also_kinds)
 ON CONFLICT (device_id) DO UPDATE SET
     kind = EXCLUDED.kind, name = EXCLUDED.name, area = EXCLUDED.area,
     lat = EXCLUDED.lat, lon = EXCLUDED.lon, payload_format = EXCLUDED.payload_format,
     field_mapping = EXCLUDED.field_mapping, install_date = EXCLUDED.install_date,
     calibration = EXCLUDED.calibration, qc_overrides = EXCLUDED.qc_overrides,
     status = EXCLUDED.status, simulated = EXCLUDED.simulated,
-    drinking_water = EXCLUDED.drinking_water, updated_at = now()
+    drinking_water = EXCLUDED.drinking_water, profile = EXCLUDED.profile,
+    params = EXCLUDED.params, derived = EXCLUDED.derived,
+    measurements = EXCLUDED.measurements, also_kinds = EXCLUDED.also_kinds,
+    updated_at = now()
 {where}
 RETURNING (xmax = 0) AS created
 """
@@ -177,7 +195,7 @@ RETURNING (xmax = 0) AS created
 
 async def upsert_devices(con: Conn, profiles: Sequence[DeviceProfile]) -> ImportResult:
     """Create or update every device in one statement inside one transaction: all or none."""
-    columns = list(zip(*(_params(p) for p in profiles), strict=True)) if profiles else [()] * 14
+    columns = list(zip(*(_params(p) for p in profiles), strict=True)) if profiles else [()] * 19
     async with con.transaction():
         rows = await con.fetch(_UPSERT.format(where=""), *(list(c) for c in columns))
     created = sum(1 for r in rows if r["created"])
