@@ -246,6 +246,22 @@ def test_differential_spike_leaves_a_step_alone_where_the_average_method_flags_i
     assert differential.series("d1") == [NE, P, P, P, P, NE]
 
 
+def test_a_value_outside_the_sensor_span_is_no_neighbour_for_the_spike_after_it() -> None:
+    # Seen in `citywatch evaluate` (normal day, 10 s): a turbidity sensor read 3960 NTU
+    # (FAIL: beyond its span) and then 408 NTU between readings of 9. Judged against the
+    # 3960, the 408 was a step down, passed, and raised a false turbidity advisory.
+    cfg = config(
+        gross_range={"suspect_min": 6, "suspect_max": 10},
+        spike={"suspect": 1.0, "fail": 5.0, "method": "differential"},
+    )
+    glitch = ph_series([7.0, 7.0, 20.0, 9.5, 7.0, 7.0])  # pH span 0-14: 20 fails
+    assert run(cfg, glitch).series("d1") == [P, P, F, S, P, P]
+    # the same after a restart: a window warmed from the database leaves the 20 out too
+    ev = QualityEvaluator(cfg)
+    ev.warm(("d1", "ph"), [(r.time, r.metrics["ph"]) for r in glitch[:4]])
+    assert ev.evaluate(glitch[4:5]).reflags == [("d1", "ph", glitch[3].time, S)]
+
+
 def test_rate_of_change_allows_the_noise_on_top_of_the_rate() -> None:
     cfg = config(rate_of_change={"suspect_per_hour": 1.0, "noise": 0.2})
     # 10 s steps: 0.19 is noise (1/h x 10 s + 0.2 = 0.203); 0.25 is not.

@@ -25,7 +25,10 @@ So the four tests are implemented below from the QARTOD manuals' definitions, in
 `ioos_qc` gives them (thresholds, strict comparisons, units):
 
 - gross range: FAIL outside the sensor span (the metric registry's range unless a device
-  overrides it with a narrower one), SUSPECT outside the operator's suspect span.
+  overrides it with a narrower one), SUSPECT outside the operator's suspect span. A value
+  outside the sensor span is no measurement: the sequence tests below neither judge it nor
+  use it as another value's neighbour (`ioos_qc` runs them on the raw series; a sensor's
+  3960 NTU glitch then hid the spike right after it).
 - spike: the point n-1 is judged against its two neighbours by one of `ioos_qc`'s methods:
   "average", |x(n-1) - (x(n-2) + x(n))/2|, or "differential", the smaller of the two steps
   when they have opposite signs (0 otherwise); strictly greater than the thresholds.
@@ -490,6 +493,21 @@ class _Series:
         self.values.clear()
         self.newest = None
 
+    def drop_outside(self, lo: float, hi: float) -> None:
+        """Drop window values outside the sensor span [lo, hi] (a warmed window holds what
+        the database has, failed values included; a live one never takes them in)."""
+        if all(lo <= v <= hi for v in self.values):
+            return
+        last = self.times[-1]
+        kept = [(t, v) for t, v in zip(self.times, self.values, strict=True) if lo <= v <= hi]
+        self.times.clear()
+        self.values.clear()
+        for t, v in kept:
+            self.times.append(t)
+            self.values.append(v)
+        if not self.times or self.times[-1] != last:
+            self.newest = None  # its pending spike verdict goes with it
+
     def rebuild_run(self) -> None:
         """Recompute the flat run from the window (after a config change or a warm-up)."""
         if not self.values:
@@ -656,6 +674,8 @@ class QualityEvaluator:
                         r.kind, metric, self.metric_config(r.device_id, r.kind, metric)
                     )
                     s.generation = self._generation
+                    if s.cfg.gross is not None:
+                        s.drop_outside(s.cfg.gross[0], s.cfg.gross[1])
                     s.rebuild_run()
                 flag = self._judge(s, ev, r.device_id, metric, r.time, ts, value)
                 if self.drift and key in self.drift:
@@ -684,6 +704,11 @@ class QualityEvaluator:
                 gross = Flag.SUSPECT
             else:
                 gross = Flag.PASS
+        if gross is Flag.FAIL:
+            # Outside what the sensor can measure: no value at all, so it is nobody's
+            # neighbour. Kept in the window, a 3960 NTU glitch made the 408 NTU after it the
+            # left half of a "step down" instead of a spike, passed, and an alert opened on it.
+            return gross
         if s.times and ts <= s.times[-1]:
             ev.late += 1  # late, out of order or a duplicate: gross range and spike alone
             return worst(gross, self._late_spike(s, cfg, ts, value))
