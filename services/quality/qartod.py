@@ -27,8 +27,10 @@ So the four tests are implemented below from the QARTOD manuals' definitions, in
 - gross range: FAIL outside the sensor span (the metric registry's range unless a device
   overrides it with a narrower one), SUSPECT outside the operator's suspect span. A value
   outside the sensor span is no measurement: the sequence tests below neither judge it nor
-  use it as another value's neighbour (`ioos_qc` runs them on the raw series; a sensor's
-  3960 NTU glitch then hid the spike right after it).
+  use it as another value's neighbour, and a value the spike test fails leaves the window
+  once judged (`ioos_qc` runs them on the raw series; a sensor's 3960 NTU glitch then hid
+  the 408 NTU spike right after it). A window warmed from the database after a restart
+  still holds stored spike failures (only values outside the span are dropped there).
 - spike: the point n-1 is judged against its two neighbours by one of `ioos_qc`'s methods:
   "average", |x(n-1) - (x(n-2) + x(n))/2|, or "differential", the smaller of the two steps
   when they have opposite signs (0 otherwise); strictly greater than the thresholds.
@@ -734,6 +736,13 @@ class QualityEvaluator:
                 # The centred test for the previous point, now that it has a right neighbour.
                 verdict = _spike(cfg.spike, s.values[-2], prev_v, value)
                 self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
+                if verdict is Flag.FAIL:
+                    # A failed spike is no measurement either: it leaves the window, so the
+                    # value after it is judged against the one before it (a 3960 NTU glitch
+                    # made the 408 NTU after it look like half of a step, and passed it).
+                    s.times.pop()
+                    s.values.pop()
+                    s.rebuild_run()
         if cfg.flat is not None:
             if not s.values:
                 s.run_start, s.run_min, s.run_max, s.run_points = ts, value, value, 1
