@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from services.common import db
-from services.common.kafka import ensure_topics
+from services.common.kafka import TopicNames, ensure_topics, grant
 from services.common.settings import Settings, load_settings
 from services.stack import components
 from services.supervisor import ServiceProcess
@@ -60,7 +60,7 @@ class BenchNames:
         topics = self.topics
         asyncio.run(
             ensure_topics(
-                settings.kafka_bootstrap,
+                settings,
                 {
                     topics["readings"]: settings.topics.readings_partitions,
                     topics["rejected"]: 1,
@@ -68,6 +68,16 @@ class BenchNames:
                 },
             )
         )
+        env = self.env()
+        names = TopicNames(
+            topics["readings"],
+            topics["rejected"],
+            topics["alerts"],
+            env["CITYWATCH_PROCESSOR__GROUP_ID"],
+            env["CITYWATCH_ALERTS__GROUP_ID"],
+            env["CITYWATCH_DELIVERY__GROUP_ID"],
+        )
+        asyncio.run(grant(settings, names, prefixed=True))
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of the run's service processes: its own topics, shared

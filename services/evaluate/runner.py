@@ -41,7 +41,8 @@ from services.bench.common import (
     wait_ready,
 )
 from services.common import db
-from services.common.settings import Settings
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN, Settings
 from services.evaluate.flags import Labels, QualityScore, ScoredRow, flat_metrics, score
 from services.evaluate.scoring import (
     AlertScore,
@@ -316,7 +317,7 @@ def _publish(
 async def _committed(settings: Settings, group: str, topic: str) -> tuple[int, int]:
     """(sum of `group`'s committed offsets, sum of end offsets) over `topic`."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        **client_options(settings, KAFKA_ADMIN), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:

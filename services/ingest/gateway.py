@@ -117,7 +117,7 @@ class IngestService(ServiceBase):
             )
         )
         self._producer = await kafka.open_producer(
-            s, client_id=s.ingest.client_id, stop=self.stop_event
+            s, account="citywatch-ingest", client_id=s.ingest.client_id, stop=self.stop_event
         )
         stack.push_async_callback(self._close_producers)
         self.kafka_ok = True
@@ -354,7 +354,9 @@ class IngestService(ServiceBase):
         assert self._producer is not None
         s = self.settings
         try:
-            fresh = await kafka.open_producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
+            fresh = await kafka.open_producer(
+                s, account="citywatch-ingest", client_id=s.ingest.client_id, stop=self.stop_event
+            )
         except KafkaUnavailable:
             # Stopping while Kafka is down: this message stays with the broker, unacked;
             # the drain cancels this task when its time is up.
