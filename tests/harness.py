@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,33 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.city import DEFAULT_CITY_FILE
 from services.common.kafka import TopicNames, client_options, ensure_topics, grant
-from services.common.settings import KAFKA_ADMIN, Settings
+from services.common.settings import (
+    KAFKA_ACCOUNTS_FILE,
+    KAFKA_ADMIN,
+    POSTGRES_ACCOUNTS_FILE,
+    Settings,
+)
 from services.supervisor import ServiceProcess, free_port, wait_until
 
-__all__ = ["Namespace", "ServiceProcess", "Services", "free_port", "wait_until"]
+__all__ = [
+    "Namespace",
+    "ServiceProcess",
+    "Services",
+    "free_port",
+    "share_stack_logins",
+    "wait_until",
+]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def share_stack_logins(stack: Settings, state_dir: Path) -> None:
+    """Give another state folder (a test's own Mosquitto or CLI run) the stack's PostgreSQL
+    and Kafka passwords: it uses the same servers. The copies keep their 0600 mode."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name in (POSTGRES_ACCOUNTS_FILE, KAFKA_ACCOUNTS_FILE):
+        if (stack.state_dir / name).exists():
+            shutil.copy2(stack.state_dir / name, state_dir / name)
 
 
 @dataclass

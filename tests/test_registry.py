@@ -42,7 +42,7 @@ from services.registry.mosquitto import (
     render_services_acl,
     write_broker_files,
 )
-from tests.harness import REPO, free_port, wait_until
+from tests.harness import REPO, free_port, share_stack_logins, wait_until
 
 
 @dataclass
@@ -71,6 +71,7 @@ class Cli:
 async def cli(migrated: Settings, dbcon: asyncpg.Connection) -> AsyncIterator[Cli]:
     suffix = uuid.uuid4().hex[:8]
     state = migrated.state_dir / f"registry-{suffix}"
+    share_stack_logins(migrated, state)  # the same PostgreSQL as the stack's
     env = {**os.environ, "CITYWATCH_STATE_DIR": str(state), "CITYWATCH_LOG_FORMAT": "text"}
     yield Cli(env=env, prefix=f"r{suffix}-")
     await dbcon.execute("DELETE FROM devices WHERE device_id LIKE $1", f"r{suffix}-%")
