@@ -161,6 +161,7 @@ async def close_producer(prod: AIOKafkaProducer, timeout_s: float = PRODUCER_CLO
     KafkaError: the gateway leaves those messages unacked, with the broker) and the
     producer is stopped, again within the bound.
     """
+    abandoned = False
     try:
         async with asyncio.timeout(timeout_s):
             await prod.flush()
@@ -169,11 +170,19 @@ async def close_producer(prod: AIOKafkaProducer, timeout_s: float = PRODUCER_CLO
         # aiokafka has no public "abandon what is queued"; this is what its own fatal
         # errors do (MessageAccumulator.fail_all).
         prod._message_accumulator.fail_all(KafkaConnectionError("producer closed undelivered"))
+        abandoned = True
     try:
         async with asyncio.timeout(timeout_s):
             await prod.stop()
     except TimeoutError:
         log.warning("kafka producer did not stop in time; abandoning it")
+    except KeyError:
+        # A request that was in flight when its batch was failed above fails in turn, and
+        # aiokafka's sender re-queues the batch it no longer holds (reenqueue: KeyError).
+        # The producer is stopped by then; what it held was failed to its senders.
+        if not abandoned:
+            raise
+        log.warning("kafka producer stopped after failing its unsent records")
 
 
 @asynccontextmanager

@@ -171,7 +171,13 @@ class IngestService(ServiceBase):
             await asyncio.wait({warm, stop}, return_when=asyncio.FIRST_COMPLETED)
             warm.cancel()
             while not self.stop_event.is_set():
-                await self._window.acquire()
+                # A full window frees up only as Kafka acks: during an outage it never does,
+                # so a stop must not wait for a slot (it would wait for the hard cancel).
+                slot = asyncio.create_task(self._window.acquire())
+                await asyncio.wait({slot, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not slot.done():
+                    slot.cancel()
+                    break
                 if not self._gate.is_set():
                     gate = asyncio.create_task(self._gate.wait())
                     await asyncio.wait({gate, stop}, return_when=asyncio.FIRST_COMPLETED)
