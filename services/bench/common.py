@@ -68,7 +68,7 @@ class BenchNames:
                 },
             )
         )
-        env = self.env()
+        env = self.groups()  # a subclass's own (evaluate's)
         names = TopicNames(
             topics["readings"],
             topics["rejected"],
@@ -79,6 +79,15 @@ class BenchNames:
         )
         asyncio.run(grant(settings, names, prefixed=True))
 
+    def groups(self) -> dict[str, str]:
+        """The run's gateway client id and consumer groups."""
+        return {
+            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-bench-ingest-{self.suffix}",
+            "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{self.suffix}",
+            "CITYWATCH_ALERTS__GROUP_ID": f"bench-alerts-{self.suffix}",
+            "CITYWATCH_DELIVERY__GROUP_ID": f"bench-delivery-{self.suffix}",
+        }
+
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of the run's service processes: its own topics, shared
         subscription, client id and consumer groups, unregistered devices accepted."""
@@ -88,10 +97,7 @@ class BenchNames:
             "CITYWATCH_TOPICS__REJECTED": topics["rejected"],
             "CITYWATCH_TOPICS__ALERTS": topics["alerts"],
             "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/{self.prefix}/{self.prefix}/+/+/up"]),
-            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-bench-ingest-{self.suffix}",
-            "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{self.suffix}",
-            "CITYWATCH_ALERTS__GROUP_ID": f"bench-alerts-{self.suffix}",
-            "CITYWATCH_DELIVERY__GROUP_ID": f"bench-delivery-{self.suffix}",
+            **self.groups(),
             "CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept",  # the bench fleet is not registered
             "CITYWATCH_LOG_LEVEL": "WARNING",
             **extra,
