@@ -14,6 +14,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import asyncpg
 
@@ -39,6 +40,7 @@ class BenchNames:
     """The names of one bench run: Kafka topics, MQTT prefix, device ids, client ids."""
 
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    kind: ClassVar[str] = "bench"  # what names the run's groups
 
     @property
     def topics(self) -> dict[str, str]:
@@ -80,12 +82,13 @@ class BenchNames:
         asyncio.run(grant(settings, names, prefixed=True))
 
     def groups(self) -> dict[str, str]:
-        """The run's gateway client id and consumer groups."""
+        """The run's gateway client id and consumer groups (`bench-processor-<suffix>`...)."""
+        kind, suffix = self.kind, self.suffix
         return {
-            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-bench-ingest-{self.suffix}",
-            "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{self.suffix}",
-            "CITYWATCH_ALERTS__GROUP_ID": f"bench-alerts-{self.suffix}",
-            "CITYWATCH_DELIVERY__GROUP_ID": f"bench-delivery-{self.suffix}",
+            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-{kind}-ingest-{suffix}",
+            "CITYWATCH_PROCESSOR__GROUP_ID": f"{kind}-processor-{suffix}",
+            "CITYWATCH_ALERTS__GROUP_ID": f"{kind}-alerts-{suffix}",
+            "CITYWATCH_DELIVERY__GROUP_ID": f"{kind}-delivery-{suffix}",
         }
 
     def env(self, **extra: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -83,6 +83,8 @@ class EvaluateOptions:
 class EvaluateNames(BenchNames):
     """A run's own names: `evaluate.<suffix>.*` topics, `ev<suffix>` MQTT prefix and ids."""
 
+    kind: ClassVar[str] = "evaluate"
+
     @property
     def topics(self) -> dict[str, str]:
         return {k: f"evaluate.{self.suffix}.{k}" for k in ("readings", "rejected", "alerts")}
@@ -98,14 +100,6 @@ class EvaluateNames(BenchNames):
     @property
     def rule_suffix(self) -> str:  # rule ids too: area alerts' state is keyed by rule id
         return f"-ev{self.suffix}"
-
-    def groups(self) -> dict[str, str]:
-        return {
-            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-evaluate-ingest-{self.suffix}",
-            "CITYWATCH_PROCESSOR__GROUP_ID": f"evaluate-processor-{self.suffix}",
-            "CITYWATCH_ALERTS__GROUP_ID": f"evaluate-alerts-{self.suffix}",
-            "CITYWATCH_DELIVERY__GROUP_ID": f"evaluate-delivery-{self.suffix}",
-        }
 
 
 @dataclass
