@@ -75,9 +75,10 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from services.common.kafka import ensure_topics, topic_specs
+    from services.common.kafka import TopicNames, ensure_topics, grant, topic_specs
 
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
+    created = asyncio.run(ensure_topics(settings, topic_specs(settings)))
+    asyncio.run(grant(settings, TopicNames.of(settings)))
     print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
     return 0
 

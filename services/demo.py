@@ -121,6 +121,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> int:
         part.up()
         if not was_up:
             started_parts.append(part)
+    settings = settings.reloaded()  # the passwords a first `stack up` just generated
     applied, path = asyncio.run(migrate_database(settings.database_dsn))
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}; storage path: {path}")
     run = city_run(opts, datetime.now(UTC))

@@ -33,14 +33,10 @@ PGLITE_DIR = REPO / "deploy" / "pglite"
 # -- plain PostgreSQL: fresh databases on the test stack ------------------------------------
 
 
-def with_url(dsn: str, *, database: str, user: str | None = None) -> str:
-    """`dsn` pointing at another database (and, given `user`, as that user, no password)."""
+def with_url(dsn: str, *, database: str) -> str:
+    """`dsn` pointing at another database."""
     u = urlsplit(dsn)
-    netloc = u.netloc
-    if user is not None:
-        hostport = netloc.rpartition("@")[2]
-        netloc = f"{user}@{hostport}"
-    return urlunsplit((u.scheme, netloc, f"/{database}", u.query, u.fragment))
+    return urlunsplit((u.scheme, u.netloc, f"/{database}", u.query, u.fragment))
 
 
 @dataclass
@@ -48,6 +44,7 @@ class FreshDatabases:
     """Creates empty databases owned by the stack's role; drops them all on teardown."""
 
     dsn: str
+    superuser_dsn: str  # the stack's superuser, with its password from the state folder
     created: list[str]
 
     async def admin(self) -> asyncpg.Connection:
@@ -58,7 +55,7 @@ class FreshDatabases:
         ):
             return con
         await con.close()
-        return await asyncpg.connect(with_url(self.dsn, database="postgres", user="postgres"))
+        return await asyncpg.connect(self.superuser_dsn)
 
     async def create(self) -> str:
         name = f"citywatch_mig_{uuid.uuid4().hex[:8]}"
@@ -82,7 +79,7 @@ class FreshDatabases:
 
 @pytest.fixture(scope="module")
 async def fresh_databases(stack: Settings) -> AsyncIterator[FreshDatabases]:
-    dbs = FreshDatabases(stack.database_dsn, [])
+    dbs = FreshDatabases(stack.database_dsn, stack.database_dsn_as("postgres", "postgres"), [])
     yield dbs
     await dbs.drop_all()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +19,34 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.city import DEFAULT_CITY_FILE
-from services.common.kafka import ensure_topics
-from services.common.settings import Settings
+from services.common.kafka import TopicNames, client_options, ensure_topics, grant
+from services.common.settings import (
+    KAFKA_ACCOUNTS_FILE,
+    KAFKA_ADMIN,
+    POSTGRES_ACCOUNTS_FILE,
+    Settings,
+)
 from services.supervisor import ServiceProcess, free_port, wait_until
 
-__all__ = ["Namespace", "ServiceProcess", "Services", "free_port", "wait_until"]
+__all__ = [
+    "Namespace",
+    "ServiceProcess",
+    "Services",
+    "free_port",
+    "share_stack_logins",
+    "wait_until",
+]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def share_stack_logins(stack: Settings, state_dir: Path) -> None:
+    """Give another state folder (a test's own Mosquitto or CLI run) the stack's PostgreSQL
+    and Kafka passwords: it uses the same servers. The copies keep their 0600 mode."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name in (POSTGRES_ACCOUNTS_FILE, KAFKA_ACCOUNTS_FILE):
+        if (stack.state_dir / name).exists():
+            shutil.copy2(stack.state_dir / name, state_dir / name)
 
 
 @dataclass
@@ -64,13 +86,25 @@ class Namespace:
 
     async def create_topics(self, readings_partitions: int = 4) -> None:
         await ensure_topics(
-            self.settings.kafka_bootstrap,
+            self.settings,
             {
                 self.readings_topic: readings_partitions,
                 self.rejected_topic: 1,
                 self.alerts_topic: 1,
             },
         )
+        # Each service's principal gets on this test's topics and groups the rights it has
+        # on the stack's own; prefixed, so a test's extra topics (`...readings-late`) too.
+        env = self.env()
+        names = TopicNames(
+            self.readings_topic,
+            self.rejected_topic,
+            self.alerts_topic,
+            env["CITYWATCH_PROCESSOR__GROUP_ID"],
+            env["CITYWATCH_ALERTS__GROUP_ID"],
+            env["CITYWATCH_DELIVERY__GROUP_ID"],
+        )
+        await grant(self.settings, names, prefixed=True)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a service of this test runs with."""
@@ -112,7 +146,7 @@ class Namespace:
     async def committed(self, group: str, topic: str) -> int:
         """Sum of the group's committed offsets over the topic's partitions."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_options(self.settings, KAFKA_ADMIN),
             group_id=group,
             enable_auto_commit=False,
         )
@@ -132,7 +166,7 @@ class Namespace:
     async def rewind(self, group: str, topic: str) -> None:
         """Commit offset 0 for `group` on every partition of `topic`: a full replay."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_options(self.settings, KAFKA_ADMIN),
             group_id=group,
             enable_auto_commit=False,
         )
@@ -146,7 +180,7 @@ class Namespace:
             await consumer.stop()
 
     async def end_offsets(self, topic: str) -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        consumer = AIOKafkaConsumer(**client_options(self.settings, KAFKA_ADMIN))
         await consumer.start()
         try:
             await consumer._client.force_metadata_update()
@@ -160,7 +194,7 @@ class Namespace:
         """Exactly the first `count` records of `topic` (fails on a timeout)."""
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_options(self.settings, KAFKA_ADMIN),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

@@ -38,7 +38,8 @@ from services.alerts.delivery import DeliveryService
 from services.alerts.delivery.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from services.alerts.delivery.config import SubscribersFile
 from services.alerts.delivery.notice import topic_area
-from services.common.settings import DeliverySettings, Settings, TopicSettings
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN, DeliverySettings, Settings, TopicSettings
 from tests.harness import REPO, Namespace, free_port, wait_until
 
 pytestmark = pytest.mark.stack
@@ -215,7 +216,7 @@ async def rig_factory(ns: Namespace, dbcon: asyncpg.Connection) -> AsyncIterator
             ),
         }
     )
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(stack, KAFKA_ADMIN), acks="all")
     await producer.start()
     running: list[tuple[DeliveryService, asyncio.Task[None]]] = []
 

@@ -24,6 +24,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from services.alerts.api import msg_type_for
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN
 from simulators import Message, Publisher
 from simulators.faults import FaultRates
 from simulators.run import ScenarioRun
@@ -45,7 +47,7 @@ async def events_on_topic(
     The outbox is one table in a database other tests share: a service may also publish
     events other tests left unpublished, so each test picks its own."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=ns.settings.kafka_bootstrap, enable_auto_commit=False
+        **client_options(ns.settings, KAFKA_ADMIN), enable_auto_commit=False
     )
     await consumer.start()
     try:

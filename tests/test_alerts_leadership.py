@@ -23,6 +23,8 @@ from aiokafka.partitioner import murmur2
 
 from services.alerts.leadership import Leadership, lock_ids, lock_key
 from services.common.errors import DatabaseUnavailable
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN
 from simulators import Publisher
 from tests.harness import Namespace, ServiceProcess, Services, city_file_with, wait_until
 from tests.test_alert_rules_stack import events_on_topic
@@ -142,7 +144,7 @@ class Pair:
         return found[0]
 
     async def group_members(self) -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.ns.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.ns.settings, KAFKA_ADMIN))
         await admin.start()
         try:
             [resp] = await admin.describe_consumer_groups([self.group])

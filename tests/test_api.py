@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaProducer
 from schemas import Reading
 from services.api.status import LatestValue, air_category, area_of, kind_status
 from services.common.http_auth import operator_headers
-from services.common.settings import load_settings
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN, load_settings
 from simulators import Message, Publisher
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
@@ -48,7 +49,7 @@ def reading(
 
 
 async def produce(ns: Namespace, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=ns.settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(**client_options(ns.settings, KAFKA_ADMIN))
     await producer.start()
     try:
         await asyncio.gather(*[await producer.send(topic, v) for v in values])
@@ -396,7 +397,7 @@ async def test_stream_sends_new_readings_and_alert_changes_matching_the_filter(a
     task = asyncio.create_task(listen())
     try:
         await asyncio.wait_for(connected.wait(), 10)
-        producer = AIOKafkaProducer(bootstrap_servers=ns.settings.kafka_bootstrap)
+        producer = AIOKafkaProducer(**client_options(ns.settings, KAFKA_ADMIN))
         await producer.start()
         try:
             t = datetime.now(UTC)

@@ -24,7 +24,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from schemas import RejectedRecord
 from schemas.device import DeviceProfile
 from schemas.reading import MAX_DETAIL_CHARS
-from services.common.kafka import MAX_RECORD_BYTES, ensure_topics
+from services.common.kafka import MAX_RECORD_BYTES, client_options, ensure_topics
+from services.common.settings import KAFKA_ADMIN
 from services.ingest.gateway import DEAD_LETTER_EXCERPT_BYTES
 from services.registry import store
 from simulators import Publisher
@@ -115,7 +116,7 @@ async def test_record_the_broker_refuses_is_dead_lettered_and_later_readings_flo
     # A rejected topic that takes records of at most 64 KiB: the broker itself refuses the
     # full rejection (MESSAGE_TOO_LARGE, which no retry can change).
     small = f"test.{ns.suffix}.rejected-small"
-    admin = AIOKafkaAdminClient(bootstrap_servers=ns.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(ns.settings, KAFKA_ADMIN))
     await admin.start()
     try:
         await admin.create_topics(
@@ -123,7 +124,7 @@ async def test_record_the_broker_refuses_is_dead_lettered_and_later_readings_flo
         )
     finally:
         await admin.close()
-    await ensure_topics(ns.settings.kafka_bootstrap, {small: 1})  # waits for its leader
+    await ensure_topics(ns.settings, {small: 1})  # waits for its leader
     (ingest,) = await services.start("ingest", CITYWATCH_TOPICS__REJECTED=small)
 
     device = f"{ns.device_prefix}refused"
@@ -187,7 +188,7 @@ async def test_one_devices_readings_reach_kafka_in_publish_order_across_a_kafka_
         return ingest.metric("citywatch_ingest_kafka_errors_total") >= 4
 
     await wait_until(failing, timeout=60, what="four failed Kafka sends")
-    await ensure_topics(ns.settings.kafka_bootstrap, {late: 2})
+    await ensure_topics(ns.settings, {late: 2})
 
     records = [json.loads(r) for r in await ns.read_topic(late, 40)]
     for device in devices:
@@ -292,7 +293,7 @@ async def test_gateway_retrying_a_send_in_place_still_stops_and_leaves_the_messa
     assert await asyncio.to_thread(ingest.stop) == 0
 
     # The message was never acked, so the broker hands it to the next gateway on the session.
-    await ensure_topics(ns.settings.kafka_bootstrap, {late: 1})
+    await ensure_topics(ns.settings, {late: 1})
     await services.start("ingest", **env)
     [raw] = await ns.read_topic(late, 1)
     assert json.loads(raw)["device_id"] == device

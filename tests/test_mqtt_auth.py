@@ -37,7 +37,14 @@ from schemas.device import DeviceProfile
 from services.common.settings import Settings, load_settings
 from services.registry import store
 from services.stack import Mosquitto
-from tests.harness import REPO, Namespace, Services, free_port, wait_until
+from tests.harness import (
+    REPO,
+    Namespace,
+    Services,
+    free_port,
+    share_stack_logins,
+    wait_until,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -106,6 +113,7 @@ def broker(migrated: Settings) -> Iterator[Broker]:
         "mqtt_url": env["CITYWATCH_MQTT_URL"],
         "mqtt_services_url": env["CITYWATCH_MQTT_SERVICES_URL"],
     }
+    share_stack_logins(migrated, state)  # the same PostgreSQL and Kafka as the stack's
     first = load_settings(state_dir=state, **urls)
     part = Mosquitto(first)
     part.up()

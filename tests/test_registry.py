@@ -44,7 +44,7 @@ from services.registry.mosquitto import (
     render_services_acl,
     write_broker_files,
 )
-from tests.harness import REPO, free_port, wait_until
+from tests.harness import REPO, free_port, share_stack_logins, wait_until
 
 UUID = "0f4a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"  # a ChirpStack application id
 
@@ -75,6 +75,7 @@ class Cli:
 async def cli(migrated: Settings, dbcon: asyncpg.Connection) -> AsyncIterator[Cli]:
     suffix = uuid.uuid4().hex[:8]
     state = migrated.state_dir / f"registry-{suffix}"
+    share_stack_logins(migrated, state)  # the same PostgreSQL as the stack's
     env = {**os.environ, "CITYWATCH_STATE_DIR": str(state), "CITYWATCH_LOG_FORMAT": "text"}
     yield Cli(env=env, prefix=f"r{suffix}-")
     await dbcon.execute("DELETE FROM devices WHERE device_id LIKE $1", f"r{suffix}-%")

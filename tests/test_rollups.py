@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import Reading
 from services.common import db, maintenance
-from services.common.settings import RetentionSettings
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN, RetentionSettings
 from tests.fixtures_databases import FreshDatabases, connected, pglite
 from tests.harness import Namespace, Services, wait_until
 
@@ -353,7 +354,7 @@ async def test_processor_keeps_rollups_and_exports_lag_per_partition_and_area_fr
     base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
     devices = [f"{ns.device_prefix}{p}" for p in range(partitions)]
     area = f"area-{ns.suffix}"
-    producer = AIOKafkaProducer(bootstrap_servers=ns.settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(**client_options(ns.settings, KAFKA_ADMIN))
     await producer.start()
     try:
         for p, device in enumerate(devices):  # one device per partition, keyed as ingest does

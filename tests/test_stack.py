@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from services.common.errors import StateError
 from services.common.settings import Settings
@@ -74,9 +75,12 @@ async def test_the_database_role_is_created_with_quoted_names_and_password(
     host, port = Postgres(stack).host, Postgres(stack).port
 
     dsn = f"postgresql://{quote(user)}:{quote(password)}@{host}:{port}/{quote(dbname)}"
-    con = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+    con = await asyncpg.connect(stack.database_dsn_as("postgres", "postgres"))
     try:
-        await _ensure_role_and_db(dsn, host, port)
+        await _ensure_role_and_db(stack.model_copy(update={"database_url": SecretStr(dsn)}))
+        # The role logs in with that password (SCRAM): it was set, quoted, as given.
+        role = await asyncpg.connect(dsn)
+        await role.close()
         assert await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user) == 1
         assert await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'citywatch'") == 1
         owner = await con.fetchval(

@@ -160,7 +160,7 @@ class AlertsService(ServiceBase):
         )
         self._pool = await stack.enter_async_context(db.create_pool(s.database_dsn))
         self._producer = await stack.enter_async_context(
-            kafka.producer(s, client_id=client_id, stop=self.stop_event)
+            kafka.producer(s, account="citywatch-alerts", client_id=client_id, stop=self.stop_event)
         )
         # The readings consumer is opened per term of leadership, in `_lead`: a standby
         # must not join the group. The lock session closes last but one, after the
@@ -222,6 +222,7 @@ class AlertsService(ServiceBase):
         try:
             async with kafka.consumer(
                 s,
+                account="citywatch-alerts",
                 group_id=s.alerts.group_id,
                 topics=[s.topics.readings],
                 client_id=f"citywatch-alerts-{s.alerts.group_id}",

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from schemas import Reading
+from services.common import kafka
 from services.common.backoff import Backoff
 from services.common.lifecycle import BackgroundTasks
 from services.common.settings import Settings
@@ -121,7 +122,7 @@ class StreamHub:
     async def _start(self) -> AIOKafkaConsumer:
         s = self._settings
         cons = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **kafka.client_options(s, "citywatch-api"),
             group_id=None,  # group-less: no commits, no rebalances, every replica sees all
             client_id="citywatch-api-stream",
             enable_auto_commit=False,

@@ -49,7 +49,8 @@ from services.bench.common import (
     stop_all,
     wait_ready,
 )
-from services.common.settings import Settings
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN, Settings
 from services.supervisor import ServiceProcess
 from simulators import Fleet, Message, Publisher, PublishStats
 
@@ -216,7 +217,7 @@ async def _run(
     arrivals = _Arrivals()
     runner = await _webhook(arrivals)
     port = runner.addresses[0][1]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(**client_options(settings, KAFKA_ADMIN), group_id=None)
     await consumer.start()
     watcher: asyncio.Task[None] | None = None
     procs: list[ServiceProcess] = []

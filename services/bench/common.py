@@ -14,11 +14,12 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import asyncpg
 
 from services.common import db
-from services.common.kafka import ensure_topics
+from services.common.kafka import TopicNames, ensure_topics, grant
 from services.common.settings import Settings, load_settings
 from services.stack import components
 from services.supervisor import ServiceProcess
@@ -39,6 +40,7 @@ class BenchNames:
     """The names of one bench run: Kafka topics, MQTT prefix, device ids, client ids."""
 
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    kind: ClassVar[str] = "bench"  # what names the run's groups
 
     @property
     def topics(self) -> dict[str, str]:
@@ -60,7 +62,7 @@ class BenchNames:
         topics = self.topics
         asyncio.run(
             ensure_topics(
-                settings.kafka_bootstrap,
+                settings,
                 {
                     topics["readings"]: settings.topics.readings_partitions,
                     topics["rejected"]: 1,
@@ -68,6 +70,26 @@ class BenchNames:
                 },
             )
         )
+        env = self.groups()  # a subclass's own (evaluate's)
+        names = TopicNames(
+            topics["readings"],
+            topics["rejected"],
+            topics["alerts"],
+            env["CITYWATCH_PROCESSOR__GROUP_ID"],
+            env["CITYWATCH_ALERTS__GROUP_ID"],
+            env["CITYWATCH_DELIVERY__GROUP_ID"],
+        )
+        asyncio.run(grant(settings, names, prefixed=True))
+
+    def groups(self) -> dict[str, str]:
+        """The run's gateway client id and consumer groups (`bench-processor-<suffix>`...)."""
+        kind, suffix = self.kind, self.suffix
+        return {
+            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-{kind}-ingest-{suffix}",
+            "CITYWATCH_PROCESSOR__GROUP_ID": f"{kind}-processor-{suffix}",
+            "CITYWATCH_ALERTS__GROUP_ID": f"{kind}-alerts-{suffix}",
+            "CITYWATCH_DELIVERY__GROUP_ID": f"{kind}-delivery-{suffix}",
+        }
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of the run's service processes: its own topics, shared
@@ -78,10 +100,7 @@ class BenchNames:
             "CITYWATCH_TOPICS__REJECTED": topics["rejected"],
             "CITYWATCH_TOPICS__ALERTS": topics["alerts"],
             "CITYWATCH_INGEST__FILTERS": json.dumps([f"$share/{self.prefix}/{self.prefix}/+/+/up"]),
-            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-bench-ingest-{self.suffix}",
-            "CITYWATCH_PROCESSOR__GROUP_ID": f"bench-processor-{self.suffix}",
-            "CITYWATCH_ALERTS__GROUP_ID": f"bench-alerts-{self.suffix}",
-            "CITYWATCH_DELIVERY__GROUP_ID": f"bench-delivery-{self.suffix}",
+            **self.groups(),
             "CITYWATCH_INGEST__UNKNOWN_DEVICES": "accept",  # the bench fleet is not registered
             "CITYWATCH_LOG_LEVEL": "WARNING",
             **extra,

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from schemas import Reading
 from schemas.adapters import decode_native
 from services.common import db, kafka
-from services.common.settings import Settings
+from services.common.settings import KAFKA_ADMIN, Settings
 from simulators import Fleet, Message, Publisher
 
 
@@ -74,7 +74,7 @@ def mqtt_pub_sub(settings: Settings, n: int, *, per_kind: int) -> float:
 async def kafka_produce(settings: Settings, n: int, *, topic: str, per_kind: int) -> float:
     """aiokafka alone: idempotent acks=all producer, pipelined, records per second."""
     readings = _readings(n, per_kind=per_kind, id_prefix="rawk-")
-    async with kafka.producer(settings, client_id="citywatch-bench") as prod:
+    async with kafka.producer(settings, account=KAFKA_ADMIN, client_id="citywatch-bench") as prod:
         start = time.monotonic()
         futures = [
             await prod.send(topic, key=r.device_id.encode(), value=r.to_kafka()) for r in readings

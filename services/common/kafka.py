@@ -1,7 +1,11 @@
-"""The one place Kafka clients are built: idempotent producers, manual-commit consumers, topics.
+"""The one place Kafka clients are built: idempotent producers, manual-commit consumers, topics,
+and who may do what (SASL logins and ACLs).
 
 Every producer is idempotent with `acks=all` (DESIGN.md, delivery guarantees); every
-consumer commits by hand, after its side effects are durable.
+consumer commits by hand, after its side effects are durable. Every client logs in as one
+principal (`client_options`): the local broker takes SASL/SCRAM-SHA-512 logins only, and
+its StandardAuthorizer lets each principal do what `kafka_acls` grants and nothing more
+(issue 10): only the gateway writes readings, only the alerts service writes alerts.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
@@ -22,11 +29,13 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
     TopicAlreadyExistsError,
+    for_code,
 )
+from aiokafka.protocol.admin import CreateAclsRequest
 
 from services.common.backoff import Backoff
 from services.common.errors import KafkaUnavailable
-from services.common.settings import Settings
+from services.common.settings import KAFKA_ADMIN, KafkaAccount, Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +43,27 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "PRODUCER_CLOSE_S",
     "RECORD_REFUSED",
+    "SASL_MECHANISM",
+    "Acl",
     "KafkaError",
+    "TopicNames",
+    "client_options",
     "close_producer",
     "consumer",
+    "ensure_acls",
     "ensure_topics",
+    "grant",
+    "kafka_acls",
     "kafka_answers",
     "open_producer",
     "producer",
     "topic_specs",
 ]
+
+# The one SASL mechanism the local broker enables on its client listener
+# (deploy/kafka/server.properties); `citywatch stack up` creates the principals' SCRAM
+# credentials for it when it formats the broker's storage.
+SASL_MECHANISM = "SCRAM-SHA-512"
 
 
 # The largest record a producer sends: 1 MiB, within the broker's `message.max.bytes`
@@ -65,12 +86,35 @@ RECORD_REFUSED: tuple[type[KafkaError], ...] = (
 )
 
 
+def client_options(settings: Settings, account: KafkaAccount) -> dict[str, Any]:
+    """The bootstrap servers and login of one principal, for any aiokafka client.
+
+    With a login (the state folder's `kafka-accounts.json`, or CITYWATCH_KAFKA_USERNAME and
+    _PASSWORD) the client authenticates with SASL/SCRAM-SHA-512; without one it connects
+    in plain text, as to a broker that takes anonymous clients.
+    """
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
+    login = settings.kafka_login(account)
+    if login is not None:
+        options |= {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": SASL_MECHANISM,
+            "sasl_plain_username": login[0],
+            "sasl_plain_password": login[1],
+        }
+    return options
+
+
 @asynccontextmanager
 async def producer(
-    settings: Settings, *, client_id: str, stop: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    account: KafkaAccount,
+    client_id: str,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[AIOKafkaProducer]:
     """An idempotent producer; on exit it flushes what is in flight, for a bounded time."""
-    prod = await open_producer(settings, client_id=client_id, stop=stop)
+    prod = await open_producer(settings, account=account, client_id=client_id, stop=stop)
     try:
         yield prod
     finally:
@@ -78,7 +122,11 @@ async def producer(
 
 
 async def open_producer(
-    settings: Settings, *, client_id: str, stop: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    account: KafkaAccount,
+    client_id: str,
+    stop: asyncio.Event | None = None,
 ) -> AIOKafkaProducer:
     """Start an idempotent producer, waiting for Kafka (see `_start`); close it with
     `close_producer`.
@@ -91,7 +139,7 @@ async def open_producer(
     A caller that resends after such a failure needs a new producer (services/ingest).
     """
     prod = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings, account),
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
@@ -113,6 +161,7 @@ async def close_producer(prod: AIOKafkaProducer, timeout_s: float = PRODUCER_CLO
     KafkaError: the gateway leaves those messages unacked, with the broker) and the
     producer is stopped, again within the bound.
     """
+    abandoned = False
     try:
         async with asyncio.timeout(timeout_s):
             await prod.flush()
@@ -121,17 +170,26 @@ async def close_producer(prod: AIOKafkaProducer, timeout_s: float = PRODUCER_CLO
         # aiokafka has no public "abandon what is queued"; this is what its own fatal
         # errors do (MessageAccumulator.fail_all).
         prod._message_accumulator.fail_all(KafkaConnectionError("producer closed undelivered"))
+        abandoned = True
     try:
         async with asyncio.timeout(timeout_s):
             await prod.stop()
     except TimeoutError:
         log.warning("kafka producer did not stop in time; abandoning it")
+    except KeyError:
+        # A request that was in flight when its batch was failed above fails in turn, and
+        # aiokafka's sender re-queues the batch it no longer holds (reenqueue: KeyError).
+        # The producer is stopped by then; what it held was failed to its senders.
+        if not abandoned:
+            raise
+        log.warning("kafka producer stopped after failing its unsent records")
 
 
 @asynccontextmanager
 async def consumer(
     settings: Settings,
     *,
+    account: KafkaAccount,
     group_id: str,
     topics: Iterable[str],
     client_id: str,
@@ -141,7 +199,7 @@ async def consumer(
 ) -> AsyncIterator[AIOKafkaConsumer]:
     """A group consumer with auto-commit off: the caller commits after its work is durable."""
     cons = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings, account),
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
@@ -200,9 +258,10 @@ def topic_specs(settings: Settings) -> dict[str, int]:
     }
 
 
-async def ensure_topics(bootstrap: str, specs: dict[str, int]) -> list[str]:
-    """Create missing topics with their partition counts (auto-creation is off on our broker)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+async def ensure_topics(settings: Settings, specs: dict[str, int]) -> list[str]:
+    """Create missing topics with their partition counts (auto-creation is off on our broker),
+    as the admin principal."""
+    admin = AIOKafkaAdminClient(**client_options(settings, KAFKA_ADMIN), request_timeout_ms=15_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -238,10 +297,10 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> Non
             await asyncio.sleep(0.1)  # polling the broker's metadata, not standing in for it
 
 
-async def kafka_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when a broker at `bootstrap` answers a metadata request."""
+async def kafka_answers(settings: Settings, timeout_s: float = 5.0) -> bool:
+    """True when the broker answers the admin principal's metadata request."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        **client_options(settings, KAFKA_ADMIN), request_timeout_ms=int(timeout_s * 1000)
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -252,3 +311,135 @@ async def kafka_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
         return False
     finally:
         await admin.close()
+
+
+# -- who may do what (ACLs) ----------------------------------------------------------------
+# Kafka's wire codes (org.apache.kafka.common.resource.ResourceType, PatternType,
+# acl.AclOperation, acl.AclPermissionType).
+
+
+class Resource(IntEnum):
+    TOPIC = 2
+    GROUP = 3
+    CLUSTER = 4
+
+
+class Pattern(IntEnum):
+    LITERAL = 3
+    PREFIXED = 4
+
+
+class Operation(IntEnum):
+    READ = 3  # implies DESCRIBE
+    WRITE = 4  # implies DESCRIBE
+    IDEMPOTENT_WRITE = 12
+
+
+_ALLOW = 3
+_CLUSTER = "kafka-cluster"
+
+
+@dataclass(frozen=True)
+class Acl:
+    """One ALLOW rule: `principal` may do `operation` on the resource `name`."""
+
+    principal: KafkaAccount
+    resource: Resource
+    name: str
+    operation: Operation
+    pattern: Pattern = Pattern.LITERAL
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topics and consumer groups one set of services uses: the stack's own (`of`), or
+    a test's, bench run's or evaluation's (uuid-suffixed)."""
+
+    readings: str
+    rejected: str
+    alerts: str
+    processor_group: str
+    alerts_group: str
+    delivery_group: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> TopicNames:
+        t = settings.topics
+        return cls(
+            t.readings,
+            t.rejected,
+            t.alerts,
+            settings.processor.group_id,
+            settings.alerts.group_id,
+            settings.delivery.group_id,
+        )
+
+
+def kafka_acls(names: TopicNames, *, prefixed: bool = False) -> list[Acl]:
+    """Each principal's rights, from what each service writes and reads:
+
+    - ingest (the gateway) writes readings and rejections;
+    - processor reads readings (its group) and writes the rejections it finds;
+    - alerts reads readings (its group), writes alerts, and its delivery part reads alerts
+      (the delivery group);
+    - api reads readings and alerts without a group (the live stream).
+
+    The admin principal is a super user (server.properties), for the stack's tooling, the
+    tools (bench, evaluate) and the tests. `prefixed` grants on every name that starts with
+    the given ones: a test's topics (`test.<id>.readings`, `test.<id>.readings-late`).
+    """
+    pattern = Pattern.PREFIXED if prefixed else Pattern.LITERAL
+    n = names
+    writes: dict[KafkaAccount, tuple[str, ...]] = {
+        "citywatch-ingest": (n.readings, n.rejected),
+        "citywatch-processor": (n.rejected,),
+        "citywatch-alerts": (n.alerts,),
+    }
+    reads: dict[KafkaAccount, tuple[tuple[str, str | None], ...]] = {
+        "citywatch-processor": ((n.readings, n.processor_group),),
+        "citywatch-alerts": ((n.readings, n.alerts_group), (n.alerts, n.delivery_group)),
+        "citywatch-api": ((n.readings, None), (n.alerts, None)),
+    }
+    acls: list[Acl] = []
+    for who, topics in writes.items():
+        # An idempotent producer's InitProducerId (the version aiokafka sends) needs this.
+        acls.append(Acl(who, Resource.CLUSTER, _CLUSTER, Operation.IDEMPOTENT_WRITE))
+        acls += [Acl(who, Resource.TOPIC, t, Operation.WRITE, pattern) for t in topics]
+    for who, pairs in reads.items():
+        for topic, group in pairs:
+            acls.append(Acl(who, Resource.TOPIC, topic, Operation.READ, pattern))
+            if group is not None:
+                acls.append(Acl(who, Resource.GROUP, group, Operation.READ, pattern))
+    return acls
+
+
+async def ensure_acls(settings: Settings, acls: Iterable[Acl]) -> None:
+    """Create `acls` as the admin principal (creating one that exists changes nothing)."""
+    admin = AIOKafkaAdminClient(**client_options(settings, KAFKA_ADMIN), request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        for acl in acls:
+            # aiokafka has no public create_acls; its request type carries one binding.
+            request = CreateAclsRequest(
+                acl.resource,
+                acl.name,
+                acl.pattern,
+                f"User:{acl.principal}",
+                "*",
+                acl.operation,
+                _ALLOW,
+            )
+            response = await admin._send_request(request)
+            for code, message in response.creation_responses:
+                if code:
+                    raise for_code(code)(f"creating {acl}: {message}")
+    finally:
+        await admin.close()
+
+
+async def grant(settings: Settings, names: TopicNames, *, prefixed: bool = False) -> None:
+    """Give each principal its rights on `names`; nothing to do on a broker without logins
+    (no principals, no authorizer)."""
+    if settings.kafka_login(KAFKA_ADMIN) is None:
+        return
+    await ensure_acls(settings, kafka_acls(names, prefixed=prefixed))

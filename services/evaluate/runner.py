@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -41,7 +41,8 @@ from services.bench.common import (
     wait_ready,
 )
 from services.common import db
-from services.common.settings import Settings
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN, Settings
 from services.evaluate.flags import Labels, QualityScore, ScoredRow, flat_metrics, score
 from services.evaluate.scoring import (
     AlertScore,
@@ -85,6 +86,8 @@ class EvaluateOptions:
 class EvaluateNames(BenchNames):
     """A run's own names: `evaluate.<suffix>.*` topics, `ev<suffix>` MQTT prefix and ids."""
 
+    kind: ClassVar[str] = "evaluate"
+
     @property
     def topics(self) -> dict[str, str]:
         return {k: f"evaluate.{self.suffix}.{k}" for k in ("readings", "rejected", "alerts")}
@@ -100,14 +103,6 @@ class EvaluateNames(BenchNames):
     @property
     def rule_suffix(self) -> str:  # rule ids too: area alerts' state is keyed by rule id
         return f"-ev{self.suffix}"
-
-    def groups(self) -> dict[str, str]:
-        return {
-            "CITYWATCH_INGEST__CLIENT_ID": f"citywatch-evaluate-ingest-{self.suffix}",
-            "CITYWATCH_PROCESSOR__GROUP_ID": f"evaluate-processor-{self.suffix}",
-            "CITYWATCH_ALERTS__GROUP_ID": f"evaluate-alerts-{self.suffix}",
-            "CITYWATCH_DELIVERY__GROUP_ID": f"evaluate-delivery-{self.suffix}",
-        }
 
 
 @dataclass
@@ -323,7 +318,7 @@ def _publish(
 async def _committed(settings: Settings, group: str, topic: str) -> tuple[int, int]:
     """(sum of `group`'s committed offsets, sum of end offsets) over `topic`."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        **client_options(settings, KAFKA_ADMIN), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:

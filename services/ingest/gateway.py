@@ -118,7 +118,7 @@ class IngestService(ServiceBase):
             )
         )
         self._producer = await kafka.open_producer(
-            s, client_id=s.ingest.client_id, stop=self.stop_event
+            s, account="citywatch-ingest", client_id=s.ingest.client_id, stop=self.stop_event
         )
         stack.push_async_callback(self._close_producers)
         self.kafka_ok = True
@@ -173,7 +173,13 @@ class IngestService(ServiceBase):
             await asyncio.wait({warm, stop}, return_when=asyncio.FIRST_COMPLETED)
             warm.cancel()
             while not self.stop_event.is_set():
-                await self._window.acquire()
+                # A full window frees up only as Kafka acks: during an outage it never does,
+                # so a stop must not wait for a slot (it would wait for the hard cancel).
+                slot = asyncio.create_task(self._window.acquire())
+                await asyncio.wait({slot, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not slot.done():
+                    slot.cancel()
+                    break
                 if not self._gate.is_set():
                     gate = asyncio.create_task(self._gate.wait())
                     await asyncio.wait({gate, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -378,7 +384,9 @@ class IngestService(ServiceBase):
         assert self._producer is not None
         s = self.settings
         try:
-            fresh = await kafka.open_producer(s, client_id=s.ingest.client_id, stop=self.stop_event)
+            fresh = await kafka.open_producer(
+                s, account="citywatch-ingest", client_id=s.ingest.client_id, stop=self.stop_event
+            )
         except KafkaUnavailable:
             # Stopping while Kafka is down: this message stays with the broker, unacked;
             # the drain cancels this task when its time is up.

@@ -89,11 +89,14 @@ class ProcessorService(ServiceBase):
         self._pool = await stack.enter_async_context(db.create_pool(s.database_dsn))
         # For the rare record that is not a reading: it goes to the rejected topic.
         self._producer = await stack.enter_async_context(
-            kafka.producer(s, client_id=client_id, stop=self.stop_event)
+            kafka.producer(
+                s, account="citywatch-processor", client_id=client_id, stop=self.stop_event
+            )
         )
         self._consumer = await stack.enter_async_context(
             kafka.consumer(
                 s,
+                account="citywatch-processor",
                 group_id=s.processor.group_id,
                 topics=[s.topics.readings],
                 client_id=client_id,

@@ -20,8 +20,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from services.common.errors import StateError
-from services.common.kafka import ensure_topics, kafka_answers, topic_specs
-from services.common.settings import REPO_ROOT, Settings
+from services.common.kafka import TopicNames, ensure_topics, grant, kafka_answers, topic_specs
+from services.common.settings import (
+    KAFKA_ACCOUNTS,
+    KAFKA_ACCOUNTS_FILE,
+    KAFKA_ADMIN,
+    POSTGRES_ACCOUNTS_FILE,
+    POSTGRES_SUPERUSER,
+    REPO_ROOT,
+    Settings,
+)
 from services.registry.mosquitto import BrokerFiles
 from services.stack.process import (
     is_loopback,
@@ -34,6 +42,7 @@ from services.stack.process import (
     terminate,
     wait_for,
 )
+from services.stack.secrets import ensure_accounts, write_secret
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -319,7 +328,24 @@ class Kafka(Component):
     def answers(self) -> bool:
         if not port_open(self.host, self.port):
             return False
-        return asyncio.run(kafka_answers(self.settings.kafka_bootstrap, timeout_s=5))
+        return asyncio.run(kafka_answers(self.settings, timeout_s=5))
+
+    @property
+    def _data(self) -> Path:
+        return self.dir / "data"
+
+    def up(self) -> Status:
+        if self.managed and KAFKA_ADMIN not in self.settings.kafka_accounts:
+            # `components()` generates the principals only for storage it will format.
+            raise StateError(
+                f"kafka: {self._data} was formatted by an older CityWatch, without logins "
+                f"(every local process could write readings and alerts). Kafka only carries "
+                f"data in transit: stop the services once the processor and the alerts "
+                f"service have caught up, then run `citywatch stack down --only kafka`, "
+                f"`rm -r {self._data}` and `citywatch stack up`; the broker is formatted "
+                f"anew with one SCRAM principal per service and ACLs."
+            )
+        return super().up()
 
     def libs(self) -> Path:
         """The broker's jars, resolved by Maven from deploy/kafka/pom.xml into a cache folder
@@ -357,36 +383,40 @@ class Kafka(Component):
 
     def _launch(self) -> None:
         libs = self.libs()
-        data = self.dir / "data"
+        data = self._data
         props = self.dir / "server.properties"
-        props.write_text(
+        accounts = {k: v.get_secret_value() for k, v in self.settings.kafka_accounts.items()}
+        # It holds the admin's password (the controller's PLAIN login): mode 0600.
+        write_secret(
+            props,
             (DEPLOY / "kafka" / "server.properties")
             .read_text()
             .replace("@HOST@", self.host)
             .replace("@PORT@", str(self.port))
             .replace("@CONTROLLER_PORT@", str(self.port + 1))
             .replace("@DATA_DIR@", str(data))
+            .replace("@ADMIN@", KAFKA_ADMIN)
+            .replace("@ADMIN_PASSWORD@", accounts[KAFKA_ADMIN]),
         )
         cp = f"{libs}/*"
         if not (data / "meta.properties").exists():
             shutil.rmtree(data, ignore_errors=True)  # a half-formatted directory from a crash
-            cluster_id = _cluster_id()
-            run(
-                [
-                    "java",
-                    "-Xmx256m",
-                    "-cp",
-                    cp,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
-                ],
-                what="formatting Kafka storage",
-                fix="Is Java 17+ installed (`java -version`)?",
-            )
+            # The principals' SCRAM credentials go into the metadata log at format time. The
+            # storage tool's arguments are read from a 0600 argument file (`java @file`), so
+            # no password shows in the process list.
+            args = ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
+            for name, password in sorted(accounts.items()):
+                args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+            argfile = self.dir / ".format.args"
+            write_secret(argfile, "".join(f'"{a}"\n' for a in args))
+            try:
+                run(
+                    ["java", "-Xmx256m", "-cp", cp, f"@{argfile}"],
+                    what="formatting Kafka storage",
+                    fix="Is Java 17+ installed (`java -version`)?",
+                )
+            finally:
+                argfile.unlink(missing_ok=True)
         spawn(
             [
                 "java",
@@ -407,11 +437,10 @@ class Kafka(Component):
         )
 
     def _after_start(self) -> None:
-        created = asyncio.run(
-            ensure_topics(self.settings.kafka_bootstrap, topic_specs(self.settings))
-        )
+        created = asyncio.run(ensure_topics(self.settings, topic_specs(self.settings)))
         if created:
             print(f"kafka: created topics {', '.join(created)}", flush=True)
+        asyncio.run(grant(self.settings, TopicNames.of(self.settings)))
 
 
 class Postgres(Component):
@@ -435,7 +464,7 @@ class Postgres(Component):
     def answers(self) -> bool:
         if not port_open(self.host, self.port):
             return False
-        return asyncio.run(_pg_answers(self.settings.database_dsn))
+        return asyncio.run(_pg_answers(self.settings))
 
     def _bin(self, tool: str) -> str:
         for version in ("17", "16", "15", "14"):
@@ -472,25 +501,33 @@ class Postgres(Component):
         if not (self._data / "PG_VERSION").exists():
             shutil.rmtree(self._data, ignore_errors=True)
             self._data.mkdir(parents=True)
+            # The superuser's password, from a file (never the command line) that the
+            # postgres user can read when we run initdb as it.
+            pwfile = self.dir / ".initdb.pw"
+            write_secret(pwfile, self._superuser_password() + "\n")
             if os.geteuid() == 0:
                 _chown_tree(self.dir, "postgres")
-            run(
-                self._as_owner(
-                    [
-                        self._bin("initdb"),
-                        "-D",
-                        str(self._data),
-                        "-U",
-                        "postgres",
-                        "--auth=trust",
-                        "-E",
-                        "UTF8",
-                        "--locale=C",
-                    ]
-                ),
-                what="creating the PostgreSQL cluster (initdb)",
-                fix=f"Check that {self.dir} is writable by the postgres user.",
-            )
+            try:
+                run(
+                    self._as_owner(
+                        [
+                            self._bin("initdb"),
+                            "-D",
+                            str(self._data),
+                            "-U",
+                            POSTGRES_SUPERUSER,
+                            "--auth=scram-sha-256",
+                            f"--pwfile={pwfile}",
+                            "-E",
+                            "UTF8",
+                            "--locale=C",
+                        ]
+                    ),
+                    what="creating the PostgreSQL cluster (initdb)",
+                    fix=f"Check that {self.dir} is writable by the postgres user.",
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
             with (self._data / "postgresql.conf").open("a") as conf:
                 conf.write("\ninclude 'citywatch.conf'\n")
         (self._data / "citywatch.conf").write_text(
@@ -520,9 +557,25 @@ class Postgres(Component):
             fix=f"See {self.log_file}.",
         )
 
+    def _superuser_password(self) -> str:
+        secret = self.settings.database_passwords.get(POSTGRES_SUPERUSER)
+        if secret is None:
+            raise StateError(f"postgres: no superuser password in {self.settings.state_dir}")
+        return secret.get_secret_value()
+
     def _after_start(self) -> None:
-        if self.managed:
-            asyncio.run(_ensure_role_and_db(self.settings.database_dsn, self.host, self.port))
+        if not self.managed:
+            return
+        # Passwords first (a cluster an older CityWatch made trusts every local login, so
+        # the superuser gets in to set them), then the SCRAM-only pg_hba.conf, reloaded.
+        asyncio.run(_ensure_role_and_db(self.settings))
+        hba = self._data / "pg_hba.conf"
+        wanted = (DEPLOY / "postgres" / "pg_hba.conf").read_text()
+        if hba.read_text() != wanted:
+            hba.write_text(wanted)
+            if os.geteuid() == 0:
+                _chown_tree(self.dir, "postgres")
+            asyncio.run(_reload_conf(self.settings))
 
     def down(self) -> None:
         if self.pid() is not None:
@@ -574,18 +627,17 @@ def _chown_tree(path: Path, user: str) -> None:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
-async def _pg_answers(dsn: str) -> bool:
+async def _pg_answers(settings: Settings) -> bool:
     import asyncpg
 
-    u = urlsplit(dsn)
     try:
         con = await asyncpg.connect(
-            host=u.hostname, port=u.port or 5432, user="postgres", database="postgres", timeout=3
+            settings.database_dsn_as(POSTGRES_SUPERUSER, "postgres"), timeout=3
         )
     except (OSError, asyncpg.PostgresError, TimeoutError):
         # The cluster may be someone else's (an external endpoint): try CityWatch's own role.
         try:
-            con = await asyncpg.connect(dsn, timeout=3)
+            con = await asyncpg.connect(settings.database_dsn, timeout=3)
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
     try:
@@ -594,30 +646,50 @@ async def _pg_answers(dsn: str) -> bool:
         await con.close()
 
 
-async def _ensure_role_and_db(dsn: str, host: str, port: int) -> None:
+async def _ensure_role_and_db(settings: Settings) -> None:
     import asyncpg
 
-    u = urlsplit(dsn)
+    u = urlsplit(settings.database_dsn)
     user = unquote(u.username or "citywatch")  # the URL's %-escapes are not the name
     password = unquote(u.password) if u.password else None
     dbname = unquote((u.path or "/citywatch").lstrip("/")) or "citywatch"
-    con = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+    superuser = settings.database_passwords[POSTGRES_SUPERUSER].get_secret_value()
+    con = await asyncpg.connect(settings.database_dsn_as(POSTGRES_SUPERUSER, "postgres"))
     try:
         # Utility statements take no parameters: PostgreSQL's own format() quotes the
-        # names (%I) and the password (%L), so neither can close a quote (issue 10).
-        if not await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
-            sql = await con.fetchval(
-                "SELECT CASE WHEN $2::text IS NULL THEN format('CREATE ROLE %I LOGIN', $1::text)"
-                " ELSE format('CREATE ROLE %I LOGIN PASSWORD %L', $1::text, $2::text) END",
-                user,
-                password,
-            )
-            await con.execute(sql)
+        # names (%I) and the password (%L), so neither can close a quote (issue 10). The
+        # passwords are set on every start: a cluster an older CityWatch made had none.
+        sql = await con.fetchval(
+            "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
+            POSTGRES_SUPERUSER,
+            superuser,
+        )
+        await con.execute(sql)
+        exists = await con.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user)
+        sql = await con.fetchval(
+            "SELECT format(CASE WHEN $3 THEN 'ALTER ROLE %I LOGIN' ELSE 'CREATE ROLE %I LOGIN'"
+            " END || CASE WHEN $2::text IS NULL THEN '' ELSE format(' PASSWORD %L', $2::text)"
+            " END, $1::text)",
+            user,
+            password,
+            bool(exists),
+        )
+        await con.execute(sql)
         if not await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
             sql = await con.fetchval(
                 "SELECT format('CREATE DATABASE %I OWNER %I', $1::text, $2::text)", dbname, user
             )
             await con.execute(sql)
+    finally:
+        await con.close()
+
+
+async def _reload_conf(settings: Settings) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(settings.database_dsn_as(POSTGRES_SUPERUSER, "postgres"))
+    try:
+        await con.execute("SELECT pg_reload_conf()")
     finally:
         await con.close()
 
@@ -638,5 +710,27 @@ async def _storage_path(dsn: str) -> str | None:
 
 
 def components(settings: Settings) -> list[Component]:
-    """In start order: what the services depend on least comes first."""
+    """In start order: what the services depend on least comes first.
+
+    For the parts this machine runs, the passwords they need are generated first (0600
+    files in the state folder) and the settings re-read, so the parts and every later
+    command log in with them.
+    """
+    settings = ensure_secrets(settings)
     return [Postgres(settings), Mosquitto(settings), Kafka(settings)]
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Generate the local PostgreSQL's and Kafka's passwords that are missing; the settings
+    with them. Kafka's principals are created only with storage not formatted yet: the
+    format writes their credentials (`Kafka.up` explains what to do with older storage)."""
+    state = settings.state_dir
+    pg, kafka = Postgres(settings), Kafka(settings)
+    role = unquote(urlsplit(settings.database_url.get_secret_value()).username or "")
+    roles = [POSTGRES_SUPERUSER] + ([role] if role else [])
+    if pg.managed and not set(roles) <= set(settings.database_passwords):
+        ensure_accounts(state / POSTGRES_ACCOUNTS_FILE, roles, "PostgreSQL")
+    fresh = not (kafka.dir / "data" / "meta.properties").exists()
+    if kafka.managed and fresh and not set(KAFKA_ACCOUNTS) <= set(settings.kafka_accounts):
+        ensure_accounts(state / KAFKA_ACCOUNTS_FILE, KAFKA_ACCOUNTS, "Kafka")
+    return settings.reloaded()

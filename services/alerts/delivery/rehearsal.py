@@ -81,7 +81,9 @@ async def run_rehearsal(settings: Settings, *, area: str, timeout_s: float) -> R
     report: dict[str, list[tuple[str, str, str, int, str | None]]] = {}
     con = await db.connect(settings.database_dsn)
     try:
-        async with kafka.producer(settings, client_id="citywatch-alerts-test") as producer:
+        async with kafka.producer(
+            settings, account="citywatch-alerts", client_id="citywatch-alerts-test"
+        ) as producer:
             for ev in events:
                 event_id = str(ev["event_id"])
                 await producer.send_and_wait(

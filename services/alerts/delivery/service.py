@@ -128,6 +128,7 @@ class DeliveryService(ServiceBase):
         self._consumer = await stack.enter_async_context(
             kafka.consumer(
                 s,
+                account="citywatch-alerts",
                 group_id=d.group_id,
                 topics=[s.topics.alerts],
                 client_id=client_id,
