@@ -70,6 +70,18 @@ class Publisher:
             self._refused = str(reason)
         self._connected.set()
 
+    @property
+    def acked(self) -> int:
+        """Publishes the broker has acknowledged (PUBACK) so far, over every run."""
+        with self._lock:
+            return self._acked
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up; False once paho has read the broker's close
+        (after every PUBACK that came before it)."""
+        return bool(self._client.is_connected())
+
     def _on_publish(self, *_args: object) -> None:
         with self._lock:
             self._acked += 1
