@@ -13,9 +13,10 @@ the persistence file and are queued for at once), and of what was acknowledged b
 most what the broker queued since its last save, which it makes every `autosave_interval`
 changes. With the gateway running nothing waits in a queue, so run (1) loses nothing.
 
-They kill the Mosquitto of the stack they run against, as the Kafka and PostgreSQL outage
-tests in test_delivery.py stop theirs: run them against a stack of your own (`citywatch
-test` starts one).
+The broker they kill is their own: a Mosquitto configured as `citywatch stack up` configures
+the stack's, on free ports with a state folder of its own (as in test_mqtt_auth.py), so the
+stack's broker, which other tests share, is never touched. Kafka and PostgreSQL are the
+test stack's.
 """
 
 from __future__ import annotations
@@ -24,19 +25,22 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import threading
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from services.common.settings import Settings
+from services.common.settings import Settings, load_settings
 from services.stack import Mosquitto
 from services.stack.components import DEPLOY
 from services.stack.process import pid_alive, wait_for
 from simulators import Fleet, Message, Publisher, PublishStats
-from tests.harness import Namespace, Services, wait_until
+from tests.harness import Namespace, Services, free_port, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -50,6 +54,46 @@ SAVE_EVERY = int(
 )
 # One pass of the broker's loop may take in a publisher's whole window before it saves.
 PUBLISHER_WINDOW = 2000
+
+
+@pytest.fixture(scope="module")
+def broker(migrated: Settings) -> Iterator[Settings]:
+    """This module's own Mosquitto; the settings that reach it (and its service accounts)."""
+    state = migrated.state_dir / f"crash-{uuid.uuid4().hex[:8]}"
+    urls = {
+        "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
+        "mqtt_services_url": f"mqtt://127.0.0.1:{free_port()}",
+    }
+    Mosquitto(load_settings(state_dir=state, **urls)).up()
+    settings = load_settings(state_dir=state, **urls)  # with the accounts `up` generated
+    yield settings
+    Mosquitto(settings).down()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def fleet_publisher(broker: Settings) -> Iterator[Publisher]:
+    """The simulated fleet's connection, on the simulator's account."""
+    username, password = broker.mqtt_login("citywatch-simulator")
+    with Publisher(
+        broker.mqtt_services_host,
+        broker.mqtt_services_port,
+        client_id=f"citywatch-sim-{uuid.uuid4().hex[:8]}",
+        username=username,
+        password=password,
+    ) as pub:
+        yield pub
+
+
+def gateway_env(ns: Namespace, broker: Settings) -> dict[str, str]:
+    """The module's broker, and the gateway's default kind of subscription (plain, not
+    shared) on this test's topics."""
+    return {
+        "CITYWATCH_MQTT_URL": broker.mqtt_url,
+        "CITYWATCH_MQTT_SERVICES_URL": broker.mqtt_services,
+        "CITYWATCH_STATE_DIR": str(broker.state_dir),
+        "CITYWATCH_INGEST__FILTERS": json.dumps([f"{ns.prefix}/+/+/up"]),
+    }
 
 
 def messages(ns: Namespace) -> list[Message]:
@@ -130,68 +174,64 @@ def reading_time(msg: Message) -> datetime:
     return datetime.fromisoformat(json.loads(msg.payload)["time"])
 
 
-def plain_filters(ns: Namespace) -> dict[str, str]:
-    """The gateway's default kind of subscription (not shared), on this test's topics."""
-    return {"CITYWATCH_INGEST__FILTERS": json.dumps([f"{ns.prefix}/+/+/up"])}
-
-
-def kill_broker(stack: Settings) -> None:
-    """SIGKILL the stack's Mosquitto: no save on the way out."""
-    pid = Mosquitto(stack).pid()
-    assert pid is not None, "the test stack's Mosquitto is not running"
+def kill_broker(broker: Settings) -> None:
+    """SIGKILL the module's Mosquitto: no save on the way out."""
+    pid = Mosquitto(broker).pid()
+    assert pid is not None, "the module's Mosquitto is not running"
     os.kill(pid, signal.SIGKILL)
     assert wait_for(lambda: not pid_alive(pid), 10)
 
 
-async def crash_broker(stack: Settings, publisher: Publisher) -> int:
+async def crash_broker(broker: Settings, publisher: Publisher) -> int:
     """Kill the broker and start it again; returns how many publishes it had acknowledged
     when it died (paho reads every PUBACK the broker sent before it sees the close)."""
-    await asyncio.to_thread(kill_broker, stack)
+    await asyncio.to_thread(kill_broker, broker)
 
     async def cut_off() -> bool:
         return not publisher.connected
 
     await wait_until(cut_off, timeout=30, what="the fleet sees the broker gone")
     acked = publisher.acked
-    await asyncio.to_thread(Mosquitto(stack).up)
+    await asyncio.to_thread(Mosquitto(broker).up)
     return acked
 
 
 async def test_broker_killed_under_load_loses_no_acknowledged_reading(
     ns: Namespace,
     services: Services,
-    publisher: Publisher,
+    fleet_publisher: Publisher,
     dbcon: asyncpg.Connection,
-    stack: Settings,
+    broker: Settings,
 ) -> None:
-    await services.start("ingest", "processor", **plain_filters(ns))
+    await services.start("ingest", "processor", **gateway_env(ns, broker))
     msgs = messages(ns)
-    with Publishing(publisher, msgs) as fleet:
+    with Publishing(fleet_publisher, msgs) as fleet:
         await fleet.acked_more(COUNT // 3)
-        await crash_broker(stack, publisher)
+        await crash_broker(broker, fleet_publisher)
         await fleet.finished()
     lost = await lost_messages(ns, dbcon, msgs)
+    print(f"broker killed under load: {len(lost)} of {len(msgs)} acknowledged messages lost")
     assert not lost, f"{len(lost)} of {len(msgs)} acknowledged messages never stored"
 
 
 async def test_broker_killed_while_the_gateway_is_down_loses_nothing_acked_after_the_crash(
     ns: Namespace,
     services: Services,
-    publisher: Publisher,
+    fleet_publisher: Publisher,
     dbcon: asyncpg.Connection,
-    stack: Settings,
+    broker: Settings,
 ) -> None:
     """The gateway's persistent session outlives a broker crash, and the broker queues for
     it from the moment it is back: what devices publish before the gateway reconnects is
     delivered to it then. Of what the broker queued before the crash, only what it had not
     saved yet may be lost (Mosquitto acknowledges before it saves)."""
-    ingest, _processor = await services.start("ingest", "processor", **plain_filters(ns))
+    ingest, _processor = await services.start("ingest", "processor", **gateway_env(ns, broker))
     msgs = messages(ns)
-    with Publishing(publisher, msgs) as fleet:
+    with Publishing(fleet_publisher, msgs) as fleet:
         await fleet.acked_more(COUNT // 4)
         ingest.kill()
         await fleet.acked_more(COUNT // 4)  # queued for the gateway's session
-        acked_before_crash = await crash_broker(stack, publisher)
+        acked_before_crash = await crash_broker(broker, fleet_publisher)
         await fleet.acked_more(COUNT // 4)  # published into the restarted broker, gateway down
         ingest.start()
         await fleet.finished()
@@ -199,6 +239,10 @@ async def test_broker_killed_while_the_gateway_is_down_loses_nothing_acked_after
     # paho acknowledges in order, so the first `acked_before_crash` messages are those the
     # broker had acknowledged before it was killed.
     after = [i for i in lost if i >= acked_before_crash]
+    print(
+        f"broker killed, gateway down: {len(lost)} of {len(msgs)} acknowledged messages lost, "
+        f"{len(after)} of them acknowledged after the crash"
+    )
     assert not after, (
         f"{len(after)} messages acknowledged after the crash never stored "
         f"({len(lost)} of {len(msgs)} in all)"
