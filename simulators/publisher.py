@@ -47,6 +47,7 @@ class Publisher:
         username: str | None = None,
         password: str | None = None,
         max_inflight: int = 1000,
+        reconnect_delay_s: tuple[int, int] = (1, 120),
     ) -> None:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
@@ -54,6 +55,8 @@ class Publisher:
         if username:
             self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(max_inflight)
+        # After a lost connection paho retries after min, doubling up to max (seconds).
+        self._client.reconnect_delay_set(*reconnect_delay_s)
         self._window = max_inflight * 2
         self._connected = threading.Event()
         self._lock = threading.Condition()
@@ -69,6 +72,18 @@ class Publisher:
         if isinstance(reason, ReasonCode) and reason.is_failure:
             self._refused = str(reason)
         self._connected.set()
+
+    @property
+    def acked(self) -> int:
+        """Publishes the broker has acknowledged (PUBACK) so far, over every run."""
+        with self._lock:
+            return self._acked
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up; False once paho has read the broker's close
+        (after every PUBACK that came before it)."""
+        return bool(self._client.is_connected())
 
     def _on_publish(self, *_args: object) -> None:
         with self._lock:

@@ -393,6 +393,20 @@ def test_an_integration_names_exactly_one_application(
         application_of(network, app, tenant)
 
 
+def test_services_acl_grants_uplink_reads_by_pattern_so_a_restored_session_is_queued_for() -> None:
+    """Issue 10: Mosquitto 2.0 applies `user` lines only once a client has connected, so the
+    gateway's session restored after a broker crash is queued for only through `pattern`
+    lines (tests/test_broker_crash.py shows it end to end)."""
+    lines = render_services_acl(simulator=False).splitlines()
+    patterns = [line for line in lines if line.startswith("pattern ")]
+    assert patterns == [
+        "pattern read +/+/+/up",
+        "pattern read v3/+/devices/+/up",
+        "pattern read application/+/device/+/event/up",
+    ]
+    assert lines.index(patterns[-1]) < lines.index("user citywatch-ingest")
+
+
 def test_production_brokers_can_leave_the_simulator_account_out(tmp_path: Path) -> None:
     """Issue 10: the simulator may publish as any device; `mqtt_simulator_account: false`
     writes neither its password nor its ACL lines."""

@@ -82,11 +82,14 @@ class IngestSettings(_Section):
     # Its MQTT and Kafka client id. It starts with `citywatch-`, which no device id may, so
     # no device can take over the gateway's MQTT session.
     client_id: str = Field(default="citywatch-ingest-1", pattern=f"^{SERVICE_ID_PREFIX}")
-    # A shared subscription: every gateway in the group gets a share of the device topics.
+    # Plain subscriptions, for one gateway: Mosquitto 2.0 saves them with the session, so
+    # after a broker crash it queues for the gateway again from the moment it is back. Several
+    # gateways share the topics with `$share/citywatch-ingest/...` instead, which Mosquitto
+    # 2.0 does not save (docs/broker-durability.md says what that costs on a crash).
     filters: tuple[str, ...] = (
-        "$share/citywatch-ingest/citywatch/+/+/up",  # native JSON and SenML
-        "$share/citywatch-ingest/v3/+/devices/+/up",  # The Things Stack v3
-        "$share/citywatch-ingest/application/+/device/+/event/up",  # ChirpStack v4
+        "citywatch/+/+/up",  # native JSON and SenML
+        "v3/+/devices/+/up",  # The Things Stack v3
+        "application/+/device/+/event/up",  # ChirpStack v4
     )
     # At most 512 KiB: a rejection carries the payload (base64, 4/3 of it) and must stay
     # under the producer's 1 MiB record limit (services/common/kafka.py). Keep Mosquitto's

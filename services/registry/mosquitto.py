@@ -20,7 +20,10 @@ and the registry refuses device ids starting with `citywatch-`.
 Who may do what (Mosquitto denies everything not granted here):
 - each provisioned, active device publishes to its own `citywatch/{kind}/{id}/up` and
   reads nothing;
-- `citywatch-ingest` reads device uplinks (directly or through `$share/...`);
+- `citywatch-ingest` reads device uplinks (directly or through `$share/...`). The read is
+  also granted by `pattern` lines, which reach every service account of the listener:
+  Mosquitto 2.0 applies `user` lines only to a connected client, and a session restored
+  after a broker crash must be queued for before its gateway is back (issue 10);
 - `citywatch-alerts` publishes (and may read back) `citywatch/alerts/#`;
 - each network-server integration (`citywatch integrations add`) logs in on the device
   listener as `citywatch-integration-{name}` and publishes its one application's uplink
@@ -228,7 +231,13 @@ def render_services_acl(*, simulator: bool = True) -> str:
     """The services listener's ACL file. `topic read` also governs SUBSCRIBE. Without
     `simulator` (production: `CITYWATCH_MQTT_SIMULATOR_ACCOUNT=false`) the simulator's
     account is left out of it and of the password file."""
-    out = [_HEADER, "user citywatch-ingest"]
+    # Read rights on the uplinks as `pattern` lines (issue 10, point 3): Mosquitto 2.0 looks
+    # a client's `user` section up only when it connects, so a session it restored from its
+    # persistence file after a crash has none, and until the gateway reconnects every uplink
+    # for it would be refused and dropped, though acknowledged to the device. A pattern is
+    # matched on every check, restored sessions included. It grants every account of this
+    # listener (CityWatch's own) reading uplinks; only the gateway subscribes to them.
+    out = [_HEADER, *(f"pattern read {f}" for f in UPLINK_FILTERS), "", "user citywatch-ingest"]
     out += [f"topic read {f}" for f in UPLINK_FILTERS]
     out += ["", "user citywatch-alerts"]
     out += [f"topic readwrite {f}" for f in ALERT_FILTERS]
