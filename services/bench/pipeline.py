@@ -22,8 +22,9 @@ Then each service's peak RSS, and at the end the rows of every phase are counted
 database (stored == published: nothing lost, nothing doubled). A table prints the figures
 against the targets of issue 11 with their ratios; `--json` writes the same report.
 Figures only: on a shared 2-core machine a threshold would flake, so none is asserted.
-The whole box's CPU includes whatever else runs on it; the `own CPU` column counts only
-the bench, its services and the stack's process trees.
+The whole box's CPU includes whatever else runs on it; own CPU counts only the bench
+process (the fleet), its services and the stack's process trees, and is broken down by
+them ("own CPU share"). PostgreSQL's tree holds every backend, other clients' too.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Phase:
     stored_s: float = 0.0  # first publish -> last of the phase's rows committed
     box_cpu_s: float = 0.0
     own_cpu_s: float = 0.0
+    cpu_by_process: dict[str, float] = field(default_factory=dict)  # own CPU-s, by part
     stored: int = 0  # the phase's rows counted in the database afterwards
     stored_distinct: int = 0  # distinct (device, metric, time) among them
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99 -> stored
@@ -264,7 +266,7 @@ class _Context:
     per_kind: int
     processor: ServiceProcess
     publisher: Publisher
-    roots: list[int]
+    roots: dict[str, int]  # bench (the fleet), the services, the stack's parts: by name
     alerts_seen: dict[tuple[str, datetime], float]
 
 
@@ -300,7 +302,7 @@ async def _run(
             for p in procs:
                 p.start()
             await wait_ready(*procs)
-            stack_pids = [pid for part in components(settings) if (pid := part.pid())]
+            stack_pids = {part.name: pid for part in components(settings) if (pid := part.pid())}
             username, password = settings.mqtt_login("citywatch-simulator")
             with Publisher(
                 settings.mqtt_services_host,
@@ -314,7 +316,7 @@ async def _run(
                     per_kind=report.devices_per_kind,
                     processor=procs[1],
                     publisher=publisher,
-                    roots=[os.getpid(), *(p.pid for p in procs), *stack_pids],
+                    roots={"bench": os.getpid(), **{p.name: p.pid for p in procs}, **stack_pids},
                     alerts_seen=alerts_seen,
                 )
                 await _phases(ctx, report, probe_devices, duration_s, phase_s, burst_s)
@@ -415,7 +417,7 @@ async def _phase(
     lag_task = asyncio.create_task(_watch_lag(ctx.processor, lag_peak)) if watch_lag else None
     label = "max" if rate <= 0 else f"{rate:,.0f} msg/s"
     with console.status(f"{name}: publishing {fmt} for {seconds:.0f}s at {label} ..."):
-        box0, own0, start = box_cpu_seconds(), tree_cpu(ctx.roots), time.monotonic()
+        box0, own0, start = box_cpu_seconds(), _own_cpu(ctx.roots), time.monotonic()
         if values is not None:  # stop after the message that reaches `values`
             stream = _until(stream, counted, values)
         stats = await asyncio.to_thread(ctx.publisher.run, stream, duration_s=seconds, rate=rate)
@@ -432,10 +434,12 @@ async def _phase(
     with console.status(f"{name}: waiting until every reading is stored ..."):
         expected = rows_before + phase.values + phase.probe_messages  # a probe: 1 value
         stored_at = await _wait_rows(ctx.processor, expected, STORED_TIMEOUT_S)
-        box1, own1 = box_cpu_seconds(), tree_cpu(ctx.roots)
+        box1, own1 = box_cpu_seconds(), _own_cpu(ctx.roots)
     phase.publish_s = published_at - start
     phase.stored_s = stored_at - start
-    phase.box_cpu_s, phase.own_cpu_s = box1 - box0, cpu_used(own0, own1)
+    phase.box_cpu_s = box1 - box0
+    phase.cpu_by_process = {name: cpu_used(own0[name], own1[name]) for name in ctx.roots}
+    phase.own_cpu_s = sum(phase.cpu_by_process.values())
     if lag_task is not None:
         lag_task.cancel()
         phase.peak_lag = lag_peak[0]
@@ -455,6 +459,18 @@ async def _phase(
         phase.alerts = (len(lats), len(probe.published))
         phase.alert_ms = {f"p{q}": percentile(lats, q / 100) * 1000 for q in (50, 99)}
     return phase
+
+
+def _own_cpu(roots: dict[str, int]) -> dict[str, dict[int, float]]:
+    """Per named root, the CPU-seconds of it and its descendants so far, by pid. The
+    services are the bench's children: each pid counts once, under the deepest root."""
+    trees = {name: tree_cpu([pid]) for name, pid in roots.items()}
+    for name, tree in trees.items():
+        for other, other_tree in trees.items():
+            if other != name and roots[other] in tree:
+                for pid in other_tree:
+                    tree.pop(pid, None)
+    return trees
 
 
 def _until(stream: Iterator[Message], counted: Counted, values: int) -> Iterator[Message]:
@@ -554,6 +570,14 @@ def _print(report: Report) -> None:
         ("box CPU-s", lambda p: _fmt(p.box_cpu_s, ".1f")),
         ("values / box CPU-s", lambda p: _fmt(p.values_per_box_cpu_s)),
         ("values / own CPU-s", lambda p: _fmt(p.values_per_own_cpu_s)),
+        (
+            "own CPU share",
+            lambda p: " ".join(
+                f"{name} {cpu / p.own_cpu_s:.0%}"
+                for name, cpu in sorted(p.cpu_by_process.items(), key=lambda kv: -kv[1])
+                if p.own_cpu_s and cpu / p.own_cpu_s >= 0.01
+            ),
+        ),
         ("stored / published", lambda p: f"{p.stored:,} / {p.values:,}"),
         (
             "publish->stored p50/p95/p99 ms",
