@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from services.common.errors import CityWatchError
 from services.common.logs import setup_logging
@@ -156,7 +157,16 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         )
     from services.bench.pipeline import run_bench
 
-    return run_bench(settings, rate=args.rate, duration_s=args.duration, per_kind=args.per_kind)
+    return run_bench(
+        settings,
+        rate=args.rate,
+        duration_s=args.duration,
+        per_kind=args.per_kind,
+        phase_s=args.phase,
+        burst_s=args.burst,
+        raw=args.raw,
+        json_path=args.json,
+    )
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -282,9 +292,28 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks")
     bench.add_argument("what", choices=["pipeline", "alerts"])
     bench.add_argument(
-        "--rate", type=float, default=0.0, help="messages/s (0 = as fast as it goes)"
+        "--rate",
+        type=float,
+        default=0.0,
+        help="alerts: messages/s of load (0 = as fast as it goes); pipeline: the rate the"
+        " 25/50/75 %% phases are shares of (0 = the saturation rate the run measures)",
     )
-    bench.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    bench.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of load (pipeline: saturation, SenML)"
+    )
+    bench.add_argument(
+        "--phase", type=float, default=15.0, help="pipeline: seconds of each 25/50/75 %% phase"
+    )
+    bench.add_argument(
+        "--burst",
+        type=float,
+        default=60.0,
+        help="pipeline: seconds of the 3x burst (the issue's figure: 300)",
+    )
+    bench.add_argument(
+        "--raw", action="store_true", help="pipeline: also each stage's raw limit alone"
+    )
+    bench.add_argument("--json", type=Path, help="pipeline: write the report as JSON here")
     bench.add_argument("--per-kind", type=int, default=25)
     bench.add_argument(
         "--probes", type=int, default=4, help="alerts: devices crossing and clearing the rule"

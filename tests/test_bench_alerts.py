@@ -55,3 +55,16 @@ def test_probes_alternate_cross_and_clear_and_record_only_crossings() -> None:
     assert len(probes.published) == 2  # the two crossings, keyed by (device, reading time)
     assert {device for device, _ in probes.published} == {"p-0"}
     assert probes.closing() == []  # it ended on a clear: nothing left open
+
+
+def test_probes_persisting_two_readings_time_the_crossing_that_opens_the_alert() -> None:
+    background = Message("bg/up", b"{}", True, "bg")
+    probes = Probes(devices=["p-0"], prefix="bench", interval_s=0.0, persist=2)
+    out = list(islice(probes.messages(repeat(background)), 12))
+    probe_msgs = [m for m in out if m.device_id == "p-0"]
+    values = [json.loads(m.payload)["metrics"]["fill_level_pct"] for m in probe_msgs]
+    assert values == [95.0, 95.0, 10.0, 10.0, 95.0, 95.0]
+    # Timed: the second reading of each run of two crossings (the rule's min_readings).
+    times = [datetime.fromisoformat(json.loads(m.payload)["time"]) for m in probe_msgs]
+    assert sorted(at for _, at in probes.published) == [times[1], times[5]]
+    assert [m.device_id for m in probes.closing()] == ["p-0"]  # it ended crossed

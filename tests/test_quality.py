@@ -288,6 +288,18 @@ def test_a_failed_spike_is_no_neighbour_for_the_spike_after_it() -> None:
     assert run(cfg, ph_series(values), batch=1).series("d1") == [NE, P, P, F, S, P, NE]
 
 
+def test_a_redelivered_failed_spike_is_late_and_does_not_come_back_into_the_window() -> None:
+    cfg = config(gross_range={}, spike={"suspect": 0.3, "fail": 1.0})
+    ev = QualityEvaluator(cfg)
+    readings = ph_series([7.0, 7.0, 9.0, 7.0])
+    ev.commit(ev.evaluate(readings))  # 9.0 failed when the 7.0 after it arrived
+    again = ev.evaluate([readings[2]])  # Kafka redelivers it
+    assert again.late == 1
+    ev.commit(again)
+    nxt = ev.evaluate([reading("d1", 240, ph=7.0)])
+    assert nxt.reflags == []  # the 7.0 at 180 is judged between 7.0s, not next to the 9.0
+
+
 def test_rate_of_change_allows_the_noise_on_top_of_the_rate() -> None:
     cfg = config(rate_of_change={"suspect_per_hour": 1.0, "noise": 0.2})
     # 10 s steps: 0.19 is noise (1/h x 10 s + 0.2 = 0.203); 0.25 is not.

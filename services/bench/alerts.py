@@ -63,6 +63,7 @@ PROBE_KIND: Kind = "litter"
 PROBE_METRIC = "fill_level_pct"
 CROSS_VALUE, CLEAR_VALUE = 95.0, 10.0  # threshold 90, clear 50
 PROBE_SEVERITY: Severity = "advisory"
+PROBE_PERSIST = 2  # the rule's min_readings: consecutive crossings that open an alert
 PROBE_INTERVAL_S = 0.5  # each probe device publishes this often, crossing every other time
 WAIT_AFTER_LOAD_S = 60.0  # how long stragglers may take once the load stops
 
@@ -73,14 +74,20 @@ Key = tuple[str, datetime]  # (device id, reading time): one probe reading
 class Probes:
     """Probe devices that alternately cross and clear the bench rule.
 
+    Each device sends `persist` crossing readings, then `persist` clearing ones, and so
+    on: the rule opens an alert only after `min_readings` consecutive crossings (issue 14:
+    no alert rests on one sample), so `persist` must equal the rule's `min_readings`.
     `messages` slips one probe reading into the background stream every
-    `interval_s / len(devices)` seconds and records, for each crossing, the monotonic
-    time it was handed to the publisher (which publishes it at once)."""
+    `interval_s / len(devices)` seconds and records, for each crossing that completes a
+    run (the reading that opens the alert), the monotonic time it was handed to the
+    publisher (which publishes it at once)."""
 
     devices: list[str]
     prefix: str
     interval_s: float
+    persist: int = 1
     published: dict[Key, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
     crossed: dict[str, bool] = field(default_factory=dict)
     last_at: dict[str, datetime] = field(default_factory=dict)
 
@@ -114,9 +121,11 @@ class Probes:
         for msg in background:
             if time.monotonic() >= due:
                 device = self.devices[i % len(self.devices)]
-                probe, at = self.message(device, cross=not self.crossed.get(device, False))
-                if self.crossed[device]:
+                n = self.steps.get(device, 0)  # this device's place in its cross/clear cycle
+                probe, at = self.message(device, cross=n < self.persist)
+                if n == self.persist - 1:  # the crossing that completes the run
                     self.published[(device, at)] = time.monotonic()
+                self.steps[device] = (n + 1) % (2 * self.persist)
                 i += 1
                 due += step
                 yield probe
@@ -211,6 +220,7 @@ async def _run(
         devices=[f"{names.id_prefix}probe-{i:02d}" for i in range(probes)],
         prefix=names.prefix,
         interval_s=PROBE_INTERVAL_S,
+        persist=PROBE_PERSIST,
     )
     # The notifier's retained alert state goes under the run's own prefix, not the city's.
     mqtt_template = f"citywatch/alerts/{names.prefix}/{{severity}}/{{area}}"
@@ -227,7 +237,7 @@ async def _run(
         consumer.seek(partition, 0)  # a new topic: no offset lookup needed
         watcher = asyncio.create_task(_watch(consumer, arrivals))
         with tempfile.TemporaryDirectory(prefix="citywatch-bench-") as tmp:
-            env = names.env(**_config_files(Path(tmp), rule_id, probe.devices, port))
+            env = names.env(**config_files(Path(tmp), rule_id, probe.devices, port))
             env["CITYWATCH_DELIVERY__MQTT_TOPIC"] = mqtt_template
             log_dir = settings.state_dir / "bench-logs"
             procs = [
@@ -264,9 +274,10 @@ async def _run(
     return 0
 
 
-def _config_files(tmp: Path, rule_id: str, devices: list[str], port: int) -> dict[str, str]:
+def config_files(tmp: Path, rule_id: str, devices: list[str], port: int | None) -> dict[str, str]:
     """The bench's rules file (one threshold rule scoped to the probes) and subscribers
-    file (one webhook: this process), as service environment."""
+    file (one webhook: this process on `port`; none without a port, when the alert's way
+    out that is measured is its event on the alerts topic), as service environment."""
     rules = {
         "stale_after": "30m",
         "rules": [
@@ -280,6 +291,7 @@ def _config_files(tmp: Path, rule_id: str, devices: list[str], port: int) -> dic
                 "clear": 50.0,
                 "for": "0m",
                 "hold": "0m",
+                "min_readings": PROBE_PERSIST,
                 "severity": PROBE_SEVERITY,
                 "status": "Exercise",
                 "title_en": "Bench probe {value} {unit} at {device}",
@@ -287,16 +299,16 @@ def _config_files(tmp: Path, rule_id: str, devices: list[str], port: int) -> dic
             }
         ],
     }
-    subscribers = {
-        "subscribers": [
+    subscribers: dict[str, list[dict[str, str]]] = {"subscribers": []}
+    if port is not None:
+        subscribers["subscribers"].append(
             {
                 "name": "bench",
                 "channel": "webhook",
                 "url": f"http://127.0.0.1:{port}/hook",
                 "secret": rule_id,  # the receiver does not check signatures
             }
-        ]
-    }
+        )
     (tmp / "rules.yaml").write_text(yaml.safe_dump(rules), encoding="utf-8")
     (tmp / "subscribers.yaml").write_text(yaml.safe_dump(subscribers), encoding="utf-8")
     return {

@@ -165,6 +165,8 @@ class ProcessorService(ServiceBase):
         m.ROWS_DUPLICATE.inc(stored.rows_offered - stored.rows_inserted)
         for r in readings:
             m.LATENCY.observe(max(0.0, (done - r.received_at).total_seconds()))
+            m.DEVICE_LATENCY.observe(max(0.0, (done - r.time).total_seconds()))
+            m.DEVICE_LATENCY.observe(max(0.0, (done - r.time).total_seconds()))
         log.debug(
             "batch stored",
             extra={"readings": stored.readings, "rows_inserted": stored.rows_inserted},

@@ -156,6 +156,17 @@ class Flag(IntEnum):
 _RANK = (0, 1, 0, 2, 3)
 
 
+# The flags as plain ints for the hot path: an enum member's attribute lookup and its
+# construction from an int cost more than the test itself (issue 11's profile). Flag is an
+# IntEnum, so these compare equal to its members and are stored alike.
+_PASS, _NOT_EVALUATED, _SUSPECT, _FAIL = 1, 2, 3, 4
+
+
+def _worse(a: int, b: int) -> int:
+    """`worst(a, b)` on plain ints: the first of the higher rank."""
+    return b if _RANK[b] > _RANK[a] else a
+
+
 def worst(*flags: Flag) -> Flag:
     """The QARTOD aggregate of several test flags: the first of the highest rank."""
     found, rank = Flag.NOT_EVALUATED, 0
@@ -452,15 +463,19 @@ def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
     )
 
 
-def _spike(test: tuple[float, float, bool], left: float, mid: float, right: float) -> Flag:
+def _spike(test: tuple[float, float, bool], left: float, mid: float, right: float) -> int:
     """The spike verdict of `mid` between its neighbours (see the module docstring)."""
     sus, fail, differential = test
     if differential:
         before, after = mid - left, mid - right
-        diff = min(abs(before), abs(after)) if before * after > 0 else 0.0
+        if before * after > 0:
+            before, after = abs(before), abs(after)
+            diff = before if before < after else after
+        else:
+            diff = 0.0
     else:
         diff = abs(mid - (left + right) / 2)
-    return Flag.FAIL if diff > fail else Flag.SUSPECT if diff > sus else Flag.PASS
+    return _FAIL if diff > fail else _SUSPECT if diff > sus else _PASS
 
 
 @dataclass(slots=True)
@@ -476,6 +491,9 @@ class _Series:
     run_min: float = 0.0
     run_max: float = 0.0
     run_points: int = 0  # values in the flat run (it may be longer than the window)
+    # The newest time judged, a failed spike's too (it leaves the window, but a duplicate of
+    # it is still late, not a new value).
+    seen_ts: float = float("-inf")
 
     def copy(self, maxlen: int) -> _Series:
         return _Series(
@@ -488,6 +506,7 @@ class _Series:
             self.run_min,
             self.run_max,
             self.run_points,
+            self.seen_ts,
         )
 
     def clear(self) -> None:
@@ -648,6 +667,7 @@ class QualityEvaluator:
             s.times.append(ts)
             s.values.append(v)
             s.newest = t
+            s.seen_ts = ts
         self._series[key] = s  # its config (and flat run) are resolved on first evaluation
 
     # -- judging --------------------------------------------------------------------------
@@ -655,34 +675,35 @@ class QualityEvaluator:
     def evaluate(self, readings: Sequence[Reading]) -> Evaluation:
         """Judge a batch in order. Changes no state: pass the result to `commit`."""
         ev = Evaluation()
-        limits = self.config.limits
+        window = self.config.limits.window_points
+        # Bound once: this loop runs for every value stored.
+        staged, series, generation, drift = ev._staged, self._series, self._generation, self.drift
+        keep_first = ev.flags.setdefault
+        judge = self._judge
         for r in readings:
-            ts = r.time.timestamp()
+            device_id, at = r.device_id, r.time
+            ts = at.timestamp()
             for metric, value in r.metrics.items():
-                key = (r.device_id, metric)
-                s = ev._staged.get(key)
+                key = (device_id, metric)
+                s = staged.get(key)
                 if s is None:
-                    old = self._series.get(key)
+                    old = series.get(key)
                     s = (
-                        old.copy(limits.window_points)
+                        old.copy(window)
                         if old is not None
-                        else _Series(
-                            deque(maxlen=limits.window_points), deque(maxlen=limits.window_points)
-                        )
+                        else _Series(deque(maxlen=window), deque(maxlen=window))
                     )
-                    ev._staged[key] = s
-                if s.cfg is None or s.generation != self._generation:
-                    s.cfg = _resolve(
-                        r.kind, metric, self.metric_config(r.device_id, r.kind, metric)
-                    )
-                    s.generation = self._generation
+                    staged[key] = s
+                if s.cfg is None or s.generation != generation:
+                    s.cfg = _resolve(r.kind, metric, self.metric_config(device_id, r.kind, metric))
+                    s.generation = generation
                     if s.cfg.gross is not None:
                         s.drop_outside(s.cfg.gross[0], s.cfg.gross[1])
                     s.rebuild_run()
-                flag = self._judge(s, ev, r.device_id, metric, r.time, ts, value)
-                if self.drift and key in self.drift:
-                    flag = worst(flag, Flag.SUSPECT)
-                ev.flags.setdefault((r.device_id, metric, r.time), int(flag))
+                flag = judge(s, ev, device_id, metric, at, ts, value)
+                if drift and key in drift:
+                    flag = _worse(flag, _SUSPECT)
+                keep_first((device_id, metric, at), flag)
         return ev
 
     def _judge(
@@ -694,115 +715,121 @@ class QualityEvaluator:
         at: datetime,
         ts: float,
         value: float,
-    ) -> Flag:
+    ) -> int:
         cfg = s.cfg
         assert cfg is not None
-        gross = Flag.NOT_EVALUATED
+        gross = _NOT_EVALUATED
         if cfg.gross is not None:
             fail_lo, fail_hi, sus_lo, sus_hi = cfg.gross
             if value < fail_lo or value > fail_hi:
-                gross = Flag.FAIL
+                gross = _FAIL
             elif value < sus_lo or value > sus_hi:
-                gross = Flag.SUSPECT
+                gross = _SUSPECT
             else:
-                gross = Flag.PASS
-        if gross is Flag.FAIL:
+                gross = _PASS
+        if gross == _FAIL:
             # Outside what the sensor can measure: no value at all, so it is nobody's
-            # neighbour. Kept in the window, a 3960 NTU glitch made the 408 NTU after it the
-            # left half of a "step down" instead of a spike, passed, and an alert opened on it.
+            # neighbour (see the module docstring).
             return gross
-        if s.times and ts <= s.times[-1]:
-            ev.late += 1  # late, out of order or a duplicate: gross range and spike alone
-            return worst(gross, self._late_spike(s, cfg, ts, value))
-        if s.times and ts - s.times[-1] > self.config.limits.max_gap_s:
-            s.clear()  # too far apart to be neighbours: the window starts again
+        times, values = s.times, s.values
+        if times:
+            prev_t = times[-1]
+            if ts <= s.seen_ts:
+                ev.late += 1  # late, out of order or a duplicate: gross range and spike alone
+                return _worse(gross, self._late_spike(s, cfg, ts, value))
+            if ts - prev_t > self.config.limits.max_gap_s:
+                s.clear()  # too far apart to be neighbours: the window starts again
 
-        roc = Flag.NOT_EVALUATED
-        flat = Flag.NOT_EVALUATED
-        if s.times:
-            prev_t, prev_v = s.times[-1], s.values[-1]
+        # Each test's flag, folded in QARTOD's order (gross, rate of change, flat line): a
+        # test that does not run leaves the aggregate as it is, as NOT_EVALUATED would.
+        flag = gross
+        if times:
+            prev_t, prev_v = times[-1], values[-1]
             if cfg.roc is not None:
                 # The step against what the quantity can do in dt plus the noise allowance.
                 step, dt = abs(value - prev_v), ts - prev_t
                 sus_rate, fail_rate, noise = cfg.roc
-                roc = (
-                    Flag.FAIL
+                flag = _worse(
+                    flag,
+                    _FAIL
                     if step > fail_rate * dt + noise
-                    else Flag.SUSPECT
+                    else _SUSPECT
                     if step > sus_rate * dt + noise
-                    else Flag.PASS
+                    else _PASS,
                 )
-            if cfg.spike is not None and len(s.values) >= 2 and s.newest is not None:
+            if cfg.spike is not None and len(values) >= 2 and s.newest is not None:
                 # The centred test for the previous point, now that it has a right neighbour.
-                verdict = _spike(cfg.spike, s.values[-2], prev_v, value)
+                verdict = _spike(cfg.spike, values[-2], prev_v, value)
                 self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
-                if verdict is Flag.FAIL:
+                if verdict == _FAIL:
                     # A failed spike is no measurement either: it leaves the window, so the
                     # value after it is judged against the one before it (a 3960 NTU glitch
                     # made the 408 NTU after it look like half of a step, and passed it).
-                    s.times.pop()
-                    s.values.pop()
+                    times.pop()
+                    values.pop()
                     s.rebuild_run()
         if cfg.flat is not None:
-            if not s.values:
+            if not values:
                 s.run_start, s.run_min, s.run_max, s.run_points = ts, value, value, 1
             else:
-                lo, hi = min(s.run_min, value), max(s.run_max, value)
+                lo = value if value < s.run_min else s.run_min
+                hi = value if value > s.run_max else s.run_max
                 if hi - lo < cfg.flat[2]:
                     s.run_min, s.run_max = lo, hi
                     s.run_points += 1
                 else:  # the run is broken: the new run is the suffix that still fits
                     s.run_start, s.run_points = ts, 1
-                    s._extend_back(value, len(s.values))
+                    s._extend_back(value, len(values))
             held = ts - s.run_start
             suspect_s, fail_s, _, points, points_from, noise, rel, width, chance = cfg.flat
-            repeated = (
+            if held >= fail_s:
+                flat = _FAIL
+            elif held >= suspect_s or (
                 value >= points_from
                 and s.run_points >= points
                 and (
                     not (noise or rel)
                     or s.run_points >= repeats_needed(value, noise, rel, width, chance, points)
                 )
-            )
-            flat = (
-                Flag.FAIL
-                if held >= fail_s
-                else Flag.SUSPECT
-                if held >= suspect_s or repeated
-                else Flag.PASS
-            )
-        s.times.append(ts)
-        s.values.append(value)
+            ):
+                flat = _SUSPECT
+            else:
+                flat = _PASS
+            flag = _worse(flag, flat)
+        times.append(ts)
+        values.append(value)
         s.newest = at
+        s.seen_ts = ts
         ev._fresh.add((device_id, metric, at))
-        return worst(gross, roc, flat)
+        return flag
 
-    def _late_spike(self, s: _Series, cfg: _Resolved, ts: float, value: float) -> Flag:
+    def _late_spike(self, s: _Series, cfg: _Resolved, ts: float, value: float) -> int:
         """The spike verdict of a late value between two values of the window (not
         evaluated for a duplicate, or with no neighbour on one side within `max_gap_s`).
         Its neighbours keep their verdicts and the window is not changed."""
         if cfg.spike is None:
-            return Flag.NOT_EVALUATED
+            return _NOT_EVALUATED
         i = bisect_left(s.times, ts)
         gap = self.config.limits.max_gap_s
         if (
             i == 0
-            or s.times[i] == ts  # i < len(s.times): ts <= the newest
+            or i == len(s.times)  # after the newest kept: a failed spike's duplicate
+            or s.times[i] == ts
             or ts - s.times[i - 1] > gap
             or s.times[i] - ts > gap
         ):
-            return Flag.NOT_EVALUATED
+            return _NOT_EVALUATED
         return _spike(cfg.spike, s.values[i - 1], value, s.values[i])
 
     @staticmethod
-    def _fold_spike(ev: Evaluation, row: RowKey, verdict: Flag, no_gross: bool) -> None:
+    def _fold_spike(ev: Evaluation, row: RowKey, verdict: int, no_gross: bool) -> None:
         if row in ev._fresh:  # inserted by this same batch: fold it in before the insert
-            ev.flags[row] = int(worst(Flag(ev.flags[row]), verdict))
-        elif verdict is not Flag.PASS or no_gross:
+            ev.flags[row] = _worse(ev.flags[row], verdict)
+        elif verdict != _PASS or no_gross:
             # Stored by an earlier batch. With gross range on, its flag is at least pass,
             # so a pass changes nothing and costs no row update; without it, a pass may
             # lift a "not evaluated", as it would have in the same batch.
-            ev.reflags.append((*row, int(verdict)))
+            ev.reflags.append((*row, verdict))
 
     def commit(self, ev: Evaluation) -> None:
         """Keep the windows of a batch whose transaction committed; evict beyond the cap."""

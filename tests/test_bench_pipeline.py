@@ -1,0 +1,112 @@
+"""`citywatch bench pipeline`: its readers and its report, never its speed.
+
+The pure parts (histogram arithmetic, CPU accounting, the SenML pack stream) are checked
+without a stack; one tiny run on the stack checks that the report is whole and that its
+counts add up at the source (every phase's rows counted in the database: stored ==
+published, none twice). No figure is compared with a target here: speed belongs to the
+bench's own table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+from schemas.adapters import decode_senml
+from services.bench.measure import (
+    Counted,
+    box_cpu_seconds,
+    bucket_quantile,
+    cpu_used,
+    histogram,
+    histogram_delta,
+    senml_stream,
+    tree_cpu,
+)
+from services.bench.pipeline import TARGETS, run_bench
+from services.common.settings import Settings
+from simulators import Fleet
+
+
+def test_phase_latency_is_the_quantile_of_what_the_phase_alone_observed() -> None:
+    scrape = {
+        'h_bucket{le="0.01"}': 10.0,
+        'h_bucket{le="0.1"}': 30.0,
+        'h_bucket{le="1.0"}': 40.0,
+        'h_bucket{le="+Inf"}': 40.0,
+        "h_count": 40.0,
+    }
+    before = histogram(scrape, "h")
+    after = histogram({**scrape, 'h_bucket{le="1.0"}': 140.0, 'h_bucket{le="+Inf"}': 140.0}, "h")
+    delta = histogram_delta(after, before)
+    assert delta == {0.01: 0.0, 0.1: 0.0, 1.0: 100.0, float("inf"): 100.0}
+    # All 100 new observations lie in (0.1, 1]: the median is interpolated inside it.
+    assert bucket_quantile(delta, 0.5) == pytest.approx(0.55)
+    assert math.isnan(bucket_quantile(histogram_delta(before, before), 0.99))
+
+
+def test_cpu_accounting_never_counts_an_exited_process_negative() -> None:
+    before = {1: 10.0, 2: 50.0}  # pid 2 (someone's backend) exits during the window
+    after = {1: 12.5, 3: 0.5}  # pid 3 started during it
+    assert cpu_used(before, after) == pytest.approx(3.0)
+
+
+def test_cpu_readers_see_this_process_and_a_busy_machine() -> None:
+    import os
+
+    mine = tree_cpu([os.getpid()])
+    assert os.getpid() in mine
+    assert box_cpu_seconds() >= mine[os.getpid()] > 0
+
+
+def test_senml_packs_carry_ten_readings_the_adapter_decodes_and_the_count_agrees() -> None:
+    fleet = Fleet(per_kind=1, seed=3, prefix="benchx", id_prefix="bx-")
+    counted = Counted()
+    msgs = list(islice(senml_stream(fleet, counted), 8))  # two rounds over 4 devices
+    decoded = [decode_senml(m.topic, m.payload, datetime.now(UTC), None) for m in msgs]
+    assert all(isinstance(d, list) and len(d) == 10 for d in decoded), decoded[0]
+    values = sum(len(r.metrics) for d in decoded if isinstance(d, list) for r in d)
+    assert (counted.messages, counted.values) == (8, values)
+    # A device's instants never repeat from one pack to the next.
+    times = [(r.device_id, r.time) for d in decoded if isinstance(d, list) for r in d]
+    assert len(set(times)) == len(times)
+
+
+@pytest.mark.stack
+def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
+    stack: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    run_bench(
+        stack,
+        rate=0,
+        duration_s=1,
+        per_kind=1,
+        phase_s=2,
+        burst_s=1,
+        json_path=out,
+    )
+    report = json.loads(out.read_text())
+    names = [p["name"] for p in report["phases"]]
+    assert names == ["saturation", "senml", "25 %", "50 %", "75 %", "burst"]
+    for p in report["phases"]:
+        assert p["values"] > 0, p["name"]
+        # Counted in the readings table after the run: nothing lost, nothing doubled.
+        assert p["stored"] == p["values"] == p["stored_distinct"], p["name"]
+        assert p["box_cpu_s"] > 0 and p["own_cpu_s"] > 0, p["name"]
+    by_name = {p["name"]: p for p in report["phases"]}
+    assert report["reference_rate"] == pytest.approx(by_name["saturation"]["msg_per_s"])
+    assert by_name["50 %"]["target_rate"] == pytest.approx(report["reference_rate"] / 2)
+    for share in ("25 %", "50 %", "75 %"):
+        assert set(by_name[share]["latency_ms"]) == {"p50", "p95", "p99"}
+        seen, crossings = by_name[share]["alerts"]
+        assert crossings > 0 and seen <= crossings
+    assert by_name["burst"]["peak_lag"] is not None
+    assert set(report["rss_mb"]) == {"ingest", "processor", "alerts"}
+    assert all(mb > 0 for mb in report["rss_mb"].values())
+    assert [t["key"] for t in report["targets"]] == [key for key, *_ in TARGETS]
