@@ -850,6 +850,12 @@ def _area_stage(
                 return persisted
             own_before = {"at": prev[0], "v": prev[1], "prev": x.get("prev2")}
             projected = _level_at(own_before, mine_at)
+            if float(x["v"]) - projected > corro.tolerance:
+                # Further above its own projection than a neighbour may differ: a jump
+                # from far below (a spike the quality checks could not judge yet: their
+                # window had nothing before it), not a rise it was on. Storm at 10 s: a
+                # 4.38 m spike on a 1.38 m river raised Mittapheap's warning.
+                return persisted
             own = sum(1 for lv in table if projected >= lv - corro.tolerance)
             return max(persisted, min(stage_of(float(x["v"]), 0), own))
         best = max(others)
