@@ -29,6 +29,8 @@ from simulators.scenarios import Scenario
 # a semi-diurnal part (M2). Periods in hours.
 _TIDES = ((23.93, 0.55), (25.82, 0.30), (12.42, 0.25))
 _GRID = timedelta(minutes=1)  # the flood model's integration step
+# A flood gauge's reading noise (standard deviation, m): a reading is the level plus this.
+LEVEL_NOISE_M = 0.008
 
 
 def _bump(hour: float, centre: float, width: float) -> float:
@@ -196,7 +198,7 @@ class Environment:
         rain = self.gauge_rain(area.id, t, phase)
         flow = 6.0 * (0.3 + max(0.0, stored)) ** 1.6 + 2.0  # a rating curve, Q ~ a (h - h0)^b
         return {
-            "water_level_m": round(level + rng.gauss(0, 0.008), 3),
+            "water_level_m": round(level + rng.gauss(0, LEVEL_NOISE_M), 3),
             "rain_mm_h": round(max(0.0, rain + (rng.gauss(0, 0.3) if rain > 0 else 0.0)), 2),
             "flow_m3s": round(max(0.0, flow * (1 + rng.gauss(0, 0.03))), 2),
         }

@@ -14,7 +14,13 @@ from services.common.settings import load_settings
 from services.evaluate.flags import FaultScore, MetricScore, QualityScore
 from services.evaluate.runner import EvaluateOptions, evaluate_one
 from services.evaluate.scoring import Expected, Raised, hard_rule_breaches, score_alerts
-from services.evaluate.truth import Heard, expected_alerts, litter_expected, rain_accumulated
+from services.evaluate.truth import (
+    Heard,
+    expected_alerts,
+    litter_expected,
+    measurable_crossings,
+    rain_accumulated,
+)
 from simulators.fleet import Message
 from simulators.run import ScenarioRun
 from simulators.scenarios import load_scenario
@@ -107,6 +113,29 @@ def test_a_late_or_missing_flood_alert_breaks_the_storm_rules() -> None:
     breaches = hard_rule_breaches("flash-flood", QualityScore(), score, interval=5 * M)
     assert breaches[0] == "1 of 2 expected flood alerts not raised"
     assert breaches[1].startswith("1 flood alerts off their crossing by more than one interval")
+
+
+def test_lateness_counts_from_when_a_noisy_gauge_can_show_the_crossing() -> None:
+    # Storm at 10 s: the river crept up 1.7 cm a minute; the model crossed 3.0 m at
+    # 03:16:00, the gauge (1 cm noise) read 2.996 at 03:16:06 and 3.010 at 03:16:16: the
+    # alert came 16 s after the model, the first reading that could show it.
+    crossing = dataclasses.replace(exp("watch", 10), measurable_at=T0 + M * 11)
+    on_time = score_alerts([crossing], [ev("1", "firing", "watch", 10 + 16 / 60)])
+    assert hard_rule_breaches("monsoon-storm", QualityScore(), on_time, interval=M / 6) == []
+    # 10 s after that is one interval: 11 min 20 s is late
+    late = score_alerts([crossing], [ev("1", "firing", "watch", 11 + 20 / 60)])
+    breaches = hard_rule_breaches("monsoon-storm", QualityScore(), late, interval=M / 6)
+    assert breaches and breaches[0].startswith("1 flood alerts off their crossing")
+
+
+def test_a_stage_is_measurable_once_the_model_stands_two_noise_deviations_above_it() -> None:
+    times = [T0 + M * i for i in range(6)]
+    levels = [2.98, 2.995, 3.002, 3.01, 3.02, 3.03]  # crosses 3.0 at minute 2
+    crossing = Expected("flood-level", "a", "danger", times[2])
+    (e,) = measurable_crossings(
+        [crossing], ["watch", "warning", "danger"], (2.0, 2.5, 3.0), times, levels
+    )
+    assert e.measurable_at == times[4]  # 3.02 >= 3.0 + 2 x 0.008
 
 
 def test_false_flags_over_2_percent_or_spikes_missed_break_the_hard_rules() -> None:

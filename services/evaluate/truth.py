@@ -32,6 +32,7 @@ they raise counts as unfounded. `NO_TRUTH` lists them for the report.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 import random
@@ -54,6 +55,7 @@ from services.alerts.rules import (
     ThresholdRule,
 )
 from services.evaluate.scoring import Expected
+from simulators.environment import LEVEL_NOISE_M
 from simulators.fleet import Message
 from simulators.run import ScenarioRun
 
@@ -239,6 +241,32 @@ def _stage_expected(
     return out
 
 
+def measurable_crossings(
+    expected: list[Expected],
+    severities: Sequence[str],
+    table: Sequence[float],
+    times: Sequence[datetime],
+    levels: Sequence[float],
+) -> list[Expected]:
+    """Each stage crossing with the first time, before the stage is left, at which the
+    modelled level stands 2 x LEVEL_NOISE_M above the stage's level (a single noisy reading
+    then shows it); None when the river never gets that far above it."""
+    margin = 2 * LEVEL_NOISE_M
+    out = []
+    for e in expected:
+        level = table[list(severities).index(e.severity)]
+        seen = next(
+            (
+                t
+                for t, v in zip(times, levels, strict=True)
+                if t >= e.at and (e.below_at is None or t < e.below_at) and v >= level + margin
+            ),
+            None,
+        )
+        out.append(dataclasses.replace(e, measurable_at=seen))
+    return out
+
+
 # -- the scenario -----------------------------------------------------------------------
 def expected_alerts(
     run: ScenarioRun,
@@ -306,7 +334,10 @@ def expected_alerts(
                 for v in lv:
                     cur = staged(v, table, cur, rule.clear_margin)
                     stages.append(cur)
-                out += _stage_expected(rule.id, area, rule.stages(), grid, stages)
+                out += measurable_crossings(
+                    _stage_expected(rule.id, area, rule.stages(), grid, stages),
+                    rule.stages(), table, grid, lv,
+                )  # fmt: skip
         elif isinstance(rule, RateRule) and rule.metric == "water_level_m":
             w = max(1, round(rule.window / _MINUTE))
             sign = 1 if rule.direction == "rising" else -1
