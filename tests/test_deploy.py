@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel
 
 from services.common.settings import REPO_ROOT, Settings
-from tests.harness import REPO
+from tests.harness import REPO, share_stack_logins
 
 DEPLOY = REPO / "deploy"
 CHART = DEPLOY / "helm" / "citywatch"
@@ -333,6 +333,7 @@ async def test_compose_init_migrates_and_writes_the_broker_files_and_the_token(
     second run (every `docker compose up`) succeeds too."""
     state, token_dir = tmp_path / "state", tmp_path / "prometheus"
     token_dir.mkdir()
+    share_stack_logins(migrated, state)  # the stack's Kafka takes SCRAM logins only
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
