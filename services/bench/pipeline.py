@@ -75,7 +75,8 @@ from services.bench.measure import (
     senml_stream,
     tree_cpu,
 )
-from services.common.settings import Settings
+from services.common.kafka import client_options
+from services.common.settings import KAFKA_ADMIN, Settings
 from services.stack import components
 from services.supervisor import ServiceProcess
 from simulators import Fleet, Message, Publisher
@@ -282,7 +283,7 @@ async def _run(
 ) -> None:
     probe_devices = [f"{names.id_prefix}probe-{i:02d}" for i in range(4)]
     alerts_seen: dict[tuple[str, datetime], float] = {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(group_id=None, **client_options(settings, KAFKA_ADMIN))
     await consumer.start()
     watcher: asyncio.Task[None] | None = None
     procs: list[ServiceProcess] = []
