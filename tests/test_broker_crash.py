@@ -41,7 +41,7 @@ from services.stack import Mosquitto
 from services.stack.components import DEPLOY
 from services.stack.process import pid_alive, wait_for
 from simulators import Fleet, Message, Publisher, PublishStats
-from tests.harness import Namespace, Services, free_port, wait_until
+from tests.harness import Namespace, Services, free_port, share_stack_logins, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -65,6 +65,7 @@ def broker(migrated: Settings) -> Iterator[Settings]:
         "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
         "mqtt_services_url": f"mqtt://127.0.0.1:{free_port()}",
     }
+    share_stack_logins(migrated, state)  # the same PostgreSQL and Kafka, password-only
     Mosquitto(load_settings(state_dir=state, **urls)).up()
     settings = load_settings(state_dir=state, **urls)  # with the accounts `up` generated
     yield settings
