@@ -437,12 +437,16 @@ async def _copy_simulated_day(src: asyncpg.Connection, dst: asyncpg.Connection, 
         if not rows:
             continue
         columns = [c for c in dict(rows[0]) if c in writable]
-        await dst.executemany(
+        insert = (
             f"INSERT INTO {table} ({', '.join(columns)}) "
             f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
-            "ON CONFLICT DO NOTHING",
-            [tuple(r[c] for c in columns) for r in rows],
+            "ON CONFLICT DO NOTHING"
         )
+        # In chunks: late in a full CI run one pipelined executemany of the whole day left
+        # both sides idle (the test waited, PGlite's server sat in epoll) until the timeout.
+        args = [tuple(r[c] for c in columns) for r in rows]
+        for i in range(0, len(args), 200):
+            await dst.executemany(insert, args[i : i + 200], timeout=120)
         copied += len(rows)
     return copied
 
