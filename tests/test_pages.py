@@ -130,13 +130,7 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request_or_by_li
     artifacts = settings.state_dir / "test-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(412, 1400)  # a phone's width
-    browser.get(site["base"] + "/residents")
-    await until(
-        browser,
-        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1",
-        20,
-        "areas loaded",
-    )
+    await _loaded(browser, site["base"], "/residents")
     flood = 'section[data-area="prek-toek-sap-mouth"] dd[data-kind="flood"]'
     assert attr(browser, flood, "data-level") == "danger"
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "km"
@@ -161,13 +155,7 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request_or_by_li
         assert (artifacts / f"residents-{lang}.png").stat().st_size > 5_000
 
     # A shared link names its language, and wins over the choice stored a moment ago.
-    browser.get(site["base"] + "/residents?lang=km")
-    await until(
-        browser,
-        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1",
-        20,
-        "areas loaded",
-    )
+    await _loaded(browser, site["base"], "/residents?lang=km")
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "km"
     assert "ជម្លៀស" in browser.find_element(By.CSS_SELECTOR, flood).text
 
