@@ -288,6 +288,20 @@ def test_a_failed_spike_is_no_neighbour_for_the_spike_after_it() -> None:
     assert run(cfg, ph_series(values), batch=1).series("d1") == [NE, P, P, F, S, P, NE]
 
 
+def test_a_failed_spike_is_no_neighbour_for_the_rate_of_change_after_it() -> None:
+    # Seen in the demo: 29.69 °C, a 41.81 °C glitch, 29.96 °C. The glitch failed the spike
+    # test, and the 29.96 after it stayed suspect for its step down from the glitch.
+    # The same shape on this module's pH series.
+    cfg = config(
+        spike={"suspect": 0.5, "fail": 1.0, "method": "differential"},
+        rate_of_change={"suspect_per_hour": 36.0, "noise": 0.2},
+    )
+    values = [7.10, 7.12, 9.50, 7.20, 7.11]
+    for batch in (None, 1):
+        kw = {} if batch is None else {"batch": batch}
+        assert run(cfg, ph_series(values, step_s=10), **kw).series("d1") == [NE, P, F, P, P]
+
+
 def test_a_redelivered_failed_spike_is_late_and_does_not_come_back_into_the_window() -> None:
     cfg = config(gross_range={}, spike={"suspect": 0.3, "fail": 1.0})
     ev = QualityEvaluator(cfg)

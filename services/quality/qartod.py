@@ -28,9 +28,11 @@ So the four tests are implemented below from the QARTOD manuals' definitions, in
   overrides it with a narrower one), SUSPECT outside the operator's suspect span. A value
   outside the sensor span is no measurement: the sequence tests below neither judge it nor
   use it as another value's neighbour, and a value the spike test fails leaves the window
-  once judged (`ioos_qc` runs them on the raw series; a sensor's 3960 NTU glitch then hid
-  the 408 NTU spike right after it). A window warmed from the database after a restart
-  still holds stored spike failures (only values outside the span are dropped there).
+  once judged, before the value after it meets the rate and flat-line tests (`ioos_qc`
+  runs them on the raw series; a sensor's 3960 NTU glitch then hid the 408 NTU spike right
+  after it, and a 41.8 °C glitch left the ordinary 29.96 °C after it suspect). A window
+  warmed from the database after a restart still holds stored spike failures (only values
+  outside the span are dropped there).
 - spike: the point n-1 is judged against its two neighbours by one of `ioos_qc`'s methods:
   "average", |x(n-1) - (x(n-2) + x(n))/2|, or "differential", the smaller of the two steps
   when they have opposite signs (0 otherwise); strictly greater than the thresholds.
@@ -744,6 +746,19 @@ class QualityEvaluator:
         # test that does not run leaves the aggregate as it is, as NOT_EVALUATED would.
         flag = gross
         if times:
+            if cfg.spike is not None and len(values) >= 2 and s.newest is not None:
+                # The centred test for the previous point, now that it has a right neighbour.
+                verdict = _spike(cfg.spike, values[-2], values[-1], value)
+                self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
+                if verdict == _FAIL:
+                    # A failed spike is no measurement either: it leaves the window, so the
+                    # value after it is judged, by every test below, against the one before
+                    # it (a 3960 NTU glitch made the 408 NTU after it look like half of a
+                    # step and passed it; a 41.8 °C glitch made the 29.96 °C after it fail
+                    # the rate of change against 29.69 °C).
+                    times.pop()
+                    values.pop()
+                    s.rebuild_run()
             prev_t, prev_v = times[-1], values[-1]
             if cfg.roc is not None:
                 # The step against what the quantity can do in dt plus the noise allowance.
@@ -757,17 +772,6 @@ class QualityEvaluator:
                     if step > sus_rate * dt + noise
                     else _PASS,
                 )
-            if cfg.spike is not None and len(values) >= 2 and s.newest is not None:
-                # The centred test for the previous point, now that it has a right neighbour.
-                verdict = _spike(cfg.spike, values[-2], prev_v, value)
-                self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
-                if verdict == _FAIL:
-                    # A failed spike is no measurement either: it leaves the window, so the
-                    # value after it is judged against the one before it (a 3960 NTU glitch
-                    # made the 408 NTU after it look like half of a step, and passed it).
-                    times.pop()
-                    values.pop()
-                    s.rebuild_run()
         if cfg.flat is not None:
             if not values:
                 s.run_start, s.run_min, s.run_max, s.run_points = ts, value, value, 1
