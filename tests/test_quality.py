@@ -329,6 +329,23 @@ def test_flat_line_counts_repeats_whatever_time_they_span() -> None:
     assert store.series("d1") == [P, P, P, P, P, S, S, P]
 
 
+def test_a_stuck_value_sent_out_of_order_is_judged_as_part_of_its_run() -> None:
+    # Seen in the demo: a stuck SO2 sensor's run was suspect except one reading, which the
+    # simulator held back and sent after the next (the out_of_order fault).
+    cfg = config(
+        flat_line={"suspect_s": 3600, "fail_s": 7200, "tolerance": 0.001, "suspect_points": 5}
+    )
+    series = ph_series([7.1, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.3, 7.0], step_s=10)
+    swapped = [*series[:6], series[7], series[6], *series[8:]]  # the 7th arrives late
+    store = run(cfg, swapped, batch=1)
+    assert store.series("d1") == [P, P, P, P, P, S, S, S, P, P]
+    # A late value outside the run's range, or from before the run began, is not judged
+    # by the flat-line test (it never starts or breaks a run).
+    outside, before = reading("d1", 65, ph=7.2), reading("d1", 5, ph=7.0)
+    late = run(cfg, [*series[:8], outside, before], batch=1)
+    assert [late.flags[("d1", "ph", r.time)] for r in (outside, before)] == [NE, NE]
+
+
 # -- overrides -----------------------------------------------------------------------------
 
 
