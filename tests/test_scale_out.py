@@ -13,14 +13,17 @@ Checked at the source, for each:
   alert, with one `firing` event in the database and one event (by event_id) on the
   alerts topic, once the alerts group has evaluated every reading (offsets at the end);
 - how long the group took to recover, printed (never asserted: timings belong to
-  benchmarks): from the kill until every reading acknowledged before it was stored, and
-  for the alerts leader until the standby led.
+  benchmarks): from the kill until it was caught up for good (from then on every reading
+  acknowledged 2 s earlier was stored; 0 if it never fell behind), and for the alerts
+  leader until the standby led.
 
 The killed gateway is started again at once under the same client id, as a supervisor
 (the Helm chart's StatefulSet) would: its persistent session holds what Mosquitto had
-handed it and not yet had acknowledged, which no other member of a shared subscription
-may take. The killed broker is started again after its test, so each test begins with
-three. Killed processors and alerts leaders are not restarted: the survivor carries on.
+handed it and not yet had acknowledged and, until it is back, its share of what devices
+publish (Mosquitto queues for a disconnected member of a shared subscription whose
+session lives on), which no other member may take. The killed broker is started again
+after its test, so each test begins with three. Killed processors and alerts leaders are
+not restarted: the survivor carries on.
 
 The cluster is this module's own (its own state folder, ports 100 above the test stack's
 Kafka port: 29192-29197 for `citywatch test`), so the shared single-broker stack is never
@@ -34,26 +37,37 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 from services.common.kafka import client_options
 from services.common.settings import KAFKA_ADMIN, Settings, load_settings
-from services.stack.cluster import KafkaCluster
+from services.stack.cluster import KafkaCluster, PostgresStandby
 from services.stack.process import pid_alive, wait_for
 from simulators import Fleet, Message, Publisher
 from tests.conftest import simulator_publisher
-from tests.harness import Namespace, ServiceProcess, Services, share_stack_logins, wait_until
+from tests.harness import (
+    Namespace,
+    ServiceProcess,
+    Services,
+    free_port,
+    share_stack_logins,
+    wait_until,
+)
 from tests.test_alert_rules_stack import events_on_topic
 from tests.test_broker_crash import Publishing, lost_messages, reading_time
 
@@ -64,6 +78,9 @@ PARTITIONS = 4  # the readings topic's partitions: two per processor
 RATE = 200  # messages per second (about 1,100 rows per second) on the shared 2-core box
 COUNT = RATE * 24  # 24 s of load: the kill comes about 8 s in
 RECOVERY_TIMEOUT_S = 120
+# Behind: a message the broker acknowledged this long ago is not stored yet (the pipeline's
+# own latency at this rate is well under a second: batches of at most 250 ms).
+LAG_S = 2.0
 LEVEL = 2.5  # the gauge's alert level (m); it clears at 2.2
 
 RULES = f"""\
@@ -93,6 +110,104 @@ def cluster(migrated: Settings) -> Iterator[KafkaCluster]:
     yield kafka
     kafka.down()
     shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def standby(cluster: KafkaCluster) -> Iterator[PostgresStandby]:
+    """A streaming standby of the test stack's PostgreSQL, in the cluster's state folder
+    (`citywatch stack up --pg-standby` there), on a free port."""
+    url = f"postgresql://citywatch@127.0.0.1:{free_port()}/citywatch"
+    part = PostgresStandby(
+        load_settings(state_dir=cluster.settings.state_dir, database_read_url=url)
+    )
+    part.up()
+    yield part
+    part.down()
+
+
+async def test_the_cluster_keeps_three_copies_and_status_lists_every_member(
+    cluster: KafkaCluster, standby: PostgresStandby, ns: Namespace
+) -> None:
+    """Replication factor 3 and min.insync.replicas 2 on the topics CityWatch creates, and
+    `citywatch stack status` shows each broker and the standby of that state folder."""
+    admin = AIOKafkaAdminClient(**client_options(ns.settings, KAFKA_ADMIN))
+    await admin.start()
+    try:
+        [topic] = await admin.describe_topics([ns.readings_topic])
+        [configs] = await admin.describe_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, ns.readings_topic, {"min.insync.replicas": None}
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+    assert [len(p["replicas"]) for p in topic["partitions"]] == [BROKERS] * PARTITIONS
+    [entry] = configs.to_object()["resources"][0]["config_entries"]
+    assert entry["config_value"] == "2"
+
+    status = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "stack",
+            "status",
+            "--only",
+            "kafka,postgres-standby",
+        ],
+        env={
+            **os.environ,
+            "CITYWATCH_STATE_DIR": str(cluster.settings.state_dir),
+            "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{cluster.port}",
+            "CITYWATCH_DATABASE_READ_URL": standby.settings.database_url.get_secret_value(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    lines = [line.split()[:3] for line in status.stdout.splitlines()]
+    assert lines == [
+        ["postgres-standby", "up", standby.endpoint],
+        *[
+            ["kafka-" + str(i), "up", f"127.0.0.1:{cluster.port + 2 * (i - 1)}"]
+            for i in range(1, 4)
+        ],
+    ], status.stdout
+
+
+async def test_the_read_api_reads_from_the_standby_what_the_primary_wrote(
+    standby: PostgresStandby, services: Services, ns: Namespace, dbcon: asyncpg.Connection
+) -> None:
+    """With CITYWATCH_DATABASE_READ_URL the API's queries go to the standby: a device
+    registered on the primary is served once replayed, over connections to the standby."""
+    url = standby.settings.database_url.get_secret_value()
+    [api] = await services.start(
+        "api",
+        CITYWATCH_DATABASE_READ_URL=url,
+        CITYWATCH_KAFKA_BOOTSTRAP=ns.settings.kafka_bootstrap,  # the stream reads the cluster
+    )
+    device = f"{ns.device_prefix}standby"
+    await dbcon.execute("INSERT INTO devices (device_id, kind) VALUES ($1, 'flood')", device)
+
+    async def served() -> bool:
+        status, _ = await asyncio.to_thread(api.http, f"/devices/{device}")
+        return status == 200
+
+    await wait_until(served, timeout=30, what="the device served by the API")
+    reader = await asyncpg.connect(standby.settings.database_dsn)
+    try:
+        assert await reader.fetchval("SELECT pg_is_in_recovery()")  # a standby, read-only
+        api_sessions = await reader.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE usename = 'citywatch' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await reader.close()
+    assert api_sessions >= 1  # the API's pool is connected to the standby
 
 
 @pytest.fixture
@@ -144,39 +259,56 @@ class Group:
         """The readings partition of the gauge (the gateway keys records by device id)."""
         return (murmur2(self.gauge.encode()) & 0x7FFFFFFF) % PARTITIONS
 
-    async def partition_leader(self) -> int:
-        """The broker (node id) that leads the gauge's partition now."""
-        admin = AIOKafkaAdminClient(**client_options(self.ns.settings, KAFKA_ADMIN))
-        await admin.start()
-        try:
-            [topic] = await admin.describe_topics([self.ns.readings_topic])
-        finally:
-            await admin.close()
-        [part] = [p for p in topic["partitions"] if p["partition"] == self.gauge_partition()]
-        assert len(part["isr"]) == BROKERS, part  # three copies in sync before the kill
-        return int(part["leader"])
+    async def partition_leader(self, after: int | None = None, timeout: float = 10) -> int:
+        """The broker (node id) that leads the gauge's partition: now, with all three copies
+        in sync, or (`after` a killed leader) once another broker leads it."""
+        found: list[int] = []
 
-    async def caught_up(self, acked: int, killed_at: float) -> float:
-        """Seconds from the kill until every fleet message acknowledged before it is stored
-        (PUBACKs of one connection come in publishing order: the first `acked`)."""
-        last = reading_time(self.msgs[acked - 1])
-        expected = sum(m.rows for m in self.msgs[:acked])
+        async def led() -> bool:
+            admin = AIOKafkaAdminClient(**client_options(self.ns.settings, KAFKA_ADMIN))
+            await admin.start()
+            try:
+                [topic] = await admin.describe_topics([self.ns.readings_topic])
+            finally:
+                await admin.close()
+            [part] = [p for p in topic["partitions"] if p["partition"] == self.gauge_partition()]
+            found[:] = [int(part["leader"])]
+            if after is None:
+                return len(part["isr"]) == BROKERS
+            return found[0] not in (after, -1)
 
-        async def stored() -> bool:
-            n = await self.db.fetchval(
-                "SELECT count(*) FROM readings WHERE device_id LIKE $1 AND time <= $2",
-                f"{self.ns.device_prefix}%",
-                last,
-            )
-            return int(n) >= expected
+        await wait_until(led, timeout=timeout, what="the gauge's partition leader", every=0.2)
+        return found[0]
 
-        await wait_until(
-            stored,
-            timeout=RECOVERY_TIMEOUT_S,
-            what=f"the {expected} rows acknowledged before the kill",
-            every=0.1,
-        )
-        return time.monotonic() - killed_at
+    async def watch(self, publisher: Publisher, killed: asyncio.Future[float]) -> float:
+        """Seconds from the kill until the group was caught up for good: from then on, every
+        fleet message the broker acknowledged LAG_S earlier was stored. Sampled every 0.1 s
+        until every message is acknowledged and stored (PUBACKs of one connection come in
+        publishing order, so what is due is a prefix of the messages; each has its own
+        reading time, which gives that prefix's rows). 0: never behind after the kill."""
+        rows_upto = list(accumulate(m.rows for m in self.msgs))
+        history: list[tuple[float, int]] = []  # (monotonic time, acknowledged so far)
+        last_behind = 0.0
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S + COUNT / RATE
+        while True:
+            now = time.monotonic()
+            history.append((now, publisher.acked))
+            due = max((acked for at, acked in history if at <= now - LAG_S), default=0)
+            behind = False
+            if due:
+                stored = await self.db.fetchval(
+                    "SELECT count(*) FROM readings WHERE device_id LIKE $1 AND time <= $2",
+                    f"{self.ns.device_prefix}%",
+                    reading_time(self.msgs[due - 1]),
+                )
+                behind = int(stored) < rows_upto[due - 1]
+            if behind:
+                last_behind = now
+            elif due == len(self.msgs):
+                break
+            assert now < deadline, f"the group still behind {RECOVERY_TIMEOUT_S}s after the load"
+            await asyncio.sleep(0.1)  # the sampling interval, not a wait on a result
+        return max(0.0, last_behind - await killed)
 
     async def evaluated(self) -> None:
         """Every reading on the topic is stored and evaluated: the processors' and the
@@ -310,39 +442,41 @@ def fleet_publisher(migrated: Settings) -> Iterator[Publisher]:
         yield pub
 
 
-# Kills one member of the group (given the kill's monotonic time); returns what it killed
-# and, for the alerts leader, the seconds until the standby led.
-Kill = Callable[[Group, float], Awaitable[tuple[str, float | None]]]
+# Kills one member of the group; returns when (monotonic time) and what else it saw
+# recover (the standby leading, the restarted gateway ready), for the report.
+Kill = Callable[[Group], Awaitable[tuple[float, str]]]
 
 
 async def under_load(
     group: Group, fleet_publisher: Publisher, gauge_publisher: Publisher, kill: Kill
-) -> tuple[float, str, float | None]:
+) -> tuple[float, str]:
     """Run the load, kill one member as the gauge crosses its level, and check every
-    guarantee; returns (seconds until caught up, what was killed, seconds until a new
-    alerts leader led or None)."""
+    guarantee; returns (seconds until caught up for good, what the kill reported)."""
+    killed: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     with Publishing(fleet_publisher, group.msgs, rate=RATE) as fleet:
         await fleet.acked_more(RATE * 3)  # steady load, rows flowing
         async with Gauge(group, gauge_publisher) as gauge:
             await asyncio.wait_for(gauge.above.wait(), 60)
-            acked = fleet_publisher.acked
-            killed_at = time.monotonic()
-            what, led_after = await kill(group, killed_at)
-            recovered = await group.caught_up(acked, killed_at)
+            watcher = asyncio.create_task(group.watch(fleet_publisher, killed))
+            try:
+                killed_at, seen = await kill(group)
+                killed.set_result(killed_at)
+                recovered = await watcher
+            finally:
+                watcher.cancel()
             await fleet.finished()
         lost = await lost_messages(group.ns, group.db, group.msgs)
         assert not lost, f"{len(lost)} acknowledged readings never stored: {lost[:10]}"
         await group.evaluated()
         await group.one_alert()
-    return recovered, what, led_after
+    return recovered, seen
 
 
-def report(fault: str, recovered: float, led_after: float | None = None) -> None:
-    extra = f"; the standby led {led_after:.1f} s after the kill" if led_after is not None else ""
+def report(fault: str, recovered: float, seen: str) -> None:
     print(
-        f"\nRECOVERY {fault}: every reading acknowledged before the kill stored "
-        f"{recovered:.1f} s after it{extra} ({COUNT} messages at {RATE}/s, "
-        f"{BROKERS} brokers, 2 gateways, 2 processors, 2 alerts instances)"
+        f"\nRECOVERY {fault}: caught up for good (every reading acknowledged {LAG_S:.0f} s "
+        f"earlier stored) {recovered:.1f} s after the kill{seen} ({COUNT} messages at "
+        f"{RATE}/s, {BROKERS} brokers, 2 gateways, 2 processors, 2 alerts instances)"
     )
 
 
@@ -352,54 +486,65 @@ async def test_killing_the_partition_leader_of_a_busy_partition_loses_and_duplic
     fleet_publisher: Publisher,
     publisher: Publisher,
 ) -> None:
-    async def kill(g: Group, _at: float) -> tuple[str, None]:
+    async def kill(g: Group) -> tuple[float, str]:
         leader = await g.partition_leader()
         node = cluster.nodes[leader - 1]
         pid = node.pid()
         assert pid is not None and node.node_id == leader
         os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
         assert await asyncio.to_thread(wait_for, lambda: not pid_alive(pid), 10)
-        return node.name, None
+        new = await g.partition_leader(after=leader, timeout=RECOVERY_TIMEOUT_S)
+        return killed_at, (
+            f"; broker {new} led the gauge's partition {time.monotonic() - killed_at:.1f} s "
+            f"after broker {leader} was killed"
+        )
 
-    recovered, what, _ = await under_load(group, fleet_publisher, publisher, kill)
-    report(f"Kafka partition leader ({what}, leader of the gauge's partition)", recovered)
+    recovered, seen = await under_load(group, fleet_publisher, publisher, kill)
+    report("the Kafka partition leader", recovered, seen)
 
 
 async def test_killing_a_gateway_loses_and_duplicates_nothing(
     group: Group, fleet_publisher: Publisher, publisher: Publisher
 ) -> None:
-    async def kill(g: Group, _at: float) -> tuple[str, None]:
+    async def kill(g: Group) -> tuple[float, str]:
         gateway = g.gateways[0]
         gateway.kill()
+        killed_at = time.monotonic()
         # Restarted at once under its client id: its session holds what Mosquitto handed
-        # it and it had not acknowledged, which only it may take (see the module's note).
+        # it and it had not acknowledged, and its share of what devices publish until it
+        # is back, which no other member of the shared subscription may take.
         gateway.start()
-        return "gateway", None
+        await gateway.wait_ready(RECOVERY_TIMEOUT_S)
+        return killed_at, (
+            f"; the restarted gateway was ready {time.monotonic() - killed_at:.1f} s after the kill"
+        )
 
-    recovered, _, _ = await under_load(group, fleet_publisher, publisher, kill)
-    report("a gateway (restarted at once under its client id)", recovered)
+    recovered, seen = await under_load(group, fleet_publisher, publisher, kill)
+    report("a gateway (restarted at once under its client id)", recovered, seen)
 
 
 async def test_killing_a_processor_loses_and_duplicates_nothing(
     group: Group, fleet_publisher: Publisher, publisher: Publisher
 ) -> None:
-    async def kill(g: Group, _at: float) -> tuple[str, None]:
+    async def kill(g: Group) -> tuple[float, str]:
         g.processors[0].kill()  # not restarted: the other takes its partitions
-        return "processor", None
+        return time.monotonic(), ""
 
-    recovered, _, _ = await under_load(group, fleet_publisher, publisher, kill)
-    report("a processor (not restarted)", recovered)
+    recovered, seen = await under_load(group, fleet_publisher, publisher, kill)
+    report("a processor (not restarted)", recovered, seen)
 
 
 async def test_killing_the_alerts_leader_raises_the_crossing_once_and_loses_nothing(
     group: Group, fleet_publisher: Publisher, publisher: Publisher
 ) -> None:
-    async def kill(g: Group, at: float) -> tuple[str, float]:
+    async def kill(g: Group) -> tuple[float, str]:
         leader = await g.leader(g.alerts, timeout=10)
         [standby] = [p for p in g.alerts if p is not leader]
         leader.kill()  # PostgreSQL frees its lock when the socket closes
+        killed_at = time.monotonic()
         assert await g.leader([standby], timeout=RECOVERY_TIMEOUT_S) is standby
-        return "alerts leader", time.monotonic() - at
+        return killed_at, f"; the standby led {time.monotonic() - killed_at:.1f} s after the kill"
 
-    recovered, _, led_after = await under_load(group, fleet_publisher, publisher, kill)
-    report("the alerts leader (not restarted)", recovered, led_after)
+    recovered, seen = await under_load(group, fleet_publisher, publisher, kill)
+    report("the alerts leader (not restarted)", recovered, seen)
