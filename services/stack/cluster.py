@@ -278,12 +278,8 @@ def _read_url(settings: Settings) -> SecretStr:
     if settings.database_read_url is not None:
         return settings.database_read_url
     u = urlsplit(settings.database_url.get_secret_value())
-    user, _, _host = u.netloc.rpartition("@")
-    netloc = (
-        f"{user}@{u.hostname}:{(u.port or 5432) + 1}"
-        if user
-        else f"{u.hostname}:{(u.port or 5432) + 1}"
-    )
+    login, at, _host = u.netloc.rpartition("@")  # login: user (and password), kept as given
+    netloc = f"{login}{at}{u.hostname}:{(u.port or 5432) + 1}"
     return SecretStr(urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment)))
 
 
