@@ -184,7 +184,8 @@ class StoredBatch:
     # Rows inserted, by (metric, QARTOD flag); rows whose flag a reflag made worse, likewise.
     flags: dict[tuple[str, int], int] = field(default_factory=dict)
     reflagged: dict[tuple[str, int], int] = field(default_factory=dict)
-    # Rows stored earlier that a reflag made fail: out of their rollup buckets now.
+    # With `rollups`: rows stored earlier that a reflag made fail, whose rollup buckets must
+    # be recomputed without them (maintenance.refresh_rollups).
     failed: list[tuple[str, str, datetime]] = field(default_factory=list)
 
 
@@ -336,7 +337,7 @@ async def store_readings(
         for row in changed:
             as_flag = (row["metric"], row["quality"])
             reflagged[as_flag] = reflagged.get(as_flag, 0) + 1
-            if row["quality"] == _FAIL:
+            if rollups and row["quality"] == _FAIL:
                 failed.append((row["device_id"], row["metric"], row["time"]))
     ids = sorted(seen)  # a fixed lock order: two writers never deadlock on `devices`
     await con.execute(
