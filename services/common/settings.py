@@ -281,6 +281,10 @@ class Settings(BaseSettings):
     # The simulator's account may publish as any device (demo, tests, benchmarks): false in
     # production leaves it out of the broker's password and ACL files.
     mqtt_simulator_account: bool = True
+    # Which MQTT broker `citywatch stack up` runs: Mosquitto, or Apache ActiveMQ Artemis,
+    # which journals a QoS 1 message before it acknowledges it, so a broker crash loses
+    # nothing acknowledged (docs/broker-durability.md). Same ports, logins and topic rights.
+    mqtt_broker: Literal["mosquitto", "artemis"] = "mosquitto"
     kafka_bootstrap: str = "127.0.0.1:9092"
     # SASL/SCRAM-SHA-512 logins for Kafka (see kafka_login). Set both to log every CityWatch
     # program in as one principal (an external cluster); left unset, each program uses its
