@@ -30,13 +30,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -45,7 +48,7 @@ from services.common.settings import Settings, load_settings
 from services.stack.components import DEPLOY, mqtt_broker
 from services.stack.process import pid_alive, wait_for
 from simulators import Fleet, Message, Publisher, PublishStats
-from tests.harness import Namespace, Services, free_port, share_stack_logins, wait_until
+from tests.harness import Namespace, Services, share_stack_logins, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -61,14 +64,36 @@ SAVE_EVERY = int(
 PUBLISHER_WINDOW = 2000
 
 
+def fixed_ports(count: int) -> list[int]:
+    """Free ports below the kernel's ephemeral range, for the broker this module kills.
+
+    While the broker is down the fleet reconnects in a tight loop, and a connect to a port
+    in that range may be given the same port as its source: TCP connects the socket to
+    itself and holds the port, so the restarted broker cannot bind it (seen with Artemis,
+    which takes seconds to start). The kernel never picks a source port below the range."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    found: list[int] = []
+    for port in random.sample(range(max(1024, low - 2000), low), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise AssertionError(f"not {count} free ports below {low}")
+
+
 @pytest.fixture(scope="module", params=["mosquitto", "artemis"])
 def broker(migrated: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """This module's own broker, of each kind the stack can run; the settings that reach
     it (and its service accounts)."""
     state = migrated.state_dir / f"crash-{uuid.uuid4().hex[:8]}"
+    devices, services = fixed_ports(2)
     urls = {
-        "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
-        "mqtt_services_url": f"mqtt://127.0.0.1:{free_port()}",
+        "mqtt_url": f"mqtt://127.0.0.1:{devices}",
+        "mqtt_services_url": f"mqtt://127.0.0.1:{services}",
         "mqtt_broker": request.param,
     }
     share_stack_logins(migrated, state)  # the same PostgreSQL and Kafka, password-only
