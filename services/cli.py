@@ -32,26 +32,31 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from services.stack import components
 
     only = set(args.only.split(",")) if args.only else None
-    parts = [c for c in components(settings) if only is None or c.name in only]
+    shape = {"kafka_brokers": args.kafka_brokers, "pg_standby": args.pg_standby or None}
+    parts = [c for c in components(settings, **shape) if only is None or c.name in only]
     if args.action == "up":
         for c in parts:
-            print(f"{c.name:<10} starting ...", flush=True)
+            print(f"{c.name:<16} starting ...", flush=True)
             st = c.up()
-            print(
-                f"{c.name:<10} up      {st.endpoint}  pid={st.pid or '-'}  {st.detail}", flush=True
-            )
-        print(f"state folder: {settings.state_dir}")
+            for m in c.statuses():
+                print(f"{m.name:<16} up      {m.endpoint}  pid={m.pid or '-'}  {m.detail}")
+            if len(c.statuses()) > 1:
+                print(f"{c.name:<16} {st.detail}: CITYWATCH_KAFKA_BOOTSTRAP={st.endpoint}")
+            if c.name == "postgres-standby":
+                print(f"{c.name:<16} read API: CITYWATCH_DATABASE_READ_URL={st.endpoint}")
+        print(f"state folder: {settings.state_dir}", flush=True)
     elif args.action == "down":
         for c in reversed(parts):
             c.down()
-            print(f"{c.name:<10} stopped")
+            print(f"{c.name:<16} stopped")
     else:
         worst = 0
-        for c in parts:
-            st = c.status()
+        for st in (m for c in parts for m in c.statuses()):
             state = "up" if st.answers else ("running, not answering" if st.pid else "down")
             where = "" if st.managed else " (external)"
-            print(f"{c.name:<10} {state:<8} {st.endpoint}{where}  pid={st.pid or '-'}  {st.detail}")
+            print(
+                f"{st.name:<16} {state:<8} {st.endpoint}{where}  pid={st.pid or '-'}  {st.detail}"
+            )
             worst = worst or (0 if st.answers else 1)
         return worst
     return 0
@@ -238,7 +243,22 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stack", help="the local stack: Mosquitto, Kafka, PostgreSQL")
     st.add_argument("action", choices=["up", "down", "status"])
-    st.add_argument("--only", help="comma-separated parts: postgres,mosquitto,kafka")
+    st.add_argument(
+        "--only", help="comma-separated parts: postgres,postgres-standby,mosquitto,kafka"
+    )
+    st.add_argument(
+        "--kafka-brokers",
+        type=int,
+        help="up: a KRaft cluster of N brokers on the Kafka port and every second one after "
+        "it (replication factor 3, min.insync.replicas 2 from 3 brokers); default: what the "
+        "state folder holds, else 1",
+    )
+    st.add_argument(
+        "--pg-standby",
+        action="store_true",
+        help="up: a streaming standby of PostgreSQL (CITYWATCH_DATABASE_READ_URL's port, "
+        "else the primary's + 1) for the read API",
+    )
     st.set_defaults(fn=cmd_stack)
 
     dbp = sub.add_parser("db", help="database tasks")

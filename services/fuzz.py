@@ -26,10 +26,12 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from schemas.adapters import decode
-from schemas.device import DeviceLookup, DeviceProfile, UnknownDevicePolicy
+from schemas.adapters.chirpstack import match_chirpstack
+from schemas.adapters.ttn import match_ttn
+from schemas.device import DeviceLookup, DeviceProfile, PayloadFormat, UnknownDevicePolicy
 from schemas.reading import Rejection
 from schemas.registry import COMMON, KINDS, METRICS
 
@@ -217,7 +219,9 @@ class PayloadGenerator:
     def device(self) -> str:
         return self.rng.choice(["dev-1"] * 4 + ["0101010101010101", "buoy.7", "x" * 129, "d:1"])
 
-    def lookup(self, kind: str) -> tuple[DeviceLookup | None, UnknownDevicePolicy]:
+    def lookup(
+        self, kind: str, fmt: PayloadFormat = "native"
+    ) -> tuple[DeviceLookup | None, UnknownDevicePolicy]:
         r = self.rng
         choice = r.randint(0, 4)
         if choice == 0:
@@ -238,6 +242,8 @@ class PayloadGenerator:
         profile = DeviceProfile(
             device_id="dev-1",
             kind=kind if kind in KINDS and r.random() < 0.7 else r.choice(KINDS),
+            # Mostly the topic's own format, so decoding gets past the format check.
+            payload_format=fmt if r.random() < 0.8 else r.choice(get_args(PayloadFormat)),
             field_mapping=mapping,
             calibration=r.choice([{}, {"ph": 0.1}, {"temperature_c": -100.0}]),
             status="active" if r.random() < 0.8 else r.choice(["disabled", "unprovisioned"]),
@@ -260,7 +266,10 @@ def run_fuzz(count: int, seed: int, *, progress: Callable[[str], None] | None = 
     say(f"fuzzing decode() with {count:,} payloads, seed {seed}")
     for i in range(1, count + 1):
         topic, payload, kind = gen.case()
-        lookup, policy = gen.lookup(kind)
+        fmt: PayloadFormat = (
+            "ttn" if match_ttn(topic) else "chirpstack" if match_chirpstack(topic) else "native"
+        )
+        lookup, policy = gen.lookup(kind, fmt)
         received = RECEIVED + timedelta(seconds=gen.rng.randint(-(10**9), 10**9))
         try:
             result = decode(topic, payload, received, lookup=lookup, unknown=policy)

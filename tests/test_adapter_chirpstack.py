@@ -123,7 +123,11 @@ def _cs(
 ) -> list[Reading] | Rejection:
     device = topic.split("/")[-3]
     profiles = (
-        {device: DeviceProfile(device_id=device, kind=kind, field_mapping=mapping)}  # type: ignore[arg-type]
+        {
+            device: DeviceProfile(  # type: ignore[arg-type]
+                device_id=device, kind=kind, payload_format="chirpstack", field_mapping=mapping
+            )
+        }
         if kind is not None
         else {}
     )

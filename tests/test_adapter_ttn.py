@@ -155,7 +155,11 @@ def _ttn(
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     device = topic.split("/")[-2]
     profiles = (
-        {device: DeviceProfile(device_id=device, kind=kind, field_mapping=mapping)}  # type: ignore[arg-type]
+        {
+            device: DeviceProfile(  # type: ignore[arg-type]
+                device_id=device, kind=kind, payload_format="ttn", field_mapping=mapping
+            )
+        }
         if kind is not None
         else {}
     )
@@ -175,7 +179,7 @@ class TestTtnAdapterContract(AdapterContract):
         received_at: datetime,
         max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> list[Reading] | Rejection:
-        profile = DeviceProfile(device_id="dev1", kind="air")
+        profile = DeviceProfile(device_id="dev1", kind="air", payload_format="ttn")
         return decode(
             topic, payload, received_at, lookup={"dev1": profile}.get, max_bytes=max_bytes
         )
@@ -338,6 +342,33 @@ def test_registered_kind_decides_and_a_metric_of_another_kind_is_unknown_metric(
     assert rej.reason == "unknown_metric"
 
 
+@pytest.mark.parametrize("registered", ["native", "senml", "chirpstack"])
+def test_uplink_for_a_device_registered_with_another_format_is_format_mismatch(
+    registered: str,
+) -> None:
+    # A TTN integration's login may publish under its application for any device id; a
+    # device that sends its own JSON (or comes through ChirpStack) is not its to speak for.
+    profile = DeviceProfile(device_id="dev1", kind="air", payload_format=registered)  # type: ignore[arg-type]
+    body = json.dumps(_uplink({"temperature_c": 21.5})).encode()
+    rej = _rejected(decode(TOPIC, body, RECEIVED, lookup={"dev1": profile}.get))
+    assert rej.reason == "format_mismatch"
+    assert f"registered to send {registered!r}" in rej.detail and "'ttn'" in rej.detail
+
+
+def test_native_and_senml_share_a_devices_own_topics_whichever_it_is_registered_with() -> None:
+    senml = json.dumps([{"bn": "urn:dev:x:", "n": "temperature_c", "u": "Cel", "v": 21.5}])
+    native = json.dumps({"metrics": {"temperature_c": 21.5}, "time": RECEIVED.isoformat()})
+    for registered in ("native", "senml"):
+        profile = DeviceProfile(device_id="d1", kind="air", payload_format=registered)  # type: ignore[arg-type]
+        for payload in (senml, native):
+            readings = _readings(
+                decode(
+                    "citywatch/air/d1/up", payload.encode(), RECEIVED, lookup={"d1": profile}.get
+                )
+            )
+            assert readings[0].metrics["temperature_c"] == 21.5
+
+
 # -- FIWARE AirQualityObserved through the shipped mapping ------------------------------------
 
 
@@ -376,6 +407,7 @@ def test_every_example_in_docs_devices_md_decodes_as_documented() -> None:
     gauge = DeviceProfile(
         device_id="gauge-7",
         kind="flood",
+        payload_format="ttn",
         field_mapping={"waterLevel": "water_level_m@cm", "battery": "battery_pct"},
     )
     r = _readings(
@@ -389,6 +421,7 @@ def test_every_example_in_docs_devices_md_decodes_as_documented() -> None:
     air = DeviceProfile(
         device_id=eui,
         kind="air",
+        payload_format="chirpstack",
         field_mapping={
             "pm2_5": "pm25_ugm3",
             "relativeHumidity": "humidity_pct@/",

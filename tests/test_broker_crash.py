@@ -143,14 +143,15 @@ def messages(ns: Namespace) -> list[Message]:
 class Publishing:
     """Publishes the messages at RATE in a background thread, keeping the fleet's figures."""
 
-    def __init__(self, publisher: Publisher, msgs: list[Message]) -> None:
+    def __init__(self, publisher: Publisher, msgs: list[Message], rate: float = RATE) -> None:
         self.publisher = publisher
         self.msgs = msgs
+        self.rate = rate
         self.stats: PublishStats | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        self.stats = self.publisher.run(iter(self.msgs), rate=RATE)
+        self.stats = self.publisher.run(iter(self.msgs), rate=self.rate)
 
     def __enter__(self) -> Publishing:
         self._thread.start()

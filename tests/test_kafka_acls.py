@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import ConfigError
-from services.common.kafka import Acl, Operation, Resource, TopicNames, kafka_acls
+from services.common.kafka import Acl, Operation, Resource, TopicNames, kafka_acls, replication
 from services.common.settings import (
     KAFKA_ACCOUNTS_FILE,
     POSTGRES_ACCOUNTS_FILE,
@@ -57,6 +57,22 @@ def test_settings_compose_the_database_url_and_kafka_logins_from_the_state_folde
     assert s.kafka_login("citywatch-ingest") == ("citywatch-ingest", "k")
     assert s.kafka_login("citywatch-api") is None  # no principal: no SASL
     assert "p%2Fw" not in json.dumps(s.masked())
+    # The read API's URL: the primary unless a standby is named, with the same password.
+    assert s.database_read_dsn == s.database_dsn
+    standby = Settings(
+        state_dir=tmp_path,
+        database_read_url="postgresql://citywatch@127.0.0.1:5433/citywatch",
+    )
+    assert standby.database_read_dsn == "postgresql://citywatch:p%2Fw@127.0.0.1:5433/citywatch"
+    assert "p%2Fw" not in json.dumps(standby.masked())
+
+
+def test_topics_keep_three_copies_on_a_cluster_and_need_two_in_sync_from_three_on() -> None:
+    # (replication factor, min.insync.replicas): one broker keeps the single-broker stack as
+    # it was; a cluster keeps three copies, and an acknowledged record is on two brokers.
+    assert [replication(n) for n in (1, 2, 3, 5)] == [(1, 1), (2, 1), (3, 2), (3, 2)]
+    assert replication(5, wanted=5) == (5, 2)
+    assert replication(3, wanted=1) == (1, 1)
 
 
 def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:

@@ -555,12 +555,17 @@ def ttn_uplink(device: str, app: str, f_cnt: int, ph: float) -> bytes:
     ).encode()
 
 
-async def test_integration_account_publishes_its_applications_uplinks_and_nothing_else(
+async def test_integration_account_publishes_its_applications_uplinks_and_no_other_devices(
     broker: Broker, ns: Namespace, services: Services, dbcon: asyncpg.Connection
 ) -> None:
     name, app, other_app = f"ttn-{ns.suffix}", ns.ttn_app, f"other-{ns.suffix}"
     device = f"{broker.prefix}{ns.suffix}-lora"
     await broker.cli("add", device, "--kind", "water", "--format", "ttn")
+    # A device with its own login, sending native JSON: the broker lets the integration
+    # publish under its application for any device id, so only the gateway can refuse this.
+    native = f"{broker.prefix}{ns.suffix}-native"
+    await broker.cli("add", native, "--kind", "water")
+    spoof = f"v3/{app}@citywatch/devices/{native}/up"
     added = await broker.citywatch(
         "integrations", "add", "ttn", name, "--app", app, "--tenant", "citywatch"
     )
@@ -601,6 +606,7 @@ async def test_integration_account_publishes_its_applications_uplinks_and_nothin
             f"v3/{app}@citywatch/devices/{device}/join",  # not an uplink
         ):
             await asyncio.to_thread(network_server.publish, forged, ttn_uplink(device, app, 2, 9.9))
+        await asyncio.to_thread(network_server.publish, spoof, ttn_uplink(native, app, 1, 9.9))
         sentinel = ttn_uplink(device, app, 3, 7.5)
         await asyncio.to_thread(network_server.publish, own, sentinel)
         await watcher.wait_for(sentinel)
@@ -612,7 +618,7 @@ async def test_integration_account_publishes_its_applications_uplinks_and_nothin
             echoed = list(network_server.received)
     finally:
         close(network_server, watcher)
-    assert through == [own, own]
+    assert through == [own, spoof, own]
     assert echoed == []
 
     async def stored() -> bool:
@@ -624,7 +630,12 @@ async def test_integration_account_publishes_its_applications_uplinks_and_nothin
         "SELECT value FROM readings WHERE device_id = $1 AND metric = 'ph' ORDER BY value", device
     )
     assert [r["value"] for r in values] == [7.4, 7.5]
-    assert await ns.end_offsets(ns.rejected_topic) == 0  # nothing forged reached the gateway
+    # Of what was forged, only the spoof reached the gateway, and it was refused.
+    [raw] = await ns.read_topic(ns.rejected_topic, 1)
+    rejected = RejectedRecord.model_validate_json(raw)
+    assert (rejected.reason, rejected.topic) == ("format_mismatch", spoof)
+    assert await ns.end_offsets(ns.rejected_topic) == 1
+    assert await dbcon.fetchval("SELECT count(*) FROM readings WHERE device_id = $1", native) == 0
     await dbcon.execute("DELETE FROM readings WHERE device_id = $1", device)
 
     await broker.citywatch("integrations", "remove", name)

@@ -25,7 +25,7 @@ from services.common.settings import Settings
 from simulators import Publisher
 from tests.fixtures_browser import attr, open_ops, until
 from tests.harness import Namespace, Services
-from tests.test_api import produce, reading, seed
+from tests.test_api import get, produce, reading, seed
 
 pytestmark = pytest.mark.stack
 
@@ -124,19 +124,13 @@ async def test_ops_page_shows_devices_and_follows_readings_and_alerts_live(
         )
 
 
-async def test_residents_page_speaks_khmer_first_and_english_on_request(
+async def test_residents_page_speaks_khmer_first_and_english_on_request_or_by_link(
     site, browser, settings: Settings
 ):
     artifacts = settings.state_dir / "test-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(412, 1400)  # a phone's width
-    browser.get(site["base"] + "/residents")
-    await until(
-        browser,
-        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1",
-        20,
-        "areas loaded",
-    )
+    await _loaded(browser, site["base"], "/residents")
     flood = 'section[data-area="prek-toek-sap-mouth"] dd[data-kind="flood"]'
     assert attr(browser, flood, "data-level") == "danger"
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "km"
@@ -159,6 +153,11 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request(
     browser.save_screenshot(str(artifacts / "residents-en.png"))
     for lang in ("km", "en"):
         assert (artifacts / f"residents-{lang}.png").stat().st_size > 5_000
+
+    # A shared link names its language, and wins over the choice stored a moment ago.
+    await _loaded(browser, site["base"], "/residents?lang=km")
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "km"
+    assert "ជម្លៀស" in browser.find_element(By.CSS_SELECTOR, flood).text
 
 
 def _screens(settings: Settings) -> Path:
@@ -281,6 +280,19 @@ async def test_residents_area_status_follows_an_active_flood_danger_and_hides_de
             By.XPATH, "preceding-sibling::dt[1]"
         )
         assert label.text == "River water"  # Mittapheap is a district: river water
+        # Litter is counted by beach stations on beaches and by booms elsewhere: an estuary
+        # boom must not read "The beach is clean" while crews are told to empty it.
+        _, body, _ = await get(site["base"] + "/areas", token=False)
+        types = {a["id"]: a["type"] for a in body["areas"]}
+        seen: dict[bool, int] = {True: 0, False: 0}
+        for dd in browser.find_elements(By.CSS_SELECTOR, 'dd[data-kind="litter"]'):
+            section = dd.find_element(By.XPATH, "ancestor::section[1]").get_attribute("data-area")
+            dt = dd.find_element(By.XPATH, "preceding-sibling::dt[1]").text
+            beach = types[section] == "beach"
+            seen[beach] += 1
+            assert dt == ("Beach litter" if beach else "Litter at the boom"), (section, dt)
+            assert beach or "beach" not in dd.text.lower(), (section, dd.text)
+        assert seen[False], seen  # the seeded fleet's Mittapheap bin, at least
     finally:
         await dbcon.execute(
             "UPDATE alerts SET state = 'resolved', resolved_at = now() WHERE alert_id = ANY($1)",

@@ -288,6 +288,20 @@ def test_a_failed_spike_is_no_neighbour_for_the_spike_after_it() -> None:
     assert run(cfg, ph_series(values), batch=1).series("d1") == [NE, P, P, F, S, P, NE]
 
 
+def test_a_failed_spike_is_no_neighbour_for_the_rate_of_change_after_it() -> None:
+    # Seen in the demo: 29.69 °C, a 41.81 °C glitch, 29.96 °C. The glitch failed the spike
+    # test, and the 29.96 after it stayed suspect for its step down from the glitch.
+    # The same shape on this module's pH series.
+    cfg = config(
+        spike={"suspect": 0.5, "fail": 1.0, "method": "differential"},
+        rate_of_change={"suspect_per_hour": 36.0, "noise": 0.2},
+    )
+    values = [7.10, 7.12, 9.50, 7.20, 7.11]
+    for batch in (None, 1):
+        kw = {} if batch is None else {"batch": batch}
+        assert run(cfg, ph_series(values, step_s=10), **kw).series("d1") == [NE, P, F, P, P]
+
+
 def test_a_redelivered_failed_spike_is_late_and_does_not_come_back_into_the_window() -> None:
     cfg = config(gross_range={}, spike={"suspect": 0.3, "fail": 1.0})
     ev = QualityEvaluator(cfg)
@@ -313,6 +327,23 @@ def test_flat_line_counts_repeats_whatever_time_they_span() -> None:
     )
     store = run(cfg, ph_series([7.1, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.2], step_s=10), batch=3)
     assert store.series("d1") == [P, P, P, P, P, S, S, P]
+
+
+def test_a_stuck_value_sent_out_of_order_is_judged_as_part_of_its_run() -> None:
+    # Seen in the demo: a stuck SO2 sensor's run was suspect except one reading, which the
+    # simulator held back and sent after the next (the out_of_order fault).
+    cfg = config(
+        flat_line={"suspect_s": 3600, "fail_s": 7200, "tolerance": 0.001, "suspect_points": 5}
+    )
+    series = ph_series([7.1, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.3, 7.0], step_s=10)
+    swapped = [*series[:6], series[7], series[6], *series[8:]]  # the 7th arrives late
+    store = run(cfg, swapped, batch=1)
+    assert store.series("d1") == [P, P, P, P, P, S, S, S, P, P]
+    # A late value outside the run's range, or from before the run began, is not judged
+    # by the flat-line test (it never starts or breaks a run).
+    outside, before = reading("d1", 65, ph=7.2), reading("d1", 5, ph=7.0)
+    late = run(cfg, [*series[:8], outside, before], batch=1)
+    assert [late.flags[("d1", "ph", r.time)] for r in (outside, before)] == [NE, NE]
 
 
 # -- overrides -----------------------------------------------------------------------------

@@ -138,6 +138,15 @@ def _decode(
         )
     if profile is not None and profile.status == "disabled":
         raise PayloadError("device_disabled", f"device {device_id!r} is disabled in the registry")
+    if profile is not None and _family(adapter.name) != _family(profile.payload_format):
+        # A LoRaWAN integration's login may publish for any device id under its application's
+        # topics; the broker cannot tell its devices from others. Without this check it could
+        # write readings for a device that sends native JSON (or another network server's).
+        raise PayloadError(
+            "format_mismatch",
+            f"device {device_id!r} is registered to send {profile.payload_format!r}, "
+            f"but this message came as {adapter.name!r} on {topic!r}",
+        )
 
     outcome = adapter.decode(topic, payload, received_at, profile)
     if isinstance(outcome, Rejection):
@@ -154,6 +163,12 @@ def _decode(
         if profile.derived:
             outcome = derive(outcome, profile.derived, profile.params, profile.also_kinds)
     return outcome
+
+
+def _family(payload_format: str) -> str:
+    """Formats that share a channel: native JSON and SenML both come on the device's own
+    topics, under its own login, so a device may send either; each network server is its own."""
+    return "direct" if payload_format in ("native", "senml") else payload_format
 
 
 def _check_times(

@@ -63,7 +63,15 @@ from services.alerts import api, store
 from services.alerts import metrics as m
 from services.alerts.areas import city_areas
 from services.alerts.delivery.service import DeliveryService
-from services.alerts.engine import Key, Parked, RuleState, evaluate, live_heads, tick
+from services.alerts.engine import (
+    Evaluation,
+    Key,
+    Parked,
+    RuleState,
+    evaluate,
+    live_heads,
+    tick,
+)
 from services.alerts.leadership import Leadership
 from services.alerts.rules import RuleSet, check_areas, load_rules
 from services.alerts.titles import transition_titles
@@ -73,6 +81,7 @@ from services.common.errors import ConfigError, DatabaseUnavailable, KafkaUnavai
 from services.common.http import HttpServer
 from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
+from services.quality import Evaluation as Judged
 from services.quality import QualityEvaluator, load_quality_config
 from services.quality.drift_refresh import DriftRefresh
 
@@ -307,7 +316,8 @@ class AlertsService(ServiceBase):
             mtime = self._mtime()
             if signalled or mtime != self._rules_mtime:
                 self._rules_mtime = mtime
-                self.reload_rules()
+                async with self._eval_lock:  # never while a batch is judged in its thread
+                    self.reload_rules()
 
     def reload_rules(self) -> bool:
         """Load the rules file; keep the last good rules when it is refused."""
@@ -349,6 +359,29 @@ class AlertsService(ServiceBase):
             self.simulated = await store.load_simulated(con)
             self._areas_read_at = now
 
+    def _judge(self, readings: list[Reading], streams: list[str]) -> tuple[Judged, Evaluation]:
+        """The quality checks and the rules over one batch: pure CPU, no I/O."""
+        judged = self.quality.evaluate(readings)
+        # Earlier readings' final verdicts (the spike test judges a reading when its
+        # successor arrives): rules with `confirm: final` act on those.
+        flags = dict(judged.flags)
+        for device_id, metric, at, flag in judged.reflags:
+            row = (device_id, metric, at)
+            flags[row] = max(flag, flags.get(row, flag))
+        ev = evaluate(
+            self.rules,
+            self.state,
+            readings,
+            streams=streams,
+            heads=self.heads,
+            areas=self.areas,
+            flags=flags,
+            simulated=self.simulated,
+            ahead=self.ahead,
+            parked=self.parked,
+        )
+        return judged, ev
+
     async def _handle(self, batch: Batch) -> None:
         async with self._eval_lock:
             await self._handle_locked(batch)
@@ -380,25 +413,11 @@ class AlertsService(ServiceBase):
                     per_series = self.quality.config.limits.window_points
                     for key, rows in (await db.recent_values(con, missing, per_series)).items():
                         self.quality.warm(key, rows)
-                judged = self.quality.evaluate(readings)
-                # Earlier readings' final verdicts (the spike test judges a reading when its
-                # successor arrives): rules with `confirm: final` act on those.
-                flags = dict(judged.flags)
-                for device_id, metric, at, flag in judged.reflags:
-                    row = (device_id, metric, at)
-                    flags[row] = max(flag, flags.get(row, flag))
-                ev = evaluate(
-                    self.rules,
-                    self.state,
-                    readings,
-                    streams=streams,
-                    heads=self.heads,
-                    areas=self.areas,
-                    flags=flags,
-                    simulated=self.simulated,
-                    ahead=self.ahead,
-                    parked=self.parked,
-                )
+                # CPU-bound for a whole batch (seconds while a backlog drains on a busy box):
+                # in a worker thread, so the event loop keeps answering Kafka heartbeats and
+                # /readyz. `_eval_lock` (held here, by the offline clock and by rule reloads)
+                # keeps anything else from touching the state meanwhile.
+                judged, ev = await asyncio.to_thread(self._judge, readings, streams)
                 arrived = datetime.now(UTC)
                 for stream in ev.heads:
                     self.heads_seen[stream] = arrived

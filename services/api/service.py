@@ -143,7 +143,9 @@ class ApiService(ServiceBase):
     # -- lifecycle ------------------------------------------------------------------------
     async def _open(self, stack: AsyncExitStack) -> None:
         s = self.settings
-        self._pool = await stack.enter_async_context(db.create_pool(s.database_dsn, max_size=8))
+        self._pool = await stack.enter_async_context(
+            db.create_pool(s.database_read_dsn, max_size=8)
+        )
         self._hub = await stack.enter_async_context(StreamHub(s, self._event_area))
         await stack.enter_async_context(
             HttpServer(

@@ -57,6 +57,7 @@ __all__ = [
     "kafka_answers",
     "open_producer",
     "producer",
+    "replication",
     "topic_specs",
 ]
 
@@ -265,8 +266,15 @@ async def ensure_topics(settings: Settings, specs: dict[str, int]) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        brokers = len((await admin.describe_cluster())["brokers"])
+        factor, min_insync = replication(brokers, settings.topics.replication_factor)
         missing = [
-            NewTopic(name, num_partitions=parts, replication_factor=1)
+            NewTopic(
+                name,
+                num_partitions=parts,
+                replication_factor=factor,
+                topic_configs={"min.insync.replicas": str(min_insync)},
+            )
             for name, parts in specs.items()
             if name not in existing
         ]
@@ -278,6 +286,21 @@ async def ensure_topics(settings: Settings, specs: dict[str, int]) -> list[str]:
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def replication(brokers: int, wanted: int | None = None) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a topic on a cluster of `brokers`.
+
+    Unset, the factor is the number of brokers up to 3: one broker (the local stack, the
+    test suite) keeps one copy, and a cluster keeps three, the usual choice (two would stop
+    a partition's writes, or risk them, whenever one broker is down for maintenance).
+    min.insync.replicas is 2 from three copies on: with the producers' acks=all a record is
+    acknowledged only once two brokers hold it, so losing any one broker loses nothing
+    acknowledged, and writes go on while one is down. With one or two copies it is 1 (2 of
+    2 would stop every write while either broker is down).
+    """
+    factor = wanted if wanted is not None else min(3, max(1, brokers))
+    return factor, 2 if factor >= 3 else 1
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:

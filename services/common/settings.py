@@ -75,6 +75,10 @@ class TopicSettings(_Section):
     readings_partitions: int = Field(default=6, ge=1)
     rejected_partitions: int = Field(default=3, ge=1)
     alerts_partitions: int = Field(default=3, ge=1)
+    # Copies of each partition for topics CityWatch creates; unset: as many as the cluster
+    # has brokers, up to 3 (services/common/kafka.py `replication` says why, and the
+    # min.insync.replicas that goes with it).
+    replication_factor: int | None = Field(default=None, ge=1)
 
 
 class IngestSettings(_Section):
@@ -285,6 +289,9 @@ class Settings(BaseSettings):
     # which journals a QoS 1 message before it acknowledges it, so a broker crash loses
     # nothing acknowledged (docs/broker-durability.md). Same ports, logins and topic rights.
     mqtt_broker: Literal["mosquitto", "artemis"] = "mosquitto"
+    # One broker's host:port, or a comma-separated list of a cluster's brokers (any one
+    # that answers gives a client the whole cluster; list them all so that a client starting
+    # while one is down still finds another).
     kafka_bootstrap: str = "127.0.0.1:9092"
     # SASL/SCRAM-SHA-512 logins for Kafka (see kafka_login). Set both to log every CityWatch
     # program in as one principal (an external cluster); left unset, each program uses its
@@ -298,6 +305,10 @@ class Settings(BaseSettings):
     # retried by the gateway, in order (services/ingest/gateway.py).
     kafka_request_timeout_ms: int = Field(default=15_000, ge=1000)
     database_url: SecretStr = SecretStr("postgresql://citywatch@127.0.0.1:5432/citywatch")
+    # A read-only copy of the database (a streaming standby) for the read API's queries;
+    # unset, it reads the primary. Its role's password comes from `database_passwords` as
+    # for `database_url` (a standby has the primary's roles).
+    database_read_url: SecretStr | None = None
     # Role passwords for a database URL without one ({role: password}); read from
     # {state_dir}/postgres-accounts.json when not given. `database_dsn` composes the two,
     # so the password reaches no command line and no environment of a child process.
@@ -423,6 +434,14 @@ class Settings(BaseSettings):
         """The database URL, with the role's password from `database_passwords` when the
         URL carries none."""
         return _with_password(self.database_url.get_secret_value(), self.database_passwords)
+
+    @property
+    def database_read_dsn(self) -> str:
+        """Where read-only queries go: the standby of `database_read_url`, else the primary.
+        A standby lags the primary by its replay delay (milliseconds on loopback)."""
+        if self.database_read_url is None:
+            return self.database_dsn
+        return _with_password(self.database_read_url.get_secret_value(), self.database_passwords)
 
     def database_dsn_as(self, role: str, database: str) -> str:
         """The same server as `database_dsn`, as `role` on `database` (the stack's set-up

@@ -28,9 +28,11 @@ So the four tests are implemented below from the QARTOD manuals' definitions, in
   overrides it with a narrower one), SUSPECT outside the operator's suspect span. A value
   outside the sensor span is no measurement: the sequence tests below neither judge it nor
   use it as another value's neighbour, and a value the spike test fails leaves the window
-  once judged (`ioos_qc` runs them on the raw series; a sensor's 3960 NTU glitch then hid
-  the 408 NTU spike right after it). A window warmed from the database after a restart
-  still holds stored spike failures (only values outside the span are dropped there).
+  once judged, before the value after it meets the rate and flat-line tests (`ioos_qc`
+  runs them on the raw series; a sensor's 3960 NTU glitch then hid the 408 NTU spike right
+  after it, and a 41.8 °C glitch left the ordinary 29.96 °C after it suspect). A window
+  warmed from the database after a restart still holds stored spike failures (only values
+  outside the span are dropped there).
 - spike: the point n-1 is judged against its two neighbours by one of `ioos_qc`'s methods:
   "average", |x(n-1) - (x(n-2) + x(n))/2|, or "differential", the smaller of the two steps
   when they have opposite signs (0 otherwise); strictly greater than the thresholds.
@@ -81,8 +83,10 @@ only ever make a flag worse (by the rank above), so applying one twice changes n
 
 Late and out-of-order readings. Kafka keeps one device's records in order, but a reading's
 time may be older than values already judged (buffered uploads, clock skew, duplicates).
-Such a reading is stored with its own time and judged by gross range alone; the sequence
-tests do not run for it and it does not enter the window. Inserting it into the past would
+Such a reading is stored with its own time and judged by gross range, by the spike test
+between its two window neighbours, and, when it falls inside the current flat run and fits
+its range, by the flat-line test as one of the run's values (a stuck sensor's reading sent
+out of order is stuck too); it does not enter the window. Inserting it into the past would
 change neighbours' verdicts already stored, and re-judging stored rows on every late
 arrival would make a row's flag depend on the order of arrival.
 
@@ -463,6 +467,38 @@ def _resolve(kind: Kind, metric: str, qc: MetricQc) -> _Resolved:
     )
 
 
+def _flat_verdict(cfg: _Resolved, held: float, run_points: int, value: float) -> int:
+    """The flat-line verdict of a value that ends a run of `run_points` values within the
+    tolerance, begun `held` seconds of reading time before it."""
+    assert cfg.flat is not None
+    suspect_s, fail_s, _, points, points_from, noise, rel, width, chance = cfg.flat
+    if held >= fail_s:
+        return _FAIL
+    if held >= suspect_s or (
+        value >= points_from
+        and run_points >= points
+        and (
+            not (noise or rel)
+            or run_points >= repeats_needed(value, noise, rel, width, chance, points)
+        )
+    ):
+        return _SUSPECT
+    return _PASS
+
+
+def _late_flat(s: _Series, cfg: _Resolved, ts: float, value: float) -> int:
+    """The flat-line verdict of a late value inside the series' current flat run: it fits
+    the run's range and came after the run began, so in order it would have been one of
+    the run's values (a stuck sensor's reading sent out of order was passed as good).
+    Not evaluated otherwise: a late value never starts or breaks a run."""
+    if cfg.flat is None or not s.values or ts < s.run_start:
+        return _NOT_EVALUATED
+    if max(s.run_max, value) - min(s.run_min, value) >= cfg.flat[2]:
+        return _NOT_EVALUATED
+    before = bisect_left(s.times, ts) - bisect_left(s.times, s.run_start)
+    return _flat_verdict(cfg, ts - s.run_start, before + 1, value)
+
+
 def _spike(test: tuple[float, float, bool], left: float, mid: float, right: float) -> int:
     """The spike verdict of `mid` between its neighbours (see the module docstring)."""
     sus, fail, differential = test
@@ -735,8 +771,9 @@ class QualityEvaluator:
         if times:
             prev_t = times[-1]
             if ts <= s.seen_ts:
-                ev.late += 1  # late, out of order or a duplicate: gross range and spike alone
-                return _worse(gross, self._late_spike(s, cfg, ts, value))
+                ev.late += 1  # late, out of order or a duplicate: no neighbour's verdict moves
+                late = _worse(self._late_spike(s, cfg, ts, value), _late_flat(s, cfg, ts, value))
+                return _worse(gross, late)
             if ts - prev_t > self.config.limits.max_gap_s:
                 s.clear()  # too far apart to be neighbours: the window starts again
 
@@ -744,6 +781,19 @@ class QualityEvaluator:
         # test that does not run leaves the aggregate as it is, as NOT_EVALUATED would.
         flag = gross
         if times:
+            if cfg.spike is not None and len(values) >= 2 and s.newest is not None:
+                # The centred test for the previous point, now that it has a right neighbour.
+                verdict = _spike(cfg.spike, values[-2], values[-1], value)
+                self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
+                if verdict == _FAIL:
+                    # A failed spike is no measurement either: it leaves the window, so the
+                    # value after it is judged, by every test below, against the one before
+                    # it (a 3960 NTU glitch made the 408 NTU after it look like half of a
+                    # step and passed it; a 41.8 °C glitch made the 29.96 °C after it fail
+                    # the rate of change against 29.69 °C).
+                    times.pop()
+                    values.pop()
+                    s.rebuild_run()
             prev_t, prev_v = times[-1], values[-1]
             if cfg.roc is not None:
                 # The step against what the quantity can do in dt plus the noise allowance.
@@ -757,17 +807,6 @@ class QualityEvaluator:
                     if step > sus_rate * dt + noise
                     else _PASS,
                 )
-            if cfg.spike is not None and len(values) >= 2 and s.newest is not None:
-                # The centred test for the previous point, now that it has a right neighbour.
-                verdict = _spike(cfg.spike, values[-2], prev_v, value)
-                self._fold_spike(ev, (device_id, metric, s.newest), verdict, cfg.gross is None)
-                if verdict == _FAIL:
-                    # A failed spike is no measurement either: it leaves the window, so the
-                    # value after it is judged against the one before it (a 3960 NTU glitch
-                    # made the 408 NTU after it look like half of a step, and passed it).
-                    times.pop()
-                    values.pop()
-                    s.rebuild_run()
         if cfg.flat is not None:
             if not values:
                 s.run_start, s.run_min, s.run_max, s.run_points = ts, value, value, 1
@@ -780,22 +819,7 @@ class QualityEvaluator:
                 else:  # the run is broken: the new run is the suffix that still fits
                     s.run_start, s.run_points = ts, 1
                     s._extend_back(value, len(values))
-            held = ts - s.run_start
-            suspect_s, fail_s, _, points, points_from, noise, rel, width, chance = cfg.flat
-            if held >= fail_s:
-                flat = _FAIL
-            elif held >= suspect_s or (
-                value >= points_from
-                and s.run_points >= points
-                and (
-                    not (noise or rel)
-                    or s.run_points >= repeats_needed(value, noise, rel, width, chance, points)
-                )
-            ):
-                flat = _SUSPECT
-            else:
-                flat = _PASS
-            flag = _worse(flag, flat)
+            flag = _worse(flag, _flat_verdict(cfg, ts - s.run_start, s.run_points, value))
         times.append(ts)
         values.append(value)
         s.newest = at

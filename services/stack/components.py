@@ -124,14 +124,7 @@ class Component:
             terminate(pid)
             pid = None
         if pid is None:
-            for host, port in self.listens_on():
-                if not port_open(host, port):
-                    continue
-                raise StateError(
-                    f"{self.name}: port {host}:{port} is already taken by a process "
-                    f"that is not this stack's. Stop it, or point CityWatch at another port "
-                    f"(see the README's configuration table)."
-                )
+            self.refuse_taken_ports()
             self.dir.mkdir(parents=True, exist_ok=True)
             self._launch()
             if not wait_for(self.answers, self.start_timeout_s, interval_s=0.2):
@@ -149,11 +142,25 @@ class Component:
         self._after_start()
         return self.status()
 
+    def refuse_taken_ports(self) -> None:
+        """Before a start: a port another process holds is an error that says so."""
+        for host, port in self.listens_on():
+            if port_open(host, port):
+                raise StateError(
+                    f"{self.name}: port {host}:{port} is already taken by a process "
+                    f"that is not this stack's. Stop it, or point CityWatch at another port "
+                    f"(see the README's configuration table)."
+                )
+
     def down(self) -> None:
         pid = self.pid()
         if pid is not None:
             terminate(pid)
         self.pid_file.unlink(missing_ok=True)
+
+    def statuses(self) -> list[Status]:
+        """One line of `citywatch stack status` per member (a cluster has several)."""
+        return [self.status()]
 
     def status(self) -> Status:
         answers = self.answers()
@@ -390,24 +397,14 @@ class Kafka(Component):
         props = self.dir / "server.properties"
         accounts = {k: v.get_secret_value() for k, v in self.settings.kafka_accounts.items()}
         # It holds the admin's password (the controller's PLAIN login): mode 0600.
-        write_secret(
-            props,
-            (DEPLOY / "kafka" / "server.properties")
-            .read_text()
-            .replace("@HOST@", self.host)
-            .replace("@PORT@", str(self.port))
-            .replace("@CONTROLLER_PORT@", str(self.port + 1))
-            .replace("@DATA_DIR@", str(data))
-            .replace("@ADMIN@", KAFKA_ADMIN)
-            .replace("@ADMIN_PASSWORD@", accounts[KAFKA_ADMIN]),
-        )
+        write_secret(props, self._server_properties(accounts[KAFKA_ADMIN]))
         cp = f"{libs}/*"
         if not (data / "meta.properties").exists():
             shutil.rmtree(data, ignore_errors=True)  # a half-formatted directory from a crash
             # The principals' SCRAM credentials go into the metadata log at format time. The
             # storage tool's arguments are read from a 0600 argument file (`java @file`), so
             # no password shows in the process list.
-            args = ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
+            args = ["kafka.tools.StorageTool", "format", "-t", self._cluster_id(), "-c", str(props)]
             for name, password in sorted(accounts.items()):
                 args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
             argfile = self.dir / ".format.args"
@@ -438,6 +435,23 @@ class Kafka(Component):
             log_file=self.dir / "stdout.log",
             pid_file=self.pid_file,
         )
+
+    def _server_properties(self, admin_password: str) -> str:
+        """deploy/kafka/server.properties filled in for this broker."""
+        return (
+            (DEPLOY / "kafka" / "server.properties")
+            .read_text()
+            .replace("@HOST@", self.host)
+            .replace("@PORT@", str(self.port))
+            .replace("@CONTROLLER_PORT@", str(self.port + 1))
+            .replace("@DATA_DIR@", str(self._data))
+            .replace("@ADMIN@", KAFKA_ADMIN)
+            .replace("@ADMIN_PASSWORD@", admin_password)
+        )
+
+    def _cluster_id(self) -> str:
+        """The KRaft cluster id its storage is formatted with: a new one for one broker."""
+        return _cluster_id()
 
     def _after_start(self) -> None:
         created = asyncio.run(ensure_topics(self.settings, topic_specs(self.settings)))
@@ -712,15 +726,26 @@ async def _storage_path(dsn: str) -> str | None:
         await con.close()
 
 
-def components(settings: Settings) -> list[Component]:
+def components(
+    settings: Settings, *, kafka_brokers: int | None = None, pg_standby: bool | None = None
+) -> list[Component]:
     """In start order: what the services depend on least comes first.
 
     For the parts this machine runs, the passwords they need are generated first (0600
     files in the state folder) and the settings re-read, so the parts and every later
-    command log in with them.
+    command log in with them. `kafka_brokers` (3: a KRaft cluster) and `pg_standby` (a
+    streaming standby) default to what the state folder already holds
+    (services/stack/cluster.py); a fresh one gets one broker and no standby.
     """
+    from services.stack.cluster import kafka_part, standby_parts
+
     settings = ensure_secrets(settings)
-    return [Postgres(settings), mqtt_broker(settings), Kafka(settings)]
+    return [
+        Postgres(settings),
+        *standby_parts(settings, pg_standby),
+        mqtt_broker(settings),
+        kafka_part(settings, kafka_brokers),
+    ]
 
 
 def mqtt_broker(settings: Settings) -> Mosquitto:

@@ -14,6 +14,7 @@
       // What the water sensors measure (the area's type); "drinking water" (drinking_water)
       // only for devices registered as drinking-water points.
       waters: { sea: "ទឹកសមុទ្រ", estuary: "ទឹកមាត់ទន្លេ (ទឹកប្រៃលាយសាប)", river: "ទឹកទន្លេ និងស្ទឹង" },
+      boomLitter: "សំរាមនៅរបាំងចាប់សំរាម",
       exercise: "សមយុទ្ធ — មិនមែនជាការព្រមានពិតទេ",
       exercisePage: "សមយុទ្ធ៖ ទំព័រនេះបង្ហាញទិន្នន័យក្លែងធ្វើ មិនមែនស្ថានភាពពិតទេ។",
       byAlert: "យោងតាមការព្រមានដែលកំពុងមាន",
@@ -35,6 +36,8 @@
         warning_drinking: ["ព្រមាន", "ទឹកផឹកល្អក់។ សូមដាំទឹកឱ្យពុះមុនពេលផឹក រហូតដល់មានដំណឹងថ្មី។"],
         low: ["តិច", "ឆ្នេរស្អាត។"],
         moderate_litter: ["មធ្យម", "សំរាមកំពុងកើនឡើង។ សូមយកសំរាមរបស់អ្នកទៅជាមួយ។"],
+        low_boom_litter: ["តិច", "សំរាមតិចតួចបានមកដល់របាំងចាប់សំរាម។"],
+        moderate_boom_litter: ["មធ្យម", "សំរាមកំពុងកើនឡើងនៅរបាំងចាប់សំរាម។ កុំបោះសំរាមចូលទន្លេ ឬសមុទ្រ។"],
         high: ["ច្រើន", "សំរាមច្រើន។ ជៀសវាងតំបន់នោះ ហើយកុំប៉ះវត្ថុមុតស្រួច។"],
         no_data: ["គ្មានទិន្នន័យ", "ឧបករណ៍មិនបានផ្ញើទិន្នន័យថ្មីៗទេ។"],
       },
@@ -56,6 +59,7 @@
       openData: "Open data (CSV)", sensors: "sensors", of: "of",
       kinds: { air: "Air quality", flood: "Flooding", water: "Water quality", drinking_water: "Drinking water", litter: "Beach litter" },
       waters: { sea: "Sea water", estuary: "Estuary water (river meets sea)", river: "River water" },
+      boomLitter: "Litter at the boom",
       exercise: "EXERCISE — not a real alert",
       exercisePage: "EXERCISE: this page shows simulated data, not the real situation.",
       byAlert: "from an active alert",
@@ -77,6 +81,8 @@
         warning_drinking: ["Warning", "The drinking water is cloudy. Boil water before drinking until further notice."],
         low: ["Low", "The beach is clean."],
         moderate_litter: ["Moderate", "Litter is building up. Please take your rubbish with you."],
+        low_boom_litter: ["Low", "Little litter has reached the boom."],
+        moderate_boom_litter: ["Moderate", "Litter is building up at the boom. Do not throw rubbish into rivers or the sea."],
         high: ["High", "A lot of litter. Avoid the area and do not touch sharp objects."],
         no_data: ["No data", "The sensors have not reported recently."],
       },
@@ -95,8 +101,15 @@
   let lang = "km";
   let data = null;
   try { lang = localStorage.getItem("citywatch-lang") === "en" ? "en" : "km"; } catch (e) { /* private mode */ }
+  // A shared link may name its language (`/residents?lang=en`); it wins over the stored choice.
+  const asked = new URLSearchParams(location.search).get("lang");
+  if (asked === "en" || asked === "km") lang = asked;
 
-  function levelKey(kind, level) {
+  // Litter is counted by beach stations on beaches and by booms across rivers, drains and
+  // the harbour elsewhere: a page that said "The beach is clean" at an estuary boom the
+  // crews were told to empty contradicted itself.
+  function levelKey(kind, level, areaType) {
+    if (kind === "litter" && areaType !== "beach" && (level === "low" || level === "moderate")) return level + "_boom_litter";
     if (kind === "drinking_water" && (level === "advisory" || level === "warning")) return level + "_drinking";
     if (level === "warning") return kind === "flood" ? "warning_flood" : "warning_water";
     if (level === "moderate" && kind === "litter") return "moderate_litter";
@@ -165,8 +178,8 @@
       for (const kind of ORDER) {
         const k = a.kinds[kind];
         if (!k) continue;
-        const [word, advice] = t.levels[levelKey(kind, k.level)] || [k.level, ""];
-        dl.appendChild(h("dt", kind === "water" && t.waters[a.water] ? t.waters[a.water] : t.kinds[kind]));
+        const [word, advice] = t.levels[levelKey(kind, k.level, a.type)] || [k.level, ""];
+        dl.appendChild(h("dt", kindLabel(t, kind, a)));
         const dd = h("dd");
         dd.dataset.kind = kind;
         dd.dataset.level = k.level;
@@ -179,6 +192,11 @@
       sec.appendChild(dl);
       box.appendChild(sec);
     }
+  }
+  function kindLabel(t, kind, a) {
+    if (kind === "water" && t.waters[a.water]) return t.waters[a.water];
+    if (kind === "litter" && a.type !== "beach") return t.boomLitter;
+    return t.kinds[kind];
   }
   function areaName(a) {
     return (lang === "km" && (a.name_km || T.km.areas[a.id])) || a.name;
