@@ -93,7 +93,7 @@ async def test_processor_killed_mid_stream_stores_every_reading_exactly_once(
     assert processor.starts == 2
 
 
-async def test_ingest_killed_mid_stream_loses_nothing_mosquitto_redelivers_unacked(
+async def test_ingest_killed_mid_stream_loses_nothing_the_broker_redelivers_unacked(
     ns: Namespace,
     services: Services,
     publisher: Publisher,
@@ -190,7 +190,7 @@ async def test_kafka_outage_mid_stream_loses_nothing_and_ingest_reports_not_read
     assert ingest.starts == 1 and ingest.alive()
 
 
-async def test_sigterm_during_kafka_outage_ends_ingest_and_mosquitto_keeps_the_unacked(
+async def test_sigterm_during_kafka_outage_ends_ingest_and_the_broker_keeps_the_unacked(
     ns: Namespace,
     services: Services,
     publisher: Publisher,

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from services.common.errors import StateError
 from services.common.settings import Settings
-from services.stack import Mosquitto
+from services.stack.components import mqtt_broker
 from services.stack.process import pid_alive, wait_for
 from tests.harness import free_port
 
@@ -20,18 +20,18 @@ pytestmark = pytest.mark.stack
 
 
 def test_stack_up_is_idempotent_and_restarts_a_part_that_crashed(stack: Settings) -> None:
-    mosquitto = Mosquitto(stack)
-    first = mosquitto.up()
+    broker = mqtt_broker(stack)  # the stack's own: Mosquitto or Artemis (CITYWATCH_MQTT_BROKER)
+    first = broker.up()
     assert first.answers and first.pid is not None
-    assert mosquitto.up().pid == first.pid  # already up: nothing restarted
+    assert broker.up().pid == first.pid  # already up: nothing restarted
 
     os.kill(first.pid, signal.SIGKILL)  # a crash leaves a stale pid file behind
     assert wait_for(lambda: not pid_alive(first.pid), 10)
-    assert mosquitto.pid_file.exists()
+    assert broker.pid_file.exists()
 
-    again = mosquitto.up()
+    again = broker.up()
     assert again.answers and again.pid not in (None, first.pid)
-    assert mosquitto.pid_file.read_text().strip() == str(again.pid)
+    assert broker.pid_file.read_text().strip() == str(again.pid)
 
 
 @pytest.mark.parametrize("listener", ["devices", "services"])
@@ -50,11 +50,11 @@ def test_stack_up_names_the_part_and_the_fix_when_its_port_is_taken(
                 "state_dir": tmp_path,
             }
         )
-        part = Mosquitto(settings)
+        part = mqtt_broker(settings)
         with pytest.raises(StateError) as failure:
             part.up()
     message = str(failure.value)
-    assert message.startswith("mosquitto:")
+    assert message.startswith(f"{settings.mqtt_broker}:")
     assert f"127.0.0.1:{port}" in message and "already taken" in message
     assert "Stop it, or point CityWatch at another port" in message
 
