@@ -9,6 +9,7 @@ import os
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,14 +93,16 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
         load_settings(state_dir=tmp_path)
 
 
-def _login(**settings: object) -> Settings:
+def _login(**settings: Any) -> Settings:
     """Settings as a deployment gives them: one principal's login in the environment."""
-    return Settings(
-        kafka_bootstrap="kafka-0:9093,kafka-1:9093",
-        kafka_username="citywatch-ingest",
-        kafka_password="pw",
-        kafka_accounts={"unused": "x"},  # keeps the state folder's file out of it
-        **settings,
+    return Settings.model_validate(
+        {
+            "kafka_bootstrap": "kafka-0:9093,kafka-1:9093",
+            "kafka_username": "citywatch-ingest",
+            "kafka_password": "pw",
+            "kafka_accounts": {"unused": "x"},  # keeps the state folder's file out of it
+            **settings,
+        }
     )
 
 
@@ -107,8 +110,10 @@ def _ca(tmp_path: Path) -> Path:
     """A self-signed CA certificate (PEM), as Strimzi's `<cluster>-cluster-ca-cert` holds."""
     key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=citywatch-test-ca", "-keyout", str(key), "-out", str(cert)],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=citywatch-test-ca", "-keyout", str(key), "-out", str(cert)),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
@@ -157,8 +162,8 @@ def test_sasl_ssl_verifies_the_brokers_against_the_given_ca_only(tmp_path: Path)
     }
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
-    subjects = [dict(x[0] for x in c["subject"]) for c in context.get_ca_certs()]
-    assert subjects == [{"commonName": "citywatch-test-ca"}]
+    subjects = [c["subject"] for c in context.get_ca_certs()]
+    assert subjects == [((("commonName", "citywatch-test-ca"),),)]
 
 
 def test_sasl_ssl_without_a_ca_file_trusts_the_system_cas() -> None:
