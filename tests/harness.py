@@ -16,7 +16,9 @@ from pathlib import Path
 
 import asyncpg
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from schemas.city import DEFAULT_CITY_FILE
 from services.common.kafka import TopicNames, client_options, ensure_topics, grant
@@ -24,6 +26,7 @@ from services.common.settings import (
     KAFKA_ACCOUNTS_FILE,
     KAFKA_ADMIN,
     POSTGRES_ACCOUNTS_FILE,
+    KafkaAccount,
     Settings,
 )
 from services.supervisor import ServiceProcess, free_port, wait_until
@@ -33,11 +36,39 @@ __all__ = [
     "ServiceProcess",
     "Services",
     "free_port",
+    "kafka_admin_answers",
+    "kafka_produce_as",
     "share_stack_logins",
     "wait_until",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+async def kafka_admin_answers(**options: object) -> bool:
+    """Whether a Kafka admin client with these options connects and lists the topics: a
+    login the broker refuses (or no login) answers False."""
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    except KafkaError:
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
+async def kafka_produce_as(settings: Settings, account: KafkaAccount, topic: str) -> None:
+    """Write one record to `topic` as `account`; a refused write raises (for example
+    TopicAuthorizationFailedError). Not idempotent: what decides is the right to write the
+    topic, nothing else."""
+    producer = AIOKafkaProducer(**client_options(settings, account), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"{}")
+    finally:
+        await producer.stop()
 
 
 def share_stack_logins(stack: Settings, state_dir: Path) -> None:

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -29,10 +30,27 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import BaseModel
 
-from services.common.settings import REPO_ROOT, Settings
-from tests.harness import REPO, share_stack_logins
+from services.common.kafka import client_options
+from services.common.settings import (
+    KAFKA_ACCOUNTS,
+    KAFKA_ADMIN,
+    REPO_ROOT,
+    KafkaAccount,
+    Settings,
+)
+from services.stack import Kafka
+from tests.harness import (
+    REPO,
+    Namespace,
+    free_port,
+    kafka_admin_answers,
+    kafka_produce_as,
+    share_stack_logins,
+    wait_until,
+)
 
 DEPLOY = REPO / "deploy"
 CHART = DEPLOY / "helm" / "citywatch"
@@ -48,10 +66,15 @@ SECRET_VALUES = {
     "secrets.mqttIngestPassword": "pw-ingest",
     "secrets.mqttAlertsPassword": "pw-alerts",
 }
+COMPOSE_KAFKA_PASSWORDS = {
+    f"CITYWATCH_KAFKA_{account.removeprefix('citywatch-').upper()}_PASSWORD": f"pw-{account}"
+    for account in KAFKA_ACCOUNTS
+}
 COMPOSE_ENV = {
     "CITYWATCH_DB_PASSWORD": "pw-db",
     "CITYWATCH_GRAFANA_DB_PASSWORD": "pw-grafana",
     "GRAFANA_ADMIN_PASSWORD": "pw-admin",
+    **COMPOSE_KAFKA_PASSWORDS,
 }
 
 
@@ -270,7 +293,8 @@ def test_compose_refuses_to_start_without_the_passwords() -> None:
         env={k: v for k, v in os.environ.items() if k not in COMPOSE_ENV},
     )
     assert done.returncode != 0
-    assert "CITYWATCH_DB_PASSWORD" in done.stderr
+    for name in ("CITYWATCH_DB_PASSWORD", *COMPOSE_KAFKA_PASSWORDS):
+        assert name in done.stderr, name
 
 
 def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, Any]) -> None:
@@ -302,7 +326,8 @@ def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, A
     for name in SERVICES:  # what the health check asks is where the service listens
         port = getattr(defaults, name).http_port
         assert services[name]["environment"]["PORT"] == str(port), name
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    template = _compose_kafka_files(compose)[1].read_text().splitlines()
+    assert "process.roles=broker,controller" in template
     alerts_check = " ".join(services["alerts"]["healthcheck"]["test"])
     assert "/healthz" in alerts_check and "/readyz" not in alerts_check
 
@@ -321,6 +346,180 @@ def test_compose_sets_only_real_settings_and_they_validate(
         settings = settings_from(env, monkeypatch)
         assert settings.mqtt_services_port == 1884
         assert settings.database_dsn.endswith("@timescaledb:5432/citywatch")
+
+
+def _compose_kafka_login(compose: dict[str, Any], service: str) -> tuple[str, str] | None:
+    env = compose["services"][service]["environment"]
+    settings = Settings.model_validate(
+        {
+            "kafka_username": env.get("CITYWATCH_KAFKA_USERNAME"),
+            "kafka_password": env.get("CITYWATCH_KAFKA_PASSWORD"),
+            "kafka_accounts": {"none": "x"},  # keeps any state folder's file out of it
+        }
+    )
+    return settings.kafka_login("citywatch-ingest")  # the username given wins for any
+
+
+def test_compose_services_log_in_to_kafka_as_their_own_principal(
+    compose: dict[str, Any],
+) -> None:
+    """As on the local stack, each service has its own principal (its ACLs are its rights),
+    and only `init`, which creates the topics and the ACLs, is the super user. The broker
+    gets every principal's password from the same .env values."""
+    for service in SERVICES:
+        account = f"citywatch-{service}"
+        assert _compose_kafka_login(compose, service) == (account, f"pw-{account}"), service
+    assert _compose_kafka_login(compose, "init") == (KAFKA_ADMIN, f"pw-{KAFKA_ADMIN}")
+    broker = compose["services"]["kafka"]["environment"]
+    assert {k: v for k, v in broker.items() if k in COMPOSE_KAFKA_PASSWORDS} == (
+        COMPOSE_KAFKA_PASSWORDS
+    )
+    assert "citywatch topics ensure" in (COMPOSE / "init.sh").read_text()
+
+
+def _compose_kafka_files(compose: dict[str, Any]) -> tuple[Path, Path]:
+    """(the start script, the server.properties template) the `kafka` container runs."""
+    kafka = compose["services"]["kafka"]
+    mounts = {v["target"]: Path(v["source"]) for v in kafka["volumes"] if v["type"] == "bind"}
+    script = mounts[kafka["entrypoint"][-1]]
+    return script, mounts["/opt/citywatch/server.properties"]
+
+
+def test_compose_kafka_runs_the_local_stacks_broker_configuration(
+    compose: dict[str, Any],
+) -> None:
+    """The compose broker is configured by the very file `citywatch stack up` fills in
+    (SCRAM logins, the StandardAuthorizer, the admin super user), not by the image's
+    KAFKA_* variables, so the two cannot drift apart."""
+    kafka = compose["services"]["kafka"]
+    script, template = _compose_kafka_files(compose)
+    assert script.resolve() == (COMPOSE / "kafka" / "start.sh").resolve()
+    assert template.resolve() == (DEPLOY / "kafka" / "server.properties").resolve()
+    properties = template.read_text()
+    for line in (
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:@ADMIN@",
+        "allow.everyone.if.no.acl.found=false",
+    ):
+        assert line in properties.splitlines(), line
+    # The image's KAFKA_* -> server.properties translation is not used: nothing may hide there.
+    image_settings = {k for k in kafka["environment"] if k.startswith("KAFKA_")}
+    assert image_settings == {"KAFKA_HOST", "KAFKA_PORT"}
+    assert "--command-config" in " ".join(kafka["healthcheck"]["test"])
+
+
+async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals_logins(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No container runs here, so the compose `kafka` container's start script runs on this
+    machine, with the environment compose gives it, from the local stack's jars: it formats
+    the storage with the five principals and starts the broker. Then `citywatch topics
+    ensure` with the `init` container's login creates the topics and the ACLs, and the
+    services' logins from compose have the local stack's rights: only the gateway writes
+    readings, only the alerts service writes alerts; a wrong password or none is refused."""
+    script, template = _compose_kafka_files(compose)
+    port = free_port()
+    while not _port_free(port + 1):  # the controller listens on the next port
+        port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    env = {
+        "PATH": os.environ["PATH"],
+        **{k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()},
+        "KAFKA_HOST": "127.0.0.1",
+        "KAFKA_PORT": str(port),
+        "KAFKA_TEMPLATE": str(template),
+        "KAFKA_LIBS": str(Kafka(Settings()).libs()),
+        "KAFKA_DATA_DIR": str(tmp_path / "data"),
+        "KAFKA_CONFIG_DIR": str(tmp_path / "config"),
+        "KAFKA_LOGS_DIR": str(tmp_path / "logs"),
+        "KAFKA_LOG4J": str(DEPLOY / "kafka" / "log4j2.properties"),
+        "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
+    }
+    services = (*SERVICES, "init")
+    envs = {name: _compose_env(compose, name, bootstrap, tmp_path) for name in services}
+    # Each container's settings, as it builds them from its environment.
+    logins = {name: settings_from(envs[name], monkeypatch) for name in services}
+    admin = logins["init"]
+    with (tmp_path / "start.log").open("w") as log:
+        broker = await asyncio.create_subprocess_exec(
+            "/bin/sh", str(script), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+
+        async def answers() -> bool:
+            assert broker.returncode is None, (tmp_path / "start.log").read_text()
+            return await kafka_admin_answers(**client_options(admin, KAFKA_ADMIN))
+
+        await wait_until(answers, timeout=90, what="the compose Kafka answering the admin")
+        assert (tmp_path / "config" / "server.properties").stat().st_mode & 0o077 == 0
+        assert not await kafka_admin_answers(bootstrap_servers=bootstrap)
+        ingest = client_options(logins["ingest"], "citywatch-ingest")
+        assert await kafka_admin_answers(**ingest)
+        assert not await kafka_admin_answers(**{**ingest, "sasl_plain_password": "guess"})
+        # What the `init` container runs, with its login; every `docker compose up` again.
+        cli = [str(Path(sys.executable).parent / "citywatch"), "topics", "ensure"]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+        for _ in range(2):
+            done = await asyncio.to_thread(
+                subprocess.run,
+                cli,
+                env=base | envs["init"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        topics = admin.topics
+        principals: dict[KafkaAccount, Settings] = {
+            "citywatch-ingest": logins["ingest"],
+            "citywatch-processor": logins["processor"],
+            "citywatch-alerts": logins["alerts"],
+            "citywatch-api": logins["api"],
+        }
+        refused: dict[str, tuple[KafkaAccount, ...]] = {
+            topics.readings: ("citywatch-processor", "citywatch-alerts", "citywatch-api"),
+            topics.alerts: ("citywatch-ingest", "citywatch-processor", "citywatch-api"),
+        }
+        for topic, accounts in refused.items():
+            for account in accounts:
+                with pytest.raises(TopicAuthorizationFailedError):
+                    await kafka_produce_as(principals[account], account, topic)
+        await kafka_produce_as(principals["citywatch-ingest"], "citywatch-ingest", topics.readings)
+        await kafka_produce_as(principals["citywatch-alerts"], "citywatch-alerts", topics.alerts)
+        # At the source: only the permitted writers' records are there.
+        assert await Namespace(admin).end_offsets(topics.readings) == 1
+        assert await Namespace(admin).end_offsets(topics.alerts) == 1
+    finally:
+        broker.terminate()
+        try:
+            await asyncio.wait_for(broker.wait(), 60)
+        except TimeoutError:
+            broker.kill()
+            await broker.wait()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _compose_env(
+    compose: dict[str, Any], service: str, bootstrap: str, state: Path
+) -> dict[str, str]:
+    """A compose service's CITYWATCH_* environment, with this machine's broker and a state
+    folder of the test's own."""
+    env = {
+        k: str(v)
+        for k, v in compose["services"][service]["environment"].items()
+        if k.startswith("CITYWATCH_")
+    }
+    return env | {"CITYWATCH_KAFKA_BOOTSTRAP": bootstrap, "CITYWATCH_STATE_DIR": str(state)}
 
 
 @pytest.mark.stack
