@@ -66,6 +66,18 @@ SECRET_VALUES = {
     "secrets.mqttIngestPassword": "pw-ingest",
     "secrets.mqttAlertsPassword": "pw-alerts",
 }
+# Sets of values each rendered, linted and validated (Kafka logins are on by default).
+VARIANTS: dict[str, dict[str, str]] = {
+    "chart-secret": {},
+    "existing-secret-and-rules": {
+        "secrets.existingSecret": "citywatch",
+        "alerts.rulesConfigMap": "rules",
+    },
+    "no-migrations": {"migrations.enabled": "false", "ingest.replicas": "1"},
+    "kafka-tls-with-cluster-ca": {"kafka.auth.caSecret": "city-cluster-ca-cert"},
+    "kafka-scram-without-tls": {"kafka.auth.securityProtocol": "SASL_PLAINTEXT"},
+    "kafka-anonymous": {"kafka.auth.enabled": "false"},
+}
 COMPOSE_KAFKA_PASSWORDS = {
     f"CITYWATCH_KAFKA_{account.removeprefix('citywatch-').upper()}_PASSWORD": f"pw-{account}"
     for account in KAFKA_ACCOUNTS
@@ -171,22 +183,15 @@ def test_setting_exists_tells_real_settings_from_typos() -> None:
 
 
 # -- Helm --------------------------------------------------------------------------------
-def test_helm_lint_passes_strict() -> None:
-    flags = [f"--set={k}={v}" for k, v in SECRET_VALUES.items()]
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
+def test_helm_lint_passes_strict(variant: dict[str, str]) -> None:
+    flags = [f"--set={k}={v}" for k, v in {**SECRET_VALUES, **variant}.items()]
     out = run(tool("helm"), "lint", "--strict", CHART, *flags)
     assert "0 chart(s) failed" in out, out
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
-@pytest.mark.parametrize(
-    "variant",
-    [
-        {},
-        {"secrets.existingSecret": "citywatch", "alerts.rulesConfigMap": "rules"},
-        {"migrations.enabled": "false", "ingest.replicas": "1"},
-    ],
-    ids=["chart-secret", "existing-secret-and-rules", "no-migrations"],
-)
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
 def test_rendered_manifests_are_valid_kubernetes_objects(
     kube_version: str, variant: dict[str, str]
 ) -> None:
@@ -263,6 +268,83 @@ def test_chart_sets_only_real_settings_and_they_validate(
         == yaml.safe_load((CHART / "values.yaml").read_text())["kafka"]["bootstrap"]
     )
     assert settings.http_host == "0.0.0.0"
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def _kafka_pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{principal: pod template} of every pod that talks to Kafka: the services, each as
+    its own principal, and the migration Job as the admin."""
+    pods = {f"citywatch-{c}": workload(docs, c)["spec"]["template"] for c in SERVICES}
+    (job,) = by_kind(docs, "Job").values()
+    return pods | {KAFKA_ADMIN: job["spec"]["template"]}
+
+
+def test_each_pod_logs_in_to_kafka_as_its_own_principal_with_a_password_from_its_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 10 on Kubernetes: each service's rights are its principal's ACLs, so each pod
+    logs in as its own principal; the passwords come from the principals' Secrets (Strimzi's
+    KafkaUser Secrets, key `password`), never from the ConfigMap; over TLS, the brokers'
+    CA is mounted where CITYWATCH_KAFKA_CA_FILE points."""
+    docs = helm_template(values={"kafka.auth.caSecret": "city-cluster-ca-cert"})
+    (config,) = by_kind(docs, "ConfigMap").values()
+    assert not any("PASSWORD" in k for k in config["data"])
+    for account, pod in _kafka_pods(docs).items():
+        (container,) = pod["spec"]["containers"]
+        env = _env(container)
+        assert env["CITYWATCH_KAFKA_USERNAME"]["value"] == account
+        ref = env["CITYWATCH_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": account, "key": "password"}, account
+        # The Job has all of it inline: a hook runs before the ConfigMap exists.
+        given = {} if account == KAFKA_ADMIN else dict(config["data"])
+        given |= {k: v["value"] for k, v in env.items() if "value" in v}
+        settings = settings_from(given | {"CITYWATCH_KAFKA_PASSWORD": "pw"}, monkeypatch)
+        assert settings.kafka_login("citywatch-api") == (account, "pw")
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_ca_file is not None
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kafka-ca"]
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "kafka-ca"]
+        assert volume["secret"]["secretName"] == "city-cluster-ca-cert"
+        (item,) = volume["secret"]["items"]
+        assert item["key"] == "ca.crt"
+        assert settings.kafka_ca_file == Path(mount["mountPath"]) / item["path"]
+
+
+def test_kafka_logins_turned_off_leave_no_login_protocol_or_ca(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = helm_template(
+        values={"kafka.auth.enabled": "false", "kafka.auth.caSecret": "city-cluster-ca-cert"}
+    )
+    (config,) = by_kind(docs, "ConfigMap").values()
+    kafka = {k for k in config["data"] if k.startswith("CITYWATCH_KAFKA_")}
+    assert kafka == {"CITYWATCH_KAFKA_BOOTSTRAP"}
+    for account, pod in _kafka_pods(docs).items():
+        (container,) = pod["spec"]["containers"]
+        given = {k for k in _env(container) if k.startswith("CITYWATCH_KAFKA_")}
+        assert given <= {"CITYWATCH_KAFKA_BOOTSTRAP"}, account
+        assert not [v for v in pod["spec"]["volumes"] if v["name"] == "kafka-ca"]
+    settings = settings_from(dict(config["data"]), monkeypatch)
+    assert settings.kafka_login("citywatch-ingest") is None
+
+
+def test_chart_refuses_a_ca_without_tls_and_an_unknown_protocol() -> None:
+    for values, message in (
+        ({"kafka.auth.caSecret": "ca", "kafka.auth.securityProtocol": "SASL_PLAINTEXT"}, "TLS"),
+        ({"kafka.auth.securityProtocol": "SSL"}, "SASL_SSL or SASL_PLAINTEXT"),
+    ):
+        flags = [f"--set={k}={v}" for k, v in {**SECRET_VALUES, **values}.items()]
+        done = subprocess.run(
+            [str(tool("helm")), "template", "cw", str(CHART), *flags],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode != 0 and message in done.stderr, done.stderr
 
 
 # -- Compose -----------------------------------------------------------------------------
