@@ -24,6 +24,8 @@ import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -523,17 +525,23 @@ async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals
     # Each container's settings, as it builds them from its environment.
     logins = {name: settings_from(envs[name], monkeypatch) for name in services}
     admin = logins["init"]
-    with (tmp_path / "start.log").open("w") as log:
-        broker = await asyncio.create_subprocess_exec(
-            "/bin/sh", str(script), env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
 
-        async def answers() -> bool:
-            assert broker.returncode is None, (tmp_path / "start.log").read_text()
+    async def answers(broker: asyncio.subprocess.Process, log: Path) -> None:
+        async def up() -> bool:
+            assert broker.returncode is None, f"the compose Kafka exited: see {log}"
             return await kafka_admin_answers(**client_options(admin, KAFKA_ADMIN))
 
-        await wait_until(answers, timeout=90, what="the compose Kafka answering the admin")
+        await wait_until(up, timeout=90, what="the compose Kafka answering the admin")
+
+    principals: dict[KafkaAccount, Settings] = {
+        "citywatch-ingest": logins["ingest"],
+        "citywatch-processor": logins["processor"],
+        "citywatch-alerts": logins["alerts"],
+        "citywatch-api": logins["api"],
+    }
+    topics = admin.topics
+    async with _compose_broker(script, env, tmp_path / "start.log") as (broker, log):
+        await answers(broker, log)
         assert (tmp_path / "config" / "server.properties").stat().st_mode & 0o077 == 0
         assert not await kafka_admin_answers(bootstrap_servers=bootstrap)
         ingest = client_options(logins["ingest"], "citywatch-ingest")
@@ -553,13 +561,6 @@ async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals
                 check=False,
             )
             assert done.returncode == 0, done.stdout + done.stderr
-        topics = admin.topics
-        principals: dict[KafkaAccount, Settings] = {
-            "citywatch-ingest": logins["ingest"],
-            "citywatch-processor": logins["processor"],
-            "citywatch-alerts": logins["alerts"],
-            "citywatch-api": logins["api"],
-        }
         refused: dict[str, tuple[KafkaAccount, ...]] = {
             topics.readings: ("citywatch-processor", "citywatch-alerts", "citywatch-api"),
             topics.alerts: ("citywatch-ingest", "citywatch-processor", "citywatch-api"),
@@ -573,13 +574,61 @@ async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals
         # At the source: only the permitted writers' records are there.
         assert await Namespace(admin).end_offsets(topics.readings) == 1
         assert await Namespace(admin).end_offsets(topics.alerts) == 1
+    # A restart (a crash, a `docker compose restart`): the storage is not formatted again,
+    # and the logins and ACLs in it hold.
+    async with _compose_broker(script, env, tmp_path / "restart.log") as (broker, log):
+        await answers(broker, log)
+        with pytest.raises(TopicAuthorizationFailedError):
+            await kafka_produce_as(principals["citywatch-api"], "citywatch-api", topics.readings)
+        await kafka_produce_as(principals["citywatch-ingest"], "citywatch-ingest", topics.readings)
+        assert await Namespace(admin).end_offsets(topics.readings) == 2
+
+
+@asynccontextmanager
+async def _compose_broker(
+    script: Path, env: dict[str, str], log: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
+    """The compose Kafka's start script as a process of its own, stopped (SIGTERM: the
+    broker's shutdown hook) on the way out."""
+    with log.open("w") as out:
+        broker = await asyncio.create_subprocess_exec(
+            "/bin/sh", str(script), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield broker, log
     finally:
-        broker.terminate()
+        if broker.returncode is None:
+            broker.terminate()
         try:
             await asyncio.wait_for(broker.wait(), 60)
         except TimeoutError:
             broker.kill()
             await broker.wait()
+
+
+def test_compose_kafka_refuses_storage_formatted_without_logins(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """A `kafka` volume formatted by the compose file of before (no SCRAM credentials) would
+    start a broker no principal can log in to: the script stops with the fix instead."""
+    script, template = _compose_kafka_files(compose)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "meta.properties").write_text("version=1\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        **{k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()},
+        "KAFKA_TEMPLATE": str(template),
+        "KAFKA_DATA_DIR": str(data),
+        "KAFKA_CONFIG_DIR": str(tmp_path / "config"),
+        "KAFKA_LOGS_DIR": str(tmp_path / "logs"),
+        "KAFKA_LIBS": str(tmp_path / "no-jars"),  # it must stop before it needs them
+    }
+    done = subprocess.run(
+        ["/bin/sh", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert "formatted without CityWatch's logins" in done.stderr
 
 
 def _port_free(port: int) -> bool:

@@ -73,7 +73,15 @@ if [ ! -f "$data/meta.properties" ]; then
   # Its stdout lists the credentials' salted keys: not for the container's log.
   java -Xmx256m -cp "$libs/*" "@$args" >/dev/null || { rm -f "$args"; exit 1; }
   rm -f "$args"
+  : >"$data/.citywatch-logins"  # what the check below looks for (Kafka reads folders only)
   echo "kafka: storage formatted with the SCRAM credentials of 5 principals"
+elif [ ! -f "$data/.citywatch-logins" ]; then
+  # Formatted by the compose file of before, without logins: no principal could log in.
+  echo "kafka: $data was formatted without CityWatch's logins and cannot get them now." >&2
+  echo "kafka: once the processor and the alerts service have caught up, remove the" >&2
+  echo "kafka: volume (docker compose rm -sf kafka; docker volume rm <project>_kafka) and" >&2
+  echo "kafka: start again; Kafka only carries data in transit." >&2
+  exit 1
 fi
 
 # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of JVM flags
