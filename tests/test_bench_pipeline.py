@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from schemas.adapters import decode_senml
+from services.bench.alerts import Probes
 from services.bench.measure import (
     Counted,
     box_cpu_seconds,
@@ -25,6 +26,7 @@ from services.bench.measure import (
     cpu_used,
     histogram,
     histogram_delta,
+    native_stream,
     senml_stream,
     tree_cpu,
 )
@@ -75,6 +77,21 @@ def test_senml_packs_carry_ten_readings_the_adapter_decodes_and_the_count_agrees
     # A device's instants never repeat from one pack to the next.
     times = [(r.device_id, r.time) for d in decoded if isinstance(d, list) for r in d]
     assert len(set(times)) == len(times)
+
+
+def test_a_probe_phase_counts_only_the_fleet_messages_it_hands_to_the_publisher() -> None:
+    """The publisher stops between two messages: whatever it took last, every fleet message
+    counted must have been taken (else the bench waits for rows that never come)."""
+    fleet = Fleet(per_kind=1, seed=3, prefix="benchx", id_prefix="bp-")
+    counted = Counted()
+    probes = Probes(devices=["bp-probe-00", "bp-probe-01"], prefix="benchx", interval_s=0.0)
+    stream = probes.messages(native_stream(fleet, counted))
+    fleet_ids = {d.device_id for d in fleet.devices}
+    taken = 0
+    for msg in islice(stream, 12):  # interval 0: a probe before every fleet message
+        taken += msg.device_id in fleet_ids
+        assert counted.messages == taken
+    assert 0 < taken < 12
 
 
 @pytest.mark.stack

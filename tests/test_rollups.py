@@ -4,7 +4,8 @@ Plain PostgreSQL: a brand-new database of the test stack per module (as in
 tests/test_migrations.py). TimescaleDB: a fresh PGlite + TimescaleDB server; its background
 jobs never run, so the tests call what the refresh policies would (`refresh_continuous_
 aggregate`) where a policy would have run. On the plain path the tests write each batch as
-the processor does: readings, then `refresh_rollups`, in one transaction.
+the processor does, in one transaction: readings merged into the rollups by the insert, then
+`refresh_rollups` of the buckets a reflag to fail took a value out of.
 
 Every check compares the rollups with a GROUP BY over the raw rows at that moment.
 """
@@ -61,11 +62,13 @@ async def write_batch(
     reflags: list[tuple[str, str, datetime, int]] | None = None,
 ) -> db.StoredBatch:
     """One batch as the processor writes it (services/processor/writer.py `_store`)."""
+    rollups = await maintenance.rollups_by_processor(con)
     async with con.transaction():
-        stored = await db.store_readings(con, readings, flags=flags, reflags=reflags or [])
-        if await maintenance.rollups_by_processor(con):
-            touched = maintenance.touched_minutes(readings, reflags or [])
-            await maintenance.refresh_rollups(con, touched)
+        stored = await db.store_readings(
+            con, readings, flags=flags, reflags=reflags or [], rollups=rollups
+        )
+        if stored.failed:
+            await maintenance.refresh_rollups(con, maintenance.failed_minutes(stored.failed))
     return stored
 
 

@@ -45,6 +45,12 @@ def _reject_constant(name: str) -> float:
     raise PayloadError("not_finite", f"{name} is not a JSON number")
 
 
+# `json.loads(text, parse_constant=...)` builds a new decoder (and its scanner) on every
+# call; one decoder with the same settings decodes the same way (json/__init__.py) and saves
+# that on every message the gateway takes.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def load_json(payload: bytes) -> Any:
     """Parse a payload as strict JSON, turning every failure into `PayloadError`."""
     try:
@@ -54,7 +60,9 @@ def load_json(payload: bytes) -> Any:
             "not_utf8", f"payload is not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it, which the decoder leaves out
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(
             "not_json", f"payload is not JSON: {exc.msg} at line {exc.lineno} col {exc.colno}"

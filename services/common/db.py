@@ -184,6 +184,9 @@ class StoredBatch:
     # Rows inserted, by (metric, QARTOD flag); rows whose flag a reflag made worse, likewise.
     flags: dict[tuple[str, int], int] = field(default_factory=dict)
     reflagged: dict[tuple[str, int], int] = field(default_factory=dict)
+    # With `rollups`: rows stored earlier that a reflag made fail, whose rollup buckets must
+    # be recomputed without them (maintenance.refresh_rollups).
+    failed: list[tuple[str, str, datetime]] = field(default_factory=list)
 
 
 # Each row carries its QARTOD flag. A redelivered row conflicts and keeps the flag it was
@@ -193,9 +196,38 @@ WITH ins AS (
     INSERT INTO readings (time, device_id, metric, value, quality)
     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[], $5::int2[])
     ON CONFLICT DO NOTHING
-    RETURNING metric, quality)
+    RETURNING time, device_id, metric, value, quality){rollups}
 SELECT metric, quality, count(*)::int AS n FROM ins GROUP BY metric, quality
 """
+
+# The plain path's rollups (migration 0007), kept incrementally in the same statement: the
+# rows this statement inserted (never a redelivered one, which conflicts and is not
+# returned) are aggregated per series and bucket and merged into what the bucket holds:
+# min/max by LEAST/GREATEST, count added, avg weighted by the counts. So a redelivered
+# batch merges nothing and a late reading lands in its own bucket, as with a recompute,
+# without reading back the bucket's stored rows. Fail values (quality 4) stay out; a
+# reflag to fail takes a value out again, and only that needs a recompute
+# (maintenance.refresh_rollups of `StoredBatch.failed`). Rows in key order: a fixed lock
+# order. Both rollups straight from the inserted rows: the hour's avg is exact, up to
+# floating-point rounding.
+_MERGE_ROLLUP = """,
+{name} AS (
+    INSERT INTO {name} AS x (bucket, device_id, metric, min, avg, max, count)
+    SELECT date_bin(INTERVAL '{width}', time, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+           device_id, metric, min(value), avg(value), max(value), count(*)
+    FROM ins WHERE quality <> 4
+    GROUP BY 1, 2, 3 ORDER BY 2, 3, 1
+    ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
+        min = LEAST(x.min, EXCLUDED.min),
+        max = GREATEST(x.max, EXCLUDED.max),
+        avg = (x.avg * x.count + EXCLUDED.avg * EXCLUDED.count) / (x.count + EXCLUDED.count),
+        count = x.count + EXCLUDED.count)"""
+
+_INSERT_READINGS_ROLLED = _INSERT_READINGS.format(
+    rollups=_MERGE_ROLLUP.format(name="readings_1m", width="1 minute")
+    + _MERGE_ROLLUP.format(name="readings_1h", width="1 hour")
+)
+_INSERT_READINGS = _INSERT_READINGS.format(rollups="")
 
 # A later verdict (the centred spike test, once a value's right neighbour arrived) only
 # ever makes a stored flag worse, ranking not evaluated (2) below pass (1): applying the
@@ -207,12 +239,14 @@ WITH upd AS (
     WHERE r.device_id = u.d AND r.metric = u.m AND r.time = u.t
       AND (CASE WHEN r.quality = 2 THEN 0 ELSE r.quality END)
         < (CASE WHEN u.q = 2 THEN 0 ELSE u.q END)
-    RETURNING r.metric, r.quality)
-SELECT metric, quality, count(*)::int AS n FROM upd GROUP BY metric, quality
+    RETURNING r.device_id, r.metric, r.time, r.quality)
+SELECT device_id, metric, time, quality FROM upd
 """
 
-# Not evaluated: the default of the `quality` column, for rows nobody judged.
+# Not evaluated: the default of the `quality` column, for rows nobody judged; fail: the
+# flag whose values stay out of the rollups.
 _NOT_EVALUATED = 2
+_FAIL = 4
 
 _UPSERT_DEVICES = """
 INSERT INTO devices (device_id, kind, lat, lon, first_seen, last_seen, last_reading_at)
@@ -246,11 +280,15 @@ async def store_readings(
     *,
     flags: Mapping[tuple[str, str, datetime], int] | None = None,
     reflags: Sequence[tuple[str, str, datetime, int]] = (),
+    rollups: bool = False,
 ) -> StoredBatch:
     """Write a batch of readings; call inside a transaction so the batch is all or nothing.
 
     `flags` gives each row's QARTOD flag by (device, metric, time), 2 where absent;
-    `reflags` raise the flags of rows stored earlier (see `_REFLAG_READINGS`).
+    `reflags` raise the flags of rows stored earlier (see `_REFLAG_READINGS`). `rollups`
+    (the plain path, where the processor keeps them): the inserted rows are merged into
+    the minute and hour rollups in the same statement (`_MERGE_ROLLUP`); the caller then
+    recomputes the buckets of `StoredBatch.failed`.
     """
     times: list[datetime] = []
     devices: list[str] = []
@@ -282,9 +320,11 @@ async def store_readings(
             max(r.received_at, prev[3]) if prev else r.received_at,
             max(r.time, prev[4]) if prev else r.time,
         )
-    counted = await con.fetch(_INSERT_READINGS, times, devices, metrics, values, quality)
+    insert = _INSERT_READINGS_ROLLED if rollups else _INSERT_READINGS
+    counted = await con.fetch(insert, times, devices, metrics, values, quality)
     by_flag = {(row["metric"], row["quality"]): row["n"] for row in counted}
     reflagged: dict[tuple[str, int], int] = {}
+    failed: list[tuple[str, str, datetime]] = []
     if reflags:
         ordered = sorted(reflags)  # a fixed lock order, as for `devices` below
         changed = await con.fetch(
@@ -294,7 +334,11 @@ async def store_readings(
             [k[2] for k in ordered],
             [k[3] for k in ordered],
         )
-        reflagged = {(row["metric"], row["quality"]): row["n"] for row in changed}
+        for row in changed:
+            as_flag = (row["metric"], row["quality"])
+            reflagged[as_flag] = reflagged.get(as_flag, 0) + 1
+            if rollups and row["quality"] == _FAIL:
+                failed.append((row["device_id"], row["metric"], row["time"]))
     ids = sorted(seen)  # a fixed lock order: two writers never deadlock on `devices`
     await con.execute(
         _UPSERT_DEVICES,
@@ -319,6 +363,7 @@ async def store_readings(
         rows_inserted=sum(by_flag.values()),
         flags=by_flag,
         reflagged=reflagged,
+        failed=failed,
     )
 
 

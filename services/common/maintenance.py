@@ -2,8 +2,10 @@
 
 The rollups `readings_1m` and `readings_1h` (migration 0007) have the same names and
 columns on both storage paths. On TimescaleDB they are continuous aggregates that refresh
-themselves; on plain PostgreSQL the processor calls `refresh_rollups` inside each batch's
-transaction. `maintain` (`citywatch db maintain`) applies the one retention setting
+themselves; on plain PostgreSQL the processor keeps them in each batch's transaction: the
+insert merges its new rows into them (`db.store_readings(..., rollups=True)`), and
+`refresh_rollups` recomputes the few buckets a reflag to fail took a value out of.
+`maintain` (`citywatch db maintain`) applies the one retention setting
 (`CITYWATCH_RETENTION__*`) to whichever path a database is on; running it again changes
 nothing, so a cron job may call it as often as it likes (daily is enough). The processor
 also applies it itself at start and every `retention.maintain_every_h` hours, under an
@@ -30,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from schemas import Reading
 from services.common import db
 from services.common.errors import StateError
 from services.common.settings import RetentionSettings
@@ -42,6 +43,7 @@ __all__ = [
     "MaintenanceReport",
     "SeriesBucket",
     "area_last_readings",
+    "failed_minutes",
     "maintain",
     "maintain_database",
     "maintain_if_free",
@@ -49,7 +51,6 @@ __all__ = [
     "refresh_rollups",
     "retention_cutoffs",
     "rollups_by_processor",
-    "touched_minutes",
 ]
 
 Rollup = Literal["readings_1m", "readings_1h"]
@@ -121,32 +122,23 @@ ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
 """
 
 
-def touched_minutes(
-    readings: Iterable[Reading], reflags: Iterable[tuple[str, str, datetime, int]]
-) -> list[SeriesBucket]:
-    """The series-minutes a batch wrote (its readings) or reflagged (earlier rows whose
-    flag a spike verdict changed): what `refresh_rollups` recomputes. One minute per
-    reading, not per value: this runs for every value the processor stores."""
-    touched = [
-        (r.device_id, metric, minute)
-        for r in readings
-        for minute in (minute_of(r.time),)
-        for metric in r.metrics
-    ]
-    touched += [(d, metric, minute_of(t)) for d, metric, t, _ in reflags]
-    return touched
+def failed_minutes(failed: Iterable[tuple[str, str, datetime]]) -> list[SeriesBucket]:
+    """The series-minutes of stored rows a reflag made fail (`db.StoredBatch.failed`):
+    what `refresh_rollups` recomputes, since a merged value cannot be subtracted from a
+    min or max. The batch's own rows were merged by the insert."""
+    return [(d, metric, minute_of(t)) for d, metric, t in failed]
 
 
 async def refresh_rollups(con: db.Conn, touched: Iterable[SeriesBucket]) -> int:
     """Recompute the minute and hour rollups of the touched series-minutes (plain path).
 
-    Call it in the transaction that wrote the readings, after them. Each bucket is
-    recomputed from what is stored, never incremented, so a redelivered batch (whose rows
-    were all skipped) writes the same numbers again and a late reading lands in its own
-    minute and hour. Two processors cannot write different rows of one series at once
-    (a device's readings stay on one partition; during a rebalance the second writer of
-    the same rows waits on the first's row locks), so the last recompute sees every row.
-    Returns how many minute buckets were recomputed.
+    Call it in the transaction that wrote the readings, after them: the processor calls
+    it for the buckets a reflag to fail changed (`failed_minutes`). Each bucket is
+    recomputed from what is stored, so running it twice writes the same numbers. Two
+    processors cannot write different rows of one series at once (a device's readings
+    stay on one partition; during a rebalance the second writer of the same rows waits on
+    the first's row locks), so the last recompute sees every row. Returns how many minute
+    buckets were recomputed.
     """
     keys = sorted(set(touched))  # a fixed lock order
     if not keys:

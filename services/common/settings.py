@@ -122,7 +122,9 @@ class ProcessorSettings(_Section):
     http_port: int = 8102
     group_id: str = "processor"
     batch_size: int = Field(default=2000, ge=1)
-    batch_max_wait_ms: int = Field(default=250, ge=1)
+    # How long a batch waits for company after its first record (services/common/batches.py):
+    # under load batches fill by themselves while the previous one is stored.
+    batch_max_wait_ms: int = Field(default=50, ge=1)
     graceful_timeout_s: float = 15.0
     # Per-device QARTOD overrides are re-read from `devices` this often.
     qc_overrides_refresh_s: float = Field(default=60.0, gt=0)
@@ -134,7 +136,7 @@ class AlertSettings(_Section):
     http_port: int = 8103
     group_id: str = "alerts"
     rules_file: Path = REPO_ROOT / "deploy" / "alerts" / "rules.yaml"
-    batch_max_wait_ms: int = Field(default=250, ge=1)
+    batch_max_wait_ms: int = Field(default=50, ge=1)  # as the processor's
     graceful_timeout_s: float = 15.0
     # Run the notifiers (services/alerts/delivery: MQTT, webhooks, e-mail) in this process.
     delivery: bool = True
@@ -285,6 +287,10 @@ class Settings(BaseSettings):
     # The simulator's account may publish as any device (demo, tests, benchmarks): false in
     # production leaves it out of the broker's password and ACL files.
     mqtt_simulator_account: bool = True
+    # Which MQTT broker `citywatch stack up` runs: Mosquitto, or Apache ActiveMQ Artemis,
+    # which journals a QoS 1 message before it acknowledges it, so a broker crash loses
+    # nothing acknowledged (docs/broker-durability.md). Same ports, logins and topic rights.
+    mqtt_broker: Literal["mosquitto", "artemis"] = "mosquitto"
     # One broker's host:port, or a comma-separated list of a cluster's brokers (any one
     # that answers gives a client the whole cluster; list them all so that a client starting
     # while one is down still finds another).

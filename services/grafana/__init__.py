@@ -7,9 +7,26 @@
 
 Grafana can also load the same files itself through the provisioning files in
 `deploy/grafana/provisioning/`.
+
+`push` (and its HTTP client) is imported on first use (PEP 562): every `citywatch` command,
+the services included, builds its argument parser from `cli`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from services.grafana.dashboards import DASHBOARD_DIR, build_dashboards, load_dashboards
-from services.grafana.push import PushResult, push_dashboards
+
+if TYPE_CHECKING:
+    from services.grafana.push import PushResult, push_dashboards
 
 __all__ = ["DASHBOARD_DIR", "PushResult", "build_dashboards", "load_dashboards", "push_dashboards"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("PushResult", "push_dashboards"):
+        from services.grafana import push
+
+        return getattr(push, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,6 @@ from pathlib import Path
 from services.common.errors import ConfigError
 from services.common.settings import Settings
 from services.grafana.dashboards import DASHBOARD_DIR, write_dashboards
-from services.grafana.push import push_dashboards
 
 __all__ = ["add_parser", "cmd_grafana"]
 
@@ -29,6 +28,8 @@ def cmd_grafana(settings: Settings, args: argparse.Namespace) -> int:
     if not args.url or not token:
         msg = "grafana push needs --url and a token (--token-file, or CITYWATCH_GRAFANA_TOKEN)"
         raise ConfigError(msg)
+    from services.grafana.push import push_dashboards  # its HTTP client: only for a push
+
     results = push_dashboards(args.url, token, args.folder, args.dir)
     created = sum(r.created for r in results)
     print(f"pushed {len(results)} dashboards ({created} created, {len(results) - created} updated)")

@@ -175,11 +175,15 @@ class IngestService(ServiceBase):
             while not self.stop_event.is_set():
                 # A full window frees up only as Kafka acks: during an outage it never does,
                 # so a stop must not wait for a slot (it would wait for the hard cancel).
-                slot = asyncio.create_task(self._window.acquire())
-                await asyncio.wait({slot, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not slot.done():
-                    slot.cancel()
-                    break
+                # A free slot is taken at once, without a task (the path under load).
+                if self._window.locked():
+                    slot = asyncio.create_task(self._window.acquire())
+                    await asyncio.wait({slot, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    if not slot.done():
+                        slot.cancel()
+                        break
+                else:
+                    await self._window.acquire()
                 if not self._gate.is_set():
                     gate = asyncio.create_task(self._gate.wait())
                     await asyncio.wait({gate, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -281,7 +285,10 @@ class IngestService(ServiceBase):
         retried = False
         while True:
             try:
-                await asyncio.gather(*futures)
+                if len(futures) == 1:  # one reading per message: no gather to build
+                    await futures[0]
+                else:
+                    await asyncio.gather(*futures)
             except kafka.RECORD_REFUSED as exc:
                 # Refused after queuing (the broker's own limit): the same bytes never pass.
                 records = await self._refused(entry, exc, backoff) or records

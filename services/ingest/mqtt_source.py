@@ -1,7 +1,10 @@
 """MQTT side of the gateway: a paho-mqtt v5 client feeding an asyncio queue, with manual acks.
 
-paho runs its network loop in its own thread (`loop_start`); each message crosses into the
-event loop with `call_soon_threadsafe`. Two bounds keep overload in Mosquitto, never in our
+paho runs its network loop in its own thread (`loop_start`); messages cross into the event
+loop through a hand-over list: paho's thread appends, and wakes the loop
+(`call_soon_threadsafe`, a write to the loop's self-pipe) only when no wake-up is pending
+yet, so under load one wake-up carries every message paho read meanwhile instead of one
+each. Two bounds keep overload in Mosquitto, never in our
 memory: our MQTT v5 Receive Maximum asks the broker to hold back everything past that many
 unacknowledged messages, and a semaphore blocks paho's thread when the hand-over queue is
 full, so the socket stops being read and TCP pushes back. The second bound is not
@@ -18,6 +21,7 @@ message, and acking it would release a message we have not yet given to Kafka.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 from dataclasses import dataclass
@@ -67,6 +71,11 @@ class MqttSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
         self._space = threading.BoundedSemaphore(receive_maximum)
+        # paho's thread -> the loop: appended under `_handover_lock`; `_wake_pending` says
+        # a `_take_handover` is already scheduled and will see what is appended now.
+        self._handover: collections.deque[Inbound] = collections.deque()
+        self._handover_lock = threading.Lock()
+        self._wake_pending = False
         self._closing = False
         self._generation = 0
         self._lock = threading.Lock()
@@ -162,7 +171,20 @@ class MqttSource:
         while not self._space.acquire(timeout=1.0):
             if self._closing:
                 return  # not acked: the broker redelivers it on our next connection
-        self._call(self._queue.put_nowait, inbound)
+        with self._handover_lock:
+            self._handover.append(inbound)
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            self._call(self._take_handover)
+
+    def _take_handover(self) -> None:
+        """On the loop: move what paho handed over into the queue, in arrival order."""
+        with self._handover_lock:
+            taken, self._handover = self._handover, collections.deque()
+            self._wake_pending = False
+        for inbound in taken:
+            self._queue.put_nowait(inbound)
 
     def _call(self, fn: Any, *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():

@@ -66,7 +66,8 @@ CONSUMER_LAG = Gauge(
 )
 ROLLUP_BUCKETS = Counter(
     "citywatch_processor_rollup_buckets_total",
-    "Minute buckets of readings_1m recomputed by the processor (plain PostgreSQL path)",
+    "Minute buckets of readings_1m recomputed by the processor after a reflag to fail"
+    " (plain PostgreSQL path; new rows are merged by the insert)",
 )
 AREA_LAST_READING = Gauge(
     "citywatch_area_last_reading_timestamp_seconds",

@@ -16,8 +16,8 @@ areas although the batches are split by device; the series it finds drifting are
 suspect from the next batch on.
 
 Two small additions sit in their own sections below: the rollups (on plain PostgreSQL the
-batch's transaction also recomputes the minute and hour buckets it touched, see
-services/common/maintenance.py; on TimescaleDB continuous aggregates do it) and the
+batch's insert also merges its new rows into the minute and hour buckets, see
+services/common/db.py and maintenance.py; on TimescaleDB continuous aggregates do it) and the
 monitoring facts (Kafka consumer lag per partition, after each batch and every few
 seconds; the newest reading time per area).
 """
@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
-from datetime import datetime
 from enum import Enum
 
 import asyncpg
@@ -140,11 +139,14 @@ class ProcessorService(ServiceBase):
                 await self._refresh_drift(con)
                 await self._warm_windows(con, readings)
                 judged = self.quality.evaluate(readings)
+                rollups = await self._keeps_rollups(con)
                 async with con.transaction():
                     stored = await db.store_readings(
-                        con, readings, flags=judged.flags, reflags=judged.reflags
+                        con, readings, flags=judged.flags, reflags=judged.reflags, rollups=rollups
                     )
-                    await self._refresh_rollups(con, readings, judged.reflags)
+                    if stored.failed:
+                        touched = maintenance.failed_minutes(stored.failed)
+                        m.ROLLUP_BUCKETS.inc(await maintenance.refresh_rollups(con, touched))
         except db.CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
         # Committed: now the windows may move on (a failed batch is judged afresh).
@@ -166,7 +168,6 @@ class ProcessorService(ServiceBase):
         for r in readings:
             m.LATENCY.observe(max(0.0, (done - r.received_at).total_seconds()))
             m.DEVICE_LATENCY.observe(max(0.0, (done - r.time).total_seconds()))
-            m.DEVICE_LATENCY.observe(max(0.0, (done - r.time).total_seconds()))
         log.debug(
             "batch stored",
             extra={"readings": stored.readings, "rows_inserted": stored.rows_inserted},
@@ -174,26 +175,20 @@ class ProcessorService(ServiceBase):
 
     # -- rollups (plain path) -------------------------------------------------------------
 
-    async def _refresh_rollups(
-        self,
-        con: db.Conn,
-        readings: list[Reading],
-        reflags: Sequence[tuple[str, str, datetime, int]],
-    ) -> None:
-        """In the batch's transaction: recompute the buckets the batch wrote or reflagged.
+    async def _keeps_rollups(self, con: db.Conn) -> bool:
+        """Whether this process keeps the rollups (the plain path), asked once.
 
-        Same transaction, not after it: readings and their rollups commit together, so no
+        In the batch's transaction, not after it: the insert merges its new rows into the
+        minute and hour buckets (`db.store_readings(..., rollups=True)`) and a reflag to
+        fail recomputes its buckets, so readings and their rollups commit together, no
         crash leaves a committed batch without its buckets, and the offsets (committed
-        after this) are never ahead of the rollups. Recomputing from `readings` makes a
-        redelivered batch a no-op. The cost is a few indexed reads per batch.
+        after this) are never ahead of the rollups. A redelivered batch inserts nothing
+        and so merges nothing.
         """
         if self._rollups_here is None:
             self._rollups_here = await maintenance.rollups_by_processor(con)
             log.info("rollups", extra={"kept_by_processor": self._rollups_here})
-        if not self._rollups_here:
-            return
-        touched = maintenance.touched_minutes(readings, reflags)
-        m.ROLLUP_BUCKETS.inc(await maintenance.refresh_rollups(con, touched))
+        return self._rollups_here
 
     # -- monitoring facts: consumer lag, area freshness ------------------------------------
 

@@ -3,7 +3,8 @@
 Each command is a function `(settings, args, out) -> exit status`; `add_parser` wires them
 into the `citywatch` command line. Commands that change who may log in (add, import,
 disable, enable, provision) regenerate Mosquitto's password and ACL files afterwards and
-have a running local Mosquitto reload them (`Mosquitto.sync_auth`). Against an external
+have a running local broker reload them (`Mosquitto.sync_auth`; Artemis reads them again
+by itself). Against an external
 broker the files are still written into the state folder, for the operator to deploy.
 """
 
@@ -49,29 +50,29 @@ def _with_db(settings: Settings, work: Callable[[db.Conn], Awaitable[T]]) -> T:
 
 def _sync_broker(settings: Settings, out: TextIO) -> None:
     """Regenerate the broker's files and reload it; say where they are."""
-    from services.stack import Mosquitto
+    from services.stack.components import mqtt_broker
 
-    broker = Mosquitto(settings)
+    broker = mqtt_broker(settings)
     if not broker.sync_auth():
         print(
-            "warning: PostgreSQL could not be read; Mosquitto's files were left as they were",
+            f"warning: PostgreSQL could not be read; {broker.name}'s files were left as they were",
             file=out,
         )
         return
     if broker.managed and broker.pid() is not None:
         print(
-            f"mosquitto: password and ACL files regenerated and reloaded (pid {broker.pid()})",
+            f"{broker.name}: password and ACL files regenerated and reloaded (pid {broker.pid()})",
             file=out,
         )
     elif broker.managed:
         print(
-            f"mosquitto: password and ACL files regenerated in {broker.dir}; "
+            f"{broker.name}: password and ACL files regenerated in {broker.dir}; "
             "it is not running: `citywatch stack up` starts it with them",
             file=out,
         )
     else:
         print(
-            f"mosquitto: password and ACL files regenerated in {broker.dir} (devices.* for "
+            f"{broker.name}: password and ACL files regenerated in {broker.dir} (devices.* for "
             "the device listener, services.* for the services listener); "
             "install them on your broker and reload it (SIGHUP)",
             file=out,

@@ -30,7 +30,7 @@ from services.common.settings import (
     REPO_ROOT,
     Settings,
 )
-from services.registry.mosquitto import BrokerFiles
+from services.registry.mosquitto import BrokerFiles, reload_broker
 from services.stack.process import (
     is_loopback,
     pid_alive,
@@ -253,7 +253,6 @@ class Mosquitto(Component):
         from services.registry.mosquitto import (
             ensure_service_accounts,
             locked,
-            reload_broker,
             write_broker_files,
         )
         from services.registry.store import fetch_device_logins
@@ -272,8 +271,12 @@ class Mosquitto(Component):
             )
             pid = self.pid() if self.managed else None
             if pid is not None:
-                reload_broker(pid)
+                self.reload(pid)
         return devices is not None
+
+    def reload(self, pid: int) -> None:
+        """Have the running broker re-read its password and ACL files (SIGHUP)."""
+        reload_broker(pid)
 
     def _after_start(self) -> None:
         # Also for a broker that was already running: new accounts or devices since then.
@@ -740,9 +743,18 @@ def components(
     return [
         Postgres(settings),
         *standby_parts(settings, pg_standby),
-        Mosquitto(settings),
+        mqtt_broker(settings),
         kafka_part(settings, kafka_brokers),
     ]
+
+
+def mqtt_broker(settings: Settings) -> Mosquitto:
+    """The MQTT broker the settings choose (CITYWATCH_MQTT_BROKER)."""
+    if settings.mqtt_broker == "artemis":
+        from services.stack.artemis import Artemis
+
+        return Artemis(settings)
+    return Mosquitto(settings)
 
 
 def ensure_secrets(settings: Settings) -> Settings:

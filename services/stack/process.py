@@ -15,15 +15,21 @@ from services.common.errors import StateError
 
 
 def pid_alive(pid: int) -> bool:
-    """True if `pid` runs and is not a zombie (a zombie of ours is reaped on the way)."""
+    """True if `pid` runs and is not a zombie (a zombie of ours is reaped on the way).
+
+    A process whose main thread is a zombie while other threads still exit is alive: after
+    a SIGKILL a JVM's main thread shows `Z` at once, and its sockets stay open (a restart
+    on its ports is refused) until the last thread, seconds later for a broker's heap."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def cmdline(pid: int) -> str:

@@ -1,0 +1,164 @@
+"""Apache ActiveMQ Artemis as the stack's MQTT broker (`CITYWATCH_MQTT_BROKER=artemis`).
+
+Why: Artemis journals a QoS 1 PUBLISH and fsyncs it before it sends the PUBACK, and keeps
+queueing for a persistent session across its own restart, so a broker crash loses nothing
+it acknowledged; Mosquitto 2.0 acknowledges first and saves later (docs/broker-durability.md).
+
+It is the Mosquitto component with another process behind the same two ports: the same
+password and ACL files, generated from the registry by `Mosquitto.sync_auth`, are read by a
+small security manager compiled at first start (deploy/artemis/java/), which checks them per
+acceptor, requires a device's client id to be its username, and reads the files again when
+they change, so no reload signal is needed (a JVM would stop on SIGHUP).
+
+The broker is the `apache-artemis` distribution from Maven Central, fetched with Maven once
+and unpacked into the cache folder (keyed by version); the broker instance (configuration,
+journal, log) lives in the state folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+from services.common.errors import StateError
+from services.stack.components import DEPLOY, Mosquitto
+from services.stack.process import run, spawn
+
+__all__ = ["ARTEMIS_VERSION", "Artemis"]
+
+ARTEMIS_VERSION = "2.40.0"
+_SOURCES = DEPLOY / "artemis" / "java"
+_MAIN = "org.apache.activemq.artemis.boot.Artemis"
+# Memory: the heap, and how much of it messages may take before the broker pages them to
+# disk. Each address (one device's uplink topic) may hold this much on disk (paging).
+_HEAP = "512m"
+_GLOBAL_MAX_SIZE = 128 * 1024 * 1024
+_QUEUE_LIMIT_BYTES = 512 * 1024 * 1024
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("CITYWATCH_CACHE_DIR", Path.home() / ".cache" / "citywatch"))
+
+
+class Artemis(Mosquitto):
+    name = "artemis"
+    marker = _MAIN
+    start_timeout_s = 90.0
+
+    def reload(self, pid: int) -> None:
+        """Nothing to signal: the security manager reads the files again at the next login
+        once they have changed."""
+
+    def home(self) -> Path:
+        """The unpacked distribution, fetched by Maven into the cache on first use."""
+        home = _cache() / f"artemis-{ARTEMIS_VERSION}"
+        dist = home / f"apache-artemis-{ARTEMIS_VERSION}"
+        if (home / "complete").exists():
+            return dist
+        tmp = home.with_name(f"{home.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        print(f"fetching Apache ActiveMQ Artemis {ARTEMIS_VERSION} with Maven (first run only) ...")
+        run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "dependency:copy",
+                f"-Dartifact=org.apache.activemq:apache-artemis:{ARTEMIS_VERSION}:tar.gz:bin",
+                f"-DoutputDirectory={tmp}",
+            ],
+            what="fetching the Artemis distribution from Maven Central",
+            fix="Check that Maven (`mvn`) is installed and Maven Central is reachable.",
+        )
+        archive = tmp / f"apache-artemis-{ARTEMIS_VERSION}-bin.tar.gz"
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        archive.unlink()
+        shutil.rmtree(home, ignore_errors=True)
+        tmp.rename(home)
+        (home / "complete").write_text("ok\n")
+        return dist
+
+    def plugin(self, home: Path) -> Path:
+        """A folder with the security manager's jar, compiled against this broker version's
+        jars into the cache, keyed by the version and the sources' hash (the broker's boot
+        loader adds the jars of the folders named in `artemis.extra.libs`)."""
+        sources = sorted(_SOURCES.rglob("*.java"))
+        digest = hashlib.sha256(ARTEMIS_VERSION.encode())
+        for src in sources:
+            digest.update(src.read_bytes())
+        out = _cache() / f"artemis-plugin-{digest.hexdigest()[:12]}"
+        if (out / "complete").exists():
+            return out / "lib"
+        if shutil.which("javac") is None:
+            raise StateError(
+                "artemis: javac is not installed (the broker's security manager is compiled "
+                "at first start): run ./citywatch or `apt-get install openjdk-17-jdk-headless`."
+            )
+        shutil.rmtree(out, ignore_errors=True)
+        run(
+            ["javac", "-d", str(out / "classes"), "-cp", f"{home}/lib/*", *map(str, sources)],
+            what="compiling CityWatch's Artemis security manager",
+            fix="Is a JDK 17+ installed (`javac -version`)?",
+        )
+        (out / "lib").mkdir()
+        with zipfile.ZipFile(out / "lib" / "citywatch-artemis.jar", "w") as jar:
+            for cls in sorted((out / "classes").rglob("*.class")):
+                jar.write(cls, cls.relative_to(out / "classes").as_posix())
+        (out / "complete").write_text("ok\n")
+        return out / "lib"
+
+    def _launch(self) -> None:
+        home = self.home()
+        plugin = self.plugin(home)
+        self.sync_auth()  # the password and ACL files the security manager reads
+        etc = self.dir / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        values = {
+            "@HOST@": self.host,
+            "@PORT@": str(self.port),
+            "@SERVICES_HOST@": self.services_host,
+            "@SERVICES_PORT@": str(self.services_port),
+            "@DATA_DIR@": str(self.dir / "data"),
+            "@MAX_PACKET_SIZE@": str(self.max_packet_size),
+            "@GLOBAL_MAX_SIZE@": str(_GLOBAL_MAX_SIZE),
+            "@QUEUE_LIMIT_BYTES@": str(_QUEUE_LIMIT_BYTES),
+            "@BROKER_XML@": str(etc / "broker.xml"),
+            "@DEVICES_PASSWORD_FILE@": str(self.files.devices_passwd),
+            "@DEVICES_ACL_FILE@": str(self.files.devices_acl),
+            "@SERVICES_PASSWORD_FILE@": str(self.files.services_passwd),
+            "@SERVICES_ACL_FILE@": str(self.files.services_acl),
+        }
+        for name in ("broker.xml", "bootstrap.xml", "management.xml"):
+            text = (DEPLOY / "artemis" / name).read_text()
+            for key, value in values.items():
+                text = text.replace(key, value)
+            (etc / name).write_text(text)
+        spawn(
+            [
+                "java",
+                "-Xms64m",
+                f"-Xmx{_HEAP}",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                f"-Dartemis.home={home}",
+                f"-Dartemis.instance={self.dir}",
+                f"-Dartemis.instance.etc={etc}",
+                f"-Dartemis.extra.libs={plugin}",
+                f"-Dartemis.log.file={self.log_file}",
+                f"-Dlog4j2.configurationFile={DEPLOY / 'artemis' / 'log4j2.properties'}",
+                "-cp",
+                str(home / "lib" / "artemis-boot.jar"),
+                _MAIN,
+                "run",
+                f"xml:{etc / 'bootstrap.xml'}",
+            ],
+            log_file=self.dir / "stdout.log",
+            pid_file=self.pid_file,
+        )
