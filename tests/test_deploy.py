@@ -51,6 +51,7 @@ from tests.harness import (
     kafka_admin_answers,
     kafka_produce_as,
     share_stack_logins,
+    tls_certificates,
     wait_until,
 )
 
@@ -503,23 +504,8 @@ async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals
     services' logins from compose have the local stack's rights: only the gateway writes
     readings, only the alerts service writes alerts; a wrong password or none is refused."""
     script, template = _compose_kafka_files(compose)
-    port = free_port()
-    while not _port_free(port + 1):  # the controller listens on the next port
-        port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    env = {
-        "PATH": os.environ["PATH"],
-        **{k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()},
-        "KAFKA_HOST": "127.0.0.1",
-        "KAFKA_PORT": str(port),
-        "KAFKA_TEMPLATE": str(template),
-        "KAFKA_LIBS": str(Kafka(Settings()).libs()),
-        "KAFKA_DATA_DIR": str(tmp_path / "data"),
-        "KAFKA_CONFIG_DIR": str(tmp_path / "config"),
-        "KAFKA_LOGS_DIR": str(tmp_path / "logs"),
-        "KAFKA_LOG4J": str(DEPLOY / "kafka" / "log4j2.properties"),
-        "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
-    }
+    env = _local_broker_env(compose, template, tmp_path)
+    bootstrap = f"127.0.0.1:{env['KAFKA_PORT']}"
     services = (*SERVICES, "init")
     envs = {name: _compose_env(compose, name, bootstrap, tmp_path) for name in services}
     # Each container's settings, as it builds them from its environment.
@@ -582,6 +568,81 @@ async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals
             await kafka_produce_as(principals["citywatch-api"], "citywatch-api", topics.readings)
         await kafka_produce_as(principals["citywatch-ingest"], "citywatch-ingest", topics.readings)
         assert await Namespace(admin).end_offsets(topics.readings) == 2
+
+
+async def test_a_service_logs_in_over_tls_trusting_the_cluster_ca_only(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Strimzi's SCRAM listener is TLS (the chart's default): CITYWATCH_KAFKA_SECURITY_PROTOCOL
+    =SASL_SSL with the cluster's CA in CITYWATCH_KAFKA_CA_FILE, against a real broker: the
+    compose start script's, its client listener switched to SASL_SSL with a certificate the
+    test's own CA signed. Trusting only the system's CAs, or no TLS, gets no connection."""
+    script, template = _compose_kafka_files(compose)
+    ca, server = tls_certificates(tmp_path)
+    properties = [
+        line
+        for line in template.read_text().splitlines()
+        if not line.startswith("listener.security.protocol.map=")
+    ]
+    properties += [
+        "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_SSL",
+        "listener.name.sasl_plaintext.ssl.keystore.type=PEM",
+        f"listener.name.sasl_plaintext.ssl.keystore.location={server}",
+        # The broker's own inter-broker connection over the same listener.
+        "listener.name.sasl_plaintext.ssl.truststore.type=PEM",
+        f"listener.name.sasl_plaintext.ssl.truststore.location={ca}",
+    ]
+    tls_template = tmp_path / "server-tls.properties"
+    tls_template.write_text("\n".join(properties) + "\n")
+    env = _local_broker_env(compose, tls_template, tmp_path)
+    login = compose["services"]["ingest"]["environment"]
+
+    def ingest(**settings: Any) -> dict[str, Any]:
+        return client_options(
+            Settings.model_validate(
+                {
+                    "kafka_bootstrap": f"127.0.0.1:{env['KAFKA_PORT']}",
+                    "kafka_username": login["CITYWATCH_KAFKA_USERNAME"],
+                    "kafka_password": login["CITYWATCH_KAFKA_PASSWORD"],
+                    "state_dir": str(tmp_path),
+                    **settings,
+                }
+            ),
+            "citywatch-ingest",
+        )
+
+    async with _compose_broker(script, env, tmp_path / "start.log") as (broker, log):
+        trusting = ingest(kafka_security_protocol="SASL_SSL", kafka_ca_file=ca)
+
+        async def up() -> bool:
+            assert broker.returncode is None, f"the Kafka exited: see {log}"
+            return await kafka_admin_answers(**trusting)
+
+        await wait_until(up, timeout=90, what="Kafka answering the ingest login over TLS")
+        assert not await kafka_admin_answers(**{**trusting, "sasl_plain_password": "guess"})
+        assert not await kafka_admin_answers(**ingest(kafka_security_protocol="SASL_SSL"))
+        assert not await kafka_admin_answers(**ingest())  # SASL_PLAINTEXT to a TLS port
+
+
+def _local_broker_env(compose: dict[str, Any], template: Path, folder: Path) -> dict[str, str]:
+    """The environment compose gives the `kafka` container, for a run of its start script on
+    this machine: the local stack's jars, free loopback ports, folders under `folder`."""
+    port = free_port()
+    while not _port_free(port + 1):  # the controller listens on the next port
+        port = free_port()
+    return {
+        "PATH": os.environ["PATH"],
+        **{k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()},
+        "KAFKA_HOST": "127.0.0.1",
+        "KAFKA_PORT": str(port),
+        "KAFKA_TEMPLATE": str(template),
+        "KAFKA_LIBS": str(Kafka(Settings()).libs()),
+        "KAFKA_DATA_DIR": str(folder / "data"),
+        "KAFKA_CONFIG_DIR": str(folder / "config"),
+        "KAFKA_LOGS_DIR": str(folder / "logs"),
+        "KAFKA_LOG4J": str(DEPLOY / "kafka" / "log4j2.properties"),
+        "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
+    }
 
 
 @asynccontextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from services.common.settings import (
     Settings,
     load_settings,
 )
+from tests.harness import tls_certificates
 
 NAMES = TopicNames("r", "rej", "al", "processor", "alerts", "delivery")
 
@@ -106,21 +106,6 @@ def _login(**settings: Any) -> Settings:
     )
 
 
-def _ca(tmp_path: Path) -> Path:
-    """A self-signed CA certificate (PEM), as Strimzi's `<cluster>-cluster-ca-cert` holds."""
-    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=citywatch-test-ca", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert
-
-
 def test_the_local_stack_logs_in_with_scram_over_plain_tcp_and_no_tls_context() -> None:
     """Unchanged for the local stack and compose: no protocol set means SASL_PLAINTEXT."""
     options = client_options(_login(), "citywatch-ingest")
@@ -148,7 +133,7 @@ def test_without_a_login_the_client_is_anonymous_and_a_tls_setting_alone_is_refu
 def test_sasl_ssl_verifies_the_brokers_against_the_given_ca_only(tmp_path: Path) -> None:
     """Strimzi's SCRAM listener is TLS: aiokafka needs an ssl_context, which must check the
     brokers' certificate chain and host name, trusting the cluster CA named."""
-    ca = _ca(tmp_path)
+    ca = tls_certificates(tmp_path)[0]
     options = client_options(
         _login(kafka_security_protocol="SASL_SSL", kafka_ca_file=ca), "citywatch-ingest"
     )
@@ -184,4 +169,4 @@ def test_a_ca_file_that_is_missing_not_pem_or_without_tls_is_refused(tmp_path: P
                 _login(kafka_security_protocol="SASL_SSL", kafka_ca_file=path), "citywatch-api"
             )
     with pytest.raises(ConfigError, match="not TLS"):
-        client_options(_login(kafka_ca_file=_ca(tmp_path)), "citywatch-api")
+        client_options(_login(kafka_ca_file=tls_certificates(tmp_path)[0]), "citywatch-api")
