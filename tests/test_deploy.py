@@ -491,7 +491,10 @@ def test_compose_kafka_runs_the_local_stacks_broker_configuration(
     # The image's KAFKA_* -> server.properties translation is not used: nothing may hide there.
     image_settings = {k for k in kafka["environment"] if k.startswith("KAFKA_")}
     assert image_settings == {"KAFKA_HOST", "KAFKA_PORT"}
-    assert "--command-config" in " ".join(kafka["healthcheck"]["test"])
+    check = " ".join(kafka["healthcheck"]["test"])
+    # Where start.sh writes the admin's client login by default (KAFKA_CONFIG_DIR).
+    assert "--command-config /opt/kafka/config/citywatch/client.properties" in check
+    assert "conf=${KAFKA_CONFIG_DIR:-/opt/kafka/config/citywatch}" in script.read_text()
 
 
 async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals_logins(
@@ -528,7 +531,12 @@ async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals
     topics = admin.topics
     async with _compose_broker(script, env, tmp_path / "start.log") as (broker, log):
         await answers(broker, log)
-        assert (tmp_path / "config" / "server.properties").stat().st_mode & 0o077 == 0
+        for name in ("server.properties", "client.properties"):  # they hold passwords
+            assert (tmp_path / "config" / name).stat().st_mode & 0o077 == 0, name
+        # The health check's login (`--command-config`) is the admin's.
+        client = (tmp_path / "config" / "client.properties").read_text()
+        password = COMPOSE_KAFKA_PASSWORDS["CITYWATCH_KAFKA_ADMIN_PASSWORD"]
+        assert f'username="{KAFKA_ADMIN}" password="{password}";' in client
         assert not await kafka_admin_answers(bootstrap_servers=bootstrap)
         ingest = client_options(logins["ingest"], "citywatch-ingest")
         assert await kafka_admin_answers(**ingest)
