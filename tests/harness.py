@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from schemas.city import DEFAULT_CITY_FILE
 from services.common.kafka import TopicNames, client_options, ensure_topics, grant
@@ -24,6 +27,7 @@ from services.common.settings import (
     KAFKA_ACCOUNTS_FILE,
     KAFKA_ADMIN,
     POSTGRES_ACCOUNTS_FILE,
+    KafkaAccount,
     Settings,
 )
 from services.supervisor import ServiceProcess, free_port, wait_until
@@ -33,11 +37,65 @@ __all__ = [
     "ServiceProcess",
     "Services",
     "free_port",
+    "kafka_admin_answers",
+    "kafka_produce_as",
     "share_stack_logins",
+    "tls_certificates",
     "wait_until",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+async def kafka_admin_answers(**options: object) -> bool:
+    """Whether a Kafka admin client with these options connects and lists the topics: a
+    login the broker refuses (or no login) answers False."""
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    except KafkaError:
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
+async def kafka_produce_as(settings: Settings, account: KafkaAccount, topic: str) -> None:
+    """Write one record to `topic` as `account`; a refused write raises (for example
+    TopicAuthorizationFailedError). Not idempotent: what decides is the right to write the
+    topic, nothing else."""
+    producer = AIOKafkaProducer(**client_options(settings, account), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"{}")
+    finally:
+        await producer.stop()
+
+
+def tls_certificates(folder: Path) -> tuple[Path, Path]:
+    """Made in `folder` with openssl: (a CA certificate, CN citywatch-test-ca; a PEM
+    keystore for a broker on 127.0.0.1: its PKCS#8 key and the certificate that CA signed)."""
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+    ca, ca_key = folder / "ca.crt", folder / "ca.key"
+    key, csr, cert = folder / "server.key", folder / "server.csr", folder / "server.crt"
+    extensions, keystore = folder / "server.ext", folder / "server.pem"
+    new_key = ("-newkey", "rsa:2048", "-nodes")
+    ca_subject = ("-subj", "/CN=citywatch-test-ca")
+    openssl("req", "-x509", *new_key, "-days", "1", *ca_subject, "-keyout", ca_key, "-out", ca)
+    openssl("req", *new_key, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr)
+    # Clients check the host name: the certificate names the address they dial.
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    signing = ("-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1")
+    openssl("x509", "-req", "-in", csr, *signing, "-extfile", extensions, "-out", cert)
+    # Kafka's PEM keystore wants the key as unencrypted PKCS#8, then the certificate.
+    pkcs8 = folder / "server.p8"
+    openssl("pkcs8", "-topk8", "-nocrypt", "-in", key, "-out", pkcs8)
+    keystore.write_text(pkcs8.read_text() + cert.read_text())
+    return ca, keystore
 
 
 def share_stack_logins(stack: Settings, state_dir: Path) -> None:

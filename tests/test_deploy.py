@@ -20,19 +20,40 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import BaseModel
 
-from services.common.settings import REPO_ROOT, Settings
-from tests.harness import REPO, share_stack_logins
+from services.common.kafka import client_options
+from services.common.settings import (
+    KAFKA_ACCOUNTS,
+    KAFKA_ADMIN,
+    REPO_ROOT,
+    KafkaAccount,
+    Settings,
+)
+from services.stack import Kafka
+from tests.harness import (
+    REPO,
+    Namespace,
+    free_port,
+    kafka_admin_answers,
+    kafka_produce_as,
+    share_stack_logins,
+    tls_certificates,
+    wait_until,
+)
 
 DEPLOY = REPO / "deploy"
 CHART = DEPLOY / "helm" / "citywatch"
@@ -48,10 +69,27 @@ SECRET_VALUES = {
     "secrets.mqttIngestPassword": "pw-ingest",
     "secrets.mqttAlertsPassword": "pw-alerts",
 }
+# Sets of values each rendered, linted and validated (Kafka logins are on by default).
+VARIANTS: dict[str, dict[str, str]] = {
+    "chart-secret": {},
+    "existing-secret-and-rules": {
+        "secrets.existingSecret": "citywatch",
+        "alerts.rulesConfigMap": "rules",
+    },
+    "no-migrations": {"migrations.enabled": "false", "ingest.replicas": "1"},
+    "kafka-tls-with-cluster-ca": {"kafka.auth.caSecret": "city-cluster-ca-cert"},
+    "kafka-scram-without-tls": {"kafka.auth.securityProtocol": "SASL_PLAINTEXT"},
+    "kafka-anonymous": {"kafka.auth.enabled": "false"},
+}
+COMPOSE_KAFKA_PASSWORDS = {
+    f"CITYWATCH_KAFKA_{account.removeprefix('citywatch-').upper()}_PASSWORD": f"pw-{account}"
+    for account in KAFKA_ACCOUNTS
+}
 COMPOSE_ENV = {
     "CITYWATCH_DB_PASSWORD": "pw-db",
     "CITYWATCH_GRAFANA_DB_PASSWORD": "pw-grafana",
     "GRAFANA_ADMIN_PASSWORD": "pw-admin",
+    **COMPOSE_KAFKA_PASSWORDS,
 }
 
 
@@ -148,22 +186,15 @@ def test_setting_exists_tells_real_settings_from_typos() -> None:
 
 
 # -- Helm --------------------------------------------------------------------------------
-def test_helm_lint_passes_strict() -> None:
-    flags = [f"--set={k}={v}" for k, v in SECRET_VALUES.items()]
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
+def test_helm_lint_passes_strict(variant: dict[str, str]) -> None:
+    flags = [f"--set={k}={v}" for k, v in {**SECRET_VALUES, **variant}.items()]
     out = run(tool("helm"), "lint", "--strict", CHART, *flags)
     assert "0 chart(s) failed" in out, out
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
-@pytest.mark.parametrize(
-    "variant",
-    [
-        {},
-        {"secrets.existingSecret": "citywatch", "alerts.rulesConfigMap": "rules"},
-        {"migrations.enabled": "false", "ingest.replicas": "1"},
-    ],
-    ids=["chart-secret", "existing-secret-and-rules", "no-migrations"],
-)
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
 def test_rendered_manifests_are_valid_kubernetes_objects(
     kube_version: str, variant: dict[str, str]
 ) -> None:
@@ -242,6 +273,83 @@ def test_chart_sets_only_real_settings_and_they_validate(
     assert settings.http_host == "0.0.0.0"
 
 
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def _kafka_pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{principal: pod template} of every pod that talks to Kafka: the services, each as
+    its own principal, and the migration Job as the admin."""
+    pods = {f"citywatch-{c}": workload(docs, c)["spec"]["template"] for c in SERVICES}
+    (job,) = by_kind(docs, "Job").values()
+    return pods | {KAFKA_ADMIN: job["spec"]["template"]}
+
+
+def test_each_pod_logs_in_to_kafka_as_its_own_principal_with_a_password_from_its_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 10 on Kubernetes: each service's rights are its principal's ACLs, so each pod
+    logs in as its own principal; the passwords come from the principals' Secrets (Strimzi's
+    KafkaUser Secrets, key `password`), never from the ConfigMap; over TLS, the brokers'
+    CA is mounted where CITYWATCH_KAFKA_CA_FILE points."""
+    docs = helm_template(values={"kafka.auth.caSecret": "city-cluster-ca-cert"})
+    (config,) = by_kind(docs, "ConfigMap").values()
+    assert not any("PASSWORD" in k for k in config["data"])
+    for account, pod in _kafka_pods(docs).items():
+        (container,) = pod["spec"]["containers"]
+        env = _env(container)
+        assert env["CITYWATCH_KAFKA_USERNAME"]["value"] == account
+        ref = env["CITYWATCH_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": account, "key": "password"}, account
+        # The Job has all of it inline: a hook runs before the ConfigMap exists.
+        given = {} if account == KAFKA_ADMIN else dict(config["data"])
+        given |= {k: v["value"] for k, v in env.items() if "value" in v}
+        settings = settings_from(given | {"CITYWATCH_KAFKA_PASSWORD": "pw"}, monkeypatch)
+        assert settings.kafka_login("citywatch-api") == (account, "pw")
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_ca_file is not None
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kafka-ca"]
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "kafka-ca"]
+        assert volume["secret"]["secretName"] == "city-cluster-ca-cert"
+        (item,) = volume["secret"]["items"]
+        assert item["key"] == "ca.crt"
+        assert settings.kafka_ca_file == Path(mount["mountPath"]) / item["path"]
+
+
+def test_kafka_logins_turned_off_leave_no_login_protocol_or_ca(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = helm_template(
+        values={"kafka.auth.enabled": "false", "kafka.auth.caSecret": "city-cluster-ca-cert"}
+    )
+    (config,) = by_kind(docs, "ConfigMap").values()
+    kafka = {k for k in config["data"] if k.startswith("CITYWATCH_KAFKA_")}
+    assert kafka == {"CITYWATCH_KAFKA_BOOTSTRAP"}
+    for account, pod in _kafka_pods(docs).items():
+        (container,) = pod["spec"]["containers"]
+        given = {k for k in _env(container) if k.startswith("CITYWATCH_KAFKA_")}
+        assert given <= {"CITYWATCH_KAFKA_BOOTSTRAP"}, account
+        assert not [v for v in pod["spec"]["volumes"] if v["name"] == "kafka-ca"]
+    settings = settings_from(dict(config["data"]), monkeypatch)
+    assert settings.kafka_login("citywatch-ingest") is None
+
+
+def test_chart_refuses_a_ca_without_tls_and_an_unknown_protocol() -> None:
+    for values, message in (
+        ({"kafka.auth.caSecret": "ca", "kafka.auth.securityProtocol": "SASL_PLAINTEXT"}, "TLS"),
+        ({"kafka.auth.securityProtocol": "SSL"}, "SASL_SSL or SASL_PLAINTEXT"),
+    ):
+        flags = [f"--set={k}={v}" for k, v in {**SECRET_VALUES, **values}.items()]
+        done = subprocess.run(
+            [str(tool("helm")), "template", "cw", str(CHART), *flags],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
 # -- Compose -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
@@ -270,7 +378,8 @@ def test_compose_refuses_to_start_without_the_passwords() -> None:
         env={k: v for k, v in os.environ.items() if k not in COMPOSE_ENV},
     )
     assert done.returncode != 0
-    assert "CITYWATCH_DB_PASSWORD" in done.stderr
+    for name in ("CITYWATCH_DB_PASSWORD", *COMPOSE_KAFKA_PASSWORDS):
+        assert name in done.stderr, name
 
 
 def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, Any]) -> None:
@@ -302,7 +411,8 @@ def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, A
     for name in SERVICES:  # what the health check asks is where the service listens
         port = getattr(defaults, name).http_port
         assert services[name]["environment"]["PORT"] == str(port), name
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    template = _compose_kafka_files(compose)[1].read_text().splitlines()
+    assert "process.roles=broker,controller" in template
     alerts_check = " ".join(services["alerts"]["healthcheck"]["test"])
     assert "/healthz" in alerts_check and "/readyz" not in alerts_check
 
@@ -321,6 +431,295 @@ def test_compose_sets_only_real_settings_and_they_validate(
         settings = settings_from(env, monkeypatch)
         assert settings.mqtt_services_port == 1884
         assert settings.database_dsn.endswith("@timescaledb:5432/citywatch")
+
+
+def _compose_kafka_login(compose: dict[str, Any], service: str) -> tuple[str, str] | None:
+    env = compose["services"][service]["environment"]
+    settings = Settings.model_validate(
+        {
+            "kafka_username": env.get("CITYWATCH_KAFKA_USERNAME"),
+            "kafka_password": env.get("CITYWATCH_KAFKA_PASSWORD"),
+            "kafka_accounts": {"none": "x"},  # keeps any state folder's file out of it
+        }
+    )
+    return settings.kafka_login("citywatch-ingest")  # the username given wins for any
+
+
+def test_compose_services_log_in_to_kafka_as_their_own_principal(
+    compose: dict[str, Any],
+) -> None:
+    """As on the local stack, each service has its own principal (its ACLs are its rights),
+    and only `init`, which creates the topics and the ACLs, is the super user. The broker
+    gets every principal's password from the same .env values."""
+    for service in SERVICES:
+        account = f"citywatch-{service}"
+        assert _compose_kafka_login(compose, service) == (account, f"pw-{account}"), service
+    assert _compose_kafka_login(compose, "init") == (KAFKA_ADMIN, f"pw-{KAFKA_ADMIN}")
+    broker = compose["services"]["kafka"]["environment"]
+    assert {k: v for k, v in broker.items() if k in COMPOSE_KAFKA_PASSWORDS} == (
+        COMPOSE_KAFKA_PASSWORDS
+    )
+    assert "citywatch topics ensure" in (COMPOSE / "init.sh").read_text()
+
+
+def _compose_kafka_files(compose: dict[str, Any]) -> tuple[Path, Path]:
+    """(the start script, the server.properties template) the `kafka` container runs."""
+    kafka = compose["services"]["kafka"]
+    mounts = {v["target"]: Path(v["source"]) for v in kafka["volumes"] if v["type"] == "bind"}
+    script = mounts[kafka["entrypoint"][-1]]
+    return script, mounts["/opt/citywatch/server.properties"]
+
+
+def test_compose_kafka_runs_the_local_stacks_broker_configuration(
+    compose: dict[str, Any],
+) -> None:
+    """The compose broker is configured by the very file `citywatch stack up` fills in
+    (SCRAM logins, the StandardAuthorizer, the admin super user), not by the image's
+    KAFKA_* variables, so the two cannot drift apart."""
+    kafka = compose["services"]["kafka"]
+    script, template = _compose_kafka_files(compose)
+    assert script.resolve() == (COMPOSE / "kafka" / "start.sh").resolve()
+    assert template.resolve() == (DEPLOY / "kafka" / "server.properties").resolve()
+    properties = template.read_text()
+    for line in (
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:@ADMIN@",
+        "allow.everyone.if.no.acl.found=false",
+    ):
+        assert line in properties.splitlines(), line
+    # The image's KAFKA_* -> server.properties translation is not used: nothing may hide there.
+    image_settings = {k for k in kafka["environment"] if k.startswith("KAFKA_")}
+    assert image_settings == {"KAFKA_HOST", "KAFKA_PORT"}
+    check = " ".join(kafka["healthcheck"]["test"])
+    # Where start.sh writes the admin's client login by default (KAFKA_CONFIG_DIR).
+    assert "--command-config /opt/kafka/config/citywatch/client.properties" in check
+    assert "conf=${KAFKA_CONFIG_DIR:-/opt/kafka/config/citywatch}" in script.read_text()
+
+
+async def test_compose_kafka_script_runs_a_broker_that_takes_only_the_principals_logins(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No container runs here, so the compose `kafka` container's start script runs on this
+    machine, with the environment compose gives it, from the local stack's jars: it formats
+    the storage with the five principals and starts the broker. Then `citywatch topics
+    ensure` with the `init` container's login creates the topics and the ACLs, and the
+    services' logins from compose have the local stack's rights: only the gateway writes
+    readings, only the alerts service writes alerts; a wrong password or none is refused."""
+    script, template = _compose_kafka_files(compose)
+    env = _local_broker_env(compose, template, tmp_path)
+    bootstrap = f"127.0.0.1:{env['KAFKA_PORT']}"
+    services = (*SERVICES, "init")
+    envs = {name: _compose_env(compose, name, bootstrap, tmp_path) for name in services}
+    # Each container's settings, as it builds them from its environment.
+    logins = {name: settings_from(envs[name], monkeypatch) for name in services}
+    admin = logins["init"]
+
+    async def answers(broker: asyncio.subprocess.Process, log: Path) -> None:
+        async def up() -> bool:
+            assert broker.returncode is None, f"the compose Kafka exited: see {log}"
+            return await kafka_admin_answers(**client_options(admin, KAFKA_ADMIN))
+
+        await wait_until(up, timeout=90, what="the compose Kafka answering the admin")
+
+    principals: dict[KafkaAccount, Settings] = {
+        "citywatch-ingest": logins["ingest"],
+        "citywatch-processor": logins["processor"],
+        "citywatch-alerts": logins["alerts"],
+        "citywatch-api": logins["api"],
+    }
+    topics = admin.topics
+    async with _compose_broker(script, env, tmp_path / "start.log") as (broker, log):
+        await answers(broker, log)
+        for name in ("server.properties", "client.properties"):  # they hold passwords
+            assert (tmp_path / "config" / name).stat().st_mode & 0o077 == 0, name
+        # The health check's login (`--command-config`) is the admin's.
+        client = (tmp_path / "config" / "client.properties").read_text()
+        password = COMPOSE_KAFKA_PASSWORDS["CITYWATCH_KAFKA_ADMIN_PASSWORD"]
+        assert f'username="{KAFKA_ADMIN}" password="{password}";' in client
+        assert not await kafka_admin_answers(bootstrap_servers=bootstrap)
+        ingest = client_options(logins["ingest"], "citywatch-ingest")
+        assert await kafka_admin_answers(**ingest)
+        assert not await kafka_admin_answers(**{**ingest, "sasl_plain_password": "guess"})
+        # What the `init` container runs, with its login; every `docker compose up` again.
+        cli = [str(Path(sys.executable).parent / "citywatch"), "topics", "ensure"]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+        for _ in range(2):
+            done = await asyncio.to_thread(
+                subprocess.run,
+                cli,
+                env=base | envs["init"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        refused: dict[str, tuple[KafkaAccount, ...]] = {
+            topics.readings: ("citywatch-processor", "citywatch-alerts", "citywatch-api"),
+            topics.alerts: ("citywatch-ingest", "citywatch-processor", "citywatch-api"),
+        }
+        for topic, accounts in refused.items():
+            for account in accounts:
+                with pytest.raises(TopicAuthorizationFailedError):
+                    await kafka_produce_as(principals[account], account, topic)
+        await kafka_produce_as(principals["citywatch-ingest"], "citywatch-ingest", topics.readings)
+        await kafka_produce_as(principals["citywatch-alerts"], "citywatch-alerts", topics.alerts)
+        # At the source: only the permitted writers' records are there.
+        assert await Namespace(admin).end_offsets(topics.readings) == 1
+        assert await Namespace(admin).end_offsets(topics.alerts) == 1
+    # A restart (a crash, a `docker compose restart`): the storage is not formatted again,
+    # and the logins and ACLs in it hold.
+    async with _compose_broker(script, env, tmp_path / "restart.log") as (broker, log):
+        await answers(broker, log)
+        with pytest.raises(TopicAuthorizationFailedError):
+            await kafka_produce_as(principals["citywatch-api"], "citywatch-api", topics.readings)
+        await kafka_produce_as(principals["citywatch-ingest"], "citywatch-ingest", topics.readings)
+        assert await Namespace(admin).end_offsets(topics.readings) == 2
+
+
+async def test_a_service_logs_in_over_tls_trusting_the_cluster_ca_only(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Strimzi's SCRAM listener is TLS (the chart's default): CITYWATCH_KAFKA_SECURITY_PROTOCOL
+    =SASL_SSL with the cluster's CA in CITYWATCH_KAFKA_CA_FILE, against a real broker: the
+    compose start script's, its client listener switched to SASL_SSL with a certificate the
+    test's own CA signed. Trusting only the system's CAs, or no TLS, gets no connection."""
+    script, template = _compose_kafka_files(compose)
+    ca, server = tls_certificates(tmp_path)
+    properties = [
+        line
+        for line in template.read_text().splitlines()
+        if not line.startswith("listener.security.protocol.map=")
+    ]
+    properties += [
+        "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_SSL",
+        "listener.name.sasl_plaintext.ssl.keystore.type=PEM",
+        f"listener.name.sasl_plaintext.ssl.keystore.location={server}",
+        # The broker's own inter-broker connection over the same listener.
+        "listener.name.sasl_plaintext.ssl.truststore.type=PEM",
+        f"listener.name.sasl_plaintext.ssl.truststore.location={ca}",
+    ]
+    tls_template = tmp_path / "server-tls.properties"
+    tls_template.write_text("\n".join(properties) + "\n")
+    env = _local_broker_env(compose, tls_template, tmp_path)
+    login = compose["services"]["ingest"]["environment"]
+
+    def ingest(**settings: Any) -> dict[str, Any]:
+        return client_options(
+            Settings.model_validate(
+                {
+                    "kafka_bootstrap": f"127.0.0.1:{env['KAFKA_PORT']}",
+                    "kafka_username": login["CITYWATCH_KAFKA_USERNAME"],
+                    "kafka_password": login["CITYWATCH_KAFKA_PASSWORD"],
+                    "state_dir": str(tmp_path),
+                    **settings,
+                }
+            ),
+            "citywatch-ingest",
+        )
+
+    async with _compose_broker(script, env, tmp_path / "start.log") as (broker, log):
+        trusting = ingest(kafka_security_protocol="SASL_SSL", kafka_ca_file=ca)
+
+        async def up() -> bool:
+            assert broker.returncode is None, f"the Kafka exited: see {log}"
+            return await kafka_admin_answers(**trusting)
+
+        await wait_until(up, timeout=90, what="Kafka answering the ingest login over TLS")
+        assert not await kafka_admin_answers(**{**trusting, "sasl_plain_password": "guess"})
+        assert not await kafka_admin_answers(**ingest(kafka_security_protocol="SASL_SSL"))
+        assert not await kafka_admin_answers(**ingest())  # SASL_PLAINTEXT to a TLS port
+
+
+def _local_broker_env(compose: dict[str, Any], template: Path, folder: Path) -> dict[str, str]:
+    """The environment compose gives the `kafka` container, for a run of its start script on
+    this machine: the local stack's jars, free loopback ports, folders under `folder`."""
+    port = free_port()
+    while not _port_free(port + 1):  # the controller listens on the next port
+        port = free_port()
+    return {
+        "PATH": os.environ["PATH"],
+        **{k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()},
+        "KAFKA_HOST": "127.0.0.1",
+        "KAFKA_PORT": str(port),
+        "KAFKA_TEMPLATE": str(template),
+        "KAFKA_LIBS": str(Kafka(Settings()).libs()),
+        "KAFKA_DATA_DIR": str(folder / "data"),
+        "KAFKA_CONFIG_DIR": str(folder / "config"),
+        "KAFKA_LOGS_DIR": str(folder / "logs"),
+        "KAFKA_LOG4J": str(DEPLOY / "kafka" / "log4j2.properties"),
+        "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
+    }
+
+
+@asynccontextmanager
+async def _compose_broker(
+    script: Path, env: dict[str, str], log: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
+    """The compose Kafka's start script as a process of its own, stopped (SIGTERM: the
+    broker's shutdown hook) on the way out."""
+    with log.open("w") as out:
+        broker = await asyncio.create_subprocess_exec(
+            "/bin/sh", str(script), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield broker, log
+    finally:
+        if broker.returncode is None:
+            broker.terminate()
+        try:
+            await asyncio.wait_for(broker.wait(), 60)
+        except TimeoutError:
+            broker.kill()
+            await broker.wait()
+
+
+def test_compose_kafka_refuses_storage_formatted_without_logins(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """A `kafka` volume formatted by the compose file of before (no SCRAM credentials) would
+    start a broker no principal can log in to: the script stops with the fix instead."""
+    script, template = _compose_kafka_files(compose)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "meta.properties").write_text("version=1\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        **{k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()},
+        "KAFKA_TEMPLATE": str(template),
+        "KAFKA_DATA_DIR": str(data),
+        "KAFKA_CONFIG_DIR": str(tmp_path / "config"),
+        "KAFKA_LOGS_DIR": str(tmp_path / "logs"),
+        "KAFKA_LIBS": str(tmp_path / "no-jars"),  # it must stop before it needs them
+    }
+    done = subprocess.run(
+        ["/bin/sh", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert "formatted without CityWatch's logins" in done.stderr
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _compose_env(
+    compose: dict[str, Any], service: str, bootstrap: str, state: Path
+) -> dict[str, str]:
+    """A compose service's CITYWATCH_* environment, with this machine's broker and a state
+    folder of the test's own."""
+    env = {
+        k: str(v)
+        for k, v in compose["services"][service]["environment"].items()
+        if k.startswith("CITYWATCH_")
+    }
+    return env | {"CITYWATCH_KAFKA_BOOTSTRAP": bootstrap, "CITYWATCH_STATE_DIR": str(state)}
 
 
 @pytest.mark.stack

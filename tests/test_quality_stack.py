@@ -94,11 +94,11 @@ async def test_spike_and_flat_line_in_a_stream_are_flagged_and_normal_values_pas
 
     await wait_until(all_committed, timeout=30, what="every record committed")
 
-    # pH: the spike fails, and only it: the differential spike test (deploy/quality)
-    # implicates only a value that jumps away from both neighbours, never an ordinary
-    # neighbour, and the rate of change judges the value after a failed spike against the
-    # one before it (services/quality/qartod.py), here across batches: the spike's verdict
-    # came with the second message. Every other value passes, the first and last included.
+    # pH: the spike fails; the value after it passes (a failed spike is no neighbour: its
+    # successor's rate of change is judged against the value before it, so the steep way
+    # back from a glitch is not held against an ordinary value); the value before it
+    # passes: the differential spike test (deploy/quality) implicates only a value that
+    # jumps away from both neighbours. Every other value passes, the first and last included.
     expected_ph = [P] * n
     expected_ph[spike_at] = F
     assert await flags(dbcon, device, "ph") == expected_ph

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from services.common.kafka import client_options
 from services.common.settings import (
@@ -24,7 +22,7 @@ from services.common.settings import (
 )
 from services.stack import Kafka, Postgres
 from services.stack.process import cmdline
-from tests.harness import Namespace
+from tests.harness import Namespace, kafka_admin_answers, kafka_produce_as
 
 pytestmark = pytest.mark.stack
 
@@ -59,33 +57,11 @@ async def test_postgres_refuses_a_login_without_or_with_a_wrong_password(
 # -- Kafka -----------------------------------------------------------------------------------
 
 
-async def _admin_answers(**options: object) -> bool:
-    admin = AIOKafkaAdminClient(**options, request_timeout_ms=5000)  # type: ignore[arg-type]
-    try:
-        await admin.start()
-        await admin.list_topics()
-    except KafkaError:
-        return False
-    finally:
-        await admin.close()
-    return True
-
-
 async def test_kafka_refuses_a_client_without_or_with_wrong_credentials(stack: Settings) -> None:
-    assert not await _admin_answers(bootstrap_servers=stack.kafka_bootstrap)
+    assert not await kafka_admin_answers(bootstrap_servers=stack.kafka_bootstrap)
     wrong = {**client_options(stack, "citywatch-admin"), "sasl_plain_password": "guess"}
-    assert not await _admin_answers(**wrong)
-    assert await _admin_answers(**client_options(stack, "citywatch-admin"))
-
-
-async def _produce(settings: Settings, account: KafkaAccount, topic: str) -> None:
-    # Not idempotent: what decides is the right to write the topic, nothing else.
-    producer = AIOKafkaProducer(**client_options(settings, account), acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"{}")
-    finally:
-        await producer.stop()
+    assert not await kafka_admin_answers(**wrong)
+    assert await kafka_admin_answers(**client_options(stack, "citywatch-admin"))
 
 
 async def test_only_the_gateway_writes_readings_and_only_the_alerts_service_writes_alerts(
@@ -105,9 +81,9 @@ async def test_only_the_gateway_writes_readings_and_only_the_alerts_service_writ
         for topic in topics[kind]:
             for account in refused:
                 with pytest.raises(TopicAuthorizationFailedError):
-                    await _produce(s, account, topic)
-    await _produce(s, "citywatch-ingest", ns.readings_topic)
-    await _produce(s, "citywatch-alerts", ns.alerts_topic)
+                    await kafka_produce_as(s, account, topic)
+    await kafka_produce_as(s, "citywatch-ingest", ns.readings_topic)
+    await kafka_produce_as(s, "citywatch-alerts", ns.alerts_topic)
     # At the source: only the permitted writers' records are there.
     assert await ns.end_offsets(ns.readings_topic) == 1
     assert await ns.end_offsets(ns.alerts_topic) == 1

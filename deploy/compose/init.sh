@@ -1,8 +1,9 @@
 #!/bin/sh
 # The compose platform's one-shot `init` service (deploy/compose/compose.yaml), run before
 # any CityWatch service starts and again on every `docker compose up` (each step is
-# idempotent): the database schema, the Kafka topics, the MQTT service accounts with the
-# broker's password/ACL files, and the operator token for Prometheus.
+# idempotent): the database schema, the Kafka topics and each principal's ACLs (logged in
+# as the admin principal, a super user), the MQTT service accounts with the broker's
+# password/ACL files, and the operator token for Prometheus.
 set -eu
 citywatch db migrate
 citywatch topics ensure

@@ -31,10 +31,11 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
+from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from services.common.backoff import Backoff
-from services.common.errors import KafkaUnavailable
+from services.common.errors import ConfigError, KafkaUnavailable
 from services.common.settings import KAFKA_ADMIN, KafkaAccount, Settings
 
 log = logging.getLogger(__name__)
@@ -88,21 +89,44 @@ RECORD_REFUSED: tuple[type[KafkaError], ...] = (
 
 
 def client_options(settings: Settings, account: KafkaAccount) -> dict[str, Any]:
-    """The bootstrap servers and login of one principal, for any aiokafka client.
+    """The bootstrap servers, login and transport of one principal, for any aiokafka client.
 
     With a login (the state folder's `kafka-accounts.json`, or CITYWATCH_KAFKA_USERNAME and
-    _PASSWORD) the client authenticates with SASL/SCRAM-SHA-512; without one it connects
-    in plain text, as to a broker that takes anonymous clients.
+    _PASSWORD) the client authenticates with SASL/SCRAM-SHA-512, over plain TCP (the local
+    stack, compose) or over TLS with CITYWATCH_KAFKA_SECURITY_PROTOCOL=SASL_SSL (a Strimzi
+    listener), checking the brokers' certificates against CITYWATCH_KAFKA_CA_FILE or the
+    system's CAs. Without a login it connects in plain text, as to a broker that takes
+    anonymous clients; a protocol or CA file given without a login is a mistake, refused.
     """
     options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
     login = settings.kafka_login(account)
-    if login is not None:
-        options |= {
-            "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": SASL_MECHANISM,
-            "sasl_plain_username": login[0],
-            "sasl_plain_password": login[1],
-        }
+    protocol = settings.kafka_security_protocol
+    if login is None:
+        if protocol is not None or settings.kafka_ca_file is not None:
+            raise ConfigError(
+                f"CITYWATCH_KAFKA_SECURITY_PROTOCOL/_CA_FILE are set but {account} has no "
+                f"Kafka login: set CITYWATCH_KAFKA_USERNAME and _PASSWORD"
+            )
+        return options
+    protocol = protocol or "SASL_PLAINTEXT"
+    if protocol == "SASL_PLAINTEXT" and settings.kafka_ca_file is not None:
+        raise ConfigError(
+            "CITYWATCH_KAFKA_CA_FILE is set but the connection is not TLS: "
+            "set CITYWATCH_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or drop the CA file)"
+        )
+    options |= {
+        "security_protocol": protocol,
+        "sasl_mechanism": SASL_MECHANISM,
+        "sasl_plain_username": login[0],
+        "sasl_plain_password": login[1],
+    }
+    if protocol == "SASL_SSL":
+        # aiokafka wants the context itself; its helper verifies the certificate and the
+        # host name (check_hostname is always on).
+        try:
+            options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ca_file)
+        except OSError as exc:  # ssl.SSLError is an OSError: an unreadable or non-PEM file
+            raise ConfigError(f"CITYWATCH_KAFKA_CA_FILE {settings.kafka_ca_file}: {exc}") from exc
     return options
 
 

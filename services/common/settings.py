@@ -302,6 +302,12 @@ class Settings(BaseSettings):
     kafka_password: SecretStr | None = None
     # Principal passwords; read from {state_dir}/kafka-accounts.json when not given.
     kafka_accounts: dict[str, SecretStr] = Field(default_factory=dict)
+    # How a login travels: SASL_PLAINTEXT (unset: the local stack's and compose's broker) or
+    # SASL_SSL, the SCRAM-over-TLS listener of a cluster such as Strimzi's. With SASL_SSL the
+    # client checks the brokers' certificates against `kafka_ca_file` (PEM), or the system's
+    # CAs when unset. Both apply only with a login (services/common/kafka.py client_options).
+    kafka_security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    kafka_ca_file: Path | None = None
     # How long a producer waits for Kafka: per request, for a topic's metadata, and for a
     # record to leave its buffer while a partition has no leader. A send that times out is
     # retried by the gateway, in order (services/ingest/gateway.py).
