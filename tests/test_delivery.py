@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from services.common import db
 from services.common.settings import Settings
 from services.stack import Kafka, Postgres
 from simulators import Fleet, Message, Publisher
@@ -274,3 +275,25 @@ async def test_sigterm_while_waiting_for_kafka_at_startup_exits_0(
     finally:
         if proc.alive():
             proc.kill()
+
+
+async def test_a_pooled_connection_a_protocol_error_broke_is_never_handed_out_again(
+    migrated: Settings,
+) -> None:
+    """Seen once in CI during the PostgreSQL outage above: the processor's pooled connection
+    raised asyncpg's InternalClientError ("another operation is in progress") and the
+    processor exited. It is an outage now (db.CONNECTION_ERRORS), and the connection is
+    closed before the pool takes it back, so the retry gets a fresh one."""
+    assert asyncpg.exceptions._base.InternalClientError in db.CONNECTION_ERRORS
+    async with db.create_pool(migrated.database_dsn, max_size=1) as pool:
+        async with pool.acquire() as con:
+            broken_pid = con.get_server_pid()
+            db.discard_if_broken(con, asyncpg.exceptions._base.InternalClientError("state"))
+        async with pool.acquire() as con:
+            assert con.get_server_pid() != broken_pid
+            assert await con.fetchval("SELECT 1") == 1
+        async with pool.acquire() as con:  # an ordinary error leaves the connection be
+            pid = con.get_server_pid()
+            db.discard_if_broken(con, OSError("refused"))
+        async with pool.acquire() as con:
+            assert con.get_server_pid() == pid

@@ -41,6 +41,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # "cannot switch to state ...; another operation is in progress": a pooled connection
+    # whose query was cancelled while PostgreSQL went down (seen once in CI, the processor
+    # then exited). An outage like the others; the connection itself is unusable
+    # (`discard_if_broken`).
+    asyncpg.exceptions._base.InternalClientError,
 )
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "StoredBatch",
     "connect",
     "create_pool",
+    "discard_if_broken",
     "drift_bucket_means",
     "migrate",
     "migrate_database",
@@ -57,6 +63,13 @@ __all__ = [
     "storage_path",
     "store_readings",
 ]
+
+
+def discard_if_broken(con: Conn, exc: BaseException) -> None:
+    """Close a pooled connection that a protocol-state error left unusable, so the pool
+    opens a fresh one instead of handing it out again (call before the pool takes it back)."""
+    if isinstance(exc, asyncpg.exceptions._base.InternalClientError):
+        con.terminate()
 
 
 async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:

@@ -135,18 +135,26 @@ class ProcessorService(ServiceBase):
         self._forget_windows_on_rebalance()
         try:
             async with self._pool.acquire() as con:
-                await self._refresh_overrides(con)
-                await self._refresh_drift(con)
-                await self._warm_windows(con, readings)
-                judged = self.quality.evaluate(readings)
-                rollups = await self._keeps_rollups(con)
-                async with con.transaction():
-                    stored = await db.store_readings(
-                        con, readings, flags=judged.flags, reflags=judged.reflags, rollups=rollups
-                    )
-                    if stored.failed:
-                        touched = maintenance.failed_minutes(stored.failed)
-                        m.ROLLUP_BUCKETS.inc(await maintenance.refresh_rollups(con, touched))
+                try:
+                    await self._refresh_overrides(con)
+                    await self._refresh_drift(con)
+                    await self._warm_windows(con, readings)
+                    judged = self.quality.evaluate(readings)
+                    rollups = await self._keeps_rollups(con)
+                    async with con.transaction():
+                        stored = await db.store_readings(
+                            con,
+                            readings,
+                            flags=judged.flags,
+                            reflags=judged.reflags,
+                            rollups=rollups,
+                        )
+                        if stored.failed:
+                            touched = maintenance.failed_minutes(stored.failed)
+                            m.ROLLUP_BUCKETS.inc(await maintenance.refresh_rollups(con, touched))
+                except db.CONNECTION_ERRORS as exc:
+                    db.discard_if_broken(con, exc)
+                    raise
         except db.CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable("postgresql", repr(exc)) from exc
         # Committed: now the windows may move on (a failed batch is judged afresh).
