@@ -30,7 +30,7 @@ from services.stack.process import run, spawn
 
 __all__ = ["ARTEMIS_VERSION", "Artemis"]
 
-ARTEMIS_VERSION = "2.40.0"
+ARTEMIS_VERSION = "2.44.0"
 _SOURCES = DEPLOY / "artemis" / "java"
 _MAIN = "org.apache.activemq.artemis.boot.Artemis"
 # Memory: the heap, and how much of it messages may take before the broker pages them to
