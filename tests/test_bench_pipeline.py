@@ -109,6 +109,7 @@ def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
         json_path=out,
     )
     report = json.loads(out.read_text())
+    assert report["broker"] == stack.mqtt_broker  # the figures are the broker's too
     names = [p["name"] for p in report["phases"]]
     assert names == ["saturation", "senml", "25 %", "50 %", "75 %", "burst"]
     for p in report["phases"]:

@@ -284,11 +284,11 @@ async def test_a_pooled_connection_a_protocol_error_broke_is_never_handed_out_ag
     raised asyncpg's InternalClientError ("another operation is in progress") and the
     processor exited. It is an outage now (db.CONNECTION_ERRORS), and the connection is
     closed before the pool takes it back, so the retry gets a fresh one."""
-    assert asyncpg.exceptions._base.InternalClientError in db.CONNECTION_ERRORS
+    assert asyncpg.InternalClientError in db.CONNECTION_ERRORS
     async with db.create_pool(migrated.database_dsn, max_size=1) as pool:
         async with pool.acquire() as con:
             broken_pid = con.get_server_pid()
-            db.discard_if_broken(con, asyncpg.exceptions._base.InternalClientError("state"))
+            db.discard_if_broken(con, asyncpg.InternalClientError("state"))
         async with pool.acquire() as con:
             assert con.get_server_pid() != broken_pid
             assert await con.fetchval("SELECT 1") == 1

@@ -150,6 +150,7 @@ class Phase:
 class Report:
     devices_per_kind: int
     reference_rate: float  # msg/s the shares are of
+    broker: str = ""  # the MQTT broker of the stack (CITYWATCH_MQTT_BROKER): it moves every figure
     phases: list[Phase] = field(default_factory=list)
     rss_mb: dict[str, float] = field(default_factory=dict)
     raw: dict[str, float] = field(default_factory=dict)
@@ -177,6 +178,7 @@ class Report:
         return {
             "devices_per_kind": self.devices_per_kind,
             "reference_rate": self.reference_rate,
+            "broker": self.broker,
             "phases": [
                 {
                     **asdict(p),
@@ -219,7 +221,7 @@ def run_bench(
     names.ensure_topics(settings)
     rule_id = f"bench-probe-{names.suffix}"
     try:
-        report = Report(devices_per_kind=per_kind, reference_rate=rate)
+        report = Report(devices_per_kind=per_kind, reference_rate=rate, broker=settings.mqtt_broker)
         if raw:
             report.raw = _raw_stages(settings, names, per_kind)
         asyncio.run(
@@ -245,9 +247,11 @@ def run_bench(
 def _raw_stages(settings: Settings, names: BenchNames, per_kind: int) -> dict[str, float]:
     """Each stage alone with the services' clients (services/bench/stages.py)."""
     n = 20_000
-    with console.status("raw stages: Mosquitto, aiokafka, asyncpg ..."):
+    with console.status(f"raw stages: {settings.mqtt_broker}, aiokafka, asyncpg ..."):
         return {
-            "mosquitto pub->sub msg/s": stages.mqtt_pub_sub(settings, n, per_kind=per_kind),
+            f"{settings.mqtt_broker} pub->sub msg/s": stages.mqtt_pub_sub(
+                settings, n, per_kind=per_kind
+            ),
             "aiokafka produce records/s": asyncio.run(
                 stages.kafka_produce(settings, n, topic=names.topics["rejected"], per_kind=per_kind)
             ),
@@ -560,8 +564,8 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
 
 def _print(report: Report) -> None:
     phases = Table(
-        title=f"citywatch bench pipeline ({report.devices_per_kind * 4} devices; shares of "
-        f"{report.reference_rate:,.0f} msg/s)"
+        title=f"citywatch bench pipeline ({report.devices_per_kind * 4} devices, MQTT broker "
+        f"{report.broker}; shares of {report.reference_rate:,.0f} msg/s)"
     )
     columns: list[tuple[str, Callable[[Phase], str]]] = [
         ("phase", lambda p: p.name),

@@ -45,7 +45,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # whose query was cancelled while PostgreSQL went down (seen once in CI, the processor
     # then exited). An outage like the others; the connection itself is unusable
     # (`discard_if_broken`).
-    asyncpg.exceptions._base.InternalClientError,
+    asyncpg.InternalClientError,
 )
 
 __all__ = [
@@ -68,7 +68,7 @@ __all__ = [
 def discard_if_broken(con: Conn, exc: BaseException) -> None:
     """Close a pooled connection that a protocol-state error left unusable, so the pool
     opens a fresh one instead of handing it out again (call before the pool takes it back)."""
-    if isinstance(exc, asyncpg.exceptions._base.InternalClientError):
+    if isinstance(exc, asyncpg.InternalClientError):
         con.terminate()
 
 
