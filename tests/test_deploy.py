@@ -1,5 +1,5 @@
-"""deploy/compose/, deploy/helm/citywatch/ and deploy/Dockerfile, checked without a cluster or
-a Docker engine (neither runs on this machine or in CI).
+"""deploy/compose/, deploy/helm/citywatch/, deploy/Dockerfile and deploy/artemis/, checked
+without a cluster or a Docker engine (neither runs on this machine or in CI).
 
 - The chart: `helm lint --strict` and `helm template`, then every rendered manifest against
   the Kubernetes API's JSON schemas (`kubernetes-validate`, strict: unknown fields fail), at
@@ -8,6 +8,8 @@ a Docker engine (neither runs on this machine or in CI).
   `depends_on`, anchors), then what it resolves to.
 - Both: every CITYWATCH_* variable they set names a setting of services/common/settings.py
   and the settings tree accepts the values.
+- The brokers' start scripts (compose's Kafka, the Artemis image's): run on this machine
+  from the local stack's jars and distribution, with the environment their container gets.
 
 Helm and Compose are built from their Go modules by ./citywatch (deploy/ci-tools.txt); a
 missing binary fails these tests, it does not skip them.
