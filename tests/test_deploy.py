@@ -1,5 +1,5 @@
-"""deploy/compose/, deploy/helm/citywatch/ and deploy/Dockerfile, checked without a cluster or
-a Docker engine (neither runs on this machine or in CI).
+"""deploy/compose/, deploy/helm/citywatch/, deploy/Dockerfile and deploy/artemis/, checked
+without a cluster or a Docker engine (neither runs on this machine or in CI).
 
 - The chart: `helm lint --strict` and `helm template`, then every rendered manifest against
   the Kubernetes API's JSON schemas (`kubernetes-validate`, strict: unknown fields fail), at
@@ -8,6 +8,8 @@ a Docker engine (neither runs on this machine or in CI).
   `depends_on`, anchors), then what it resolves to.
 - Both: every CITYWATCH_* variable they set names a setting of services/common/settings.py
   and the settings tree accepts the values.
+- The brokers' start scripts (compose's Kafka, the Artemis image's): run on this machine
+  from the local stack's jars and distribution, with the environment their container gets.
 
 Helm and Compose are built from their Go modules by ./citywatch (deploy/ci-tools.txt); a
 missing binary fails these tests, it does not skip them.
@@ -39,11 +41,29 @@ from services.common.kafka import client_options
 from services.common.settings import (
     KAFKA_ACCOUNTS,
     KAFKA_ADMIN,
+    MQTT_ACCOUNTS_FILE,
     REPO_ROOT,
     KafkaAccount,
     Settings,
 )
-from services.stack import Kafka
+from services.registry.mosquitto import (
+    BrokerFiles,
+    DeviceLogin,
+    ensure_service_accounts,
+    hash_password,
+    new_password,
+    write_broker_files,
+)
+from services.stack import Kafka, Mosquitto
+from services.stack.artemis import (
+    ARTEMIS_VERSION,
+    TEMPLATES,
+    Artemis,
+    broker_values,
+    java_command,
+    render,
+)
+from services.stack.components import mqtt_broker
 from tests.harness import (
     REPO,
     Namespace,
@@ -54,6 +74,7 @@ from tests.harness import (
     tls_certificates,
     wait_until,
 )
+from tests.test_mqtt_auth import close, connect
 
 DEPLOY = REPO / "deploy"
 CHART = DEPLOY / "helm" / "citywatch"
@@ -387,7 +408,7 @@ def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, A
     assert set(services) == {
         "kafka",
         "timescaledb",
-        "mosquitto",
+        "mqtt",
         "prometheus",
         "grafana",
         "init",
@@ -401,12 +422,14 @@ def test_compose_runs_the_whole_platform_with_health_checks(compose: dict[str, A
         assert services[name]["depends_on"]["init"]["condition"] == (
             "service_completed_successfully"
         )
-    for name in (*SERVICES, "init"):  # one image, from the repository
+    for name in (*SERVICES, "init", "mqtt"):  # the images, from the repository
         build = services[name]["build"]
         assert (Path(build["context"]).resolve(), build["dockerfile"]) == (
             REPO.resolve(),
-            "deploy/Dockerfile",
+            "deploy/artemis/Dockerfile" if name == "mqtt" else "deploy/Dockerfile",
         )
+    for name in SERVICES:
+        assert services[name]["depends_on"]["mqtt"]["condition"] == "service_healthy"
     defaults = Settings()
     for name in SERVICES:  # what the health check asks is where the service listens
         port = getattr(defaults, name).http_port
@@ -657,8 +680,8 @@ def _local_broker_env(compose: dict[str, Any], template: Path, folder: Path) -> 
 async def _compose_broker(
     script: Path, env: dict[str, str], log: Path
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
-    """The compose Kafka's start script as a process of its own, stopped (SIGTERM: the
-    broker's shutdown hook) on the way out."""
+    """A compose broker's start script (Kafka's, Artemis's) as a process of its own, stopped
+    (SIGTERM: the broker's shutdown hook) on the way out."""
     with log.open("w") as out:
         broker = await asyncio.create_subprocess_exec(
             "/bin/sh", str(script), env=env, stdout=out, stderr=subprocess.STDOUT
@@ -724,12 +747,12 @@ def _compose_env(
 
 @pytest.mark.stack
 async def test_compose_init_migrates_and_writes_the_broker_files_and_the_token(
-    migrated: Settings, tmp_path: Path
+    compose: dict[str, Any], migrated: Settings, tmp_path: Path
 ) -> None:
     """deploy/compose/init.sh, run as the `init` container runs it, against the test stack:
-    the broker (named `mosquitto`, so not ours to signal) gets both listeners' password and
-    ACL files and a data folder, Prometheus a readable copy of the operator token, and a
-    second run (every `docker compose up`) succeeds too."""
+    the broker (compose's `mqtt`, so not ours to signal) gets both listeners' password and
+    ACL files where the `broker` volume is, Prometheus a readable copy of the operator
+    token, and a second run (every `docker compose up`) succeeds too."""
     state, token_dir = tmp_path / "state", tmp_path / "prometheus"
     token_dir.mkdir()
     share_stack_logins(migrated, state)  # the stack's Kafka takes SCRAM logins only
@@ -740,9 +763,12 @@ async def test_compose_init_migrates_and_writes_the_broker_files_and_the_token(
         "CITYWATCH_STATE_DIR": str(state),
         "CITYWATCH_DATABASE_URL": migrated.database_dsn,
         "CITYWATCH_KAFKA_BOOTSTRAP": migrated.kafka_bootstrap,
-        "CITYWATCH_MQTT_URL": "mqtt://mosquitto:1883",
-        "CITYWATCH_MQTT_SERVICES_URL": "mqtt://mosquitto:1884",
-        "CITYWATCH_MQTT_SIMULATOR_ACCOUNT": "false",  # as compose.yaml sets it
+        # The broker's endpoints and kind, and no simulator account, as compose sets them.
+        **{
+            k: str(v)
+            for k, v in compose["services"]["init"]["environment"].items()
+            if k.startswith("CITYWATCH_MQTT_")
+        },
         "PROMETHEUS_TOKEN_DIR": str(token_dir),
     }
     for _ in range(2):
@@ -756,10 +782,11 @@ async def test_compose_init_migrates_and_writes_the_broker_files_and_the_token(
             check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-    broker = state / "mosquitto"
+    # Where compose mounts the `broker` volume, relative to the state folder.
+    (mount,) = [v for v in compose["services"]["init"]["volumes"] if v["source"] == "broker"]
+    broker = state / Path(mount["target"]).relative_to("/var/lib/citywatch")
     for name in ("devices.passwd", "devices.acl", "services.passwd", "services.acl"):
         assert (broker / name).is_file(), name
-    assert (broker / "data").is_dir()
     passwd = (broker / "services.passwd").read_text()
     assert passwd.startswith("citywatch-") and "$7$" in passwd
     assert "citywatch-ingest:" in passwd and "citywatch-simulator" not in passwd
@@ -767,34 +794,298 @@ async def test_compose_init_migrates_and_writes_the_broker_files_and_the_token(
     assert token == (state / "operator-token").read_text().strip() != ""
 
 
-def _directives(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+# -- the compose broker: Artemis, from deploy/artemis/ ------------------------------------
+ARTEMIS = DEPLOY / "artemis"
+ARTEMIS_SCRIPT = ARTEMIS / "start.sh"
 
 
-def test_compose_mosquitto_conf_is_the_local_template_filled_in() -> None:
-    """Only the @…@ values, logging to stdout and the comments may differ from
-    deploy/mosquitto/mosquitto.conf, which `citywatch stack up` fills in."""
-    ours = _directives((COMPOSE / "mosquitto" / "mosquitto.conf").read_text())
-    where = "/mosquitto/citywatch"
-    filled = {
-        "@PORT@": "1883",
-        "@HOST@": "0.0.0.0",
-        "@SERVICES_PORT@": "1884",
-        "@SERVICES_HOST@": "0.0.0.0",
-        "@DATA_DIR@": f"{where}/data",
-        "@DEVICES_PASSWORD_FILE@": f"{where}/devices.passwd",
-        "@DEVICES_ACL_FILE@": f"{where}/devices.acl",
-        "@SERVICES_PASSWORD_FILE@": f"{where}/services.passwd",
-        "@SERVICES_ACL_FILE@": f"{where}/services.acl",
-        "@MAX_PACKET_SIZE@": str(Settings().ingest.max_payload_bytes + 64 * 1024),
-    }
-    template = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
-    for key, value in filled.items():
-        template = template.replace(key, value)
-    expected = [
-        "log_dest stdout" if d.startswith("log_dest file") else d for d in _directives(template)
+def _script_default(variable: str) -> str:
+    """The default start.sh gives `variable` (`name=${VARIABLE:-default}`)."""
+    found = re.search(rf"=\$\{{{variable}:-([^}}]+)\}}", ARTEMIS_SCRIPT.read_text())
+    assert found, variable
+    return found.group(1)
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{volume or bind source: mount} of a compose service."""
+    return {str(v["source"]): v for v in service["volumes"]}
+
+
+def test_compose_broker_reads_the_registry_files_where_the_services_write_them(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CityWatch containers (`init`, and `citywatch devices provision` in any of them)
+    write the registry's password and ACL files into the folder of the broker their settings
+    name (CITYWATCH_MQTT_BROKER): the `broker` volume must be mounted exactly there, and in
+    the broker's container where start.sh reads them; the journal has a volume of its own
+    where start.sh keeps it. The image's folders are start.sh's defaults."""
+    services = compose["services"]
+    mqtt = services["mqtt"]
+    for name in (*SERVICES, "init"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        settings = settings_from(
+            {k: v for k, v in env.items() if k.startswith("CITYWATCH_")}, monkeypatch
+        )
+        assert settings.mqtt_broker == "artemis", name
+        assert _mounts(services[name])["broker"]["target"] == str(mqtt_broker(settings).dir)
+    files = _mounts(mqtt)["broker"]
+    assert (
+        files["target"]
+        == mqtt["environment"]["ARTEMIS_FILES"]
+        == (_script_default("ARTEMIS_FILES"))
+    )
+    assert files["read_only"]
+    assert _mounts(mqtt)["artemis"]["target"] == _script_default("ARTEMIS_INSTANCE")
+    assert [p["target"] for p in mqtt["ports"]] == [1883]  # devices; 1884 stays internal
+
+
+def test_broker_image_is_the_stacks_artemis_with_the_files_start_sh_reads() -> None:
+    """deploy/artemis/Dockerfile: the official image of the version the local stack runs
+    (ARTEMIS_VERSION), the security manager compiled against that image's jars, the files
+    start.sh reads where its defaults look, run as the CityWatch image's uid."""
+    dockerfile = (ARTEMIS / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", dockerfile, re.MULTILINE)
+    assert stages == [
+        (f"apache/activemq-artemis:{ARTEMIS_VERSION}", "broker"),
+        ("eclipse-temurin:21-jdk", "plugin"),
+        ("broker", ""),
     ]
-    assert ours == expected
+    assert "COPY --from=broker /opt/activemq-artemis/lib " in dockerfile
+    assert _script_default("ARTEMIS_HOME") == "/opt/activemq-artemis"
+    copies = {
+        dest: sources.split()
+        for sources, dest in re.findall(r"^COPY (?!--from)(.+) (\S+)$", dockerfile, re.MULTILINE)
+    }
+    templates = _script_default("ARTEMIS_TEMPLATES")
+    names = {Path(src).name for src in copies[f"{templates}/"]}
+    assert names == {*TEMPLATES, "log4j2-console.properties"}
+    for src in (src for sources in copies.values() for src in sources):
+        assert (REPO / src).exists(), src
+    plugin = _script_default("ARTEMIS_PLUGIN")
+    assert re.search(rf"^COPY --from=plugin \S+\.jar {plugin}/\S+\.jar$", dockerfile, re.M)
+    assert copies["/opt/citywatch/start.sh"] == ["deploy/artemis/start.sh"]
+    assert 'ENTRYPOINT ["/bin/sh", "/opt/citywatch/start.sh"]' in dockerfile
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
+    assert users[-1] == "10001:10001"
+    assert "--uid 10001" in (DEPLOY / "Dockerfile").read_text()
+
+
+def test_broker_script_refuses_missing_files_and_unfilled_placeholders(tmp_path: Path) -> None:
+    """start.sh stops, with the reason, before it runs a broker nobody could log in to (the
+    registry's files not written yet) or one configured by a template it does not fully
+    fill in (a placeholder added to deploy/artemis/ but not to the script)."""
+    files, templates = tmp_path / "files", tmp_path / "templates"
+    files.mkdir()
+    templates.mkdir()
+    for name in TEMPLATES:
+        shutil.copy(ARTEMIS / name, templates / name)
+    env = {
+        "PATH": os.environ["PATH"],
+        "ARTEMIS_FILES": str(files),
+        "ARTEMIS_TEMPLATES": str(templates),
+        "ARTEMIS_INSTANCE": str(tmp_path / "instance"),
+        "ARTEMIS_HOME": str(tmp_path / "no-broker"),  # it must stop before it needs it
+    }
+
+    def start() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", str(ARTEMIS_SCRIPT)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = start()
+    assert done.returncode == 1 and f"{files}/devices.passwd is missing" in done.stderr
+    write_broker_files(files, {}, [], owner=None)
+    with (templates / "management.xml").open("a") as f:
+        f.write("<!-- @NEW_SETTING@ -->\n")
+    done = start()
+    assert done.returncode == 1, done.stderr
+    assert "management.xml has a placeholder this script does not fill" in done.stderr
+
+
+def test_artemis_kubernetes_manifests_are_valid_and_fit_the_image_and_the_chart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """deploy/artemis/README.md's StatefulSet and Service: valid Kubernetes objects; the
+    `citywatch` containers write the registry's files where the broker's container reads
+    them (start.sh's default) with the service accounts where the settings look, the journal
+    on the claim where start.sh keeps it, as the images' uid; the chart's MQTT endpoints are
+    that Service's two ports."""
+    text = (ARTEMIS / "README.md").read_text()
+    docs = [
+        doc
+        for block in re.findall(r"^```yaml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        for doc in yaml.safe_load_all(block)
+        if doc
+    ]
+    for kube_version in KUBE_VERSIONS:
+        for doc in docs:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    (broker,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    pod = broker["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 10001
+    containers = {c["name"]: c for c in [*pod["initContainers"], *pod["containers"]]}
+    artemis = containers.pop("artemis")
+    mounts = {m["name"]: m for m in artemis["volumeMounts"]}
+    assert mounts["journal"]["mountPath"] == _script_default("ARTEMIS_INSTANCE")
+    (claim,) = broker["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "journal"
+    files = mounts["registry-files"]
+    assert files["mountPath"] == _script_default("ARTEMIS_FILES") and files["readOnly"]
+    assert set(containers) == {"registry-files", "registry"}
+    for name, container in containers.items():
+        env = {e["name"]: e.get("value", "secret") for e in container["env"]}
+        settings = settings_from(
+            env | {"CITYWATCH_DATABASE_URL": SECRET_VALUES["secrets.databaseUrl"]}, monkeypatch
+        )
+        where = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert where["registry-files"] == str(mqtt_broker(settings).dir), name
+        assert where["registry"] == str(settings.state_dir / MQTT_ACCOUNTS_FILE), name
+        assert "devices sync" in " ".join(container.get("args", []) + container.get("command", []))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["mqtt"]
+    host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert values == {
+        "url": f"mqtt://{host}:{ports['devices']}",
+        "servicesUrl": f"mqtt://{host}:{ports['services']}",
+    }
+
+
+def _artemis_env(compose: dict[str, Any], folder: Path) -> dict[str, str]:
+    """The environment compose gives the `mqtt` container, for a run of its start script on
+    this machine: the local stack's Artemis distribution and security manager (fetched and
+    compiled into the cache), deploy/artemis/ as the templates, free loopback ports."""
+    part = Artemis(Settings())
+    home = part.home()
+    return {
+        "PATH": os.environ["PATH"],
+        **{k: str(v) for k, v in compose["services"]["mqtt"]["environment"].items()},
+        "ARTEMIS_HOME": str(home),
+        "ARTEMIS_PLUGIN": str(part.plugin(home)),
+        "ARTEMIS_TEMPLATES": str(ARTEMIS),
+        "ARTEMIS_INSTANCE": str(folder / "instance"),
+        "ARTEMIS_FILES": str(folder / "files"),
+        "ARTEMIS_DEVICES_HOST": "127.0.0.1",
+        "ARTEMIS_DEVICES_PORT": str(free_port()),
+        "ARTEMIS_SERVICES_HOST": "127.0.0.1",
+        "ARTEMIS_SERVICES_PORT": str(free_port()),
+    }
+
+
+def _runs_as_the_stack(env: dict[str, str], pid: int) -> None:
+    """The broker start.sh started (`pid`, the script's own: it execs java) is configured
+    and run as the local stack's (services/stack/artemis.py): the same templates filled in
+    with the same values, the same JVM command."""
+    instance = Path(env["ARTEMIS_INSTANCE"])
+    etc = instance / "etc"
+    values = broker_values(
+        devices=(env["ARTEMIS_DEVICES_HOST"], int(env["ARTEMIS_DEVICES_PORT"])),
+        services=(env["ARTEMIS_SERVICES_HOST"], int(env["ARTEMIS_SERVICES_PORT"])),
+        data_dir=instance / "data",
+        etc=etc,
+        files=BrokerFiles(Path(env["ARTEMIS_FILES"])),
+        max_packet_size=Mosquitto(Settings()).max_packet_size,
+    )
+    for name in TEMPLATES:
+        assert (etc / name).read_text() == render(name, values), name
+        assert (etc / name).stat().st_mode & 0o077 == 0, name
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    assert cmdline == java_command(
+        home=Path(env["ARTEMIS_HOME"]),
+        instance=instance,
+        etc=etc,
+        plugin=Path(env["ARTEMIS_PLUGIN"]),
+        log4j=ARTEMIS / "log4j2-console.properties",
+        properties=[],
+    )
+
+
+async def test_compose_broker_takes_only_registry_logins_and_keeps_acked_readings_over_a_crash(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """No container runs here, so the image's start script runs on this machine, with the
+    environment compose gives the `mqtt` container, against the distribution and security
+    manager of the local stack's Artemis, with files written as `init` writes them. It
+    configures and runs the broker exactly as `citywatch stack up` does (the same filled-in
+    templates, the same JVM command); compose's health check passes once both acceptors
+    are up. A service account logs in on the services port only, a device on the device
+    port only and with its username as client id, a wrong password is refused; what the
+    device publishes reaches the gateway's login. Then issue 10, point 3, through the
+    compose configuration: a reading the broker acknowledged for a stopped gateway's
+    persistent session survives a SIGKILL of the broker and is delivered after the restart."""
+    env = await asyncio.to_thread(_artemis_env, compose, tmp_path)
+    dport, sport = int(env["ARTEMIS_DEVICES_PORT"]), int(env["ARTEMIS_SERVICES_PORT"])
+    files = Path(env["ARTEMIS_FILES"])
+    # What `init` writes (compose has no simulator account), for one provisioned device.
+    accounts = ensure_service_accounts(tmp_path / "state")
+    device, password = "buoy-compose-1", new_password()
+    login = DeviceLogin(device, "water", hash_password(password))
+    write_broker_files(files, accounts, [login], owner=None, simulator=False)
+    ingest = ("citywatch-ingest", accounts["citywatch-ingest"])
+    gateway_id = "citywatch-ingest-compose"
+    topic = login.uplink_topic
+    check = [
+        a.replace("/1883", f"/{dport}").replace("/1884", f"/{sport}")
+        for a in compose["services"]["mqtt"]["healthcheck"]["test"][1:]
+    ]
+
+    def healthy() -> bool:
+        done = subprocess.run(check, capture_output=True, timeout=10, check=False)
+        return done.returncode == 0
+
+    assert not healthy()  # nothing listens yet: the check can fail
+
+    async def up(broker: asyncio.subprocess.Process, log: Path) -> None:
+        async def answers() -> bool:
+            assert broker.returncode is None, f"the compose broker exited: see {log}"
+            return await asyncio.to_thread(healthy)
+
+        await wait_until(answers, timeout=120, what="compose's health check on the broker")
+
+    async with _compose_broker(ARTEMIS_SCRIPT, env, tmp_path / "start.log") as (broker, log):
+        await up(broker, log)
+        await asyncio.to_thread(_runs_as_the_stack, env, broker.pid)
+        # The gateway's persistent session, subscribed to the device's uplink.
+        gateway = await asyncio.to_thread(
+            connect, sport, *ingest, gateway_id, session_expiry_s=3600
+        )
+        sender = await asyncio.to_thread(connect, dport, device, password)
+        try:
+            assert not gateway.refused and not sender.refused
+            await asyncio.to_thread(gateway.subscribe, topic)
+            await asyncio.to_thread(sender.publish, topic, b"live")
+            await gateway.wait_for(b"live")
+            for port, username, secret, client_id in (
+                (dport, device, password + "x", None),  # a wrong password
+                (dport, device, password, "someone-else"),  # not its username as client id
+                (sport, device, password, None),  # a device on the services port
+                (dport, *ingest, None),  # a service account on the device port
+            ):
+                refused = await asyncio.to_thread(connect, port, username, secret, client_id)
+                assert refused.refused, (port, username, client_id)
+            close(gateway)  # the gateway stops; its session stays
+            sent = sender.client.publish(topic, b"acked-before-the-crash", qos=1)
+            await asyncio.to_thread(sent.wait_for_publish, 10)
+            assert sent.is_published()  # the broker's PUBACK
+        finally:
+            close(sender, gateway)  # closing twice is harmless
+        broker.kill()  # SIGKILL: no shutdown hook, as a crash or a power cut
+        await broker.wait()
+    async with _compose_broker(ARTEMIS_SCRIPT, env, tmp_path / "restart.log") as (broker, log):
+        await up(broker, log)
+        gateway = await asyncio.to_thread(
+            connect, sport, *ingest, gateway_id, session_expiry_s=3600
+        )
+        try:
+            assert not gateway.refused
+            await gateway.wait_for(b"acked-before-the-crash", timeout=30)
+        finally:
+            close(gateway)
 
 
 def test_compose_prometheus_scrapes_the_same_jobs_and_promtool_accepts_it(

@@ -31,6 +31,8 @@ import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from schemas import RejectedRecord
@@ -176,11 +178,17 @@ class Client:
 
 
 def connect(
-    port: int, username: str | None, password: str | None, client_id: str | None = None
+    port: int,
+    username: str | None,
+    password: str | None,
+    client_id: str | None = None,
+    *,
+    session_expiry_s: int | None = None,
 ) -> Client:
     """Connect and wait for CONNACK; a refused client is stopped (no reconnect loop). The
     client id is the username unless given, as a device's must be (Mosquitto replaces any
-    other on the device listener, Artemis refuses it)."""
+    other on the device listener, Artemis refuses it). With `session_expiry_s`, the session
+    is persistent and taken back if the broker has it (clean start off), as the gateway's."""
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id or username or f"citywatch-t-{uuid.uuid4().hex[:8]}",
@@ -204,7 +212,12 @@ def connect(
             client.cond.notify_all()
 
     c.on_message = on_message
-    c.connect("127.0.0.1", port, keepalive=30)
+    properties, clean_start = None, mqtt.MQTT_CLEAN_START_FIRST_ONLY  # paho's default
+    if session_expiry_s is not None:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = session_expiry_s
+        clean_start = False
+    c.connect("127.0.0.1", port, keepalive=30, clean_start=clean_start, properties=properties)
     c.loop_start()
     if not answered.wait(10):
         c.loop_stop()

@@ -7,25 +7,23 @@
 set -eu
 citywatch db migrate
 citywatch topics ensure
-mkdir -p "$CITYWATCH_STATE_DIR/mosquitto/data"
+# The broker's password and ACL files, from the registry, into the folder of
+# CITYWATCH_MQTT_BROKER's broker: {state}/artemis/, the `broker` volume, which Artemis
+# reads again when they change (no signal: the broker is not on loopback, not ours).
+citywatch devices sync
 python - <<'PY'
 import os
 from pathlib import Path
 
 from services.common.http_auth import operator_token
 from services.common.settings import load_settings
-from services.stack import Mosquitto
 
 settings = load_settings()
-# The broker is external here (not on loopback): this writes the four files into
-# {state_dir}/mosquitto/ (the `broker` volume) and signals nobody.
-if not Mosquitto(settings).sync_auth():
-    raise SystemExit("init: PostgreSQL could not be read for the device logins")
 # Prometheus runs as another user and reads only this copy, in a volume of its own.
 token = Path(os.environ.get("PROMETHEUS_TOKEN_DIR", "/var/lib/citywatch-prometheus"))
 token = token / "operator-token"
 token.unlink(missing_ok=True)  # read-only from the last run
 token.write_text(operator_token(settings) + "\n")
 token.chmod(0o444)
-print("init: broker files and operator token written")
+print("init: operator token written")
 PY

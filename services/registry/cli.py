@@ -48,8 +48,9 @@ def _with_db(settings: Settings, work: Callable[[db.Conn], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def _sync_broker(settings: Settings, out: TextIO) -> None:
-    """Regenerate the broker's files and reload it; say where they are."""
+def _sync_broker(settings: Settings, out: TextIO) -> bool:
+    """Regenerate the broker's files and reload it; say where they are. False when the
+    registry could not be read (the files are left as they were)."""
     from services.stack.components import mqtt_broker
 
     broker = mqtt_broker(settings)
@@ -58,7 +59,7 @@ def _sync_broker(settings: Settings, out: TextIO) -> None:
             f"warning: PostgreSQL could not be read; {broker.name}'s files were left as they were",
             file=out,
         )
-        return
+        return False
     if broker.managed and broker.pid() is not None:
         print(
             f"{broker.name}: password and ACL files regenerated and reloaded (pid {broker.pid()})",
@@ -71,12 +72,19 @@ def _sync_broker(settings: Settings, out: TextIO) -> None:
             file=out,
         )
     else:
+        # An external broker: compose's and deploy/artemis/'s Artemis read this very folder
+        # (a shared volume) and take the files at the next login; others need them installed.
+        then = (
+            "a broker that reads this folder takes them at its next login"
+            if broker.name == "artemis"
+            else "install them on your broker and reload it (SIGHUP)"
+        )
         print(
             f"{broker.name}: password and ACL files regenerated in {broker.dir} (devices.* for "
-            "the device listener, services.* for the services listener); "
-            "install them on your broker and reload it (SIGHUP)",
+            f"the device listener, services.* for the services listener); {then}",
             file=out,
         )
+    return True
 
 
 # -- the commands --------------------------------------------------------------------------
@@ -267,6 +275,13 @@ def cmd_provision(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
     return 0
 
 
+def cmd_sync(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """Regenerate the broker's files from the registry: what every command that changes a
+    login does, for where the files must be written without a change (compose's `init`, a
+    broker's first start on Kubernetes: deploy/artemis/README.md)."""
+    return 0 if _sync_broker(settings, out) else 1
+
+
 _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, TextIO], int]] = {
     "add": cmd_add,
     "import": cmd_import,
@@ -276,6 +291,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, TextIO], int]] = {
     "enable": cmd_enable,
     "provision": cmd_provision,
     "profiles": cmd_profiles,
+    "sync": cmd_sync,
 }
 
 
@@ -342,6 +358,9 @@ def add_parser(sub: Any) -> None:
     imp.add_argument("file")
 
     actions.add_parser("profiles", help="list the shipped device profiles (one per model)")
+    actions.add_parser(
+        "sync", help="write the MQTT broker's password and ACL files from the registry"
+    )
 
     lst = actions.add_parser("list", help="list registered and unprovisioned devices")
     lst.add_argument("--status", choices=["active", "disabled", "unprovisioned"])

@@ -22,22 +22,37 @@ import os
 import shutil
 import tarfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from services.common.errors import StateError
+from services.registry.mosquitto import BrokerFiles
 from services.stack.components import DEPLOY, Mosquitto
 from services.stack.process import run, spawn
 
-__all__ = ["ARTEMIS_VERSION", "Artemis"]
+__all__ = [
+    "ARTEMIS_VERSION",
+    "GLOBAL_MAX_SIZE",
+    "HEAP",
+    "MAIN",
+    "QUEUE_LIMIT_BYTES",
+    "TEMPLATES",
+    "Artemis",
+    "broker_values",
+    "java_command",
+    "render",
+]
 
 ARTEMIS_VERSION = "2.44.0"
 _SOURCES = DEPLOY / "artemis" / "java"
-_MAIN = "org.apache.activemq.artemis.boot.Artemis"
+MAIN = "org.apache.activemq.artemis.boot.Artemis"
+# The configuration files `artemis run` reads, filled in from deploy/artemis/.
+TEMPLATES = ("broker.xml", "bootstrap.xml", "management.xml")
 # Memory: the heap, and how much of it messages may take before the broker pages them to
 # disk. Each address (one device's uplink topic) may hold this much on disk (paging).
-_HEAP = "512m"
-_GLOBAL_MAX_SIZE = 128 * 1024 * 1024
-_QUEUE_LIMIT_BYTES = 512 * 1024 * 1024
+HEAP = "512m"
+GLOBAL_MAX_SIZE = 128 * 1024 * 1024
+QUEUE_LIMIT_BYTES = 512 * 1024 * 1024
 
 
 def _cache() -> Path:
@@ -46,7 +61,7 @@ def _cache() -> Path:
 
 class Artemis(Mosquitto):
     name = "artemis"
-    marker = _MAIN
+    marker = MAIN
     start_timeout_s = 90.0
 
     def reload(self, pid: int) -> None:
@@ -119,46 +134,92 @@ class Artemis(Mosquitto):
         self.sync_auth()  # the password and ACL files the security manager reads
         etc = self.dir / "etc"
         etc.mkdir(parents=True, exist_ok=True)
-        values = {
-            "@HOST@": self.host,
-            "@PORT@": str(self.port),
-            "@SERVICES_HOST@": self.services_host,
-            "@SERVICES_PORT@": str(self.services_port),
-            "@DATA_DIR@": str(self.dir / "data"),
-            "@MAX_PACKET_SIZE@": str(self.max_packet_size),
-            "@GLOBAL_MAX_SIZE@": str(_GLOBAL_MAX_SIZE),
-            "@QUEUE_LIMIT_BYTES@": str(_QUEUE_LIMIT_BYTES),
-            "@BROKER_XML@": str(etc / "broker.xml"),
-            "@DEVICES_PASSWORD_FILE@": str(self.files.devices_passwd),
-            "@DEVICES_ACL_FILE@": str(self.files.devices_acl),
-            "@SERVICES_PASSWORD_FILE@": str(self.files.services_passwd),
-            "@SERVICES_ACL_FILE@": str(self.files.services_acl),
-        }
-        for name in ("broker.xml", "bootstrap.xml", "management.xml"):
-            text = (DEPLOY / "artemis" / name).read_text()
-            for key, value in values.items():
-                text = text.replace(key, value)
-            (etc / name).write_text(text)
+        values = broker_values(
+            devices=(self.host, self.port),
+            services=(self.services_host, self.services_port),
+            data_dir=self.dir / "data",
+            etc=etc,
+            files=self.files,
+            max_packet_size=self.max_packet_size,
+        )
+        for name in TEMPLATES:
+            (etc / name).write_text(render(name, values))
         spawn(
-            [
-                "java",
-                "-Xms64m",
-                f"-Xmx{_HEAP}",
-                "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20",
-                "-Djava.awt.headless=true",
-                f"-Dartemis.home={home}",
-                f"-Dartemis.instance={self.dir}",
-                f"-Dartemis.instance.etc={etc}",
-                f"-Dartemis.extra.libs={plugin}",
-                f"-Dartemis.log.file={self.log_file}",
-                f"-Dlog4j2.configurationFile={DEPLOY / 'artemis' / 'log4j2.properties'}",
-                "-cp",
-                str(home / "lib" / "artemis-boot.jar"),
-                _MAIN,
-                "run",
-                f"xml:{etc / 'bootstrap.xml'}",
-            ],
+            java_command(
+                home=home,
+                instance=self.dir,
+                etc=etc,
+                plugin=plugin,
+                log4j=DEPLOY / "artemis" / "log4j2.properties",
+                properties=[f"-Dartemis.log.file={self.log_file}"],
+            ),
             log_file=self.dir / "stdout.log",
             pid_file=self.pid_file,
         )
+
+
+# -- what the stack and the image's start script (deploy/artemis/start.sh) both run -------
+# tests/test_deploy.py runs the script and compares what it wrote and ran with these.
+
+
+def broker_values(
+    *,
+    devices: tuple[str, int],
+    services: tuple[str, int],
+    data_dir: Path,
+    etc: Path,
+    files: BrokerFiles,
+    max_packet_size: int,
+) -> dict[str, str]:
+    """The value of every @…@ placeholder of the templates (TEMPLATES): where each acceptor
+    listens, the journal's folder, the registry's four files, the bounds."""
+    return {
+        "@HOST@": devices[0],
+        "@PORT@": str(devices[1]),
+        "@SERVICES_HOST@": services[0],
+        "@SERVICES_PORT@": str(services[1]),
+        "@DATA_DIR@": str(data_dir),
+        "@MAX_PACKET_SIZE@": str(max_packet_size),
+        "@GLOBAL_MAX_SIZE@": str(GLOBAL_MAX_SIZE),
+        "@QUEUE_LIMIT_BYTES@": str(QUEUE_LIMIT_BYTES),
+        "@BROKER_XML@": str(etc / "broker.xml"),
+        "@DEVICES_PASSWORD_FILE@": str(files.devices_passwd),
+        "@DEVICES_ACL_FILE@": str(files.devices_acl),
+        "@SERVICES_PASSWORD_FILE@": str(files.services_passwd),
+        "@SERVICES_ACL_FILE@": str(files.services_acl),
+    }
+
+
+def render(name: str, values: Mapping[str, str]) -> str:
+    """deploy/artemis/`name` with its placeholders filled in."""
+    text = (DEPLOY / "artemis" / name).read_text()
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text
+
+
+def java_command(
+    *, home: Path, instance: Path, etc: Path, plugin: Path, log4j: Path, properties: list[str]
+) -> list[str]:
+    """The broker's JVM: its flags, the instance's folders, the security manager's jar folder
+    (`artemis.extra.libs`: the boot loader adds its jars), `properties` (more -D flags), and
+    `artemis run` on the filled-in bootstrap.xml."""
+    return [
+        "java",
+        "-Xms64m",
+        f"-Xmx{HEAP}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dartemis.home={home}",
+        f"-Dartemis.instance={instance}",
+        f"-Dartemis.instance.etc={etc}",
+        f"-Dartemis.extra.libs={plugin}",
+        *properties,
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        str(home / "lib" / "artemis-boot.jar"),
+        MAIN,
+        "run",
+        f"xml:{etc / 'bootstrap.xml'}",
+    ]
