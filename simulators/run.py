@@ -130,9 +130,9 @@ class ScenarioRun:
             raise ValueError(f"formats must be among {FORMATS}")
         self.stats = RunStats()
         self.silences: list[dict[str, Any]] = []
-        # Each litter station's true item count at every reading it took (before faults):
-        # the ground truth of litter rules (services/evaluate/truth.py).
-        self.litter_truth: dict[str, list[tuple[datetime, float]]] = {}
+        # Each litter station's true item count and fill level at every reading it took
+        # (before faults): the ground truth of litter rules (services/evaluate/truth.py).
+        self.litter_truth: dict[str, list[tuple[datetime, dict[str, float]]]] = {}
         self.devices = self._place(devices, id_prefix, shares)
 
     # -- the fleet ----------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class ScenarioRun:
         metrics = self._healthy(d, t)
         if d.who.kind == "litter":
             self.litter_truth.setdefault(d.who.pipeline_id(d.fmt), []).append(
-                (t, metrics["litter_items"])
+                (t, {m: metrics[m] for m in ("litter_items", "fill_level_pct")})
             )
         elapsed_h = (t - self.start) / timedelta(hours=1)
         applied = d.faults.distort(metrics, elapsed_h)

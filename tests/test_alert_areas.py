@@ -277,8 +277,8 @@ def test_khmer_titles_say_the_severity_and_aqi_category_in_khmer() -> None:
     en, km = _titles(by_id["flood-level"], 3.2, "g1", "stueng-hav", "danger")
     assert en == "Flood danger in Stueng Hav: river level 3.2 m"
     assert km == "ទឹកជំនន់កម្រិតគ្រោះថ្នាក់ នៅ ស្ទឹងហាវ៖ កម្ពស់ទឹកទន្លេ ៣,២ ម៉ែត្រ"
-    en, _ = _titles(by_id["litter-boom-full"], 800, "boom-11", "stueng-hav-estuary", "advisory")
-    assert en == "Litter boom needs collection: 800 items at boom-11 (Stueng Hav estuary)"
+    en, _ = _titles(by_id["litter-boom-full"], 85, "boom-11", "stueng-hav-estuary", "advisory")
+    assert en == "Litter boom needs collection: 85 % full at boom-11 (Stueng Hav estuary)"
     en, km = _titles(by_id["air-aqi"], 160, "a1", "Stueng Hav", "watch", "unhealthy")
     # public titles name the area, not a device id (residents read them)
     assert en == "Air quality unhealthy: AQI 160 in Stueng Hav"

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
 from services.alerts.rules import RuleSet, ThresholdRule, load_rules, parse_rules
+from services.api.status import litter_level
 from services.common.settings import load_settings
 from services.evaluate.flags import FaultScore, MetricScore, QualityScore
 from services.evaluate.runner import EvaluateOptions, evaluate_one
@@ -218,6 +220,40 @@ def test_a_boom_filling_past_the_threshold_is_expected_until_the_crew_empties_it
         Expected("litter-boom-full", "otres", "advisory", T0 + 45 * M, "boom-1", T0 + 75 * M),
         Expected("litter-boom-full", "otres", "advisory", T0 + 120 * M, "boom-1", None),
     ]
+
+
+def test_the_shipped_boom_alert_warns_before_every_boom_fills_and_matches_the_residents_high() -> (
+    None
+):
+    """Judged against the simulator's truth, not the rule: on a simulated day every station
+    a crew had to empty because it was full (the simulator empties one at 97 % of its size)
+    had a `litter-boom-full` alert open before, and no station was called full while the
+    residents' page (services/api/status.py) would read its level as Low or Moderate. With
+    the former item-count rule (800 items) a river boom holding 1500-3000 items was called
+    full at 27 % while the page said "Low"."""
+    shipped = load_rules(load_settings().alerts.rules_file)
+    rule = next(r for r in shipped.rules if r.id == "litter-boom-full")
+    assert isinstance(rule, ThresholdRule)
+    sc = load_scenario("monsoon-storm")  # the storm's surge fills river booms to the brim
+    run = ScenarioRun(sc, devices=60, seed=1, now=datetime(2026, 11, 21, tzinfo=UTC))
+    for _ in run.messages():
+        pass
+    expected = [e for e in expected_alerts(run, shipped) if e.rule == rule.id]
+    full_emptied = 0
+    for device, series in run.litter_truth.items():
+        opened = [e.at for e in expected if e.device == device]
+        for (_, before), (t, after) in pairwise(series):
+            if (
+                after["fill_level_pct"] < before["fill_level_pct"] - 50
+                and before["fill_level_pct"] >= 90
+            ):  # a crew emptied a full station between these readings
+                full_emptied += 1
+                assert any(at < t for at in opened), (device, t)
+        for e in expected:
+            if e.device == device:
+                fill = next(m["fill_level_pct"] for at, m in series if at >= e.at)
+                assert litter_level(fill) == "high", (device, e.at, fill)
+    assert full_emptied > 0  # the day did fill some station to the brim
 
 
 def test_rain_is_accumulated_over_the_rules_period_so_one_spike_adds_only_its_minute() -> None:

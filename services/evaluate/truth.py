@@ -15,8 +15,9 @@ applied to is the simulator's noiseless model on a one-minute grid of scenario t
   within `window` of each other.
 - `threshold` on a modelled quantity (water, air, flood metrics; `for` respected; left past
   `clear`): per area, any device's noiseless value (each device's phase, as the simulator
-  draws it). Litter (`litter-boom-full`): per device, the station's true item count at each
-  reading it took (`ScenarioRun.litter_truth`): the boom fills, a crew empties it.
+  draws it). Litter (`litter-boom-full`): per device, the station's true fill level (or item
+  count: the rule's metric) at each reading it took (`ScenarioRun.litter_truth`): the boom
+  fills, a crew empties it.
 - `aqi` (air-aqi): EPA NowCast over complete hours of the modelled PM2.5 and PM10, the
   category's stage with the rule's `clear_margin_aqi`.
 - `offline` (device-offline): per device, every gap of at least `after` between two
@@ -377,11 +378,12 @@ def expected_alerts(
                 for s, e in threshold_episodes(grid, met, bool, lambda x: not x):
                     out.append(Expected(rule.id, area, rule.severity, s, None, e))
         elif isinstance(rule, ThresholdRule) and rule.kind == "litter":
-            if rule.metric != "litter_items":
+            if rule.metric not in ("litter_items", "fill_level_pct"):
                 continue
             for dev, series in sorted(run.litter_truth.items()):
                 if rule.in_scope(dev, "litter", where[dev]):
-                    out += litter_expected(rule, where[dev], dev, series)
+                    truth = [(t, m[rule.metric]) for t, m in series]
+                    out += litter_expected(rule, where[dev], dev, truth)
         elif isinstance(rule, ThresholdRule) and rule.metric in _MODELLED.get(rule.kind or "", ()):
             kind = rule.kind or ""
             for area in hosts(rule, kind):
