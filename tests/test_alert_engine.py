@@ -504,6 +504,35 @@ def test_aqi_rule_is_one_alert_whose_severity_follows_the_category() -> None:
     assert [t.severity for t in eng.log[:3]] == ["advisory", "watch", "warning"]
 
 
+AQI_AREA = rule("id: aqi\ntype: aqi\naveraging: nowcast\nper: area\nhold: 1h")
+
+
+def test_an_areas_air_stations_share_one_aqi_alert_at_the_worst_stations_category() -> None:
+    """Residents read one alert for their area: two stations crossing an hour apart raise
+    one advisory (no second look-alike), the worse station escalates it, and it resolves
+    only when every station of the area is clean again. A station without an area keeps
+    its own alert."""
+    eng = Engine(ruleset(AQI_AREA), areas={"a1": "port", "a2": "port", "lone": None})
+    a1 = [5, 5, 45, 45, 70, 70, 70, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5]
+    a2 = [5, 5, 5, 45, 45, 45, 45, 45, 45, 45, 45, 5, 5, 5, 5, 5, 5, 5, 5, 5]
+    for h, (p1, p2) in enumerate(zip(a1, a2, strict=True)):
+        air(eng, "a1", h, p1)
+        air(eng, "a2", h, p2)
+    assert {t.alert_id for t in eng.log} == {eng.log[0].alert_id}  # one alert throughout
+    assert {(t.device_id, t.area) for t in eng.log} == {(None, "port")}
+    assert [(t.kind, t.category) for t in eng.log] == [
+        ("firing", "unhealthy_sensitive"),
+        ("escalated", "unhealthy"),  # a1's 70 µg/m³
+        ("deescalated", "unhealthy_sensitive"),  # a1 is clean, a2 is still at 45
+        ("resolved", "moderate"),  # a2 too: only now
+    ]
+    resolved_at = eng.log[-1].at
+    assert resolved_at > T0 + timedelta(hours=11)  # after a2's last 45 µg/m³ hour
+    for h in range(20, 24):
+        air(eng, "lone", h, 45)
+    assert [(t.device_id, t.kind) for t in eng.log[4:]] == [("lone", "firing")]
+
+
 def test_aqi_24h_needs_eighteen_hours_of_data() -> None:
     eng = Engine(ruleset(rule("id: aqi24\ntype: aqi\naveraging: 24h")))
     for h in range(18):

@@ -384,6 +384,22 @@ def _aqi_stage(rule: AqiRule, index: int, cur: int) -> int:
     return staged(float(index), lows, cur, rule.clear_margin_aqi)
 
 
+def _area_aqi(rule: AqiRule, st: RuleState, r: Reading, ctx: _Ctx) -> int | None:
+    """An area's AQI (`per: area`): the highest of its stations' at the area's clock, the
+    newest reading time heard from any of them (their readings interleave). A station
+    silent for a day has no hour left in any average and is dropped."""
+    now = max(r.time, _dt(st.data.get("now")) or r.time)
+    st.data["now"] = now.isoformat()
+    ctx.at = now
+    stations: dict[str, dict[str, Any]] = st.data["dev"]
+    stations[r.device_id]["at"] = r.time.isoformat()
+    since = now - timedelta(hours=25)
+    for gone in [d for d, x in stations.items() if datetime.fromisoformat(x["at"]) < since]:
+        del stations[gone]
+    values = [_aqi_value(rule, x, _hour(now)) for x in stations.values()]
+    return max((v for v in values if v is not None), default=None)
+
+
 def _aqi_value(rule: AqiRule, data: dict[str, Any], now_hour: datetime) -> int | None:
     """The AQI over complete hours before `now_hour` (NowCast or 24-hour), max of PM2.5/PM10."""
     best: int | None = None
@@ -570,16 +586,20 @@ def _evaluate_rule(
         return
     if isinstance(rule, AqiRule):
         now_hour = _hour(t)
+        # Hourly means per station: the subject's own data, or for an area's alert the
+        # station's entry under "dev" (rules.AqiRule, `per: area`).
+        area_alert = ctx.device_id is None
+        data = st.data.setdefault("dev", {}).setdefault(r.device_id, {}) if area_alert else st.data
         for metric in rule.metrics():
             if metric in r.metrics and _flag(flags, r, metric) < FAIL:
-                cells = st.data.setdefault(metric, {})
+                cells = data.setdefault(metric, {})
                 cell = cells.setdefault(now_hour.isoformat(), [0.0, 0])
                 cell[0] += r.metrics[metric]
                 cell[1] += 1
                 oldest = now_hour - timedelta(hours=25)
                 for h in [h for h in cells if datetime.fromisoformat(h) < oldest]:
                     del cells[h]
-        index = _aqi_value(rule, st.data, now_hour)
+        index = _area_aqi(rule, st, r, ctx) if area_alert else _aqi_value(rule, st.data, now_hour)
         if index is None:
             return
         desired = _aqi_stage(rule, index, st.stage)
@@ -715,7 +735,11 @@ def _per_area(rule: Rule, area: str | None) -> bool:
     """Whether `rule` keeps one alert per area (subject `area:<id>`) for this device."""
     if isinstance(rule, CombinedRule):
         return True
-    return isinstance(rule, LevelsRule | RateRule) and rule.per == "area" and area is not None
+    return (
+        isinstance(rule, LevelsRule | RateRule | AqiRule)
+        and rule.per == "area"
+        and area is not None
+    )
 
 
 def _rise_per_hour(

@@ -359,7 +359,16 @@ _AQI_SEVERITY: dict[AqiCategory, Severity] = {
 
 
 class AqiRule(_Rule):
-    """US EPA AQI from PM2.5 and PM10 over `averaging`; stages are categories from `alert_from`."""
+    """US EPA AQI from PM2.5 and PM10 over `averaging`; stages are categories from `alert_from`.
+
+    `per: area`: one alert per (rule, area) for the air stations of that area, whose AQI is
+    the highest of its stations' (each station's own NowCast over its own hours) and whose
+    category leaves only when every station's has. Residents read one alert for their
+    area: with one alert per station, two stations of Autonomous Port crossing into
+    "unhealthy for sensitive groups" six minutes apart raised two identical-looking
+    advisories for the same place (citywatch evaluate, normal day). A station without an
+    area keeps its own alert.
+    """
 
     type: Literal["aqi"]
     kind: Kind | None = "air"
@@ -369,6 +378,7 @@ class AqiRule(_Rule):
     severities: dict[AqiCategory, Severity] = Field(default_factory=lambda: dict(_AQI_SEVERITY))
     # A category is left when the AQI drops this far below its lower bound (hysteresis).
     clear_margin_aqi: float = Field(default=5.0, ge=0)
+    per: Per = "device"
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
