@@ -21,6 +21,7 @@ from services.evaluate.truth import (
     expected_alerts,
     litter_expected,
     measurable_crossings,
+    no_truth,
     rain_accumulated,
 )
 from simulators.fleet import Message
@@ -234,6 +235,7 @@ def test_the_shipped_boom_alert_warns_before_every_boom_fills_and_matches_the_re
     shipped = load_rules(load_settings().alerts.rules_file)
     rule = next(r for r in shipped.rules if r.id == "litter-boom-full")
     assert isinstance(rule, ThresholdRule)
+    assert no_truth(shipped) == []  # every shipped rule is judged against the simulator
     sc = load_scenario("monsoon-storm")  # the storm's surge fills river booms to the brim
     run = ScenarioRun(sc, devices=60, seed=1, now=datetime(2026, 11, 21, tzinfo=UTC))
     for _ in run.messages():

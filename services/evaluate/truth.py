@@ -89,7 +89,7 @@ _MODELLED: dict[str, frozenset[str]] = {
         }
     ),
     "flood": frozenset({"water_level_m", "rain_mm_h"}),
-    "litter": frozenset({"litter_items"}),
+    "litter": frozenset({"litter_items", "fill_level_pct"}),  # run.litter_truth
 }
 
 
@@ -378,7 +378,7 @@ def expected_alerts(
                 for s, e in threshold_episodes(grid, met, bool, lambda x: not x):
                     out.append(Expected(rule.id, area, rule.severity, s, None, e))
         elif isinstance(rule, ThresholdRule) and rule.kind == "litter":
-            if rule.metric not in ("litter_items", "fill_level_pct"):
+            if rule.metric not in _MODELLED["litter"]:
                 continue
             for dev, series in sorted(run.litter_truth.items()):
                 if rule.in_scope(dev, "litter", where[dev]):
