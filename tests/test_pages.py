@@ -11,6 +11,7 @@ the live update comes over the page's own /stream connection.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,9 @@ from tests.harness import Namespace, Services
 from tests.test_api import get, produce, reading, seed
 
 pytestmark = pytest.mark.stack
+
+KM_MONTHS = "មករា|កុម្ភៈ|មីនា|មេសា|ឧសភា|មិថុនា|កក្កដា|សីហា|កញ្ញា|តុលា|វិច្ឆិកា|ធ្នូ"
+KM_UPDATED = rf"[០-៩]{{1,2}} ({KM_MONTHS}) [០-៩]{{4}}, [០-៩]{{2}}:[០-៩]{{2}}$"
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +141,10 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request_or_by_li
     title = browser.find_element(By.ID, "title").text
     assert any("\u1780" <= c <= "\u17ff" for c in title), title  # Khmer script
     assert "ជម្លៀស" in browser.find_element(By.CSS_SELECTOR, flood).text  # "evacuate"
+    # The update time is spelt out, never a locale's d/m order: "12/4/2026, 2:26 PM" on
+    # 4 December read as 12 April (a browser without Khmer locale data).
+    updated = browser.find_element(By.ID, "updated").text
+    assert re.search(KM_UPDATED, updated), updated
     browser.save_screenshot(str(artifacts / "residents-km.png"))
 
     switch = browser.find_element(By.ID, "lang")
@@ -150,6 +158,8 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request_or_by_li
     )
     assert "Sihanoukville" in browser.find_element(By.ID, "title").text
     assert "high ground" in browser.find_element(By.CSS_SELECTOR, flood).text
+    updated = browser.find_element(By.ID, "updated").text
+    assert re.search(r"\d{1,2} [A-Z][a-z]+ \d{4}, \d{2}:\d{2}$", updated), updated
     browser.save_screenshot(str(artifacts / "residents-en.png"))
     for lang in ("km", "en"):
         assert (artifacts / f"residents-{lang}.png").stat().st_size > 5_000

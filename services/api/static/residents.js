@@ -2,6 +2,19 @@
 // Reads /areas once a minute; small on purpose (slow connections, old phones).
 "use strict";
 (function () {
+  // The update time spelt out (day, month name, year, 24-hour clock, the phone's own time
+  // zone), not the browser's locale format: a browser without Khmer locale data printed
+  // "12/4/2026, 2:26:33 PM" on the Khmer page, which reads as 12 April.
+  const MONTHS = {
+    km: ["មករា", "កុម្ភៈ", "មីនា", "មេសា", "ឧសភា", "មិថុនា", "កក្កដា", "សីហា", "កញ្ញា", "តុលា", "វិច្ឆិកា", "ធ្នូ"],
+    en: ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"],
+  };
+  const KM_DIGITS = "០១២៣៤៥៦៧៨៩";
+  function when(d, lang) {
+    const two = (n) => String(n).padStart(2, "0");
+    const text = `${d.getDate()} ${MONTHS[lang][d.getMonth()]} ${d.getFullYear()}, ${two(d.getHours())}:${two(d.getMinutes())}`;
+    return lang === "km" ? text.replace(/[0-9]/g, (c) => KM_DIGITS[+c]) : text;
+  }
   const T = {
     km: {
       title: "ស្ថានភាពបរិស្ថាន ក្រុងព្រះសីហនុ",
@@ -134,7 +147,7 @@
     $("warnings-h").textContent = t.warnings;
     $("open-data").textContent = t.openData;
     if (!data) return;
-    $("updated").textContent = t.updated + new Date(data.generated_at).toLocaleString(lang === "km" ? "km-KH" : "en-GB");
+    $("updated").textContent = t.updated + when(new Date(data.generated_at), lang);
     const ex = $("exercise");
     ex.hidden = !(data.simulated || data.exercise);
     ex.textContent = t.exercisePage;
