@@ -342,6 +342,8 @@ async def test_ops_map_opens_fitted_to_the_devices_and_lists_alerts_by_name(
         text = item[0].text
         assert f"Probe {tag}" in text and "EXERCISE" in text, text
         assert "null" not in browser.find_element(By.ID, "alerts").text
+        # Day and month name, 24-hour clock: never "12/4/2026, 12:49:01 PM" (4 December).
+        assert re.search(r"since \d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}:\d{2}", text), text
         assert browser.find_element(By.ID, "exercise").is_displayed()
         # The map is inside the window: a map taller than the window shows its fitted view
         # only in part (seen in the demo: the top fifth of the city, four devices of sixty).

@@ -30,8 +30,17 @@
     if (!r.ok) throw new Error(url + ": HTTP " + r.status);
     return r.json();
   }
+  // Day and month name, 24-hour clock: the browser's default locale printed "12/4/2026,
+  // 12:49:01 PM" for 4 December, which an operations centre in Cambodia reads as 12 April.
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  const two = (n) => String(n).padStart(2, "0");
+  function clock(d) {
+    return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  }
   function fmtTime(iso) {
-    return iso ? new Date(iso).toLocaleString() : "—";
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return `${d.getDate()} ${MONTHS[d.getMonth()]} ${d.getFullYear()}, ${clock(d)}`;
   }
   function fmt(v) {
     return typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2)) : String(v);
@@ -252,7 +261,7 @@
       tr.dataset.metric = m;
       tr.appendChild(h("td", m));
       tr.appendChild(h("td", fmt(v.value), "q" + v.quality));
-      tr.appendChild(h("td", new Date(v.time).toLocaleTimeString()));
+      tr.appendChild(h("td", clock(new Date(v.time))));
       tr.appendChild(h("td", String(v.quality)));
       tb.appendChild(tr);
     }
