@@ -10,6 +10,7 @@ from schemas.adapters.dispatch import (
     DEFAULT_MAX_SPREAD,
     Adapter,
     decode,
+    device_of,
 )
 from schemas.adapters.mappings import SHIPPED_MAPPINGS, resolve_mapping
 from schemas.adapters.native import DEFAULT_MAX_PAYLOAD_BYTES, decode_native
@@ -32,6 +33,7 @@ __all__ = [
     "decode_native",
     "decode_senml",
     "decode_ttn",
+    "device_of",
     "looks_like_senml",
     "match_chirpstack",
     "match_ttn",

@@ -208,6 +208,19 @@ def _days(span: timedelta) -> str:
     return f"{days:g} day" + ("" if days == 1 else "s")
 
 
+def device_of(topic: str) -> str | None:
+    """The device id an uplink topic names, whatever its format (None: no uplink topic). The
+    gateway uses it to tell a registered device's operators why its messages are refused."""
+    for adapter in ADAPTERS:
+        device_id = adapter.match(topic)
+        if device_id is not None:
+            return device_id
+    try:
+        return parse_uplink_topic(topic).device_id
+    except PayloadError:
+        return None
+
+
 def _pick(topic: str, payload: bytes) -> tuple[Adapter, str]:
     """The adapter that decodes the message, and the device id its topic names.
 

@@ -264,6 +264,7 @@ class ApiService(ServiceBase):
                     "last_seen": r["last_seen"],
                     "last_reading_at": r["last_reading_at"],
                     "latest": latest,
+                    "refused": r["refused"],
                 }
             )
         return out

@@ -52,8 +52,15 @@ SELECT d.device_id, d.kind, d.name, d.area, d.lat, d.lon, d.status AS registry_s
                  AND (a.device_id = d.device_id
                       OR (a.device_id IS NULL AND a.area = d.area AND a.kind = d.kind))
               ) AS in_alert,
-       COALESCE(l.latest, '{}') AS latest
+       COALESCE(l.latest, '{}') AS latest,
+       -- Its latest refusal by the gateway, when newer than anything stored from it: a
+       -- device that talks but is refused (services/ingest/refusals.py).
+       CASE WHEN f.last_at > COALESCE(d.last_seen, '-infinity') THEN
+           json_build_object('reason', f.reason, 'detail', f.detail, 'at', f.last_at,
+                             'count', f.count)::text
+       END AS refused
 FROM devices d
+LEFT JOIN device_refusals f USING (device_id)
 LEFT JOIN LATERAL (
     SELECT max(dl.time) AS newest,
            json_object_agg(dl.metric, json_build_object(
@@ -76,13 +83,15 @@ async def devices(
     offline_after_s: float,
     stuck_after_s: float,
 ) -> list[dict[str, Any]]:
-    """Every device (of a kind, or one), with `conn` (online/offline/stuck), `in_alert`
-    and `latest` = {metric: {value, time, quality}}."""
+    """Every device (of a kind, or one), with `conn` (online/offline/stuck), `in_alert`,
+    `latest` = {metric: {value, time, quality}} and `refused` = {reason, detail, at, count}
+    (the gateway's latest refusal of its messages, when newer than its last reading)."""
     rows = await con.fetch(_DEVICES, kind, device_id, offline_after_s, stuck_after_s)
     out = []
     for r in rows:
         d = dict(r)
         d["latest"] = json.loads(r["latest"])
+        d["refused"] = json.loads(r["refused"]) if r["refused"] is not None else None
         out.append(d)
     return out
 

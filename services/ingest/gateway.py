@@ -36,7 +36,7 @@ from enum import Enum
 from aiokafka import AIOKafkaProducer
 
 from schemas import Reading, Rejection
-from schemas.adapters import decode
+from schemas.adapters import decode, device_of
 from schemas.device import DeviceLookup, DeviceProfile
 from services.common import db, kafka
 from services.common.backoff import Backoff
@@ -46,6 +46,7 @@ from services.common.lifecycle import BackgroundTasks, ServiceBase
 from services.common.settings import Settings
 from services.ingest import metrics as m
 from services.ingest.mqtt_source import Inbound, MqttSource
+from services.ingest.refusals import RefusalLog
 from services.ingest.registry_cache import RegistryCache
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class IngestService(ServiceBase):
         self._retired: set[asyncio.Task[None]] = set()  # old producers closing
         self._mqtt: MqttSource | None = None
         self._registry: RegistryCache | None = None
+        self._refusals: RefusalLog | None = None
         self._pending: collections.deque[_Entry] = collections.deque()
         self._window = asyncio.Semaphore(settings.ingest.receive_maximum)
         # Open while no delivery awaits its resend; new messages wait while it is closed.
@@ -127,6 +129,9 @@ class IngestService(ServiceBase):
         pool = await stack.enter_async_context(db.create_pool(s.database_dsn, max_size=2))
         self._registry = await stack.enter_async_context(
             RegistryCache(pool, refresh_s=s.ingest.registry_refresh_s)
+        )
+        self._refusals = await stack.enter_async_context(
+            RefusalLog(pool, flush_s=s.ingest.registry_refresh_s)
         )
         username, password = s.mqtt_login("citywatch-ingest")
         self._mqtt = MqttSource(
@@ -214,6 +219,10 @@ class IngestService(ServiceBase):
                 "payload rejected",
                 extra={"topic": msg.topic, "reason": outcome.reason, "detail": outcome.detail},
             )
+            device_id = device_of(msg.topic)
+            assert self._registry is not None and self._refusals is not None
+            if device_id is not None and self._registry.get(device_id) is not None:
+                self._refusals.note(device_id, outcome.reason, outcome.detail, msg.received_at)
         else:
             m.ACCEPTED.inc()
             m.READINGS.inc(len(outcome))

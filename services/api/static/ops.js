@@ -155,13 +155,16 @@
     c.dataset.state = d.state;
     c.dataset.lastTime = d.last_reading_at || "";
     c.setAttribute("aria-label", (d.name || d.device_id) + " (" + d.kind + "): " + d.state);
-    c.firstChild.textContent = (d.name || d.device_id) + " — " + d.kind + " — " + d.state;
+    c.firstChild.textContent = (d.name || d.device_id) + " — " + d.kind + " — " + d.state +
+      (d.refused ? " — refused: " + d.refused.reason : "");
   }
   function summary() {
     const n = { normal: 0, suspect: 0, offline: 0, alert: 0 };
-    devices.forEach((d) => { n[d.state] = (n[d.state] || 0) + 1; });
+    let refused = 0;  // talking, but every message refused (a clock ahead, a wrong format)
+    devices.forEach((d) => { n[d.state] = (n[d.state] || 0) + 1; if (d.refused) refused += 1; });
     $("#summary").textContent = devices.size + " devices: " + n.normal + " normal, " + n.suspect +
-      " suspect, " + n.offline + " offline, " + n.alert + " in alert";
+      " suspect, " + n.offline + " offline" + (refused ? " (" + refused + " sending, but refused)" : "") +
+      ", " + n.alert + " in alert";
     $("#summary").dataset.devices = String(devices.size);
   }
   async function loadDevices() {
@@ -251,7 +254,9 @@
     const meta = $("#detail-meta");
     meta.textContent = "";
     for (const [k, v] of [["id", d.device_id], ["kind", d.kind], ["area", areaNames[d.area] || d.area || "—"], ["state", d.state],
-      ["status", d.status], ["last seen", fmtTime(d.last_seen)], ["newest reading", fmtTime(d.last_reading_at)]]) {
+      ["status", d.status], ["last seen", fmtTime(d.last_seen)], ["newest reading", fmtTime(d.last_reading_at)],
+      ...(d.refused ? [["refused", d.refused.count + " messages, the last at " + fmtTime(d.refused.at) + ": " +
+        d.refused.reason + " (" + d.refused.detail + ")"]] : [])]) {
       meta.appendChild(h("dt", k)); meta.appendChild(h("dd", v));
     }
     const tb = $("#latest tbody");
