@@ -26,7 +26,7 @@ from services.bench.measure import (
     cpu_used,
     histogram,
     histogram_delta,
-    jit_cpu_seconds,
+    jit_threads,
     native_stream,
     senml_stream,
     tree_cpu,
@@ -69,7 +69,8 @@ def test_cpu_readers_see_this_process_and_a_busy_machine() -> None:
 
 def test_jit_cpu_is_the_compiler_threads_of_the_jvm_alone(tmp_path: Path) -> None:
     """A JVM's JIT compiler threads, by their kernel names, and none of its other threads;
-    a process that is gone (or no JVM) has none."""
+    a process that is gone (or no JVM) has none; a compiler thread that ended between two
+    snapshots (HotSpot ends idle ones) never makes the phase's JIT CPU negative."""
     import os
 
     tick = os.sysconf("SC_CLK_TCK")
@@ -85,8 +86,17 @@ def test_jit_cpu_is_the_compiler_threads_of_the_jvm_alone(tmp_path: Path) -> Non
         (task / "comm").write_text(name + "\n")
         # pid (comm) state ppid pgrp session tty tpgid flags 4 fault counts, utime, stime
         (task / "stat").write_text(f"{tid} ({name}) S 1 1 1 0 -1 0 0 0 0 0 {utime} {stime} 0 0\n")
-    assert jit_cpu_seconds(100, tmp_path) == pytest.approx(4.5)
-    assert jit_cpu_seconds(999, tmp_path) == 0.0
+    before = jit_threads(100, tmp_path)
+    assert before == pytest.approx({101: 4.0, 102: 0.5})
+    assert jit_threads(999, tmp_path) == {}
+    task = tmp_path / "100" / "task"
+    for path in (task / "102").iterdir():
+        path.unlink()
+    (task / "102").rmdir()  # C1's thread ended
+    (task / "101" / "stat").write_text(
+        f"101 (C2 CompilerThre) S 1 1 1 0 -1 0 0 0 0 0 {5 * tick} {tick} 0 0\n"
+    )
+    assert cpu_used(before, jit_threads(100, tmp_path)) == pytest.approx(2.0)
 
 
 def test_senml_packs_carry_ten_readings_the_adapter_decodes_and_the_count_agrees() -> None:

@@ -74,28 +74,29 @@ def tree_cpu(roots: Iterable[int], proc: Path = Path("/proc")) -> dict[int, floa
 _JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
 
 
-def jit_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
-    """CPU-seconds the JIT compiler threads of the JVM `pid` have used so far (0 for a
-    process that is no JVM, or gone).
+def jit_threads(pid: int, proc: Path = Path("/proc")) -> dict[int, float]:
+    """CPU-seconds each JIT compiler thread of the JVM `pid` has used so far, by thread id
+    (none for a process that is no JVM, or gone); `cpu_used` of two snapshots is the JIT's
+    CPU between them (HotSpot starts and ends compiler threads as its queue grows and
+    shrinks, so a thread may be gone by the second snapshot).
 
     A JVM compiles its hot code while it runs, and compiles again whenever the load's shape
     changes which code is hot: on a freshly started stack that was most of Kafka's and
     Artemis's CPU in a bench run (docs/performance.md), a cost a long-running broker has
     long paid. The bench shows it apart so that a phase's figures say what they include."""
-    total = 0.0
+    out: dict[int, float] = {}
     try:
         tasks = list((proc / str(pid) / "task").iterdir())
     except OSError:
-        return 0.0
+        return out
     for task in tasks:
         try:
             if not (task / "comm").read_text().startswith(_JIT_THREADS):
                 continue
-            text = (task / "stat").read_text()
+            out[int(task.name)] = _parse_stat((task / "stat").read_text())[1]
         except OSError:
             continue  # the thread ended while we looked
-        total += _parse_stat(text)[1]
-    return total
+    return out
 
 
 def cpu_used(before: Mapping[int, float], after: Mapping[int, float]) -> float:

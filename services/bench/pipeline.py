@@ -71,7 +71,7 @@ from services.bench.measure import (
     cpu_used,
     histogram,
     histogram_delta,
-    jit_cpu_seconds,
+    jit_threads,
     native_stream,
     senml_stream,
     tree_cpu,
@@ -394,7 +394,9 @@ async def _warm_up(ctx: _Context, probe_devices: list[str], seconds: float) -> N
     during the first phases, and again when the load drops from saturation to a share of
     it: up to 70 % of a core for a whole 25 % phase, and most of the brokers' CPU in a run
     (docs/performance.md, "Third session"). A broker in production has long paid for that;
-    the phases should measure the pipeline, not the compiler."""
+    the phases should measure the pipeline, not the compiler. 20 s halves what the phases
+    compile on a fresh stack without ending it (a compiler starved of CPU at saturation
+    catches up when the load drops), hence each phase's JIT CPU shown apart too."""
     full = await _phase(ctx, "warm-up", "native", rate=0, seconds=seconds / 2)
     low = SHARES[0] * full.msg_per_s
     if low == low and low > 0:
@@ -451,7 +453,7 @@ async def _phase(
     lag_task = asyncio.create_task(_watch_lag(ctx.processor, lag_peak)) if watch_lag else None
     label = "max" if rate <= 0 else f"{rate:,.0f} msg/s"
     with console.status(f"{name}: publishing {fmt} for {seconds:.0f}s at {label} ..."):
-        jit0 = {name: jit_cpu_seconds(pid) for name, pid in ctx.roots.items()}
+        jit0 = {name: jit_threads(pid) for name, pid in ctx.roots.items()}
         box0, own0, start = box_cpu_seconds(), _own_cpu(ctx.roots), time.monotonic()
         if values is not None:  # stop after the message that reaches `values`
             stream = _until(stream, counted, values)
@@ -470,13 +472,13 @@ async def _phase(
         expected = rows_before + phase.values + phase.probe_messages  # a probe: 1 value
         stored_at = await _wait_rows(ctx.processor, expected, STORED_TIMEOUT_S)
         box1, own1 = box_cpu_seconds(), _own_cpu(ctx.roots)
-        jit1 = {name: jit_cpu_seconds(pid) for name, pid in ctx.roots.items()}
+        jit1 = {name: jit_threads(pid) for name, pid in ctx.roots.items()}
     phase.publish_s = published_at - start
     phase.stored_s = stored_at - start
     phase.box_cpu_s = box1 - box0
     phase.cpu_by_process = {name: cpu_used(own0[name], own1[name]) for name in ctx.roots}
     phase.own_cpu_s = sum(phase.cpu_by_process.values())
-    phase.jit_cpu_s = {name: jit1[name] - jit0[name] for name in jit1 if jit1[name] > 0}
+    phase.jit_cpu_s = {name: cpu_used(jit0[name], jit1[name]) for name in jit1 if jit1[name]}
     if lag_task is not None:
         lag_task.cancel()
         phase.peak_lag = lag_peak[0]
