@@ -169,6 +169,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         per_kind=args.per_kind,
         phase_s=args.phase,
         burst_s=args.burst,
+        warmup_s=args.warmup,
         raw=args.raw,
         json_path=args.json,
     )
@@ -329,6 +330,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="pipeline: seconds of the 3x burst (the issue's figure: 300)",
+    )
+    bench.add_argument(
+        "--warmup",
+        type=float,
+        default=20.0,
+        help="pipeline: seconds of unmeasured load first (full speed, then 25 %%), so that"
+        " the brokers' JVMs have compiled their hot code (0: none)",
     )
     bench.add_argument(
         "--raw", action="store_true", help="pipeline: also each stage's raw limit alone"

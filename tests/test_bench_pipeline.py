@@ -26,6 +26,7 @@ from services.bench.measure import (
     cpu_used,
     histogram,
     histogram_delta,
+    jit_threads,
     native_stream,
     senml_stream,
     tree_cpu,
@@ -64,6 +65,38 @@ def test_cpu_readers_see_this_process_and_a_busy_machine() -> None:
     mine = tree_cpu([os.getpid()])
     assert os.getpid() in mine
     assert box_cpu_seconds() >= mine[os.getpid()] > 0
+
+
+def test_jit_cpu_is_the_compiler_threads_of_the_jvm_alone(tmp_path: Path) -> None:
+    """A JVM's JIT compiler threads, by their kernel names, and none of its other threads;
+    a process that is gone (or no JVM) has none; a compiler thread that ended between two
+    snapshots (HotSpot ends idle ones) never makes the phase's JIT CPU negative."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    threads = {  # tid: (kernel name, utime ticks, stime ticks)
+        101: ("C2 CompilerThre", 3 * tick, 1 * tick),
+        102: ("C1 CompilerThre", tick // 2, 0),
+        103: ("data-plane-kafk", 50 * tick, 9 * tick),
+        104: ("java", 7 * tick, 2 * tick),
+    }
+    for tid, (name, utime, stime) in threads.items():
+        task = tmp_path / "100" / "task" / str(tid)
+        task.mkdir(parents=True)
+        (task / "comm").write_text(name + "\n")
+        # pid (comm) state ppid pgrp session tty tpgid flags 4 fault counts, utime, stime
+        (task / "stat").write_text(f"{tid} ({name}) S 1 1 1 0 -1 0 0 0 0 0 {utime} {stime} 0 0\n")
+    before = jit_threads(100, tmp_path)
+    assert before == pytest.approx({101: 4.0, 102: 0.5})
+    assert jit_threads(999, tmp_path) == {}
+    task = tmp_path / "100" / "task"
+    for path in (task / "102").iterdir():
+        path.unlink()
+    (task / "102").rmdir()  # C1's thread ended
+    (task / "101" / "stat").write_text(
+        f"101 (C2 CompilerThre) S 1 1 1 0 -1 0 0 0 0 0 {5 * tick} {tick} 0 0\n"
+    )
+    assert cpu_used(before, jit_threads(100, tmp_path)) == pytest.approx(2.0)
 
 
 def test_senml_packs_carry_ten_readings_the_adapter_decodes_and_the_count_agrees() -> None:
@@ -106,10 +139,13 @@ def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
         per_kind=1,
         phase_s=2,
         burst_s=1,
+        warmup_s=2,
         json_path=out,
     )
     report = json.loads(out.read_text())
     assert report["broker"] == stack.mqtt_broker  # the figures are the broker's too
+    # The warm-up is load, not a phase: it is in no figure and no count.
+    assert report["warmup_s"] == 2
     names = [p["name"] for p in report["phases"]]
     assert names == ["saturation", "senml", "25 %", "50 %", "75 %", "burst"]
     for p in report["phases"]:
@@ -117,6 +153,9 @@ def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
         # Counted in the readings table after the run: nothing lost, nothing doubled.
         assert p["stored"] == p["values"] == p["stored_distinct"], p["name"]
         assert p["box_cpu_s"] > 0 and p["own_cpu_s"] > 0, p["name"]
+        # JIT compiling is part of a JVM's own CPU, never more than it.
+        for part, jit in p["jit_cpu_s"].items():
+            assert 0 <= jit <= p["cpu_by_process"][part] + 0.05, (p["name"], part)
     by_name = {p["name"]: p for p in report["phases"]}
     assert report["reference_rate"] == pytest.approx(by_name["saturation"]["msg_per_s"])
     assert by_name["50 %"]["target_rate"] == pytest.approx(report["reference_rate"] / 2)

@@ -31,6 +31,13 @@ def box_cpu_seconds(stat: Path = Path("/proc/stat")) -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
+def _parse_stat(text: str) -> tuple[int, float]:
+    """(parent pid, CPU-seconds used so far) from a `/proc/<pid>/stat` or task's stat line."""
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    rest = text[text.rindex(")") + 2 :].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK
+
+
 def _proc_table(proc: Path) -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, CPU-seconds used so far) for every live process."""
     out: dict[int, tuple[int, float]] = {}
@@ -41,10 +48,7 @@ def _proc_table(proc: Path) -> dict[int, tuple[int, float]]:
             text = (entry / "stat").read_text()
         except OSError:
             continue  # it exited while we looked
-        # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-        rest = text[text.rindex(")") + 2 :].split()
-        ppid, utime, stime = int(rest[1]), int(rest[11]), int(rest[12])
-        out[int(entry.name)] = (ppid, (utime + stime) / _TICK)
+        out[int(entry.name)] = _parse_stat(text)
     return out
 
 
@@ -64,6 +68,35 @@ def tree_cpu(roots: Iterable[int], proc: Path = Path("/proc")) -> dict[int, floa
         seen.add(pid)
         todo.extend(children.get(pid, ()))
     return {p: table[p][1] for p in seen}
+
+
+# The JIT compiler threads of a HotSpot JVM (Kafka, Artemis), by their kernel names.
+_JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_threads(pid: int, proc: Path = Path("/proc")) -> dict[int, float]:
+    """CPU-seconds each JIT compiler thread of the JVM `pid` has used so far, by thread id
+    (none for a process that is no JVM, or gone); `cpu_used` of two snapshots is the JIT's
+    CPU between them (HotSpot starts and ends compiler threads as its queue grows and
+    shrinks, so a thread may be gone by the second snapshot).
+
+    A JVM compiles its hot code while it runs, and compiles again whenever the load's shape
+    changes which code is hot: on a freshly started stack that was most of Kafka's and
+    Artemis's CPU in a bench run (docs/performance.md), a cost a long-running broker has
+    long paid. The bench shows it apart so that a phase's figures say what they include."""
+    out: dict[int, float] = {}
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            if not (task / "comm").read_text().startswith(_JIT_THREADS):
+                continue
+            out[int(task.name)] = _parse_stat((task / "stat").read_text())[1]
+        except OSError:
+            continue  # the thread ended while we looked
+    return out
 
 
 def cpu_used(before: Mapping[int, float], after: Mapping[int, float]) -> float:

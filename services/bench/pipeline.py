@@ -71,6 +71,7 @@ from services.bench.measure import (
     cpu_used,
     histogram,
     histogram_delta,
+    jit_threads,
     native_stream,
     senml_stream,
     tree_cpu,
@@ -121,6 +122,7 @@ class Phase:
     box_cpu_s: float = 0.0
     own_cpu_s: float = 0.0
     cpu_by_process: dict[str, float] = field(default_factory=dict)  # own CPU-s, by part
+    jit_cpu_s: dict[str, float] = field(default_factory=dict)  # of it, JVM JIT compiling
     stored: int = 0  # the phase's rows counted in the database afterwards
     stored_distinct: int = 0  # distinct (device, metric, time) among them
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99 -> stored
@@ -150,6 +152,7 @@ class Phase:
 class Report:
     devices_per_kind: int
     reference_rate: float  # msg/s the shares are of
+    warmup_s: float = 0.0  # unmeasured load before the first phase (`--warmup`)
     broker: str = ""  # the MQTT broker of the stack (CITYWATCH_MQTT_BROKER): it moves every figure
     phases: list[Phase] = field(default_factory=list)
     rss_mb: dict[str, float] = field(default_factory=dict)
@@ -178,6 +181,7 @@ class Report:
         return {
             "devices_per_kind": self.devices_per_kind,
             "reference_rate": self.reference_rate,
+            "warmup_s": self.warmup_s,
             "broker": self.broker,
             "phases": [
                 {
@@ -213,6 +217,7 @@ def run_bench(
     per_kind: int,
     phase_s: float = 15.0,
     burst_s: float = 60.0,
+    warmup_s: float = 20.0,
     raw: bool = False,
     json_path: Path | None = None,
 ) -> int:
@@ -221,7 +226,12 @@ def run_bench(
     names.ensure_topics(settings)
     rule_id = f"bench-probe-{names.suffix}"
     try:
-        report = Report(devices_per_kind=per_kind, reference_rate=rate, broker=settings.mqtt_broker)
+        report = Report(
+            devices_per_kind=per_kind,
+            reference_rate=rate,
+            warmup_s=warmup_s,
+            broker=settings.mqtt_broker,
+        )
         if raw:
             report.raw = _raw_stages(settings, names, per_kind)
         asyncio.run(
@@ -342,6 +352,8 @@ async def _phases(
     phase_s: float,
     burst_s: float,
 ) -> None:
+    if report.warmup_s > 0:
+        await _warm_up(ctx, probe_devices, report.warmup_s)
     sat = await _phase(ctx, "saturation", "native", rate=0, seconds=duration_s)
     report.phases.append(sat)
     if report.reference_rate <= 0:
@@ -372,6 +384,25 @@ async def _phases(
             watch_lag=True,
         )
     )
+
+
+async def _warm_up(ctx: _Context, probe_devices: list[str], seconds: float) -> None:
+    """Unmeasured load in both shapes the phases have, before the first one: half the
+    time as fast as it goes, half at 25 % of the rate that reached (probes included).
+
+    On a stack started for the bench, Kafka's and Artemis's JVMs compile their hot code
+    during the first phases, and again when the load drops from saturation to a share of
+    it: up to 70 % of a core for a whole 25 % phase, and most of the brokers' CPU in a run
+    (docs/performance.md, "Third session"). A broker in production has long paid for that;
+    the phases should measure the pipeline, not the compiler. 20 s halves what the phases
+    compile on a fresh stack without ending it (a compiler starved of CPU at saturation
+    catches up when the load drops), hence each phase's JIT CPU shown apart too."""
+    full = await _phase(ctx, "warm-up", "native", rate=0, seconds=seconds / 2)
+    low = SHARES[0] * full.msg_per_s
+    if low == low and low > 0:
+        await _phase(
+            ctx, "warm-up-low", "native", rate=low, seconds=seconds / 2, probes=probe_devices
+        )
 
 
 async def _phase(
@@ -422,6 +453,7 @@ async def _phase(
     lag_task = asyncio.create_task(_watch_lag(ctx.processor, lag_peak)) if watch_lag else None
     label = "max" if rate <= 0 else f"{rate:,.0f} msg/s"
     with console.status(f"{name}: publishing {fmt} for {seconds:.0f}s at {label} ..."):
+        jit0 = {name: jit_threads(pid) for name, pid in ctx.roots.items()}
         box0, own0, start = box_cpu_seconds(), _own_cpu(ctx.roots), time.monotonic()
         if values is not None:  # stop after the message that reaches `values`
             stream = _until(stream, counted, values)
@@ -440,11 +472,13 @@ async def _phase(
         expected = rows_before + phase.values + phase.probe_messages  # a probe: 1 value
         stored_at = await _wait_rows(ctx.processor, expected, STORED_TIMEOUT_S)
         box1, own1 = box_cpu_seconds(), _own_cpu(ctx.roots)
+        jit1 = {name: jit_threads(pid) for name, pid in ctx.roots.items()}
     phase.publish_s = published_at - start
     phase.stored_s = stored_at - start
     phase.box_cpu_s = box1 - box0
     phase.cpu_by_process = {name: cpu_used(own0[name], own1[name]) for name in ctx.roots}
     phase.own_cpu_s = sum(phase.cpu_by_process.values())
+    phase.jit_cpu_s = {name: cpu_used(jit0[name], jit1[name]) for name in jit1 if jit1[name]}
     if lag_task is not None:
         lag_task.cancel()
         phase.peak_lag = lag_peak[0]
@@ -582,6 +616,10 @@ def _print(report: Report) -> None:
                 for name, cpu in sorted(p.cpu_by_process.items(), key=lambda kv: -kv[1])
                 if p.own_cpu_s and cpu / p.own_cpu_s >= 0.01
             ),
+        ),
+        (
+            "of it JVM JIT CPU-s",
+            lambda p: " ".join(f"{name} {cpu:.1f}" for name, cpu in sorted(p.jit_cpu_s.items())),
         ),
         ("stored / published", lambda p: f"{p.stored:,} / {p.values:,}"),
         (

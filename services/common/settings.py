@@ -313,6 +313,13 @@ class Settings(BaseSettings):
     # record to leave its buffer while a partition has no leader. A send that times out is
     # retried by the gateway, in order (services/ingest/gateway.py).
     kafka_request_timeout_ms: int = Field(default=15_000, ge=1000)
+    # How long the broker may hold a consumer's fetch for records to accumulate (up to
+    # `kafka_fetch_min_bytes`) before it answers with what it has. Answering each record
+    # at once (aiokafka's 1 byte) makes a fetch per producer request at low load, each
+    # costing the consumer and the broker a request: the fixed cost per second that the
+    # bench saw at 25 % of saturation (docs/performance.md). 0 answers at once.
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0, le=500)
+    kafka_fetch_min_bytes: int = Field(default=64 * 1024, ge=1)
     database_url: SecretStr = SecretStr("postgresql://citywatch@127.0.0.1:5432/citywatch")
     # A read-only copy of the database (a streaming standby) for the read API's queries;
     # unset, it reads the primary. Its role's password comes from `database_passwords` as
