@@ -170,6 +170,42 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request_or_by_li
     assert "ជម្លៀស" in browser.find_element(By.CSS_SELECTOR, flood).text
 
 
+async def test_ops_page_says_a_refused_device_is_sending_not_silent(
+    site, browser, dbcon: asyncpg.Connection
+):
+    """A device whose every message the gateway refuses (here: a clock hours ahead) reads
+    "sending, but refused" with the reason, not only "offline" (services/ingest/refusals.py;
+    the gateway's part is tests/test_device_refusals.py)."""
+    probe = site["probe"]  # offline: nothing stored from it lately
+    await dbcon.execute(
+        "INSERT INTO device_refusals (device_id, reason, detail, last_at, count) "
+        "VALUES ($1, 'time_in_future', 'is the device clock right?', now(), 42)",
+        probe,
+    )
+    try:
+        open_ops(browser, site["base"])
+        await until(
+            browser,
+            lambda d: "sending, but refused" in d.find_element(By.ID, "summary").text,
+            20,
+            "the summary counting a refused device",
+        )
+        browser.execute_script(
+            "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))",
+            browser.find_element(By.CSS_SELECTOR, f'circle[data-device-id="{probe}"]'),
+        )
+        await until(
+            browser,
+            lambda d: "42 messages" in d.find_element(By.ID, "detail-meta").text,
+            10,
+            "the refusal in the device's panel",
+        )
+        panel = browser.find_element(By.ID, "detail-meta").text
+        assert "time_in_future" in panel and "clock" in panel, panel
+    finally:
+        await dbcon.execute("DELETE FROM device_refusals WHERE device_id = $1", probe)
+
+
 def _screens(settings: Settings) -> Path:
     """Where the page tests leave their screenshots, for a person to look at."""
     path = settings.state_dir / "test-artifacts"
