@@ -102,7 +102,7 @@ async def mod_dbcon(migrated: Settings) -> AsyncIterator[asyncpg.Connection]:
     await con.close()
 
 
-def simulator_publisher(stack: Settings) -> Publisher:
+def simulator_publisher(stack: Settings, *, max_inflight: int = 1000) -> Publisher:
     """A publisher on the simulator's MQTT account, with a client id of its own."""
     username, password = stack.mqtt_login("citywatch-simulator")
     return Publisher(
@@ -111,6 +111,7 @@ def simulator_publisher(stack: Settings) -> Publisher:
         client_id=f"citywatch-sim-{uuid.uuid4().hex[:8]}",
         username=username,
         password=password,
+        max_inflight=max_inflight,
     )
 
 

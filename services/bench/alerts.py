@@ -50,6 +50,7 @@ from services.bench.common import (
     wait_ready,
 )
 from services.common.kafka import client_options
+from services.common.mqtt_client import BufferedClient
 from services.common.settings import KAFKA_ADMIN, Settings
 from services.supervisor import ServiceProcess
 from simulators import Fleet, Message, Publisher, PublishStats
@@ -403,7 +404,7 @@ def _print(
 def _clear_retained(settings: Settings, topic: str) -> None:
     """Publish an empty retained message on `topic` (MQTT 3.3.1.3: that deletes it), as the
     alerts service's account, the one allowed to write alert topics."""
-    client = mqtt.Client(
+    client = BufferedClient(
         CallbackAPIVersion.VERSION2,
         client_id=f"citywatch-bench-clear-{uuid.uuid4().hex[:8]}",
         protocol=mqtt.MQTTv5,

@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from schemas import Reading
 from schemas.adapters import decode_native
 from services.common import db, kafka
+from services.common.mqtt_client import BufferedClient
 from services.common.settings import KAFKA_ADMIN, Settings
 from simulators import Fleet, Message, Publisher
 
@@ -42,7 +43,7 @@ def mqtt_pub_sub(settings: Settings, n: int, *, per_kind: int) -> float:
         if got >= n:
             done.set()
 
-    sub = mqtt.Client(
+    sub = BufferedClient(
         CallbackAPIVersion.VERSION2, client_id=f"citywatch-{prefix}-sub", protocol=mqtt.MQTTv5
     )
     sub.on_message = on_message

@@ -35,6 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from schemas import now_utc
+from services.common.mqtt_client import BufferedClient
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class MqttSource:
         self._generation = 0
         self._lock = threading.Lock()
         self.connected = asyncio.Event()
-        self._client = mqtt.Client(
+        self._client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,

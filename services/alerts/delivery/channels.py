@@ -36,6 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from services.alerts.delivery.config import Subscriber
 from services.alerts.delivery.notice import email_text, subject
+from services.common.mqtt_client import BufferedClient
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class MqttChannel:
         self._host, self._port = host, port
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connected = asyncio.Event()
-        self._client = mqtt.Client(
+        self._client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"{client_prefix}-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
