@@ -145,6 +145,10 @@ async def test_residents_page_speaks_khmer_first_and_english_on_request_or_by_li
     # 4 December read as 12 April (a browser without Khmer locale data).
     updated = browser.find_element(By.ID, "updated").text
     assert re.search(KM_UPDATED, updated), updated
+    # Numbers in Khmer digits throughout, as the alerts' Khmer texts write them: the sensor
+    # counts too ("(១ ក្នុងចំណោម ១ ...)", not "(1 ក្នុងចំណោម 1 ...)").
+    counts = browser.find_element(By.CSS_SELECTOR, flood).text
+    assert "ក្នុងចំណោម" in counts and not re.search(r"[0-9]", counts), counts
     browser.save_screenshot(str(artifacts / "residents-km.png"))
 
     switch = browser.find_element(By.ID, "lang")

@@ -10,10 +10,14 @@
     en: ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"],
   };
   const KM_DIGITS = "០១២៣៤៥៦៧៨៩";
+  // Khmer digits on the Khmer page, as the alerts' own Khmer texts write numbers
+  // (services/alerts/texts.py): the time, and the sensor counts.
+  function digits(text, lang) {
+    return lang === "km" ? String(text).replace(/[0-9]/g, (c) => KM_DIGITS[+c]) : String(text);
+  }
   function when(d, lang) {
     const two = (n) => String(n).padStart(2, "0");
-    const text = `${d.getDate()} ${MONTHS[lang][d.getMonth()]} ${d.getFullYear()}, ${two(d.getHours())}:${two(d.getMinutes())}`;
-    return lang === "km" ? text.replace(/[0-9]/g, (c) => KM_DIGITS[+c]) : text;
+    return digits(`${d.getDate()} ${MONTHS[lang][d.getMonth()]} ${d.getFullYear()}, ${two(d.getHours())}:${two(d.getMinutes())}`, lang);
   }
   const T = {
     km: {
@@ -198,7 +202,7 @@
         dd.dataset.level = k.level;
         dd.appendChild(h("span", word, "badge lv-" + k.level));
         dd.dataset.byAlert = k.by_alert ? "1" : "0";
-        dd.appendChild(h("span", " (" + (k.by_alert ? t.byAlert + "; " : "") + k.online + " " + t.of + " " + k.devices + " " + t.sensors + ")"));
+        dd.appendChild(h("span", " (" + (k.by_alert ? t.byAlert + "; " : "") + digits(k.online, lang) + " " + t.of + " " + digits(k.devices, lang) + " " + t.sensors + ")"));
         dd.appendChild(h("span", advice, "advice"));
         dl.appendChild(dd);
       }
