@@ -150,6 +150,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.what == "broker":
+        from services.bench.stages import run_bench_broker
+
+        return run_bench_broker(
+            settings,
+            rates=(args.rate,) if args.rate > 0 else (200.0, 500.0, 1000.0),
+            seconds=args.duration,
+            topics=(1, args.per_kind * 4),
+            ack_delays_ms=(0.0, 10.0),
+        )
     if args.what == "alerts":
         from services.bench.alerts import run_bench_alerts
 
@@ -311,16 +321,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["pipeline", "alerts"])
+    bench.add_argument("what", choices=["pipeline", "alerts", "broker"])
     bench.add_argument(
         "--rate",
         type=float,
         default=0.0,
         help="alerts: messages/s of load (0 = as fast as it goes); pipeline: the rate the"
-        " 25/50/75 %% phases are shares of (0 = the saturation rate the run measures)",
+        " 25/50/75 %% phases are shares of (0 = the saturation rate the run measures);"
+        " broker: the one rate to run (0 = 200, 500 and 1000 msg/s)",
     )
     bench.add_argument(
-        "--duration", type=float, default=20.0, help="seconds of load (pipeline: saturation, SenML)"
+        "--duration",
+        type=float,
+        default=20.0,
+        help="seconds of load (pipeline: saturation, SenML; broker: each run)",
     )
     bench.add_argument(
         "--phase", type=float, default=15.0, help="pipeline: seconds of each 25/50/75 %% phase"
@@ -342,7 +356,9 @@ def _parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="pipeline: also each stage's raw limit alone"
     )
     bench.add_argument("--json", type=Path, help="pipeline: write the report as JSON here")
-    bench.add_argument("--per-kind", type=int, default=25)
+    bench.add_argument(
+        "--per-kind", type=int, default=25, help="devices per kind (broker: 4x as many topics)"
+    )
     bench.add_argument(
         "--probes", type=int, default=4, help="alerts: devices crossing and clearing the rule"
     )

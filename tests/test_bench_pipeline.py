@@ -161,6 +161,7 @@ def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
     assert by_name["50 %"]["target_rate"] == pytest.approx(report["reference_rate"] / 2)
     for share in ("25 %", "50 %", "75 %"):
         assert set(by_name[share]["latency_ms"]) == {"p50", "p95", "p99"}
+        assert set(by_name[share]["received_ms"]) == {"p50", "p99"}
         seen, crossings = by_name[share]["alerts"]
         assert crossings > 0 and seen <= crossings
     assert by_name["burst"]["peak_lag"] is not None

@@ -89,6 +89,9 @@ BURST_FACTOR = 3.0  # the burst publishes at this multiple of the 50 % rate
 STORED_TIMEOUT_S = 180.0  # how long a phase's last rows may take once publishing stops
 _ROWS = "citywatch_processor_rows_stored_total"
 _DEVICE_LATENCY = "citywatch_device_to_stored_seconds"
+# From the gateway's receiving a reading: what is left of the above once the broker has
+# delivered it, so the two tell the broker's share from the pipeline's.
+_RECEIVE_LATENCY = "citywatch_publish_to_stored_seconds"
 _LAG = "citywatch_processor_consumer_lag{"
 
 # Issue 11's targets: (figure key, target, "min" when the figure must reach it, "max"
@@ -126,6 +129,7 @@ class Phase:
     stored: int = 0  # the phase's rows counted in the database afterwards
     stored_distinct: int = 0  # distinct (device, metric, time) among them
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50/p95/p99 -> stored
+    received_ms: dict[str, float] = field(default_factory=dict)  # gateway receive -> stored
     alert_ms: dict[str, float] = field(default_factory=dict)  # p50/p99 -> firing on Kafka
     alerts: tuple[int, int] = (0, 0)  # (firing events seen, crossings published)
     peak_lag: int | None = None
@@ -448,7 +452,9 @@ async def _phase(
         since=(datetime.now(UTC) - timedelta(seconds=5)).isoformat(),
     )
     rows_before = await _metric(ctx.processor, _ROWS)
-    lat_before = histogram(await asyncio.to_thread(ctx.processor.metrics), _DEVICE_LATENCY)
+    metrics_before = await asyncio.to_thread(ctx.processor.metrics)
+    lat_before = histogram(metrics_before, _DEVICE_LATENCY)
+    received_before = histogram(metrics_before, _RECEIVE_LATENCY)
     lag_peak = [0]
     lag_task = asyncio.create_task(_watch_lag(ctx.processor, lag_peak)) if watch_lag else None
     label = "max" if rate <= 0 else f"{rate:,.0f} msg/s"
@@ -483,11 +489,12 @@ async def _phase(
         lag_task.cancel()
         phase.peak_lag = lag_peak[0]
         phase.drain_s = max(0.0, stored_at - published_at)
-    lat = histogram_delta(
-        histogram(await asyncio.to_thread(ctx.processor.metrics), _DEVICE_LATENCY), lat_before
-    )
+    metrics_after = await asyncio.to_thread(ctx.processor.metrics)
+    lat = histogram_delta(histogram(metrics_after, _DEVICE_LATENCY), lat_before)
+    received = histogram_delta(histogram(metrics_after, _RECEIVE_LATENCY), received_before)
     if fmt == "native":  # a pack's earlier readings are older than its publish
         phase.latency_ms = {f"p{q}": bucket_quantile(lat, q / 100) * 1000 for q in (50, 95, 99)}
+        phase.received_ms = {f"p{q}": bucket_quantile(received, q / 100) * 1000 for q in (50, 99)}
     console.log(
         f"{name}: {phase.values:,} values, stored in {phase.stored_s:.1f}s,"
         f" {phase.box_cpu_s:.1f} box CPU-s"
@@ -627,6 +634,14 @@ def _print(report: Report) -> None:
             lambda p: (
                 " / ".join(_fmt(p.latency_ms.get(k)) for k in ("p50", "p95", "p99"))
                 if p.latency_ms
+                else "-"
+            ),
+        ),
+        (
+            "gateway receive->stored p50/p99 ms",
+            lambda p: (
+                " / ".join(_fmt(p.received_ms.get(k)) for k in ("p50", "p99"))
+                if p.received_ms
                 else "-"
             ),
         ),

@@ -7,9 +7,12 @@ items per second, so the pipeline's rate can be read as a fraction of its slowes
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
@@ -17,9 +20,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from schemas import Reading
 from schemas.adapters import decode_native
+from services.bench.common import percentile
 from services.common import db, kafka
 from services.common.mqtt_client import BufferedClient
 from services.common.settings import KAFKA_ADMIN, Settings
+from services.ingest.mqtt_source import Inbound, MqttSource
 from simulators import Fleet, Message, Publisher
 
 
@@ -27,6 +32,19 @@ def sample_messages(n: int, *, per_kind: int, prefix: str, id_prefix: str) -> li
     fleet = Fleet(per_kind=per_kind, seed=11, prefix=prefix, id_prefix=id_prefix)
     stream = fleet.messages(datetime.now(UTC) - timedelta(hours=3), step_ms=1)
     return [next(stream) for _ in range(n)]
+
+
+def _simulator(settings: Settings, prefix: str) -> Publisher:
+    """A publisher on the services listener under the simulator's login (it may publish
+    to any device's uplink topic)."""
+    username, password = settings.mqtt_login("citywatch-simulator")
+    return Publisher(
+        settings.mqtt_services_host,
+        settings.mqtt_services_port,
+        client_id=f"citywatch-{prefix}-pub",
+        username=username,
+        password=password,
+    )
 
 
 def mqtt_pub_sub(settings: Settings, n: int, *, per_kind: int) -> float:
@@ -54,14 +72,7 @@ def mqtt_pub_sub(settings: Settings, n: int, *, per_kind: int) -> float:
     try:
         sub.subscribe(f"{prefix}/+/+/up", qos=1)  # what the ingest account may read
         subscribed.wait(10)
-        username, password = settings.mqtt_login("citywatch-simulator")
-        with Publisher(
-            settings.mqtt_services_host,
-            settings.mqtt_services_port,
-            client_id=f"citywatch-{prefix}-pub",
-            username=username,
-            password=password,
-        ) as pub:
+        with _simulator(settings, prefix) as pub:
             start = time.monotonic()
             pub.run(iter(msgs))
             done.wait(60)
@@ -70,6 +81,143 @@ def mqtt_pub_sub(settings: Settings, n: int, *, per_kind: int) -> float:
         sub.disconnect()
         sub.loop_stop()
     return got / elapsed
+
+
+@dataclass(frozen=True)
+class BrokerLatency:
+    """One fixed-rate run of `mqtt_latency`: publish -> subscriber receive, in ms."""
+
+    rate: float
+    topics: int
+    ack_delay_ms: float
+    sent: int
+    received: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+async def mqtt_latency(
+    settings: Settings, *, rate: float, seconds: float, topics: int, ack_delay_ms: float
+) -> BrokerLatency:
+    """The broker alone, as the pipeline uses it: the simulator's publisher (QoS 1, one
+    client) at `rate` msg/s over `topics` device topics, and the gateway's own MQTT client
+    (`MqttSource`: MQTT v5, clean_start False, Receive Maximum, manual acks) acknowledging
+    each message `ack_delay_ms` after it arrived (the gateway acks once Kafka has it).
+
+    Why: the pipeline's publish -> stored latency mixes the broker with the gateway, Kafka
+    and PostgreSQL on shared cores; this is the broker's part on its own. Each payload is
+    the wall-clock time of its publish; the latency is the gateway's `received_at` minus it.
+    """
+    prefix = f"benchlat{uuid.uuid4().hex[:6]}"
+    source = MqttSource(
+        host=settings.mqtt_services_host,
+        port=settings.mqtt_services_port,
+        client_id=f"citywatch-{prefix}-sub",
+        filters=(f"{prefix}/+/+/up",),
+        receive_maximum=settings.ingest.receive_maximum,
+        session_expiry_s=0,  # nothing left on the broker afterwards
+        username=settings.mqtt_login("citywatch-ingest")[0],
+        password=settings.mqtt_login("citywatch-ingest")[1],
+    )
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+
+    ready = f"{prefix}/bench/ready/up"
+
+    def take(msg: Inbound) -> None:
+        if msg.topic != ready:  # a late copy of the probe below
+            latencies.append(msg.received_at.timestamp() - float(msg.payload))
+        if ack_delay_ms > 0:
+            loop.call_later(ack_delay_ms / 1000, source.ack, msg)
+        else:
+            source.ack(msg)
+
+    async def subscribed(pub: Publisher) -> None:
+        """Until a first message comes through: the subscription is in place."""
+        while True:
+            pub.publish_raw(ready, b"0")
+            try:
+                source.ack(await asyncio.wait_for(source.get(), 0.5))
+                return
+            except TimeoutError:
+                continue
+
+    def stamped() -> Iterator[Message]:
+        for i in itertools.count():
+            device = f"d{i % topics}"
+            yield Message(
+                topic=f"{prefix}/bench/{device}/up",
+                payload=f"{time.time():.6f}".encode(),
+                valid=True,
+                device_id=device,
+            )
+
+    source.start()
+    try:
+        await asyncio.wait_for(source.connected.wait(), 10)
+        with _simulator(settings, prefix) as pub:
+            await asyncio.wait_for(subscribed(pub), 10)
+            run = asyncio.create_task(
+                asyncio.to_thread(pub.run, stamped(), duration_s=seconds, rate=rate)
+            )
+            quiet_since = time.monotonic()
+            while not run.done() or len(latencies) < run.result().sent:
+                try:
+                    take(await asyncio.wait_for(source.get(), 0.2))
+                    quiet_since = time.monotonic()
+                except TimeoutError:
+                    if run.done() and time.monotonic() - quiet_since > 30:
+                        break  # the rest never came: `received` says how many
+            sent = (await run).sent
+    finally:
+        source.close()
+    ms = [x * 1000 for x in latencies]
+    return BrokerLatency(
+        rate=rate,
+        topics=topics,
+        ack_delay_ms=ack_delay_ms,
+        sent=sent,
+        received=len(ms),
+        p50_ms=percentile(ms, 0.5),
+        p99_ms=percentile(ms, 0.99),
+        max_ms=max(ms, default=float("nan")),
+    )
+
+
+def run_bench_broker(
+    settings: Settings,
+    *,
+    rates: tuple[float, ...],
+    seconds: float,
+    topics: tuple[int, ...],
+    ack_delays_ms: tuple[float, ...],
+) -> int:
+    """`citywatch bench broker`: `mqtt_latency` for each combination, as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"citywatch bench broker ({settings.mqtt_broker}, {seconds:.0f} s each)")
+    for title in ("msg/s", "topics", "ack after ms", "received / sent", "p50 ms", "p99 ms"):
+        table.add_column(title, justify="right")
+    table.add_column("max ms", justify="right")
+    for rate in rates:
+        for n in topics:
+            for delay in ack_delays_ms:
+                r = asyncio.run(
+                    mqtt_latency(settings, rate=rate, seconds=seconds, topics=n, ack_delay_ms=delay)
+                )
+                table.add_row(
+                    f"{r.rate:,.0f}",
+                    str(r.topics),
+                    f"{r.ack_delay_ms:g}",
+                    f"{r.received:,} / {r.sent:,}",
+                    f"{r.p50_ms:.1f}",
+                    f"{r.p99_ms:.1f}",
+                    f"{r.max_ms:.1f}",
+                )
+    Console().print(table)
+    return 0
 
 
 async def kafka_produce(settings: Settings, n: int, *, topic: str, per_kind: int) -> float:

@@ -15,22 +15,32 @@
  *   is refused (management included).
  * - The files are read again when one of them changes (mtime or size), at the next login:
  *   `citywatch devices provision` takes effect without a restart or a signal.
+ * - A password is checked with PBKDF2 once per file version: Artemis authenticates again at
+ *   every authorisation it has not cached (each address a login publishes to, again every
+ *   `security-invalidation-interval`), on the connection's own thread, and with its own
+ *   authentication cache off (broker.xml says why) each of those was a PBKDF2 run in the
+ *   publish path. A password that passed is remembered as a salted SHA-256 in the file
+ *   version's rules, which belong to one acceptor and are dropped when a file changes.
  *
  * Compiled by `citywatch stack up` (services/stack/artemis.py) against the broker's jars.
  */
 package org.citywatch.artemis;
 
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.security.Principal;
+import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.Base64;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.logging.Logger;
 import javax.crypto.SecretKeyFactory;
 import javax.crypto.spec.PBEKeySpec;
@@ -159,7 +169,19 @@ public class RegistrySecurityManager implements ActiveMQSecurityManager5 {
 
    /** Rights as Mosquitto reads them: `user` sections of `topic` lines, and `pattern`
     * lines (without %u/%c here) for every user of the file. */
-   record Rules(Map<String, String> hashes, Map<String, List<String[]>> topics, List<String[]> patterns) {
+   record Rules(Map<String, String> hashes, Map<String, List<String[]>> topics, List<String[]> patterns,
+                Map<String, byte[]> passed) {
+
+      /** Salts the digests of passwords that passed, so the map holds nothing reusable. */
+      private static final byte[] PEPPER = new byte[16];
+
+      static {
+         new SecureRandom().nextBytes(PEPPER);
+      }
+
+      Rules(Map<String, String> hashes, Map<String, List<String[]>> topics, List<String[]> patterns) {
+         this(hashes, topics, patterns, new ConcurrentHashMap<>());
+      }
 
       static Rules parse(List<String> passwdLines, List<String> aclLines) {
          Map<String, String> hashes = new HashMap<>();
@@ -190,6 +212,29 @@ public class RegistrySecurityManager implements ActiveMQSecurityManager5 {
          if (hashed == null) {
             return false;
          }
+         byte[] digest = digest(password);
+         byte[] known = passed.get(user);
+         if (known != null && MessageDigest.isEqual(known, digest)) {
+            return true;
+         }
+         if (!pbkdf2Matches(hashed, password)) {
+            return false;
+         }
+         passed.put(user, digest);
+         return true;
+      }
+
+      private static byte[] digest(String password) {
+         try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            sha.update(PEPPER);
+            return sha.digest(password.getBytes(StandardCharsets.UTF_8));
+         } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+         }
+      }
+
+      private static boolean pbkdf2Matches(String hashed, String password) {
          String[] parts = hashed.split("\\$");  // "", "7", iterations, salt, digest
          if (parts.length != 5 || !parts[1].equals("7")) {
             return false;
