@@ -122,12 +122,14 @@ def fleet_publisher(broker: Settings) -> Iterator[Publisher]:
 
 
 def gateway_env(ns: Namespace, broker: Settings, *, shared: bool = False) -> dict[str, str]:
-    """The module's broker, and the gateway's subscription on this test's topics: by default
-    plain, as the gateway's default filters; `shared` in the form several gateways use."""
+    """The module's broker (and its kind), and the gateway's subscription on this test's
+    topics: by default plain, as the gateway's default filters; `shared` in the form
+    several gateways use."""
     share = f"$share/crash-{ns.suffix}/" if shared else ""
     return {
         "CITYWATCH_MQTT_URL": broker.mqtt_url,
         "CITYWATCH_MQTT_SERVICES_URL": broker.mqtt_services,
+        "CITYWATCH_MQTT_BROKER": broker.mqtt_broker,  # whether a resumed session resubscribes
         "CITYWATCH_STATE_DIR": str(broker.state_dir),
         "CITYWATCH_INGEST__FILTERS": json.dumps([f"{share}{ns.prefix}/+/+/up"]),
     }

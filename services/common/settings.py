@@ -291,6 +291,8 @@ class Settings(BaseSettings):
     # journals a QoS 1 message before it acknowledges it, so a broker crash loses nothing
     # acknowledged; Mosquitto 2.0 acknowledges first and saves later, for a tenth of the
     # memory and CPU (docs/broker-durability.md). Same ports, logins and topic rights.
+    # The gateway also reads it: a resumed session resubscribes on Mosquitto only
+    # (services/ingest/mqtt_source.py), so set it to the broker a deployment runs.
     mqtt_broker: Literal["mosquitto", "artemis"] = "artemis"
     # One broker's host:port, or a comma-separated list of a cluster's brokers (any one
     # that answers gives a client the whole cluster; list them all so that a client starting

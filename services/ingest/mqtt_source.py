@@ -51,7 +51,11 @@ class Inbound:
 
 
 class MqttSource:
-    """A persistent-session QoS 1 subscriber whose messages are acknowledged by the caller."""
+    """A persistent-session QoS 1 subscriber whose messages are acknowledged by the caller.
+
+    A new session subscribes to `filters`; a resumed one does so again only with
+    `resubscribe_on_resume` (Mosquitto: yes, Artemis: no; see `_on_connect`).
+    """
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class MqttSource:
         filters: tuple[str, ...],
         receive_maximum: int,
         session_expiry_s: int,
+        resubscribe_on_resume: bool,
         username: str | None = None,
         password: str | None = None,
     ) -> None:
@@ -69,6 +74,7 @@ class MqttSource:
         self._filters = filters
         self._receive_maximum = receive_maximum
         self._session_expiry_s = session_expiry_s
+        self._resubscribe_on_resume = resubscribe_on_resume
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
         self._space = threading.BoundedSemaphore(receive_maximum)
@@ -144,7 +150,14 @@ class MqttSource:
             return
         with self._lock:
             self._generation += 1
-        client.subscribe([(f, 1) for f in self._filters])
+        # A resumed session holds its subscriptions (they are session state). Artemis must
+        # not be asked again: it then replaces the subscription's consumer, the PUBACKs for
+        # the unacked messages it redelivers on resume match no delivery ("attempted to Ack
+        # already Ack'd message"), their Receive Maximum slots are never freed, and once
+        # they fill the window it delivers nothing more, for good. Mosquitto 2.0 must be:
+        # after its own crash it resumes the session without its shared subscriptions.
+        if not flags.session_present or self._resubscribe_on_resume:
+            client.subscribe([(f, 1) for f in self._filters])
         log.info(
             "mqtt connected",
             extra={"session_present": bool(flags.session_present), "filters": list(self._filters)},
