@@ -117,6 +117,7 @@ async def mqtt_latency(
         filters=(f"{prefix}/+/+/up",),
         receive_maximum=settings.ingest.receive_maximum,
         session_expiry_s=0,  # nothing left on the broker afterwards
+        resubscribe_on_resume=settings.mqtt_broker == "mosquitto",  # as the gateway does
         username=settings.mqtt_login("citywatch-ingest")[0],
         password=settings.mqtt_login("citywatch-ingest")[1],
     )
