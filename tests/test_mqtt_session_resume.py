@@ -29,7 +29,7 @@ def _source(stack: Settings, client_id: str, filters: tuple[str, ...]) -> MqttSo
         filters=filters,
         receive_maximum=WINDOW,
         session_expiry_s=60,  # the broker forgets the test's session a minute after it
-        resubscribe_on_resume=stack.mqtt_broker == "mosquitto",  # as the gateway does
+        broker=stack.mqtt_broker,  # as the gateway does
         username=username,
         password=password,
     )

@@ -110,6 +110,7 @@ async def mqtt_latency(
     the wall-clock time of its publish; the latency is the gateway's `received_at` minus it.
     """
     prefix = f"benchlat{uuid.uuid4().hex[:6]}"
+    username, password = settings.mqtt_login("citywatch-ingest")
     source = MqttSource(
         host=settings.mqtt_services_host,
         port=settings.mqtt_services_port,
@@ -117,9 +118,9 @@ async def mqtt_latency(
         filters=(f"{prefix}/+/+/up",),
         receive_maximum=settings.ingest.receive_maximum,
         session_expiry_s=0,  # nothing left on the broker afterwards
-        resubscribe_on_resume=settings.mqtt_broker == "mosquitto",  # as the gateway does
-        username=settings.mqtt_login("citywatch-ingest")[0],
-        password=settings.mqtt_login("citywatch-ingest")[1],
+        broker=settings.mqtt_broker,  # as the gateway does
+        username=username,
+        password=password,
     )
     loop = asyncio.get_running_loop()
     latencies: list[float] = []

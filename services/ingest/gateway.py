@@ -141,7 +141,7 @@ class IngestService(ServiceBase):
             filters=s.ingest.filters,
             receive_maximum=s.ingest.receive_maximum,
             session_expiry_s=s.ingest.session_expiry_s,
-            resubscribe_on_resume=s.mqtt_broker == "mosquitto",
+            broker=s.mqtt_broker,
             username=username,
             password=password,
         )

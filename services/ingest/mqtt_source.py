@@ -26,7 +26,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -53,8 +53,8 @@ class Inbound:
 class MqttSource:
     """A persistent-session QoS 1 subscriber whose messages are acknowledged by the caller.
 
-    A new session subscribes to `filters`; a resumed one does so again only with
-    `resubscribe_on_resume` (Mosquitto: yes, Artemis: no; see `_on_connect`).
+    A new session subscribes to `filters`; a resumed one does so again only on the broker
+    that needs it (`broker`: Mosquitto yes, Artemis no; see `_on_connect`).
     """
 
     def __init__(
@@ -66,7 +66,7 @@ class MqttSource:
         filters: tuple[str, ...],
         receive_maximum: int,
         session_expiry_s: int,
-        resubscribe_on_resume: bool,
+        broker: Literal["mosquitto", "artemis"],
         username: str | None = None,
         password: str | None = None,
     ) -> None:
@@ -74,7 +74,7 @@ class MqttSource:
         self._filters = filters
         self._receive_maximum = receive_maximum
         self._session_expiry_s = session_expiry_s
-        self._resubscribe_on_resume = resubscribe_on_resume
+        self._resubscribe_on_resume = broker == "mosquitto"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
         self._space = threading.BoundedSemaphore(receive_maximum)
