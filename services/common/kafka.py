@@ -196,7 +196,7 @@ async def open_producer(
         partitioner=KeyPartitioner(),
         enable_idempotence=True,
         acks="all",
-        linger_ms=5,
+        linger_ms=settings.kafka_linger_ms,
         max_batch_size=256 * 1024,
         max_request_size=MAX_RECORD_BYTES,
         request_timeout_ms=settings.kafka_request_timeout_ms,

@@ -315,18 +315,21 @@ class Settings(BaseSettings):
     # record to leave its buffer while a partition has no leader. A send that times out is
     # retried by the gateway, in order (services/ingest/gateway.py).
     kafka_request_timeout_ms: int = Field(default=15_000, ge=1000)
+    # How long a producer holds a record for others to join its request. Each request costs
+    # the producer and the broker a round of Python and protocol work whatever it carries:
+    # 20 ms instead of 5 took the gateway from 319 to 229 µs of CPU per message at
+    # saturation, with the fetch settings below (docs/performance.md, "Fifth session").
+    kafka_linger_ms: int = Field(default=20, ge=0, le=1000)
     # How long the broker may hold a consumer's fetch for records to accumulate (up to
-    # `kafka_fetch_min_bytes`) before it answers with what it has. Answering each record
-    # at once (aiokafka's 1 byte) makes a fetch per producer request at low load, each
-    # costing the consumer and the broker a request: the fixed cost per second that the
-    # bench saw at 25 % of saturation (docs/performance.md). 0 answers at once.
-    # The defaults are aiokafka's (500 ms, 1 byte: an answer per record): 20 ms / 64 KiB
-    # halved the processor's CPU at low load, but the first CI runs with it failed three
-    # stack tests whose outcome should not depend on where batches split (a spike verdict,
-    # an area's de-escalation, a drain after a Kafka outage); until that is understood it
-    # is a measured option, not the default.
-    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, le=500)
-    kafka_fetch_min_bytes: int = Field(default=1, ge=1)
+    # `kafka_fetch_min_bytes`) before it answers with what it has. aiokafka's defaults
+    # (500 ms, 1 byte) answer each record at once: at low load a fetch per producer
+    # request, each costing the consumer and the broker a request (docs/performance.md,
+    # "Third session" and "Fifth session"). 20 ms / 64 KiB bounds that to 50 fetches a
+    # second per consumer for at most 20 ms more per reading. (The three stack tests that
+    # failed with it in December were the broker reordering a burst and a resumed session
+    # that resubscribed on Artemis: both fixed, docs/broker-durability.md.) 0 answers at once.
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0, le=500)
+    kafka_fetch_min_bytes: int = Field(default=65536, ge=1)
     database_url: SecretStr = SecretStr("postgresql://citywatch@127.0.0.1:5432/citywatch")
     # A read-only copy of the database (a streaming standby) for the read API's queries;
     # unset, it reads the primary. Its role's password comes from `database_passwords` as
