@@ -236,6 +236,7 @@ class AlertsService(ServiceBase):
                 topics=[s.topics.readings],
                 client_id=f"citywatch-alerts-{s.alerts.group_id}",
                 listener=_ReloadOnAssign(self),
+                max_poll_records=s.alerts.batch_size,
                 stop=term,
             ) as consumer:
                 self._consumer = consumer
@@ -256,7 +257,7 @@ class AlertsService(ServiceBase):
         assert self._pool is not None
         loop = BatchLoop(
             consumer,
-            batch_size=2000,
+            batch_size=self.settings.alerts.batch_size,
             max_wait_ms=self.settings.alerts.batch_max_wait_ms,
             stop=term,
             health=self.health,

@@ -136,6 +136,12 @@ class AlertSettings(_Section):
     http_port: int = 8103
     group_id: str = "alerts"
     rules_file: Path = REPO_ROOT / "deploy" / "alerts" / "rules.yaml"
+    # Readings evaluated per batch. Every reading of a batch is alive at once (decoded, and
+    # in the events it raises), and Python keeps the memory a batch needed: 2,000 (the
+    # processor's) put the service's peak RSS at 102-103 MB in the bench, over issue 11's
+    # 100 (docs/performance.md); 500 kept it under. A batch costs one transaction and one
+    # offset commit more per 500 readings than per 2,000: within the bench's spread.
+    batch_size: int = Field(default=500, ge=1)
     batch_max_wait_ms: int = Field(default=50, ge=1)  # as the processor's
     graceful_timeout_s: float = 15.0
     # Run the notifiers (services/alerts/delivery: MQTT, webhooks, e-mail) in this process.
