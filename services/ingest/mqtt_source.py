@@ -210,7 +210,7 @@ class MqttSource:
             self._unwatch()
             self._lost.set()
             return
-        self._want_write()  # e.g. a PINGRESP, or paho answering the broker
+        self._want_write()  # what paho queued inside a callback, e.g. `_on_connect`'s SUBSCRIBE
         if self._fd is not None and self._queue.qsize() >= self._receive_maximum:
             assert self._loop is not None
             self._loop.remove_reader(self._fd)
