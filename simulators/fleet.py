@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 from schemas.registry import KINDS, Kind
 from schemas.topics import uplink_topic
@@ -154,9 +155,15 @@ class Fleet:
         kinds: tuple[Kind, ...] = KINDS,
         id_prefix: str = "",
         episodes: bool = False,
+        values_per_reading: int = 0,
     ) -> None:
         if not 0 <= malformed_share <= 1:
             raise ValueError("malformed_share must be between 0 and 1")
+        if values_per_reading < 0:
+            raise ValueError("values_per_reading must be 0 (all of a kind's metrics) or more")
+        # 0: every metric of the device's kind (5.5 values per reading over the four kinds);
+        # N: the first N of them (the bench's readings match issue 11's "3 values").
+        self.values_per_reading = values_per_reading
         self.rng = random.Random(seed)
         self.prefix = prefix
         self.malformed_share = malformed_share
@@ -244,4 +251,6 @@ class Fleet:
                 device.litter_items = 0  # a collection crew emptied the boom
             out["litter_items"] = float(device.litter_items)
         out["battery_pct"] = round(max(5.0, 95 - device.seq * 0.001), 2)
+        if self.values_per_reading:
+            out = dict(islice(out.items(), self.values_per_reading))
         return out

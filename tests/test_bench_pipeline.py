@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.adapters import decode_senml
+from schemas.adapters import decode_native, decode_senml
 from services.bench.alerts import Probes
 from services.bench.measure import (
     Counted,
@@ -112,6 +112,27 @@ def test_senml_packs_carry_ten_readings_the_adapter_decodes_and_the_count_agrees
     assert len(set(times)) == len(times)
 
 
+def test_readings_of_three_values_are_what_the_bench_counts_and_the_adapters_store() -> None:
+    """Issue 11 states its CPU target for readings of 3 values; the fleet's own readings
+    carry 2-7 metrics and a battery level. Both streams, every kind: what the gateway's
+    adapters decode is what the bench counts, 3 values a reading."""
+    fleet = Fleet(per_kind=1, seed=3, prefix="benchx", id_prefix="b3-", values_per_reading=3)
+    counted = Counted()
+    native = list(islice(native_stream(fleet, counted), 4))  # one message per kind
+    decoded = [decode_native(m.topic, m.payload, datetime.now(UTC)) for m in native]
+    assert all(isinstance(d, list) and len(d) == 1 for d in decoded), decoded
+    assert [len(r.metrics) for d in decoded if isinstance(d, list) for r in d] == [3] * 4
+    assert (counted.messages, counted.values) == (4, 12)
+    packs = list(islice(senml_stream(fleet, Counted()), 4))
+    readings = [decode_senml(m.topic, m.payload, datetime.now(UTC), None) for m in packs]
+    assert all(len(r.metrics) == 3 for d in readings if isinstance(d, list) for r in d), readings[0]
+    # 0 keeps every metric of the kind: more values than 3 on average.
+    whole = Fleet(per_kind=1, seed=3, prefix="benchx", id_prefix="b0-")
+    full = Counted()
+    list(islice(native_stream(whole, full), 4))
+    assert full.values > 12
+
+
 def test_a_probe_phase_counts_only_the_fleet_messages_it_hands_to_the_publisher() -> None:
     """The publisher stops between two messages: whatever it took last, every fleet message
     counted must have been taken (else the bench waits for rows that never come)."""
@@ -144,6 +165,7 @@ def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
     )
     report = json.loads(out.read_text())
     assert report["broker"] == stack.mqtt_broker  # the figures are the broker's too
+    assert report["values_per_reading"] == 3  # issue 11's readings, by default
     # The warm-up is load, not a phase: it is in no figure and no count.
     assert report["warmup_s"] == 2
     names = [p["name"] for p in report["phases"]]
