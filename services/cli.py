@@ -150,6 +150,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    # SIGTERM stops a bench as Ctrl-C does: it stops the services it started and removes
+    # its devices and alerts. (Until 2026-12-05 a killed bench left both behind: its
+    # services ran on, and /ops showed its 200 devices as offline.)
+    from services.common.lifecycle import stop_like_ctrl_c
+
+    stop_like_ctrl_c()
     if args.what == "broker":
         from services.bench.stages import run_bench_broker
 
@@ -187,6 +193,9 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.lifecycle import stop_like_ctrl_c
+
+    stop_like_ctrl_c()  # as `bench`: the services it started stop with it
     from datetime import timedelta
 
     from services.common.http_params import parse_time

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import signal
 import sys
 import threading
 import time
@@ -26,7 +25,6 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 
 from rich.console import Group
 from rich.live import Live
@@ -37,6 +35,7 @@ from rich.text import Text
 from schemas.device import DeviceProfile
 from services.common import db
 from services.common.db import migrate_database
+from services.common.lifecycle import stop_like_ctrl_c
 from services.common.settings import Settings, load_settings
 from services.registry.store import upsert_devices
 from services.stack import components
@@ -104,16 +103,11 @@ async def _register(dsn: str, profiles: list[DeviceProfile]) -> None:
         await con.close()
 
 
-def _stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def run_demo(settings: Settings, opts: DemoOptions) -> int:
     # A closed terminal (SIGHUP) or a service manager's SIGTERM ends the demo the way Ctrl-C
     # does, through the `finally` below: otherwise the services and stack parts it started
     # would be left running without it.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _stop_like_ctrl_c)
+    stop_like_ctrl_c()
     started_parts = []
     for part in components(settings):
         was_up = part.pid() is not None and part.answers()

@@ -9,12 +9,18 @@ bench's own table.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from schemas.adapters import decode_native, decode_senml
@@ -34,6 +40,7 @@ from services.bench.measure import (
 from services.bench.pipeline import TARGETS, run_bench
 from services.common.settings import Settings
 from simulators import Fleet
+from tests.harness import REPO, wait_until
 
 
 def test_phase_latency_is_the_quantile_of_what_the_phase_alone_observed() -> None:
@@ -190,3 +197,61 @@ def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
     assert set(report["rss_mb"]) == {"ingest", "processor", "alerts"}
     assert all(mb > 0 for mb in report["rss_mb"].values())
     assert [t["key"] for t in report["targets"]] == [key for key, *_ in TARGETS]
+
+
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is `pid` (a zombie is not alive)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(entry.name))
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+@pytest.mark.stack
+async def test_a_bench_stopped_by_sigterm_stops_its_services_and_removes_its_devices(
+    stack: Settings, dbcon: asyncpg.Connection, log_dir: Path
+) -> None:
+    """Until 2026-12-05 SIGTERM ended the bench at once: its gateway, processor and alerts
+    service ran on for half an hour, and the operations centre showed its 200 devices as
+    offline. Now it stops as on Ctrl-C (exit 130), through its cleanup."""
+    count = "SELECT count(*) FROM devices WHERE device_id LIKE 'bench%'"
+    before = await dbcon.fetchval(count)
+    cmd = [
+        sys.executable, "-m", "services.cli", "bench", "pipeline", "--duration", "5",
+        "--phase", "2", "--burst", "1", "--warmup", "0", "--per-kind", "1",
+    ]  # fmt: skip
+    log_path = log_dir / "bench-sigterm.log"
+    with log_path.open("w") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            cwd=REPO,
+            env={**os.environ, "CITYWATCH_STATE_DIR": str(stack.state_dir)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        async def loaded() -> bool:  # its services run and its devices are stored
+            return len(_children(proc.pid)) >= 3 and await dbcon.fetchval(count) > before
+
+        await wait_until(loaded, timeout=120, what=f"the bench under load (log {log_path})")
+        services = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert code == 130, f"the bench exited {code}: see {log_path}"
+    assert not _alive(services), "services left running"
+    assert await dbcon.fetchval(count) == before  # its devices removed with it

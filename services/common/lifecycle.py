@@ -20,7 +20,7 @@ import signal
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 log = logging.getLogger(__name__)
@@ -177,3 +177,16 @@ async def serve(service: Service, *, name: str, graceful_timeout_s: float) -> No
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def stop_like_ctrl_c() -> None:
+    """End this command on SIGTERM (a service manager, `kill`) or SIGHUP (a closed terminal)
+    the way Ctrl-C does: KeyboardInterrupt, through the command's `finally` blocks. A
+    command that starts services or stack parts (`demo`, `bench`, `evaluate`) would
+    otherwise leave them running without it, and what it registered in the database."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
