@@ -437,16 +437,25 @@ async def _copy_simulated_day(src: asyncpg.Connection, dst: asyncpg.Connection, 
         if not rows:
             continue
         columns = [c for c in dict(rows[0]) if c in writable]
-        insert = (
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
-            "ON CONFLICT DO NOTHING"
-        )
-        # In chunks: late in a full CI run one pipelined executemany of the whole day left
-        # both sides idle (the test waited, PGlite's server sat in epoll) until the timeout.
         args = [tuple(r[c] for c in columns) for r in rows]
+        # One multi-row INSERT per chunk, each a plain request and reply: asyncpg's
+        # executemany pipelines a message stream per row, and twice late in a full CI run
+        # (whole day, then chunks of 200) both sides went idle in the middle of one; the
+        # statement timeout then asked PGlite, which serves one connection at a time, to
+        # cancel through a second connection, which waited in its queue until the test's
+        # 900 s timeout. No asyncpg timeout here for that reason: pytest-timeout bounds it.
+        width = len(columns)
         for i in range(0, len(args), 200):
-            await dst.executemany(insert, args[i : i + 200], timeout=120)
+            chunk = args[i : i + 200]
+            values = ", ".join(
+                "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
+                for r in range(len(chunk))
+            )
+            await dst.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
+                "ON CONFLICT DO NOTHING",
+                *(value for row in chunk for value in row),
+            )
         copied += len(rows)
     return copied
 
