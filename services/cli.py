@@ -193,15 +193,14 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from services.common.lifecycle import stop_like_ctrl_c
-
-    stop_like_ctrl_c()  # as `bench`: the services it started stop with it
     from datetime import timedelta
 
     from services.common.http_params import parse_time
+    from services.common.lifecycle import stop_like_ctrl_c
     from services.evaluate import EvaluateOptions, run_evaluate
     from simulators.scenarios import parse_duration
 
+    stop_like_ctrl_c()  # as `bench`: the services it starts stop with it
     duration = parse_duration(args.duration) if args.duration else None
     if args.hours:
         duration = timedelta(hours=args.hours)

@@ -200,18 +200,8 @@ def test_tiny_bench_report_is_whole_and_every_phase_stored_what_it_published(
 
 
 def _children(pid: int) -> set[int]:
-    """The live processes whose parent is `pid` (a zombie is not alive)."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.add(int(entry.name))
-    return out
+    """Every process below `pid` (the services a bench started), by the bench's own reader."""
+    return set(tree_cpu([pid])) - {pid}
 
 
 def _alive(pids: set[int]) -> set[int]:
